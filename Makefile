@@ -1,0 +1,64 @@
+# wapper: `make demo` runs the main job, `make test` runs every test.
+GO        ?= go
+WASMENV   := GOOS=wasip1 GOARCH=wasm
+export CGO_ENABLED ?= 0
+
+# Go plugins: every plugins/NAME (and abi/testdata/plugins/NAME) with a main.go.
+GO_PLUGINS := $(patsubst plugins/%/main.go,%,$(wildcard plugins/*/main.go))
+TEST_PLUGINS := $(patsubst abi/testdata/plugins/%/main.go,%,$(wildcard abi/testdata/plugins/*/main.go))
+PLUGIN_WASM := $(GO_PLUGINS:%=bin/plugins/%.wasm)
+TEST_WASM := $(TEST_PLUGINS:%=bin/testplugins/%.wasm)
+
+# Component makefiles add to these.
+EXTRA_PLUGINS :=
+TEST_PREREQS :=
+TEST_STEPS :=
+BENCH_STEPS :=
+
+include $(wildcard mk/*.mk)
+
+.PHONY: all build plugins testplugins test bench demo deps clean lint
+all: build plugins
+
+build:
+	@mkdir -p bin
+	$(GO) build -o bin/ ./host/cmd/wapper-host ./registry/cmd/wapper
+
+plugins: $(PLUGIN_WASM) $(EXTRA_PLUGINS)
+
+testplugins: $(TEST_WASM)
+
+SDK_SRC := $(wildcard sdk-go/*.go abi/*.go)
+
+bin/plugins/%.wasm: $(SDK_SRC) $(wildcard plugins/%/*.go plugins/%/*/*.go)
+	@mkdir -p $(@D)
+	$(WASMENV) $(GO) build -buildmode=c-shared -o $@ ./plugins/$*
+
+bin/testplugins/%.wasm: $(SDK_SRC) $(wildcard abi/testdata/plugins/%/*.go)
+	@mkdir -p $(@D)
+	cd abi/testdata/plugins && $(WASMENV) $(GO) build -buildmode=c-shared -o ../../../$@ ./$*
+
+deps:
+	@hack/deps.sh
+
+lint:
+	$(GO) vet ./...
+	cd abi && $(GO) vet ./...
+	cd sdk-go && $(GO) vet ./... && $(WASMENV) $(GO) vet ./...
+
+# Every test. Tests that need a peer fail under CI=true when it is missing.
+test: deps build plugins testplugins $(TEST_PREREQS)
+	cd abi && $(GO) test -count=1 ./...
+	cd sdk-go && $(GO) test -count=1 ./...
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 20m ./...
+	$(foreach s,$(TEST_STEPS),$(s) &&) true
+
+bench: build plugins testplugins
+	$(GO) run ./hack/bench $(BENCH_STEPS)
+
+demo: build plugins
+	hack/demo.sh
+
+clean:
+	rm -rf bin

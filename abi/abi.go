@@ -1,0 +1,84 @@
+package abi
+
+// Major is the ABI major version. A module declares it by exporting the
+// marker function named by Marker.
+const Major = 1
+
+// Minor is the newest ABI minor version this code speaks. A plugin's marker
+// returns the minor it was built against; the host accepts any minor and
+// provides every import of every minor up to its own.
+const Minor = 0
+
+// ImportModule is the wasm module name of every host function.
+const ImportModule = "wapper"
+
+// Names of the functions a plugin exports.
+const (
+	ExportMarker       = "wapper_abi_v1"        // () -> i32 minor
+	ExportAlloc        = "wapper_alloc"         // (size i32) -> i32 ptr
+	ExportFree         = "wapper_free"          // (ptr i32)
+	ExportInit         = "wapper_init"          // (cfg_ptr, cfg_len i32) -> i64 result
+	ExportDeviceAdd    = "wapper_device_add"    // (dev, desc_ptr, desc_len i32) -> i64 result
+	ExportDeviceUpdate = "wapper_device_update" // (dev, desc_ptr, desc_len i32) -> i64 result
+	ExportDeviceRemove = "wapper_device_remove" // (dev i32) -> i64 result
+	ExportRead         = "wapper_read"          // (dev, prop i32) -> i64 result
+	ExportWrite        = "wapper_write"         // (dev, prop, val_ptr, val_len i32) -> i64 result
+	ExportState        = "wapper_device_state"  // (dev i32) -> i64 result
+
+	// Optional exports.
+	ExportReadBatch = "wapper_read_batch"  // (dev, handles_ptr, count i32) -> i64 result
+	ExportMethod    = "wapper_call_method" // (dev, req_ptr, req_len i32) -> i64 result
+	ExportPoll      = "wapper_poll"        // (dev, budget_ms i32) -> i64 result
+
+	// ExportInitialize is the WASI reactor initialiser. The host calls it
+	// once, before anything else, when the module exports it (Go's
+	// -buildmode=c-shared does).
+	ExportInitialize = "_initialize"
+)
+
+// Marker is the name of the ABI version marker export.
+const Marker = ExportMarker
+
+// Names of the functions the host provides in module ImportModule.
+const (
+	ImportLog      = "log"       // (level, ptr, len i32)
+	ImportClock    = "clock_ns"  // (clock i32) -> i64
+	ImportKVGet    = "kv_get"    // (key_ptr, key_len, dst_ptr, dst_cap i32) -> i32
+	ImportKVSet    = "kv_set"    // (key_ptr, key_len, val_ptr, val_len i32) -> i32
+	ImportKVDelete = "kv_delete" // (key_ptr, key_len i32) -> i32
+	ImportReport   = "report"    // (dev, prop, val_ptr, val_len i32) -> i32
+)
+
+// Clock identifiers for ImportClock.
+const (
+	ClockRealtime  = 0 // nanoseconds since the Unix epoch
+	ClockMonotonic = 1 // nanoseconds since an arbitrary point, never going back
+)
+
+// Log levels for ImportLog; they match log/slog's levels divided by four.
+const (
+	LogDebug = -1
+	LogInfo  = 0
+	LogWarn  = 1
+	LogError = 2
+)
+
+// Limits of ABI v1. The host enforces them; SDKs respect them.
+const (
+	// MaxMemoryBytes bounds a plugin's linear memory. Keeping it below 2 GiB
+	// keeps every guest pointer below 1<<31, so a packed result is never
+	// negative.
+	MaxMemoryBytes = 1 << 30
+	// MaxMessage bounds every buffer crossing the boundary: a device
+	// description, a value, a result, a method request.
+	MaxMessage = 4 << 20
+	// MaxLogMessage is where the host cuts a log line.
+	MaxLogMessage = 8 << 10
+	// MaxKVKey and MaxKVValue bound a kv entry; MaxKVBytes bounds a plugin's
+	// whole store.
+	MaxKVKey   = 512
+	MaxKVValue = 1 << 20
+	MaxKVBytes = 64 << 20
+	// MaxBatch bounds the handles of one batch read.
+	MaxBatch = 4096
+)

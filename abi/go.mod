@@ -1,0 +1,3 @@
+module wapper.dev/wapper/abi
+
+go 1.26

@@ -1,0 +1,185 @@
+// Command virtual is wapper's simulated-device mapper plugin, used by the
+// demo and the tests. Each property picks a behaviour through its visitor
+// configData field "kind":
+//
+//   - counter: increases by "step" (default 1) on every read
+//   - sine: "amplitude" * sin(2π t / "periodMs") + "offset"
+//   - random: a random walk of at most "step" per read, kept in
+//     ["min", "max"]
+//   - switch: a writable boolean
+//   - setpoint: a writable number (or any type), with "initial"
+//
+// State (counters, walks, written values) lives in the plugin's kv store, so
+// it survives instance restarts and is shared by every instance.
+package main
+
+import (
+	"encoding/binary"
+	"math"
+	"math/rand/v2"
+	"time"
+
+	wapper "wapper.dev/wapper/sdk-go"
+)
+
+type visitor struct {
+	Kind      string   `json:"kind"`
+	Step      *float64 `json:"step"`
+	Amplitude *float64 `json:"amplitude"`
+	Offset    float64  `json:"offset"`
+	PeriodMs  float64  `json:"periodMs"`
+	Min       *float64 `json:"min"`
+	Max       *float64 `json:"max"`
+	Initial   any      `json:"initial"`
+}
+
+type property struct {
+	visitor
+	key string
+}
+
+type virtual struct{ wapper.Base }
+
+func (virtual) AddDevice(d *wapper.Device) error { return setup(d) }
+
+func (virtual) UpdateDevice(d *wapper.Device) error { return setup(d) }
+
+// setup parses every visitor once, so a bad config fails at add time.
+func setup(d *wapper.Device) error {
+	props := map[uint32]*property{}
+	for _, p := range d.Properties() {
+		var pr property
+		if err := p.Visit(&pr.visitor); err != nil {
+			return err
+		}
+		switch pr.Kind {
+		case "counter", "sine", "random", "switch", "setpoint":
+		case "":
+			return wapper.Errorf(wapper.ErrInvalid, "property %q: visitor configData needs \"kind\" (counter, sine, random, switch or setpoint)", p.Name)
+		default:
+			return wapper.Errorf(wapper.ErrInvalid, "property %q: unknown kind %q (want counter, sine, random, switch or setpoint)", p.Name, pr.Kind)
+		}
+		if (pr.Kind == "switch" || pr.Kind == "setpoint") && !p.Writable() {
+			wapper.Log.Warn("writable kind on a ReadOnly property", "property", p.Name, "kind", pr.Kind)
+		}
+		pr.key = d.Namespace + "/" + d.Name + "/" + p.Name
+		props[p.Handle] = &pr
+	}
+	d.Data = props
+	return nil
+}
+
+func prop(d *wapper.Device, p *wapper.Property) *property {
+	return d.Data.(map[uint32]*property)[p.Handle]
+}
+
+func loadFloat(key string, def float64) (float64, error) {
+	b, ok, err := wapper.KVGet(key)
+	if err != nil || !ok || len(b) != 8 {
+		return def, err
+	}
+	return math.Float64frombits(binary.LittleEndian.Uint64(b)), nil
+}
+
+func storeFloat(key string, f float64) error {
+	return wapper.KVSet(key, binary.LittleEndian.AppendUint64(nil, math.Float64bits(f)))
+}
+
+func or(p *float64, def float64) float64 {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+func (virtual) Read(d *wapper.Device, p *wapper.Property) (wapper.Value, error) {
+	pr := prop(d, p)
+	var f float64
+	switch pr.Kind {
+	case "counter":
+		n, err := loadFloat(pr.key, 0)
+		if err != nil {
+			return wapper.Value{}, err
+		}
+		n += or(pr.Step, 1)
+		if err := storeFloat(pr.key, n); err != nil {
+			return wapper.Value{}, err
+		}
+		f = n
+	case "sine":
+		period := pr.PeriodMs
+		if period <= 0 {
+			period = 60000
+		}
+		t := float64(time.Now().UnixMilli())
+		f = or(pr.Amplitude, 1)*math.Sin(2*math.Pi*t/period) + pr.Offset
+	case "random":
+		lo, hi := or(pr.Min, 0), or(pr.Max, 100)
+		cur, err := loadFloat(pr.key, (lo+hi)/2)
+		if err != nil {
+			return wapper.Value{}, err
+		}
+		step := or(pr.Step, (hi-lo)/20)
+		cur = math.Max(lo, math.Min(hi, cur+(rand.Float64()*2-1)*step))
+		if err := storeFloat(pr.key, cur); err != nil {
+			return wapper.Value{}, err
+		}
+		f = cur
+	case "switch", "setpoint":
+		b, ok, err := wapper.KVGet(pr.key)
+		if err != nil {
+			return wapper.Value{}, err
+		}
+		if ok {
+			return wapper.ParseText(p.Type(), string(b))
+		}
+		return initial(p, pr)
+	}
+	return wapper.Convert(wapper.Double(f), p.Type())
+}
+
+func initial(p *wapper.Property, pr *property) (wapper.Value, error) {
+	switch v := pr.Initial.(type) {
+	case nil:
+		if p.Type() == wapper.TypeString {
+			return wapper.String(""), nil
+		}
+		return wapper.Convert(wapper.Int(0), p.Type())
+	case string:
+		return wapper.ParseText(p.Type(), v)
+	case bool:
+		return wapper.Convert(wapper.Bool(v), p.Type())
+	case float64:
+		return wapper.Convert(wapper.Double(v), p.Type())
+	}
+	return wapper.Value{}, wapper.Errorf(wapper.ErrInvalid, "property %q: initial must be a string, number or bool", p.Name)
+}
+
+func (virtual) Write(d *wapper.Device, p *wapper.Property, v wapper.Value) error {
+	pr := prop(d, p)
+	if pr.Kind != "switch" && pr.Kind != "setpoint" {
+		return wapper.Errorf(wapper.ErrReadOnly, "property %q is a simulated %s and cannot be written", p.Name, pr.Kind)
+	}
+	if pr.Kind == "switch" && p.Type() != wapper.TypeBoolean {
+		var err error
+		if v, err = wapper.Convert(v, wapper.TypeBoolean); err != nil {
+			return wapper.Errorf(wapper.ErrInvalid, "switch %q: %v", p.Name, err)
+		}
+	}
+	return wapper.KVSet(pr.key, []byte(v.Text()))
+}
+
+func (virtual) RemoveDevice(d *wapper.Device) error {
+	for _, pr := range d.Data.(map[uint32]*property) {
+		if err := wapper.KVDelete(pr.key); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (virtual) State(*wapper.Device) (wapper.State, error) { return wapper.StateOK, nil }
+
+func init() { wapper.Register(virtual{}) }
+
+func main() {}

@@ -1,0 +1,47 @@
+// Package wapper is the Go SDK for wapper mapper plugins.
+//
+// A plugin implements [Driver] (plus, optionally, [BatchReader],
+// [MethodCaller] and [Poller]), registers it from an init function, and is
+// built as a WASI reactor:
+//
+//	GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o thermo.wasm .
+//
+// The SDK provides the ABI exports (marker, alloc/free, init, device
+// add/update/remove, read, write, state, batch read, method, poll), keeps
+// buffers the host writes into alive until it frees them, encodes values and
+// errors, and turns a panic into an error the host can see. Host functions
+// are wrapped as [Log], [Report], [KVGet], [KVSet] and [KVDelete]; time.Now
+// and time.Sleep work through WASI. Outside wasm (go test on your machine)
+// the same functions run in-process, so plugin logic can be unit-tested
+// natively.
+//
+// A complete minimal plugin, a thermometer whose reading is set by a
+// visitor field:
+//
+//	package main
+//
+//	import wapper "wapper.dev/wapper/sdk-go"
+//
+//	type thermo struct{ wapper.Base }
+//
+//	func (thermo) Read(d *wapper.Device, p *wapper.Property) (wapper.Value, error) {
+//		var v struct{ Celsius float64 `json:"celsius"` }
+//		if err := p.Visit(&v); err != nil {
+//			return wapper.Value{}, err
+//		}
+//		return wapper.Double(v.Celsius), nil
+//	}
+//
+//	func init() { wapper.Register(thermo{}) }
+//
+//	func main() {}
+//
+// [Base] supplies defaults for every method but Read: Init, AddDevice,
+// UpdateDevice and RemoveDevice accept anything, Write answers
+// "unsupported", and State reports "ok". Override what your device needs.
+//
+// Instances are disposable and there may be several per plugin (see the ABI
+// spec, §9): keep state in the device or in the kv store, not only in
+// package variables. Goroutines do not run between calls; a device that
+// pushes data implements [Poller] and calls [Report].
+package wapper

@@ -1,0 +1,390 @@
+package wapper
+
+import (
+	"encoding/json"
+	"time"
+
+	"wapper.dev/wapper/abi"
+)
+
+// Driver is what a plugin implements. The host calls it for one device at a
+// time per instance; methods never run concurrently.
+type Driver interface {
+	// Init receives the MapperPlugin's spec.config as JSON ("{}" if none).
+	Init(config []byte) error
+	// AddDevice is called before any other call naming the device.
+	AddDevice(d *Device) error
+	// UpdateDevice is called with the new description; d.Data is kept.
+	UpdateDevice(d *Device) error
+	// RemoveDevice is the last call naming the device.
+	RemoveDevice(d *Device) error
+	// Read returns the current value of one property.
+	Read(d *Device, p *Property) (Value, error)
+	// Write sets a property. v already has the property's declared type.
+	Write(d *Device, p *Property, v Value) error
+	// State reports the device state and an optional reason.
+	State(d *Device) (State, error)
+}
+
+// BatchReader is optional: a plugin that can read several properties of a
+// device at once (for example neighbouring Modbus registers in one request).
+// It returns one value or error per property, in order.
+type BatchReader interface {
+	ReadBatch(d *Device, props []*Property) ([]Value, []error)
+}
+
+// MethodCaller is optional: custom device methods. args and the result are
+// JSON.
+type MethodCaller interface {
+	CallMethod(d *Device, method string, args []byte) ([]byte, error)
+}
+
+// Poller is optional: devices that push data. Poll may block in host I/O
+// for at most budget, calls [Report] for what arrived, and returns when the
+// host should poll this device again (0: not until it is updated).
+type Poller interface {
+	Poll(d *Device, budget time.Duration) (next time.Duration, err error)
+}
+
+// Base gives a plugin default methods; embed it and override what you need.
+type Base struct{}
+
+// Init accepts any config.
+func (Base) Init([]byte) error { return nil }
+
+// AddDevice accepts any device.
+func (Base) AddDevice(*Device) error { return nil }
+
+// UpdateDevice accepts any update.
+func (Base) UpdateDevice(*Device) error { return nil }
+
+// RemoveDevice does nothing.
+func (Base) RemoveDevice(*Device) error { return nil }
+
+// Write reports that the property cannot be written.
+func (Base) Write(_ *Device, p *Property, _ Value) error {
+	return Errorf(ErrUnsupported, "property %q cannot be written by this plugin", p.Name)
+}
+
+// State reports ok.
+func (Base) State(*Device) (State, error) { return StateOK, nil }
+
+// Device is a device as the plugin sees it: the host's description plus
+// plugin-owned Data, kept across updates.
+type Device struct {
+	abi.Device
+	// Data is free for the plugin: a connection, parsed config, caches.
+	Data  any
+	props []Property
+}
+
+// Property is one property of a device.
+type Property struct {
+	abi.Property
+	dev *Device
+}
+
+// Device returns the device the property belongs to.
+func (p *Property) Device() *Device { return p.dev }
+
+// Visit decodes the property's visitor configData into v.
+func (p *Property) Visit(v any) error {
+	if len(p.Visitor) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(p.Visitor, v); err != nil {
+		return Errorf(ErrInvalid, "property %q visitor config: %v", p.Name, err)
+	}
+	return nil
+}
+
+// Type returns the property's declared value type.
+func (p *Property) Type() Type { return p.ValueType() }
+
+// ProtocolConfig decodes the device's protocol configData into v.
+func (d *Device) ProtocolConfig(v any) error {
+	if len(d.Device.ProtocolConfig) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(d.Device.ProtocolConfig, v); err != nil {
+		return Errorf(ErrInvalid, "device %s/%s protocol config: %v", d.Namespace, d.Name, err)
+	}
+	return nil
+}
+
+// Properties returns the device's properties.
+func (d *Device) Properties() []*Property {
+	out := make([]*Property, len(d.props))
+	for i := range d.props {
+		out[i] = &d.props[i]
+	}
+	return out
+}
+
+// Property returns the property with the given handle, or nil.
+func (d *Device) Property(handle uint32) *Property {
+	if int(handle) < len(d.props) && d.props[handle].Handle == handle {
+		return &d.props[handle]
+	}
+	for i := range d.props {
+		if d.props[i].Handle == handle {
+			return &d.props[i]
+		}
+	}
+	return nil
+}
+
+// PropertyByName returns the named property, or nil.
+func (d *Device) PropertyByName(name string) *Property {
+	for i := range d.props {
+		if d.props[i].Name == name {
+			return &d.props[i]
+		}
+	}
+	return nil
+}
+
+// String names the device as namespace/name.
+func (d *Device) String() string { return d.Namespace + "/" + d.Name }
+
+func (d *Device) setDesc(desc abi.Device) {
+	d.Device = desc
+	d.props = make([]Property, len(desc.Properties))
+	for i, p := range desc.Properties {
+		d.props[i] = Property{Property: p, dev: d}
+	}
+}
+
+var (
+	driver  Driver
+	devices = map[uint32]*Device{}
+)
+
+// Register installs the plugin's driver. Call it from an init function;
+// with -buildmode=c-shared, main is never run.
+func Register(d Driver) {
+	if driver != nil {
+		panic("wapper.Register called twice")
+	}
+	driver = d
+}
+
+func lookup(id uint32) (*Device, error) {
+	d, ok := devices[id]
+	if !ok {
+		return nil, Errorf(ErrNotFound, "device handle %d is not added", id)
+	}
+	return d, nil
+}
+
+func lookupProp(id, h uint32) (*Device, *Property, error) {
+	d, err := lookup(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	p := d.Property(h)
+	if p == nil {
+		return nil, nil, Errorf(ErrNotFound, "device %s has no property handle %d", d, h)
+	}
+	return d, p, nil
+}
+
+func driverOrErr() (Driver, error) {
+	if driver == nil {
+		return nil, Errorf(ErrInternal, "no driver registered: call wapper.Register from an init function")
+	}
+	return driver, nil
+}
+
+func decodeDesc(id uint32, b []byte) (abi.Device, error) {
+	var desc abi.Device
+	if err := json.Unmarshal(b, &desc); err != nil {
+		return desc, Errorf(ErrInvalid, "device description: %v", err)
+	}
+	if desc.ID != id {
+		return desc, Errorf(ErrInvalid, "device description id %d does not match handle %d", desc.ID, id)
+	}
+	return desc, nil
+}
+
+// Operations behind the exports, free of wasm specifics so they can be
+// tested natively.
+
+func opInit(cfg []byte) error {
+	drv, err := driverOrErr()
+	if err != nil {
+		return err
+	}
+	return drv.Init(cfg)
+}
+
+func opAdd(id uint32, b []byte) error {
+	drv, err := driverOrErr()
+	if err != nil {
+		return err
+	}
+	desc, err := decodeDesc(id, b)
+	if err != nil {
+		return err
+	}
+	if old, ok := devices[id]; ok {
+		// Re-adding a known handle is an update; the host may re-add after
+		// it lost track of an instance's state.
+		old.setDesc(desc)
+		return drv.UpdateDevice(old)
+	}
+	d := &Device{}
+	d.setDesc(desc)
+	if err := drv.AddDevice(d); err != nil {
+		return err
+	}
+	devices[id] = d
+	return nil
+}
+
+func opUpdate(id uint32, b []byte) error {
+	drv, err := driverOrErr()
+	if err != nil {
+		return err
+	}
+	desc, err := decodeDesc(id, b)
+	if err != nil {
+		return err
+	}
+	d, ok := devices[id]
+	if !ok {
+		return opAdd(id, b)
+	}
+	d.setDesc(desc)
+	return drv.UpdateDevice(d)
+}
+
+func opRemove(id uint32) error {
+	drv, err := driverOrErr()
+	if err != nil {
+		return err
+	}
+	d, ok := devices[id]
+	if !ok {
+		return nil
+	}
+	delete(devices, id)
+	return drv.RemoveDevice(d)
+}
+
+func opRead(id, h uint32) (Value, error) {
+	d, p, err := lookupProp(id, h)
+	if err != nil {
+		return Value{}, err
+	}
+	return driver.Read(d, p)
+}
+
+func opWrite(id, h uint32, val []byte) error {
+	d, p, err := lookupProp(id, h)
+	if err != nil {
+		return err
+	}
+	v, err := abi.DecodeValue(val)
+	if err != nil {
+		return Errorf(ErrInvalid, "value for %s: %v", p.Name, err)
+	}
+	if !p.Writable() {
+		return Errorf(ErrReadOnly, "property %q is %s", p.Name, p.AccessMode)
+	}
+	return driver.Write(d, p, v)
+}
+
+func opState(id uint32) (State, error) {
+	d, err := lookup(id)
+	if err != nil {
+		return StateUnknown, err
+	}
+	return driver.State(d)
+}
+
+// opReadBatch appends the batch payload to dst.
+func opReadBatch(dst []byte, id uint32, handles []uint32) ([]byte, error) {
+	d, err := lookup(id)
+	if err != nil {
+		return dst, err
+	}
+	props := make([]*Property, len(handles))
+	for i, h := range handles {
+		if props[i] = d.Property(h); props[i] == nil {
+			return dst, Errorf(ErrNotFound, "device %s has no property handle %d", d, h)
+		}
+	}
+	var vals []Value
+	var errs []error
+	if br, ok := driver.(BatchReader); ok {
+		vals, errs = br.ReadBatch(d, props)
+		if len(vals) != len(props) || (errs != nil && len(errs) != len(props)) {
+			return dst, Errorf(ErrInternal, "ReadBatch returned %d values and %d errors for %d properties", len(vals), len(errs), len(props))
+		}
+	} else {
+		vals, errs = make([]Value, len(props)), make([]error, len(props))
+		for i, p := range props {
+			vals[i], errs[i] = driver.Read(d, p)
+		}
+	}
+	for i := range props {
+		var e error
+		if errs != nil {
+			e = errs[i]
+		}
+		if e == nil && !vals[i].IsValid() {
+			e = Errorf(ErrInternal, "property %q: plugin returned no value and no error", props[i].Name)
+		}
+		if e != nil {
+			dst = abi.AppendBatchEntry(dst, abi.CodeOf(e), []byte(e.Error()))
+			continue
+		}
+		dst = abi.AppendBatchEntry(dst, OK, vals[i].Encode())
+	}
+	return dst, nil
+}
+
+func opMethod(id uint32, req []byte) ([]byte, error) {
+	d, err := lookup(id)
+	if err != nil {
+		return nil, err
+	}
+	mc, ok := driver.(MethodCaller)
+	if !ok {
+		return nil, Errorf(ErrUnsupported, "plugin has no custom device methods")
+	}
+	var r abi.MethodRequest
+	if err := json.Unmarshal(req, &r); err != nil {
+		return nil, Errorf(ErrInvalid, "method request: %v", err)
+	}
+	return mc.CallMethod(d, r.Method, r.Args)
+}
+
+func opPoll(id uint32, budgetMS uint32) (uint32, error) {
+	d, err := lookup(id)
+	if err != nil {
+		return 0, err
+	}
+	p, ok := driver.(Poller)
+	if !ok {
+		return 0, nil
+	}
+	next, err := p.Poll(d, time.Duration(budgetMS)*time.Millisecond)
+	if err != nil || next <= 0 {
+		return 0, err
+	}
+	ms := next.Milliseconds()
+	if ms < 1 {
+		ms = 1
+	}
+	if ms > 1<<31 {
+		ms = 1 << 31
+	}
+	return uint32(ms), nil
+}
+
+// panicError turns a recovered panic into an ErrPanic error with a stack.
+func panicError(r any, stack []byte) error {
+	return Errorf(ErrPanic, "%v\n%s", r, stack)
+}

@@ -1,0 +1,71 @@
+//go:build !wasip1
+
+package wapper
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+
+	"wapper.dev/wapper/abi"
+)
+
+// Outside wasm the host functions run in-process, so that plugin code can be
+// unit-tested with go test: logs go to slog's default logger, the kv store
+// is a map, and reports go to ReportHook.
+
+// ReportHook receives reports when the plugin runs natively (not in wasm).
+var ReportHook func(dev, prop uint32, v Value)
+
+var native struct {
+	sync.Mutex
+	kv map[string][]byte
+}
+
+func hostLog(level int32, msg string) {
+	slog.Log(context.Background(), slog.Level(level*4), msg)
+}
+
+func hostReport(dev, prop uint32, val []byte) int32 {
+	v, err := abi.DecodeValue(val)
+	if err != nil {
+		return -int32(abi.ErrInvalid)
+	}
+	if ReportHook != nil {
+		ReportHook(dev, prop, v)
+	}
+	return 0
+}
+
+func hostKVGet(key string, dst []byte) int32 {
+	native.Lock()
+	defer native.Unlock()
+	v, ok := native.kv[key]
+	if !ok {
+		return -int32(abi.ErrNotFound)
+	}
+	if len(v) <= len(dst) {
+		copy(dst, v)
+	}
+	return int32(len(v))
+}
+
+func hostKVSet(key string, val []byte) int32 {
+	if len(key) > abi.MaxKVKey || len(val) > abi.MaxKVValue {
+		return -int32(abi.ErrTooLarge)
+	}
+	native.Lock()
+	defer native.Unlock()
+	if native.kv == nil {
+		native.kv = map[string][]byte{}
+	}
+	native.kv[key] = append([]byte(nil), val...)
+	return 0
+}
+
+func hostKVDelete(key string) int32 {
+	native.Lock()
+	defer native.Unlock()
+	delete(native.kv, key)
+	return 0
+}

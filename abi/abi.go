@@ -47,7 +47,51 @@ const (
 	ImportKVSet    = "kv_set"    // (key_ptr, key_len, val_ptr, val_len i32) -> i32
 	ImportKVDelete = "kv_delete" // (key_ptr, key_len i32) -> i32
 	ImportReport   = "report"    // (dev, prop, val_ptr, val_len i32) -> i32
+
+	// Device I/O. Every call takes a timeout in milliseconds and returns a
+	// negated Code on failure; handles are small positive integers private
+	// to the instance.
+	ImportSockOpen     = "sock_open"      // (kind, addr_ptr, addr_len, timeout_ms i32) -> i32 handle
+	ImportSerialOpen   = "serial_open"    // (path_ptr, path_len, baud, data_bits, parity, stop_bits, timeout_ms i32) -> i32 handle
+	ImportIORead       = "io_read"        // (handle, dst_ptr, dst_cap, timeout_ms i32) -> i32 n
+	ImportIOWrite      = "io_write"       // (handle, src_ptr, src_len, timeout_ms i32) -> i32 n
+	ImportIOClose      = "io_close"       // (handle i32) -> i32
+	ImportGPIOOpen     = "gpio_open"      // (name_ptr, name_len, mode, timeout_ms i32) -> i32 handle
+	ImportGPIORead     = "gpio_read"      // (handle i32) -> i32 level
+	ImportGPIOWrite    = "gpio_write"     // (handle, level i32) -> i32
+	ImportGPIOWaitEdge = "gpio_wait_edge" // (handle, edge, timeout_ms i32) -> i32 level
 )
+
+// Socket kinds for ImportSockOpen.
+const (
+	SockTCP = 0
+	SockUDP = 1
+)
+
+// Serial parity for ImportSerialOpen.
+const (
+	ParityNone = 0
+	ParityOdd  = 1
+	ParityEven = 2
+)
+
+// GPIO modes for ImportGPIOOpen.
+const (
+	GPIOInput         = 0
+	GPIOOutput        = 1
+	GPIOInputPullUp   = 2
+	GPIOInputPullDown = 3
+)
+
+// GPIO edges for ImportGPIOWaitEdge.
+const (
+	EdgeRising  = 1
+	EdgeFalling = 2
+	EdgeBoth    = 3
+)
+
+// MaxHandles bounds the open I/O handles of one instance.
+const MaxHandles = 64
 
 // Clock identifiers for ImportClock.
 const (

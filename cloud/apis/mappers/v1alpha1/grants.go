@@ -1,0 +1,254 @@
+package v1alpha1
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"path"
+	"strconv"
+	"strings"
+)
+
+// NetworkGrant is one parsed entry of Grants.Network.
+//
+// The syntax is SCHEME://HOST:PORT where
+//   - SCHEME is "tcp" or "udp";
+//   - HOST is an IP address ("[::1]" for IPv6), a CIDR prefix
+//     ("10.0.0.0/8", "[fd00::/8]"), a DNS name, a DNS name whose first label
+//     is "*" ("*.plant.local", any one or more labels), or "*" (any host);
+//   - PORT is a number, a range "502-510", or "*" (any port).
+type NetworkGrant struct {
+	// Scheme is "tcp" or "udp".
+	Scheme string
+	// Any is true when HOST is "*".
+	Any bool
+	// Prefix is set when HOST is an IP address (as a full-length prefix)
+	// or a CIDR prefix.
+	Prefix netip.Prefix
+	// Name is set when HOST is a DNS name, lower-cased; it may start with "*.".
+	Name string
+	// PortMin and PortMax bound the allowed ports, inclusive (1..65535).
+	PortMin, PortMax uint16
+}
+
+// ParseNetworkGrant parses one Grants.Network entry.
+func ParseNetworkGrant(s string) (NetworkGrant, error) {
+	var g NetworkGrant
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok {
+		return g, fmt.Errorf("want SCHEME://HOST:PORT, such as tcp://127.0.0.1:502")
+	}
+	switch scheme {
+	case "tcp", "udp":
+		g.Scheme = scheme
+	default:
+		return g, fmt.Errorf("scheme %q is not supported; use tcp or udp", scheme)
+	}
+	i := strings.LastIndexByte(rest, ':')
+	if i < 0 {
+		return g, fmt.Errorf("missing :PORT (a number, a range such as 502-510, or *)")
+	}
+	host, port := rest[:i], rest[i+1:]
+	if err := g.parsePort(port); err != nil {
+		return g, err
+	}
+	if err := g.parseHost(host); err != nil {
+		return g, err
+	}
+	return g, nil
+}
+
+func (g *NetworkGrant) parsePort(port string) error {
+	if port == "*" {
+		g.PortMin, g.PortMax = 1, 65535
+		return nil
+	}
+	lo, hi, isRange := strings.Cut(port, "-")
+	if !isRange {
+		hi = lo
+	}
+	a, errA := parsePortNumber(lo)
+	b, errB := parsePortNumber(hi)
+	if errA != nil || errB != nil {
+		return fmt.Errorf("port %q: want a number 1-65535, a range such as 502-510, or *", port)
+	}
+	if a > b {
+		return fmt.Errorf("port range %q is reversed", port)
+	}
+	g.PortMin, g.PortMax = a, b
+	return nil
+}
+
+func parsePortNumber(s string) (uint16, error) {
+	n, err := strconv.ParseUint(s, 10, 16)
+	if err != nil || n == 0 || s[0] == '+' {
+		return 0, fmt.Errorf("bad port")
+	}
+	return uint16(n), nil
+}
+
+func (g *NetworkGrant) parseHost(host string) error {
+	switch {
+	case host == "":
+		return fmt.Errorf("missing HOST (an IP, a CIDR prefix, a DNS name, or *)")
+	case host == "*":
+		g.Any = true
+		return nil
+	case strings.HasPrefix(host, "["):
+		if !strings.HasSuffix(host, "]") {
+			return fmt.Errorf("host %q: unclosed [", host)
+		}
+		inner := host[1 : len(host)-1]
+		if p, err := parseAddrOrPrefix(inner); err == nil && p.Addr().Is6() && !p.Addr().Is4In6() {
+			g.Prefix = p
+			return nil
+		}
+		return fmt.Errorf("host %q: want an IPv6 address or prefix inside [ ]", host)
+	}
+	if p, err := parseAddrOrPrefix(host); err == nil {
+		if p.Addr().Is6() {
+			return fmt.Errorf("host %q: write IPv6 addresses in brackets, such as [::1]", host)
+		}
+		g.Prefix = p
+		return nil
+	}
+	name := strings.ToLower(host)
+	check := strings.TrimPrefix(name, "*.")
+	if !isDNSName(check) {
+		return fmt.Errorf("host %q: not an IP address, CIDR prefix, DNS name or *", host)
+	}
+	g.Name = name
+	return nil
+}
+
+func parseAddrOrPrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return p, err
+		}
+		if p != p.Masked() {
+			return p, fmt.Errorf("prefix %s has host bits set", s)
+		}
+		return p, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("bad address")
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+func isDNSName(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, c := range label {
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// String returns the grant in its canonical form.
+func (g NetworkGrant) String() string {
+	host := "*"
+	switch {
+	case g.Prefix.IsValid():
+		if g.Prefix.IsSingleIP() {
+			host = g.Prefix.Addr().String()
+		} else {
+			host = g.Prefix.String()
+		}
+		if g.Prefix.Addr().Is6() {
+			host = "[" + host + "]"
+		}
+	case g.Name != "":
+		host = g.Name
+	}
+	port := strconv.Itoa(int(g.PortMin))
+	switch {
+	case g.PortMin == 1 && g.PortMax == 65535:
+		port = "*"
+	case g.PortMin != g.PortMax:
+		port += "-" + strconv.Itoa(int(g.PortMax))
+	}
+	return g.Scheme + "://" + host + ":" + port
+}
+
+// Allows reports whether the grant covers a connection over scheme ("tcp"
+// or "udp") to host and port. host is an IP address or a DNS name as the
+// plugin asked for it: a name matches only name grants (and "*"), so a
+// host that resolves names itself must check the addresses too.
+func (g NetworkGrant) Allows(scheme, host string, port int) bool {
+	if scheme != g.Scheme || port < int(g.PortMin) || port > int(g.PortMax) {
+		return false
+	}
+	if g.Any {
+		return true
+	}
+	if a, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
+		return g.Prefix.IsValid() && g.Prefix.Contains(a.Unmap().WithZone(""))
+	}
+	name := strings.ToLower(strings.TrimSuffix(host, "."))
+	if rest, ok := strings.CutPrefix(g.Name, "*."); ok {
+		return strings.HasSuffix(name, "."+rest)
+	}
+	return g.Name != "" && name == g.Name
+}
+
+// AllowsAddr is Allows for a "host:port" address, as given to net.Dial.
+func (g NetworkGrant) AllowsAddr(scheme, addr string) bool {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	n, err := strconv.Atoi(port)
+	return err == nil && g.Allows(scheme, host, n)
+}
+
+// ValidateSerialGrant checks one Grants.Serial entry: an absolute, clean
+// path pattern in shell glob syntax (path.Match).
+func ValidateSerialGrant(s string) error {
+	if !strings.HasPrefix(s, "/") {
+		return fmt.Errorf("want an absolute device path such as /dev/ttyUSB0 or /dev/ttyUSB*")
+	}
+	if path.Clean(s) != s {
+		return fmt.Errorf("path is not clean; write %s", path.Clean(s))
+	}
+	if _, err := path.Match(s, ""); err != nil {
+		return fmt.Errorf("bad glob pattern: %v", err)
+	}
+	return nil
+}
+
+// ValidateGPIOGrant checks one Grants.GPIO entry: a line name or
+// "CHIP:LINE" pattern in shell glob syntax (path.Match), made of letters,
+// digits and _ - . : / plus the glob characters * ? [ ] !.
+func ValidateGPIOGrant(s string) error {
+	if s == "" {
+		return fmt.Errorf("empty line name")
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("_-.:/*?[]!^", c)) {
+			return fmt.Errorf("character %q is not allowed in a GPIO line pattern", c)
+		}
+	}
+	if _, err := path.Match(s, ""); err != nil {
+		return fmt.Errorf("bad glob pattern: %v", err)
+	}
+	return nil
+}
+
+// MatchGlob reports whether name matches a serial or GPIO grant pattern.
+// A malformed pattern matches nothing.
+func MatchGlob(pattern, name string) bool {
+	ok, err := path.Match(pattern, name)
+	return err == nil && ok
+}

@@ -1,0 +1,284 @@
+package v1alpha1_test
+
+import (
+	"encoding/json"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/yaml"
+
+	v1alpha1 "wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
+)
+
+const issueYAML = `
+apiVersion: mappers.wapper.dev/v1alpha1
+kind: MapperPlugin
+metadata: {name: virtual}
+spec:
+  protocols: [virtual]
+  module:
+    file: virtual.wasm
+  grants:
+    network: ["tcp://127.0.0.1:5502"]
+    serial: ["/dev/ttyUSB*"]
+    gpio: ["GPIO17"]
+  limits: {memoryMiB: 64, callTimeout: 2s, instances: 2}
+  config: {}
+status:
+  nodes: [{node: edge-1, phase: Loaded, digest: "sha256:0000000000000000000000000000000000000000000000000000000000000000", message: ok, lastTransitionTime: "2026-01-02T03:04:05Z"}]
+`
+
+func decode(t *testing.T, doc string) *v1alpha1.MapperPlugin {
+	t.Helper()
+	var p v1alpha1.MapperPlugin
+	if err := yaml.UnmarshalStrict([]byte(doc), &p); err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+	return &p
+}
+
+func TestIssueShapeDecodesAndValidates(t *testing.T) {
+	p := decode(t, issueYAML)
+	p.Default()
+	if errs := p.Validate(); len(errs) != 0 {
+		t.Fatalf("valid plugin rejected: %v", errs.ToAggregate())
+	}
+	if p.APIVersion != v1alpha1.SchemeGroupVersion.String() || p.Kind != v1alpha1.Kind {
+		t.Errorf("type meta = %s %s", p.APIVersion, p.Kind)
+	}
+	if got := p.Spec.Limits.CallTimeout.Duration; got != 2*time.Second {
+		t.Errorf("callTimeout = %v, want 2s", got)
+	}
+	if string(p.Spec.Config.Raw) != "{}" {
+		t.Errorf("config raw = %q", p.Spec.Config.Raw)
+	}
+	n := p.Status.Nodes[0]
+	if n.Node != "edge-1" || n.Phase != v1alpha1.PhaseLoaded || n.LastTransitionTime.Year() != 2026 {
+		t.Errorf("status = %+v", n)
+	}
+	if p.Spec.Grants.GPIO[0] != "GPIO17" {
+		t.Errorf("grants = %+v", p.Spec.Grants)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	p := decode(t, `{metadata: {name: x}, spec: {protocols: [modbus], module: {file: m.wasm}}}`)
+	p.Default()
+	l := p.Spec.Limits
+	if l.MemoryMiB != 64 || l.CallTimeout.Duration != 5*time.Second || l.Instances != 2 {
+		t.Fatalf("defaults = %+v", l)
+	}
+	if errs := p.Validate(); len(errs) != 0 {
+		t.Fatalf("defaulted plugin rejected: %v", errs.ToAggregate())
+	}
+	if l.MemoryPages() != 64*16 || l.MemoryBytes() != 64<<20 {
+		t.Errorf("pages %d bytes %d", l.MemoryPages(), l.MemoryBytes())
+	}
+	// Explicit values survive defaulting.
+	p = decode(t, `{metadata: {name: x}, spec: {protocols: [m], module: {file: m.wasm}, limits: {memoryMiB: 8, callTimeout: 1m, instances: 9}}}`)
+	p.Default()
+	if l := p.Spec.Limits; l.MemoryMiB != 8 || l.CallTimeout.Duration != time.Minute || l.Instances != 9 {
+		t.Fatalf("explicit limits changed: %+v", l)
+	}
+}
+
+const goodDigest = "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"
+
+func TestValidationErrors(t *testing.T) {
+	cases := []struct {
+		name, doc string
+		field     string // the field path of the one expected error
+		reason    string // a substring of its detail
+	}{
+		{"image without digest", `{spec: {protocols: [m], module: {image: "reg.example:5000/mappers/modbus:1.0"}}}`, "spec.module.digest", "needs its digest"},
+		{"bad digest", `{spec: {protocols: [m], module: {file: m.wasm, digest: "sha256:ABC"}}}`, "spec.module.digest", "64 lower-case hex"},
+		{"md5 digest", `{spec: {protocols: [m], module: {file: m.wasm, digest: "md5:d41d8cd98f00b204e9800998ecf8427e"}}}`, "spec.module.digest", "sha256:"},
+		{"file and image", `{spec: {protocols: [m], module: {file: m.wasm, image: "r/m:1", digest: "` + goodDigest + `"}}}`, "spec.module", "exactly one"},
+		{"neither file nor image", `{spec: {protocols: [m], module: {}}}`, "spec.module", "set file"},
+		{"absolute file", `{spec: {protocols: [m], module: {file: /etc/m.wasm}}}`, "spec.module.file", "relative"},
+		{"escaping file", `{spec: {protocols: [m], module: {file: ../m.wasm}}}`, "spec.module.file", "inside"},
+		{"bad image", `{spec: {protocols: [m], module: {image: "Bad Image", digest: "` + goodDigest + `"}}}`, "spec.module.image", "OCI reference"},
+		{"image digest mismatch", `{spec: {protocols: [m], module: {image: "r/m@sha256:1111111111111111111111111111111111111111111111111111111111111111", digest: "` + goodDigest + `"}}}`, "spec.module.digest", "does not match"},
+		{"empty protocols", `{spec: {protocols: [], module: {file: m.wasm}}}`, "spec.protocols", "at least one"},
+		{"missing protocols", `{spec: {module: {file: m.wasm}}}`, "spec.protocols", "at least one"},
+		{"bad protocol", `{spec: {protocols: ["mod bus"], module: {file: m.wasm}}}`, "spec.protocols[0]", "letters"},
+		{"duplicate protocol", `{spec: {protocols: [m, m], module: {file: m.wasm}}}`, "spec.protocols[1]", "Duplicate"},
+		{"network no scheme", `{spec: {protocols: [m], module: {file: m.wasm}, grants: {network: ["127.0.0.1:502"]}}}`, "spec.grants.network[0]", "SCHEME://HOST:PORT"},
+		{"network bad scheme", `{spec: {protocols: [m], module: {file: m.wasm}, grants: {network: ["http://h:80"]}}}`, "spec.grants.network[0]", "tcp or udp"},
+		{"network bad port", `{spec: {protocols: [m], module: {file: m.wasm}, grants: {network: ["tcp://h:70000"]}}}`, "spec.grants.network[0]", "1-65535"},
+		{"network reversed range", `{spec: {protocols: [m], module: {file: m.wasm}, grants: {network: ["tcp://h:9-1"]}}}`, "spec.grants.network[0]", "reversed"},
+		{"network no port", `{spec: {protocols: [m], module: {file: m.wasm}, grants: {network: ["tcp://h"]}}}`, "spec.grants.network[0]", "PORT"},
+		{"network bare ipv6", `{spec: {protocols: [m], module: {file: m.wasm}, grants: {network: ["tcp://::1:80"]}}}`, "spec.grants.network[0]", "brackets"},
+		{"network bad host", `{spec: {protocols: [m], module: {file: m.wasm}, grants: {network: ["tcp://a b:80"]}}}`, "spec.grants.network[0]", "DNS name"},
+		{"network host bits", `{spec: {protocols: [m], module: {file: m.wasm}, grants: {network: ["tcp://10.0.0.1/8:80"]}}}`, "spec.grants.network[0]", "not an IP"},
+		{"serial relative", `{spec: {protocols: [m], module: {file: m.wasm}, grants: {serial: ["ttyUSB0"]}}}`, "spec.grants.serial[0]", "absolute"},
+		{"serial bad glob", `{spec: {protocols: [m], module: {file: m.wasm}, grants: {serial: ["/dev/tty[USB"]}}}`, "spec.grants.serial[0]", "glob"},
+		{"gpio bad char", `{spec: {protocols: [m], module: {file: m.wasm}, grants: {gpio: ["GPIO 17"]}}}`, "spec.grants.gpio[0]", "not allowed"},
+		{"gpio bad glob", `{spec: {protocols: [m], module: {file: m.wasm}, grants: {gpio: ["GPIO[1"]}}}`, "spec.grants.gpio[0]", "glob"},
+		{"memory too big", `{spec: {protocols: [m], module: {file: m.wasm}, limits: {memoryMiB: 1025}}}`, "spec.limits.memoryMiB", "between 1 and 1024"},
+		{"memory negative", `{spec: {protocols: [m], module: {file: m.wasm}, limits: {memoryMiB: -1}}}`, "spec.limits.memoryMiB", "between 1 and 1024"},
+		{"timeout too long", `{spec: {protocols: [m], module: {file: m.wasm}, limits: {callTimeout: 6m}}}`, "spec.limits.callTimeout", "at most 5m"},
+		{"timeout negative", `{spec: {protocols: [m], module: {file: m.wasm}, limits: {callTimeout: -1s}}}`, "spec.limits.callTimeout", "above 0"},
+		{"instances too many", `{spec: {protocols: [m], module: {file: m.wasm}, limits: {instances: 65}}}`, "spec.limits.instances", "between 1 and 64"},
+		{"config not object", `{spec: {protocols: [m], module: {file: m.wasm}, config: [1, 2]}}`, "spec.config", "JSON object"},
+		{"namespaced", `{metadata: {namespace: default}, spec: {protocols: [m], module: {file: m.wasm}}}`, "metadata.namespace", "cluster-scoped"},
+		{"bad name", `{metadata: {name: Virtual_1}, spec: {protocols: [m], module: {file: m.wasm}}}`, "metadata.name", "lowercase"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := decode(t, c.doc)
+			if p.Name == "" {
+				p.Name = "p"
+			}
+			p.Default()
+			errs := p.Validate()
+			if len(errs) != 1 {
+				t.Fatalf("want exactly one error at %s, got %d: %v", c.field, len(errs), errs.ToAggregate())
+			}
+			if errs[0].Field != c.field {
+				t.Errorf("field = %q, want %q (%v)", errs[0].Field, c.field, errs[0])
+			}
+			if !strings.Contains(errs[0].Error(), c.reason) {
+				t.Errorf("error %q does not say %q", errs[0].Error(), c.reason)
+			}
+		})
+	}
+}
+
+func TestValidWithoutDefaultIsRejected(t *testing.T) {
+	p := decode(t, `{metadata: {name: x}, spec: {protocols: [m], module: {file: m.wasm}}}`)
+	if errs := p.Validate(); len(errs) != 3 {
+		t.Fatalf("undefaulted limits: want 3 errors, got %v", errs.ToAggregate())
+	}
+}
+
+func TestValidModules(t *testing.T) {
+	for _, m := range []v1alpha1.Module{
+		{File: "virtual.wasm"},
+		{File: "sub/dir/m.wasm", Digest: goodDigest},
+		{Image: "localhost:5000/mappers/modbus:v1.2.3", Digest: goodDigest},
+		{Image: "mappers/modbus", Digest: goodDigest},
+		{Image: "r.example/a/b_c/d-e@" + goodDigest, Digest: goodDigest},
+		{Image: "[::1]:5000/m:latest", Digest: "sha512:" + strings.Repeat("ab", 64)},
+	} {
+		if errs := m.Validate(nil); len(errs) != 0 {
+			t.Errorf("%+v rejected: %v", m, errs.ToAggregate())
+		}
+	}
+}
+
+func TestNetworkGrant(t *testing.T) {
+	cases := []struct {
+		grant     string
+		canonical string
+		allow     []string // scheme|host:port
+		deny      []string
+	}{
+		{"tcp://127.0.0.1:5502", "tcp://127.0.0.1:5502", []string{"tcp|127.0.0.1:5502"}, []string{"udp|127.0.0.1:5502", "tcp|127.0.0.1:5503", "tcp|127.0.0.2:5502", "tcp|localhost:5502"}},
+		{"udp://10.0.0.0/8:*", "udp://10.0.0.0/8:*", []string{"udp|10.1.2.3:1", "udp|10.255.0.1:65535"}, []string{"udp|11.0.0.1:53", "tcp|10.0.0.1:53"}},
+		{"tcp://*.Plant.local:502-503", "tcp://*.plant.local:502-503", []string{"tcp|a.plant.local:502", "tcp|b.c.PLANT.local:503"}, []string{"tcp|plant.local:502", "tcp|a.plant.local:504", "tcp|a.plant.localx:502"}},
+		{"tcp://[::1]:80", "tcp://[::1]:80", []string{"tcp|[::1]:80"}, []string{"tcp|127.0.0.1:80"}},
+		{"tcp://[fd00::/8]:1-1024", "tcp://[fd00::/8]:1-1024", []string{"tcp|[fd12::1]:22"}, []string{"tcp|[fe80::1]:22", "tcp|[fd12::1]:2000"}},
+		{"tcp://*:502", "tcp://*:502", []string{"tcp|anything:502", "tcp|1.2.3.4:502"}, []string{"tcp|1.2.3.4:503"}},
+		{"tcp://plc-1:502", "tcp://plc-1:502", []string{"tcp|PLC-1:502"}, []string{"tcp|plc-2:502"}},
+	}
+	for _, c := range cases {
+		g, err := v1alpha1.ParseNetworkGrant(c.grant)
+		if err != nil {
+			t.Errorf("%s: %v", c.grant, err)
+			continue
+		}
+		if g.String() != c.canonical {
+			t.Errorf("%s: canonical %q, want %q", c.grant, g.String(), c.canonical)
+		}
+		for _, a := range c.allow {
+			scheme, addr, _ := strings.Cut(a, "|")
+			if !g.AllowsAddr(scheme, addr) {
+				t.Errorf("%s should allow %s", c.grant, a)
+			}
+		}
+		for _, a := range c.deny {
+			scheme, addr, _ := strings.Cut(a, "|")
+			if g.AllowsAddr(scheme, addr) {
+				t.Errorf("%s should deny %s", c.grant, a)
+			}
+		}
+	}
+}
+
+func TestGlobGrants(t *testing.T) {
+	if !v1alpha1.MatchGlob("/dev/ttyUSB*", "/dev/ttyUSB0") || v1alpha1.MatchGlob("/dev/ttyUSB*", "/dev/ttyACM0") {
+		t.Error("serial glob")
+	}
+	if !v1alpha1.MatchGlob("gpiochip0:*", "gpiochip0:17") || v1alpha1.MatchGlob("GPIO[", "GPIO[") {
+		t.Error("gpio glob")
+	}
+}
+
+func TestJSONRoundTripAndDeepCopy(t *testing.T) {
+	p := decode(t, issueYAML)
+	p.Spec.Config = &runtime.RawExtension{Raw: []byte(`{"slave":1,"nested":{"a":[1,2]}}`)}
+	b, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back v1alpha1.MapperPlugin
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if string(back.Spec.Config.Raw) != string(p.Spec.Config.Raw) || back.Spec.Limits.CallTimeout != p.Spec.Limits.CallTimeout {
+		t.Fatalf("round trip lost data:\n%s", b)
+	}
+	c := p.DeepCopy()
+	c.Spec.Protocols[0] = "changed"
+	c.Spec.Grants.Network[0] = "changed"
+	c.Spec.Config.Raw[0] = 'X'
+	c.Status.Nodes[0].Node = "changed"
+	if p.Spec.Protocols[0] != "virtual" || p.Spec.Grants.Network[0] == "changed" || p.Spec.Config.Raw[0] != '{' || p.Status.Nodes[0].Node != "edge-1" {
+		t.Fatal("DeepCopy shares memory with the original")
+	}
+	list := &v1alpha1.MapperPluginList{Items: []v1alpha1.MapperPlugin{*p}}
+	lc := list.DeepCopyObject().(*v1alpha1.MapperPluginList)
+	lc.Items[0].Spec.Protocols[0] = "changed"
+	if list.Items[0].Spec.Protocols[0] != "virtual" {
+		t.Fatal("list DeepCopy shares memory")
+	}
+}
+
+func TestScheme(t *testing.T) {
+	s := runtime.NewScheme()
+	if err := v1alpha1.AddToScheme(s); err != nil {
+		t.Fatal(err)
+	}
+	obj, err := s.New(v1alpha1.GroupVersionKind)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := obj.(*v1alpha1.MapperPlugin); !ok {
+		t.Fatalf("scheme made %T", obj)
+	}
+	if !s.Recognizes(v1alpha1.SchemeGroupVersion.WithKind("MapperPluginList")) {
+		t.Fatal("list kind not registered")
+	}
+}
+
+// TestNoClientGo guards DESIGN §3: the edge binary imports this package and
+// must not link client-go.
+func TestNoClientGo(t *testing.T) {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("go tool not on PATH")
+	}
+	out, err := exec.Command(goBin, "list", "-deps", "wapper.dev/wapper/cloud/apis/mappers/v1alpha1").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	for dep := range strings.FieldsSeq(string(out)) {
+		if strings.HasPrefix(dep, "k8s.io/client-go") || strings.HasPrefix(dep, "k8s.io/api/") {
+			t.Errorf("v1alpha1 depends on %s; the edge must not link client-go", dep)
+		}
+	}
+}

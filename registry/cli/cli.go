@@ -14,7 +14,7 @@ import (
 
 // Commands returns the registry commands for the wapper root command.
 func Commands() []*cobra.Command {
-	return []*cobra.Command{registryCmd()}
+	return []*cobra.Command{pushCmd(), pullCmd(), inspectCmd(), tagCmd(), lsCmd(), registryCmd()}
 }
 
 // readPassword reads one line from r, without its line ending.

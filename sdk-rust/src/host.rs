@@ -1,0 +1,699 @@
+//! Host functions (ABI §6), imported from wasm module `wapper`.
+//!
+//! In wasm these call the host. Compiled natively (`cargo test` on your
+//! machine) the same functions run in-process so that plugin logic can be
+//! unit-tested: logs go to stderr, the kv store is a per-thread map,
+//! reports are recorded for [`native::take_reports`], sockets are real
+//! `std::net` sockets, and serial ports and GPIO lines answer
+//! [`Code::UNSUPPORTED`].
+
+use crate::value::Value;
+use crate::{Code, Error, Result};
+
+/// The deepest a log line goes; the host cuts longer lines (§6.1).
+pub const MAX_LOG_LINE: usize = 8 << 10;
+
+/// A log level (§6.1).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(i32)]
+pub enum Level {
+    /// Debug.
+    Debug = -1,
+    /// Info.
+    Info = 0,
+    /// Warn.
+    Warn = 1,
+    /// Error.
+    Error = 2,
+}
+
+/// Writes a line to the host log, tagged there with the plugin, instance
+/// and device of the current call. See also the macros [`info!`](crate::info)
+/// and friends.
+pub fn log(level: Level, msg: &str) {
+    let mut end = msg.len().min(MAX_LOG_LINE);
+    while !msg.is_char_boundary(end) {
+        end -= 1;
+    }
+    sys::log(level as i32, &msg[..end]);
+}
+
+/// A clock for [`clock_ns`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(i32)]
+pub enum Clock {
+    /// Nanoseconds since the Unix epoch.
+    Realtime = 0,
+    /// Nanoseconds since an arbitrary point, never going back.
+    Monotonic = 1,
+}
+
+/// Reads a clock, in nanoseconds.
+pub fn clock_ns(clock: Clock) -> i64 {
+    sys::clock_ns(clock as i32)
+}
+
+/// Nanoseconds since the Unix epoch.
+pub fn now_ns() -> i64 {
+    clock_ns(Clock::Realtime)
+}
+
+/// Monotonic milliseconds, for timeouts and ages.
+pub fn monotonic_ms() -> i64 {
+    clock_ns(Clock::Monotonic) / 1_000_000
+}
+
+/// Pushes a reading of property `prop` of device `dev` with the current
+/// time (§6.2). Usually called as [`Property::report`](crate::Property::report).
+pub fn report(dev: u32, prop: u32, v: &Value) -> Result<()> {
+    let r = sys::report(dev, prop, &v.encode());
+    if r < 0 {
+        return Err(Error::from_host(r as i64, format!("report device {} property {}", dev, prop)));
+    }
+    Ok(())
+}
+
+/// Reads a key from the plugin's persistent store (§6.3); `None` when the
+/// key is absent.
+pub fn kv_get(key: &str) -> Result<Option<Vec<u8>>> {
+    let mut buf = vec![0u8; 256];
+    loop {
+        let n = sys::kv_get(key.as_bytes(), &mut buf);
+        if n == -(Code::NOT_FOUND.0 as i32) {
+            return Ok(None);
+        }
+        if n < 0 {
+            return Err(Error::from_host(n as i64, format!("kv_get {:?}", key)));
+        }
+        let n = n as usize;
+        if n <= buf.len() {
+            buf.truncate(n);
+            return Ok(Some(buf));
+        }
+        buf = vec![0u8; n];
+    }
+}
+
+/// Stores a key in the plugin's persistent store (§6.3). Keys are at most
+/// 512 bytes, values 1 MiB, the store 64 MiB: past that the error is
+/// [`Code::TOO_LARGE`].
+pub fn kv_set(key: &str, val: &[u8]) -> Result<()> {
+    let r = sys::kv_set(key.as_bytes(), val);
+    if r < 0 {
+        return Err(Error::from_host(r as i64, format!("kv_set {:?} ({} bytes)", key, val.len())));
+    }
+    Ok(())
+}
+
+/// Removes a key from the plugin's persistent store; absent keys are fine.
+pub fn kv_delete(key: &str) -> Result<()> {
+    let r = sys::kv_delete(key.as_bytes());
+    if r < 0 {
+        return Err(Error::from_host(r as i64, format!("kv_delete {:?}", key)));
+    }
+    Ok(())
+}
+
+/// Socket kinds for [`sock_open`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(i32)]
+pub enum SockKind {
+    /// TCP.
+    Tcp = 0,
+    /// UDP (each read returns one datagram).
+    Udp = 1,
+}
+
+/// Serial parity.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(i32)]
+pub enum Parity {
+    /// None.
+    None = 0,
+    /// Odd.
+    Odd = 1,
+    /// Even.
+    Even = 2,
+}
+
+/// Serial line settings for [`serial_open`]; the default is 9600 8N1.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct SerialConfig {
+    /// Baud rate.
+    pub baud: u32,
+    /// Data bits, 5–8.
+    pub data_bits: u8,
+    /// Parity.
+    pub parity: Parity,
+    /// Stop bits, 1–2.
+    pub stop_bits: u8,
+}
+
+impl Default for SerialConfig {
+    fn default() -> Self {
+        SerialConfig {
+            baud: 9600,
+            data_bits: 8,
+            parity: Parity::None,
+            stop_bits: 1,
+        }
+    }
+}
+
+/// GPIO line modes for [`gpio_open`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(i32)]
+pub enum GpioMode {
+    /// Input.
+    Input = 0,
+    /// Output.
+    Output = 1,
+    /// Input with pull-up.
+    InputPullUp = 2,
+    /// Input with pull-down.
+    InputPullDown = 3,
+}
+
+/// GPIO edges for [`gpio_wait_edge`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(i32)]
+pub enum Edge {
+    /// Rising.
+    Rising = 1,
+    /// Falling.
+    Falling = 2,
+    /// Both.
+    Both = 3,
+}
+
+fn io(r: i32, what: impl FnOnce() -> String) -> Result<i32> {
+    if r < 0 {
+        Err(Error::from_host(r as i64, what()))
+    } else {
+        Ok(r)
+    }
+}
+
+/// Opens a socket to `addr` (`host:port`) and returns its handle (§6.4).
+/// `timeout_ms` 0 is the host default of 5 s. Prefer [`Conn`], which closes
+/// itself.
+pub fn sock_open(kind: SockKind, addr: &str, timeout_ms: u32) -> Result<i32> {
+    let k = if kind == SockKind::Tcp { "tcp" } else { "udp" };
+    io(sys::sock_open(kind as i32, addr.as_bytes(), timeout_ms), || format!("sock_open {} {}", k, addr))
+}
+
+/// Opens a serial port and returns its handle (§6.4).
+pub fn serial_open(path: &str, cfg: &SerialConfig, timeout_ms: u32) -> Result<i32> {
+    io(
+        sys::serial_open(path.as_bytes(), cfg.baud, cfg.data_bits as u32, cfg.parity as i32, cfg.stop_bits as u32, timeout_ms),
+        || format!("serial_open {}", path),
+    )
+}
+
+/// Reads at least one byte into `dst` (a UDP read returns one datagram).
+/// The end of a stream is [`Code::CLOSED`].
+pub fn io_read(handle: i32, dst: &mut [u8], timeout_ms: u32) -> Result<usize> {
+    io(sys::io_read(handle, dst, timeout_ms), || format!("io_read handle {}", handle)).map(|n| n as usize)
+}
+
+/// Writes all of `src`.
+pub fn io_write(handle: i32, src: &[u8], timeout_ms: u32) -> Result<usize> {
+    io(sys::io_write(handle, src, timeout_ms), || format!("io_write handle {}", handle)).map(|n| n as usize)
+}
+
+/// Closes a socket or serial handle.
+pub fn io_close(handle: i32) -> Result<()> {
+    io(sys::io_close(handle), || format!("io_close handle {}", handle)).map(|_| ())
+}
+
+/// Opens a GPIO line by name (`GPIO17`) and returns its handle.
+pub fn gpio_open(name: &str, mode: GpioMode, timeout_ms: u32) -> Result<i32> {
+    io(sys::gpio_open(name.as_bytes(), mode as i32, timeout_ms), || format!("gpio_open {}", name))
+}
+
+/// Reads a GPIO level.
+pub fn gpio_read(handle: i32) -> Result<bool> {
+    io(sys::gpio_read(handle), || format!("gpio_read handle {}", handle)).map(|l| l != 0)
+}
+
+/// Sets a GPIO level.
+pub fn gpio_write(handle: i32, level: bool) -> Result<()> {
+    io(sys::gpio_write(handle, level as i32), || format!("gpio_write handle {}", handle)).map(|_| ())
+}
+
+/// Waits for an edge and returns the level after it, or `None` when no
+/// edge came within `timeout_ms`.
+pub fn gpio_wait_edge(handle: i32, edge: Edge, timeout_ms: u32) -> Result<Option<bool>> {
+    let r = sys::gpio_wait_edge(handle, edge as i32, timeout_ms);
+    if r == -(Code::TIMEOUT.0 as i32) {
+        return Ok(None);
+    }
+    io(r, || format!("gpio_wait_edge handle {}", handle)).map(|l| Some(l != 0))
+}
+
+/// A socket or serial handle that closes itself when dropped.
+#[derive(Debug)]
+pub struct Conn {
+    handle: i32,
+}
+
+impl Conn {
+    /// Opens a TCP connection to `host:port`.
+    pub fn tcp(addr: &str, timeout_ms: u32) -> Result<Conn> {
+        sock_open(SockKind::Tcp, addr, timeout_ms).map(|handle| Conn { handle })
+    }
+
+    /// Opens a UDP socket connected to `host:port`.
+    pub fn udp(addr: &str, timeout_ms: u32) -> Result<Conn> {
+        sock_open(SockKind::Udp, addr, timeout_ms).map(|handle| Conn { handle })
+    }
+
+    /// Opens a serial port.
+    pub fn serial(path: &str, cfg: &SerialConfig, timeout_ms: u32) -> Result<Conn> {
+        serial_open(path, cfg, timeout_ms).map(|handle| Conn { handle })
+    }
+
+    /// Reads at least one byte into `dst`.
+    pub fn read(&mut self, dst: &mut [u8], timeout_ms: u32) -> Result<usize> {
+        io_read(self.handle, dst, timeout_ms)
+    }
+
+    /// Writes all of `src`.
+    pub fn write(&mut self, src: &[u8], timeout_ms: u32) -> Result<usize> {
+        io_write(self.handle, src, timeout_ms)
+    }
+
+    /// The raw handle.
+    pub fn handle(&self) -> i32 {
+        self.handle
+    }
+
+    /// Closes the handle now, reporting any error.
+    pub fn close(self) -> Result<()> {
+        let h = self.handle;
+        std::mem::forget(self);
+        io_close(h)
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let _ = sys::io_close(self.handle);
+    }
+}
+
+/// A GPIO line. Host GPIO handles are closed with the instance.
+#[derive(Debug)]
+pub struct Gpio {
+    handle: i32,
+}
+
+impl Gpio {
+    /// Opens a line by name.
+    pub fn open(name: &str, mode: GpioMode, timeout_ms: u32) -> Result<Gpio> {
+        gpio_open(name, mode, timeout_ms).map(|handle| Gpio { handle })
+    }
+
+    /// Reads the level.
+    pub fn read(&self) -> Result<bool> {
+        gpio_read(self.handle)
+    }
+
+    /// Sets the level.
+    pub fn write(&self, level: bool) -> Result<()> {
+        gpio_write(self.handle, level)
+    }
+
+    /// Waits for an edge; `None` when none came in time.
+    pub fn wait_edge(&self, edge: Edge, timeout_ms: u32) -> Result<Option<bool>> {
+        gpio_wait_edge(self.handle, edge, timeout_ms)
+    }
+
+    /// The raw handle.
+    pub fn handle(&self) -> i32 {
+        self.handle
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+mod sys {
+    #[link(wasm_import_module = "wapper")]
+    extern "C" {
+        #[link_name = "log"]
+        fn wapper_log(level: i32, ptr: *const u8, len: u32);
+        #[link_name = "clock_ns"]
+        fn wapper_clock_ns(clock: i32) -> i64;
+        #[link_name = "report"]
+        fn wapper_report(dev: u32, prop: u32, ptr: *const u8, len: u32) -> i32;
+        #[link_name = "kv_get"]
+        fn wapper_kv_get(kp: *const u8, kl: u32, dp: *mut u8, dcap: u32) -> i32;
+        #[link_name = "kv_set"]
+        fn wapper_kv_set(kp: *const u8, kl: u32, vp: *const u8, vl: u32) -> i32;
+        #[link_name = "kv_delete"]
+        fn wapper_kv_delete(kp: *const u8, kl: u32) -> i32;
+        #[link_name = "sock_open"]
+        fn wapper_sock_open(kind: i32, ap: *const u8, al: u32, timeout_ms: u32) -> i32;
+        #[link_name = "serial_open"]
+        fn wapper_serial_open(pp: *const u8, pl: u32, baud: u32, data_bits: u32, parity: i32, stop_bits: u32, timeout_ms: u32) -> i32;
+        #[link_name = "io_read"]
+        fn wapper_io_read(h: i32, dp: *mut u8, dcap: u32, timeout_ms: u32) -> i32;
+        #[link_name = "io_write"]
+        fn wapper_io_write(h: i32, sp: *const u8, sl: u32, timeout_ms: u32) -> i32;
+        #[link_name = "io_close"]
+        fn wapper_io_close(h: i32) -> i32;
+        #[link_name = "gpio_open"]
+        fn wapper_gpio_open(np: *const u8, nl: u32, mode: i32, timeout_ms: u32) -> i32;
+        #[link_name = "gpio_read"]
+        fn wapper_gpio_read(h: i32) -> i32;
+        #[link_name = "gpio_write"]
+        fn wapper_gpio_write(h: i32, level: i32) -> i32;
+        #[link_name = "gpio_wait_edge"]
+        fn wapper_gpio_wait_edge(h: i32, edge: i32, timeout_ms: u32) -> i32;
+    }
+
+    // Safety: every pointer comes from a live slice whose length is passed
+    // alongside; the host writes at most `dcap` bytes into `dst`.
+    pub fn log(level: i32, msg: &str) {
+        unsafe { wapper_log(level, msg.as_ptr(), msg.len() as u32) }
+    }
+    pub fn clock_ns(clock: i32) -> i64 {
+        unsafe { wapper_clock_ns(clock) }
+    }
+    pub fn report(dev: u32, prop: u32, v: &[u8]) -> i32 {
+        unsafe { wapper_report(dev, prop, v.as_ptr(), v.len() as u32) }
+    }
+    pub fn kv_get(k: &[u8], dst: &mut [u8]) -> i32 {
+        unsafe { wapper_kv_get(k.as_ptr(), k.len() as u32, dst.as_mut_ptr(), dst.len() as u32) }
+    }
+    pub fn kv_set(k: &[u8], v: &[u8]) -> i32 {
+        unsafe { wapper_kv_set(k.as_ptr(), k.len() as u32, v.as_ptr(), v.len() as u32) }
+    }
+    pub fn kv_delete(k: &[u8]) -> i32 {
+        unsafe { wapper_kv_delete(k.as_ptr(), k.len() as u32) }
+    }
+    pub fn sock_open(kind: i32, addr: &[u8], timeout_ms: u32) -> i32 {
+        unsafe { wapper_sock_open(kind, addr.as_ptr(), addr.len() as u32, timeout_ms) }
+    }
+    pub fn serial_open(path: &[u8], baud: u32, data_bits: u32, parity: i32, stop_bits: u32, timeout_ms: u32) -> i32 {
+        unsafe { wapper_serial_open(path.as_ptr(), path.len() as u32, baud, data_bits, parity, stop_bits, timeout_ms) }
+    }
+    pub fn io_read(h: i32, dst: &mut [u8], timeout_ms: u32) -> i32 {
+        unsafe { wapper_io_read(h, dst.as_mut_ptr(), dst.len() as u32, timeout_ms) }
+    }
+    pub fn io_write(h: i32, src: &[u8], timeout_ms: u32) -> i32 {
+        unsafe { wapper_io_write(h, src.as_ptr(), src.len() as u32, timeout_ms) }
+    }
+    pub fn io_close(h: i32) -> i32 {
+        unsafe { wapper_io_close(h) }
+    }
+    pub fn gpio_open(name: &[u8], mode: i32, timeout_ms: u32) -> i32 {
+        unsafe { wapper_gpio_open(name.as_ptr(), name.len() as u32, mode, timeout_ms) }
+    }
+    pub fn gpio_read(h: i32) -> i32 {
+        unsafe { wapper_gpio_read(h) }
+    }
+    pub fn gpio_write(h: i32, level: i32) -> i32 {
+        unsafe { wapper_gpio_write(h, level) }
+    }
+    pub fn gpio_wait_edge(h: i32, edge: i32, timeout_ms: u32) -> i32 {
+        unsafe { wapper_gpio_wait_edge(h, edge, timeout_ms) }
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod sys {
+    use super::native::{with, Io};
+    use crate::Code;
+    use std::io::{ErrorKind, Read, Write};
+    use std::net::{TcpStream, ToSocketAddrs, UdpSocket};
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+    fn neg(c: Code) -> i32 {
+        -(c.0 as i32)
+    }
+
+    fn timeout(ms: u32) -> Duration {
+        Duration::from_millis(if ms == 0 { 5000 } else { ms as u64 })
+    }
+
+    fn io_err(e: &std::io::Error) -> i32 {
+        match e.kind() {
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => neg(Code::TIMEOUT),
+            ErrorKind::ConnectionRefused | ErrorKind::NotFound | ErrorKind::AddrNotAvailable => neg(Code::UNAVAILABLE),
+            ErrorKind::UnexpectedEof | ErrorKind::BrokenPipe | ErrorKind::ConnectionReset => neg(Code::CLOSED),
+            _ => neg(Code::IO),
+        }
+    }
+
+    pub fn log(level: i32, msg: &str) {
+        let l = ["DEBUG", "INFO", "WARN", "ERROR"].get((level + 1) as usize).unwrap_or(&"LOG");
+        eprintln!("wapper {}: {}", l, msg);
+    }
+
+    pub fn clock_ns(clock: i32) -> i64 {
+        thread_local!(static START: Instant = Instant::now());
+        match clock {
+            0 => SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0),
+            1 => START.with(|s| s.elapsed().as_nanos() as i64 + 1),
+            _ => neg(Code::INVALID) as i64,
+        }
+    }
+
+    pub fn report(dev: u32, prop: u32, v: &[u8]) -> i32 {
+        match crate::Value::decode(v) {
+            Ok(v) => with(|n| {
+                n.reports.push((dev, prop, v));
+                0
+            }),
+            Err(_) => neg(Code::INVALID),
+        }
+    }
+
+    pub fn kv_get(k: &[u8], dst: &mut [u8]) -> i32 {
+        with(|n| match n.kv.get(k) {
+            None => neg(Code::NOT_FOUND),
+            Some(v) => {
+                if v.len() <= dst.len() {
+                    dst[..v.len()].copy_from_slice(v);
+                }
+                v.len() as i32
+            }
+        })
+    }
+
+    pub fn kv_set(k: &[u8], v: &[u8]) -> i32 {
+        if k.len() > 512 || v.len() > 1 << 20 {
+            return neg(Code::TOO_LARGE);
+        }
+        with(|n| {
+            n.kv.insert(k.to_vec(), v.to_vec());
+            0
+        })
+    }
+
+    pub fn kv_delete(k: &[u8]) -> i32 {
+        with(|n| {
+            n.kv.remove(k);
+            0
+        })
+    }
+
+    fn add(io: Io) -> i32 {
+        with(|n| {
+            if n.handles.len() >= 64 {
+                return neg(Code::LIMIT);
+            }
+            n.next += 1;
+            n.handles.insert(n.next, io);
+            n.next
+        })
+    }
+
+    pub fn sock_open(kind: i32, addr: &[u8], timeout_ms: u32) -> i32 {
+        let addr = match std::str::from_utf8(addr) {
+            Ok(a) => a,
+            Err(_) => return neg(Code::INVALID),
+        };
+        let sa = match addr.to_socket_addrs().map(|mut a| a.next()) {
+            Ok(Some(sa)) => sa,
+            Ok(None) => return neg(Code::UNAVAILABLE),
+            Err(_) => return neg(Code::INVALID),
+        };
+        match kind {
+            0 => match TcpStream::connect_timeout(&sa, timeout(timeout_ms)) {
+                Ok(s) => add(Io::Tcp(s)),
+                Err(e) => io_err(&e),
+            },
+            1 => {
+                let bind = if sa.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+                match UdpSocket::bind(bind).and_then(|u| u.connect(sa).map(|_| u)) {
+                    Ok(u) => add(Io::Udp(u)),
+                    Err(e) => io_err(&e),
+                }
+            }
+            _ => neg(Code::INVALID),
+        }
+    }
+
+    pub fn serial_open(_: &[u8], _: u32, _: u32, _: i32, _: u32, _: u32) -> i32 {
+        neg(Code::UNSUPPORTED)
+    }
+
+    pub fn io_read(h: i32, dst: &mut [u8], timeout_ms: u32) -> i32 {
+        if dst.is_empty() {
+            return neg(Code::INVALID);
+        }
+        with(|n| match n.handles.get_mut(&h) {
+            None => neg(Code::NOT_FOUND),
+            Some(Io::Tcp(s)) => match s.set_read_timeout(Some(timeout(timeout_ms))).and_then(|_| s.read(dst)) {
+                Ok(0) => neg(Code::CLOSED),
+                Ok(k) => k as i32,
+                Err(e) => io_err(&e),
+            },
+            Some(Io::Udp(u)) => match u.set_read_timeout(Some(timeout(timeout_ms))).and_then(|_| u.recv(dst)) {
+                Ok(k) => k as i32,
+                Err(e) => io_err(&e),
+            },
+        })
+    }
+
+    pub fn io_write(h: i32, src: &[u8], timeout_ms: u32) -> i32 {
+        with(|n| match n.handles.get_mut(&h) {
+            None => neg(Code::NOT_FOUND),
+            Some(Io::Tcp(s)) => match s.set_write_timeout(Some(timeout(timeout_ms))).and_then(|_| s.write_all(src)) {
+                Ok(()) => src.len() as i32,
+                Err(e) => io_err(&e),
+            },
+            Some(Io::Udp(u)) => match u.send(src) {
+                Ok(k) => k as i32,
+                Err(e) => io_err(&e),
+            },
+        })
+    }
+
+    pub fn io_close(h: i32) -> i32 {
+        with(|n| match n.handles.remove(&h) {
+            Some(_) => 0,
+            None => neg(Code::NOT_FOUND),
+        })
+    }
+
+    pub fn gpio_open(_: &[u8], _: i32, _: u32) -> i32 {
+        neg(Code::UNSUPPORTED)
+    }
+    pub fn gpio_read(_: i32) -> i32 {
+        neg(Code::NOT_FOUND)
+    }
+    pub fn gpio_write(_: i32, _: i32) -> i32 {
+        neg(Code::NOT_FOUND)
+    }
+    pub fn gpio_wait_edge(_: i32, _: i32, _: u32) -> i32 {
+        neg(Code::NOT_FOUND)
+    }
+}
+
+/// The in-process stand-in for the host, used when the SDK is compiled
+/// natively (unit tests). Each thread has its own store, reports and
+/// handles, so tests running in parallel do not see each other.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod native {
+    use crate::Value;
+    use std::cell::RefCell;
+    use std::collections::{BTreeMap, HashMap};
+
+    pub(super) enum Io {
+        Tcp(std::net::TcpStream),
+        Udp(std::net::UdpSocket),
+    }
+
+    #[derive(Default)]
+    pub(super) struct Native {
+        pub kv: BTreeMap<Vec<u8>, Vec<u8>>,
+        pub reports: Vec<(u32, u32, Value)>,
+        pub handles: HashMap<i32, Io>,
+        pub next: i32,
+    }
+
+    thread_local!(static NATIVE: RefCell<Native> = RefCell::new(Native::default()));
+
+    pub(super) fn with<R>(f: impl FnOnce(&mut Native) -> R) -> R {
+        NATIVE.with(|n| f(&mut n.borrow_mut()))
+    }
+
+    /// Returns and forgets the reports made so far on this thread, as
+    /// `(device, property, value)`.
+    pub fn take_reports() -> Vec<(u32, u32, Value)> {
+        with(|n| std::mem::take(&mut n.reports))
+    }
+
+    /// Empties this thread's kv store.
+    pub fn clear_kv() {
+        with(|n| n.kv.clear())
+    }
+
+    /// The number of I/O handles open on this thread.
+    pub fn open_handles() -> usize {
+        with(|n| n.handles.len())
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kv_round_trip() {
+        native::clear_kv();
+        assert_eq!(kv_get("a").unwrap(), None);
+        let big = vec![7u8; 1000];
+        kv_set("a", &big).unwrap();
+        assert_eq!(kv_get("a").unwrap(), Some(big), "values past the first buffer are fetched again");
+        kv_set("a", b"").unwrap();
+        assert_eq!(kv_get("a").unwrap(), Some(vec![]));
+        kv_delete("a").unwrap();
+        kv_delete("a").unwrap();
+        assert_eq!(kv_get("a").unwrap(), None);
+        assert_eq!(kv_set(&"k".repeat(513), b"").unwrap_err().code, Code::TOO_LARGE);
+    }
+
+    #[test]
+    fn reports() {
+        report(1, 2, &Value::Int(3)).unwrap();
+        assert_eq!(native::take_reports(), vec![(1, 2, Value::Int(3))]);
+    }
+
+    #[test]
+    fn tcp_round_trip() {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let t = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut b = [0u8; 4];
+            s.read_exact(&mut b).unwrap();
+            s.write_all(&b).unwrap();
+        });
+        let mut c = Conn::tcp(&addr, 1000).unwrap();
+        c.write(b"ping", 0).unwrap();
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            let mut b = [0u8; 8];
+            let n = c.read(&mut b, 1000).unwrap();
+            got.extend_from_slice(&b[..n]);
+        }
+        assert_eq!(got, b"ping");
+        t.join().unwrap();
+        let mut b = [0u8; 8];
+        assert_eq!(c.read(&mut b, 1000).unwrap_err().code, Code::CLOSED);
+        c.close().unwrap();
+        assert_eq!(native::open_handles(), 0);
+        assert_eq!(io_close(999).unwrap_err().code, Code::NOT_FOUND);
+    }
+
+    #[test]
+    fn clocks() {
+        let a = clock_ns(Clock::Monotonic);
+        assert!(clock_ns(Clock::Monotonic) >= a);
+        assert!(now_ns() > 1_600_000_000_000_000_000);
+    }
+}

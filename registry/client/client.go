@@ -298,6 +298,13 @@ func (c *Client) FetchBlob(ctx context.Context, ref registry.Reference, desc oci
 	}
 	rc, err := repo.Blobs().Fetch(ctx, desc)
 	if err != nil {
+		var ue *url.Error
+		var resp *errcode.ErrorResponse
+		if !errors.As(err, &ue) && !errors.As(err, &resp) && !errors.Is(err, errdef.ErrNotFound) {
+			// oras checks the size the registry announces against the
+			// manifest's before any byte is read.
+			return nil, fmt.Errorf("blob %s from %s: %w: %v", desc.Digest, r.Registry, ErrDigest, err)
+		}
 		return nil, c.wrap("fetch blob "+desc.Digest.String(), r.Registry, err)
 	}
 	defer rc.Close()

@@ -273,38 +273,17 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request, name, id string
 		}
 		uploadStatus(w, name, id, size, http.StatusNoContent)
 	case http.MethodPatch:
-		start, ok := h.contentRange(w, r)
-		if !ok {
-			return
+		if size, ok := h.appendChunk(w, r, name, id); ok {
+			uploadStatus(w, name, id, size, http.StatusAccepted)
 		}
-		size, err := st.AppendUpload(id, start, r.Body)
-		if errors.Is(err, store.ErrRange) {
-			uploadStatus(w, name, id, size, http.StatusRequestedRangeNotSatisfiable)
-			return
-		}
-		if err != nil {
-			h.storeError(w, err, codeBlobUploadUnknown)
-			return
-		}
-		uploadStatus(w, name, id, size, http.StatusAccepted)
 	case http.MethodPut:
 		d, err := store.ParseDigest(r.URL.Query().Get("digest"))
 		if err != nil {
 			writeError(w, http.StatusBadRequest, codeDigestInvalid, "PUT needs a ?digest= parameter: "+err.Error())
 			return
 		}
-		start, ok := h.contentRange(w, r)
-		if !ok {
-			return
-		}
-		if r.ContentLength != 0 {
-			size, err := st.AppendUpload(id, start, r.Body)
-			if errors.Is(err, store.ErrRange) {
-				uploadStatus(w, name, id, size, http.StatusRequestedRangeNotSatisfiable)
-				return
-			}
-			if err != nil {
-				h.storeError(w, err, codeBlobUploadUnknown)
+		if r.ContentLength != 0 || r.Header.Get("Content-Range") != "" {
+			if _, ok := h.appendChunk(w, r, name, id); !ok {
 				return
 			}
 		}
@@ -322,6 +301,26 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request, name, id string
 	default:
 		writeError(w, http.StatusMethodNotAllowed, codeUnsupported, "method not allowed")
 	}
+}
+
+// appendChunk appends the request body to upload id, checking its
+// Content-Range. It returns the new size, or false after writing the
+// error response.
+func (h *Handler) appendChunk(w http.ResponseWriter, r *http.Request, name, id string) (int64, bool) {
+	start, ok := h.contentRange(w, r)
+	if !ok {
+		return 0, false
+	}
+	size, err := h.cfg.Store.AppendUpload(id, start, r.Body)
+	if errors.Is(err, store.ErrRange) {
+		uploadStatus(w, name, id, size, http.StatusRequestedRangeNotSatisfiable)
+		return size, false
+	}
+	if err != nil {
+		h.storeError(w, err, codeBlobUploadUnknown)
+		return size, false
+	}
+	return size, true
 }
 
 // contentRange parses an optional Content-Range "start-end" header. It

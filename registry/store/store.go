@@ -36,6 +36,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -74,6 +75,9 @@ func ParseDigest(s string) (digest.Digest, error) {
 	return d, nil
 }
 
+// UploadTTL is how long an untouched upload is kept across restarts.
+const UploadTTL = 7 * 24 * time.Hour
+
 // Store is a content store rooted at one directory.
 type Store struct {
 	root string
@@ -104,6 +108,14 @@ func Open(root string) (*Store, error) {
 	ents, _ := os.ReadDir(tmp)
 	for _, e := range ents {
 		_ = os.RemoveAll(filepath.Join(tmp, e.Name()))
+	}
+	// Uploads survive a restart so that clients can resume them; ones
+	// nobody touched for UploadTTL are abandoned.
+	ups, _ := os.ReadDir(filepath.Join(root, "uploads"))
+	for _, e := range ups {
+		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > UploadTTL {
+			_ = os.Remove(filepath.Join(root, "uploads", e.Name()))
+		}
 	}
 	return s, nil
 }

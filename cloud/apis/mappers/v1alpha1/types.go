@@ -91,16 +91,19 @@ type Grants struct {
 	// "tcp://127.0.0.1:5502", "udp://10.0.0.0/8:*" or "tcp://*.plant.local:502-503".
 	// +optional
 	// +listType=atomic
+	// +kubebuilder:validation:items:Pattern=`^(tcp|udp)://[^\s]+:(\*|[0-9]+(-[0-9]+)?)$`
 	Network []string `json:"network,omitempty"`
 	// Serial lists absolute device path patterns (shell globs), such as
 	// "/dev/ttyUSB*".
 	// +optional
 	// +listType=atomic
+	// +kubebuilder:validation:items:Pattern=`^/[^\s]*$`
 	Serial []string `json:"serial,omitempty"`
 	// GPIO lists GPIO line name patterns (shell globs), such as "GPIO17" or
 	// "gpiochip0:*".
 	// +optional
 	// +listType=atomic
+	// +kubebuilder:validation:items:Pattern=`^[A-Za-z0-9_.:/*?!^\[\]-]+$`
 	GPIO []string `json:"gpio,omitempty"`
 }
 
@@ -114,8 +117,9 @@ type Limits struct {
 	// +kubebuilder:validation:Maximum=1024
 	MemoryMiB int32 `json:"memoryMiB,omitempty"`
 	// CallTimeout is the deadline of one export call (above zero, at most
-	// 5m, default 5s).
+	// 5m, default 5s), written like "2s" or "1m30s".
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s') && duration(self) <= duration('5m')",message="callTimeout must be above 0s and at most 5m"
 	CallTimeout metav1.Duration `json:"callTimeout,omitempty"`
 	// Instances is the size of the plugin's instance pool (1 to 64,
 	// default 2).

@@ -167,3 +167,20 @@ func (r *reader) limits() {
 	}
 	r.uleb()
 }
+
+// Names reduces entries such as "wapper_read (i32, i32) -> (i64)" to the
+// bare name, so that lists from a checker that adds signatures fit the
+// comma-separated annotations.
+func Names(list []string) []string {
+	out := make([]string, 0, len(list))
+	for _, s := range list {
+		if i := strings.IndexAny(s, " ("); i >= 0 {
+			s = s[:i]
+		}
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	sort.Strings(out)
+	return slices.Compact(out)
+}

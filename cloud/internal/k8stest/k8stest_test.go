@@ -302,6 +302,8 @@ func TestMapperPluginSchemaRejects(t *testing.T) {
 		{"timeout too long", map[string]any{"protocols": []any{"m"}, "module": map[string]any{"file": "m.wasm"}, "limits": map[string]any{"callTimeout": "10m"}}, "callTimeout must be above 0s and at most 5m"},
 		{"timeout zero", map[string]any{"protocols": []any{"m"}, "module": map[string]any{"file": "m.wasm"}, "limits": map[string]any{"callTimeout": "0s"}}, "callTimeout must be above 0s and at most 5m"},
 		{"config not object", map[string]any{"protocols": []any{"m"}, "module": map[string]any{"file": "m.wasm"}, "config": []any{int64(1)}}, "spec.config"},
+		{"absolute file", map[string]any{"protocols": []any{"m"}, "module": map[string]any{"file": "/etc/m.wasm"}}, "relative to the host's --plugin-dir"},
+		{"escaping file", map[string]any{"protocols": []any{"m"}, "module": map[string]any{"file": "a/../../m.wasm"}}, "relative to the host's --plugin-dir"},
 		{"bad network grant", map[string]any{"protocols": []any{"m"}, "module": map[string]any{"file": "m.wasm"}, "grants": map[string]any{"network": []any{"127.0.0.1:502"}}}, "spec.grants.network[0]"},
 		{"relative serial grant", map[string]any{"protocols": []any{"m"}, "module": map[string]any{"file": "m.wasm"}, "grants": map[string]any{"serial": []any{"ttyUSB0"}}}, "spec.grants.serial[0]"},
 	}

@@ -70,6 +70,7 @@ type Module struct {
 	// +optional
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:XValidation:rule="!self.startsWith('/') && !self.matches('(^|/)[.][.]?(/|$)') && !self.contains('//')",message="file must be a clean path relative to the host's --plugin-dir"
 	File string `json:"file,omitempty"`
 	// Image is an OCI reference, REGISTRY/REPOSITORY[:TAG][@DIGEST].
 	// +optional

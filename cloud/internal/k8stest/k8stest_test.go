@@ -362,3 +362,26 @@ func TestOwnClusterWithUsers(t *testing.T) {
 		t.Errorf("second stop: %v", err)
 	}
 }
+
+// TestTypedPluginAccepted writes a MapperPlugin built in Go, undefaulted,
+// as wapper-cloud or a test would, and the image form with its digest.
+func TestTypedPluginAccepted(t *testing.T) {
+	env := k8stest.Shared(t)
+	c := dyn(t, env.Config()).Resource(mapperPluginsGVR)
+	p := &v1alpha1.MapperPlugin{
+		TypeMeta:   metav1.TypeMeta{APIVersion: v1alpha1.SchemeGroupVersion.String(), Kind: v1alpha1.Kind},
+		ObjectMeta: metav1.ObjectMeta{Name: "modbus-typed"},
+		Spec: v1alpha1.MapperPluginSpec{
+			Protocols: []string{"modbus", "modbus-rtu"},
+			Module:    v1alpha1.Module{Image: "localhost:5000/mappers/modbus:v1", Digest: "sha256:" + strings.Repeat("0", 64)},
+			Limits:    v1alpha1.Limits{Instances: 4},
+		},
+	}
+	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Create(context.Background(), &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create typed plugin: %v", err)
+	}
+}

@@ -39,7 +39,7 @@ func Shared(t testing.TB) *Env {
 	})
 	switch {
 	case errors.Is(shared.err, ErrBinariesMissing):
-		testenv.Missing(t, "kube-apiserver and etcd", "run hack/k8s/ensure-k8s-bins.sh (make test runs it)")
+		testenv.Missing(t, "a kube-apiserver and etcd build", "run hack/k8s/ensure-k8s-bins.sh (make test runs it)")
 	case shared.err != nil:
 		t.Fatalf("start the test cluster: %v", shared.err)
 	}

@@ -30,7 +30,7 @@ type MapperPlugin struct {
 	Spec MapperPluginSpec `json:"spec"`
 	// Status reports, per edge node, whether the plugin loaded there.
 	// +optional
-	Status MapperPluginStatus `json:"status,omitempty"`
+	Status MapperPluginStatus `json:"status,omitzero"`
 }
 
 // MapperPluginSpec is the desired state of a MapperPlugin.
@@ -48,10 +48,10 @@ type MapperPluginSpec struct {
 	Module Module `json:"module"`
 	// Grants lists what the plugin may touch. Everything else is refused.
 	// +optional
-	Grants Grants `json:"grants,omitempty"`
+	Grants Grants `json:"grants,omitzero"`
 	// Limits bounds the plugin's memory, call time and instances.
 	// +optional
-	Limits Limits `json:"limits,omitempty"`
+	Limits Limits `json:"limits,omitzero"`
 	// Config is an arbitrary JSON object handed to the plugin's init export.
 	// +optional
 	// +kubebuilder:pruning:PreserveUnknownFields
@@ -121,7 +121,7 @@ type Limits struct {
 	// 5m, default 5s), written like "2s" or "1m30s".
 	// +optional
 	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s') && duration(self) <= duration('5m')",message="callTimeout must be above 0s and at most 5m"
-	CallTimeout metav1.Duration `json:"callTimeout,omitempty"`
+	CallTimeout metav1.Duration `json:"callTimeout,omitzero"`
 	// Instances is the size of the plugin's instance pool (1 to 64,
 	// default 2).
 	// +optional
@@ -167,7 +167,7 @@ type NodeStatus struct {
 	Message string `json:"message,omitempty"`
 	// LastTransitionTime is when Phase last changed.
 	// +optional
-	LastTransitionTime metav1.Time `json:"lastTransitionTime,omitempty"`
+	LastTransitionTime metav1.Time `json:"lastTransitionTime,omitzero"`
 }
 
 // MapperPluginList is a list of MapperPlugin objects.

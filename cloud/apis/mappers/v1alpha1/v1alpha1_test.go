@@ -282,3 +282,30 @@ func TestNoClientGo(t *testing.T) {
 		}
 	}
 }
+
+// TestZeroFieldsAreOmitted guards the CRD's callTimeout rule: an undefaulted
+// object written by a Go client must not send callTimeout "0s".
+func TestZeroFieldsAreOmitted(t *testing.T) {
+	p := &v1alpha1.MapperPlugin{Spec: v1alpha1.MapperPluginSpec{Protocols: []string{"m"}, Module: v1alpha1.Module{File: "m.wasm"}}}
+	b, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"callTimeout", "limits", "grants", "status", "lastTransitionTime"} {
+		if strings.Contains(string(b), s) {
+			t.Errorf("zero %s is marshalled: %s", s, b)
+		}
+	}
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := u["spec"].(map[string]any)["limits"]; ok {
+		t.Errorf("unstructured conversion keeps zero limits: %v", u)
+	}
+	p.Spec.Limits.Instances = 3
+	b, _ = json.Marshal(p)
+	if strings.Contains(string(b), "callTimeout") || !strings.Contains(string(b), `"instances":3`) {
+		t.Errorf("partial limits: %s", b)
+	}
+}

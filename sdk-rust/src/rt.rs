@@ -372,36 +372,33 @@ impl<D: Driver> Runtime<D> {
 // Entry points for the generated exports: raw pointers in, packed results
 // out. Pointers are wasm32 addresses; these are only meaningful in wasm.
 
-#[doc(hidden)]
-pub fn export_init<D: Driver>(rt: &mut Runtime<D>, ptr: u32, len: u32) -> u64 {
+/// Runs `f` on the host-written argument at `ptr`, or fails the call when
+/// the buffer did not come from `wapper_alloc`.
+fn with_arg<D: Driver>(rt: &mut Runtime<D>, ptr: u32, len: u32, f: impl FnOnce(&mut Runtime<D>, &[u8]) -> u64) -> u64 {
     match arg(ptr as usize, len) {
-        Ok(b) => pack(rt.init(b)),
+        Ok(b) => f(rt, b),
         Err(e) => pack(rt.fail(e)),
     }
+}
+
+#[doc(hidden)]
+pub fn export_init<D: Driver>(rt: &mut Runtime<D>, ptr: u32, len: u32) -> u64 {
+    with_arg(rt, ptr, len, |rt, b| pack(rt.init(b)))
 }
 
 #[doc(hidden)]
 pub fn export_device_add<D: Driver>(rt: &mut Runtime<D>, dev: u32, ptr: u32, len: u32) -> u64 {
-    match arg(ptr as usize, len) {
-        Ok(b) => pack(rt.device_add(dev, b)),
-        Err(e) => pack(rt.fail(e)),
-    }
+    with_arg(rt, ptr, len, |rt, b| pack(rt.device_add(dev, b)))
 }
 
 #[doc(hidden)]
 pub fn export_device_update<D: Driver>(rt: &mut Runtime<D>, dev: u32, ptr: u32, len: u32) -> u64 {
-    match arg(ptr as usize, len) {
-        Ok(b) => pack(rt.device_update(dev, b)),
-        Err(e) => pack(rt.fail(e)),
-    }
+    with_arg(rt, ptr, len, |rt, b| pack(rt.device_update(dev, b)))
 }
 
 #[doc(hidden)]
 pub fn export_write<D: Driver>(rt: &mut Runtime<D>, dev: u32, prop: u32, ptr: u32, len: u32) -> u64 {
-    match arg(ptr as usize, len) {
-        Ok(b) => pack(rt.write(dev, prop, b)),
-        Err(e) => pack(rt.fail(e)),
-    }
+    with_arg(rt, ptr, len, |rt, b| pack(rt.write(dev, prop, b)))
 }
 
 #[doc(hidden)]
@@ -409,18 +406,12 @@ pub fn export_read_batch<D: Driver>(rt: &mut Runtime<D>, dev: u32, ptr: u32, cou
     if count > MAX_BATCH {
         return pack(rt.fail(Error::new(Code::TOO_LARGE, format!("batch of {} handles exceeds {}", count, MAX_BATCH))));
     }
-    match arg(ptr as usize, count * 4) {
-        Ok(b) => pack(rt.read_batch(dev, b)),
-        Err(e) => pack(rt.fail(e)),
-    }
+    with_arg(rt, ptr, count * 4, |rt, b| pack(rt.read_batch(dev, b)))
 }
 
 #[doc(hidden)]
 pub fn export_call_method<D: Driver>(rt: &mut Runtime<D>, dev: u32, ptr: u32, len: u32) -> u64 {
-    match arg(ptr as usize, len) {
-        Ok(b) => pack(rt.call_method(dev, b)),
-        Err(e) => pack(rt.fail(e)),
-    }
+    with_arg(rt, ptr, len, |rt, b| pack(rt.call_method(dev, b)))
 }
 
 /// Helpers to read result buffers in native tests of a plugin.

@@ -89,3 +89,12 @@ func CodeOf(err error) Code {
 	}
 	return ErrInternal
 }
+
+// MessageOf returns the message to send with err's code: the Message of an
+// *Error, else err.Error().
+func MessageOf(err error) string {
+	if ae, ok := err.(*Error); ok {
+		return ae.Message
+	}
+	return err.Error()
+}

@@ -337,7 +337,7 @@ func opReadBatch(dst []byte, id uint32, handles []uint32) ([]byte, error) {
 			e = Errorf(ErrInternal, "property %q: plugin returned no value and no error", props[i].Name)
 		}
 		if e != nil {
-			dst = abi.AppendBatchEntry(dst, abi.CodeOf(e), []byte(e.Error()))
+			dst = abi.AppendBatchEntry(dst, abi.CodeOf(e), []byte(abi.MessageOf(e)))
 			continue
 		}
 		dst = abi.AppendBatchEntry(dst, OK, vals[i].Encode())

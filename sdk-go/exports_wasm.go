@@ -52,7 +52,7 @@ func finish(err error, payload []byte) uint64 {
 	}
 	result = result[:0]
 	if err != nil {
-		result = abi.AppendResult(result, abi.CodeOf(err), []byte(err.Error()))
+		result = abi.AppendResult(result, abi.CodeOf(err), []byte(abi.MessageOf(err)))
 	} else {
 		result = abi.AppendResult(result, OK, payload)
 	}

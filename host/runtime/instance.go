@@ -1,0 +1,294 @@
+package runtime
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/sys"
+
+	"wapper.dev/wapper/abi"
+)
+
+type instKey struct{}
+
+// instance is one instantiation of a plugin's module. It is used by one
+// goroutine at a time (the holder of its pool slot).
+type instance struct {
+	p     *Plugin
+	id    int
+	mod   api.Module
+	mem   api.Memory
+	ctx   context.Context // carries the instance for host functions
+	stack [8]uint64
+	minor uint32
+
+	alloc, free, init, add, update, remove, read, write, state, batch, method, poll api.Function
+
+	// known maps device handles to the description version this instance
+	// has been given.
+	known    map[uint32]known
+	sweptGen uint64
+	// curDev is the device of the call in progress, for log tags.
+	curDev *device
+
+	dead   bool
+	ext    map[any]any // per-instance state of host-function extensions
+	closer []func()    // run when the instance is closed
+}
+
+// callErr is returned when a guest call killed the instance.
+type callErr struct {
+	plugin, export, reason string
+	code                   abi.Code
+	err                    error
+}
+
+func (e *callErr) Error() string {
+	return fmt.Sprintf("plugin %s: %s: instance thrown away (%s): %v", e.plugin, e.export, e.reason, e.err)
+}
+
+func (e *callErr) Unwrap() error { return &abi.Error{Code: e.code, Message: e.err.Error()} }
+
+// Reason of a failure that killed an instance.
+const (
+	reasonTrap      = "trap"
+	reasonTimeout   = "timeout"
+	reasonExit      = "exit"
+	reasonPanic     = "panic"
+	reasonMalformed = "malformed result"
+)
+
+func (p *Plugin) newInstance(id int) (_ *instance, err error) {
+	in := &instance{p: p, id: id, known: map[uint32]known{}}
+	in.ctx = context.WithValue(context.Background(), instKey{}, in)
+	cfg := wazero.NewModuleConfig().
+		WithName("").
+		WithStartFunctions().
+		WithStdout(&lineWriter{log: in.logger, level: slog.LevelInfo}).
+		WithStderr(&lineWriter{log: in.logger, level: slog.LevelWarn}).
+		WithSysWalltime().WithSysNanotime().WithSysNanosleep().
+		WithRandSource(rand.Reader)
+	ctx, cancel := context.WithTimeout(in.ctx, 2*p.timeout)
+	defer cancel()
+	mod, err := p.rt.InstantiateModule(ctx, p.compiled, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("instantiate: %w", err)
+	}
+	in.mod, in.mem = mod, mod.Memory()
+	defer func() {
+		if err != nil {
+			in.close()
+		}
+	}()
+	fn := mod.ExportedFunction
+	in.alloc, in.free, in.init = fn(abi.ExportAlloc), fn(abi.ExportFree), fn(abi.ExportInit)
+	in.add, in.update, in.remove = fn(abi.ExportDeviceAdd), fn(abi.ExportDeviceUpdate), fn(abi.ExportDeviceRemove)
+	in.read, in.write, in.state = fn(abi.ExportRead), fn(abi.ExportWrite), fn(abi.ExportState)
+	in.batch, in.method, in.poll = fn(abi.ExportReadBatch), fn(abi.ExportMethod), fn(abi.ExportPoll)
+	if f := fn(abi.ExportInitialize); f != nil {
+		if err := f.CallWithStack(ctx, in.stack[:]); err != nil {
+			return nil, fmt.Errorf("%s: %w", abi.ExportInitialize, describe(err))
+		}
+	}
+	if err := fn(abi.ExportMarker).CallWithStack(ctx, in.stack[:]); err != nil {
+		return nil, fmt.Errorf("%s: %w", abi.ExportMarker, describe(err))
+	}
+	in.minor = uint32(in.stack[0])
+	if _, err := in.callBuf(abi.ExportInit, in.init, p.initConfig, 0); err != nil {
+		return nil, fmt.Errorf("%s: %w", abi.ExportInit, err)
+	}
+	return in, nil
+}
+
+// describe turns an error from a guest call into something a user can act
+// on.
+func describe(err error) error {
+	var exit *sys.ExitError
+	if errors.As(err, &exit) {
+		switch exit.ExitCode() {
+		case sys.ExitCodeDeadlineExceeded:
+			return fmt.Errorf("call exceeded its deadline (limits.callTimeout)")
+		case sys.ExitCodeContextCanceled:
+			return fmt.Errorf("call cancelled")
+		}
+		return fmt.Errorf("plugin exited with code %d (a Go plugin exits 2 on a fatal runtime error such as out of memory; see the plugin's stderr in the log)", exit.ExitCode())
+	}
+	return fmt.Errorf("trap: %w", err)
+}
+
+func reasonOf(err error) (string, abi.Code) {
+	var exit *sys.ExitError
+	if errors.As(err, &exit) {
+		switch exit.ExitCode() {
+		case sys.ExitCodeDeadlineExceeded:
+			return reasonTimeout, abi.ErrTimeout
+		case sys.ExitCodeContextCanceled:
+			return reasonExit, abi.ErrUnavailable
+		}
+		return reasonExit, abi.ErrInternal
+	}
+	return reasonTrap, abi.ErrInternal
+}
+
+func (in *instance) logger() *slog.Logger {
+	l := in.p.log.With("instance", in.id)
+	if d := in.curDev; d != nil {
+		l = l.With("device", d.desc.Namespace+"/"+d.desc.Name)
+	}
+	return l
+}
+
+// kill throws the instance away after a failure and returns the error for
+// the caller.
+func (in *instance) kill(export, reason string, code abi.Code, err error) error {
+	in.dead = true
+	in.p.m.traps(reason).Inc()
+	ce := &callErr{plugin: in.p.name, export: export, reason: reason, code: code, err: err}
+	in.logger().Error("plugin instance failed; throwing it away", "export", export, "reason", reason, "err", err)
+	in.close()
+	return ce
+}
+
+func (in *instance) close() {
+	for _, c := range in.closer {
+		c()
+	}
+	in.closer = nil
+	if in.mod != nil {
+		in.mod.Close(context.Background())
+	}
+}
+
+// call runs an export under the plugin's deadline and returns the result
+// payload, which aliases guest memory until the next call.
+func (in *instance) call(export string, f api.Function) ([]byte, error) {
+	if err := in.rawCall(export, f); err != nil {
+		return nil, err
+	}
+	r := in.stack[0]
+	if r == 0 {
+		return nil, nil
+	}
+	ptr, n := abi.Unpack(r)
+	if n == 0 || n > abi.MaxMessage {
+		return nil, in.kill(export, reasonMalformed, abi.ErrInternal, fmt.Errorf("result length %d is outside 1..%d", n, abi.MaxMessage))
+	}
+	buf, ok := in.mem.Read(ptr, n)
+	if !ok {
+		return nil, in.kill(export, reasonMalformed, abi.ErrInternal, fmt.Errorf("result %#x+%d is outside guest memory", ptr, n))
+	}
+	payload, err := abi.ParseResult(buf)
+	if err != nil {
+		code := abi.CodeOf(err)
+		in.p.m.errors(export, code).Inc()
+		if code == abi.ErrPanic {
+			return nil, in.kill(export, reasonPanic, code, err)
+		}
+		// Copy the message: it aliases guest memory.
+		return nil, &abi.Error{Code: code, Message: string(bytes.Clone([]byte(err.(*abi.Error).Message)))}
+	}
+	return payload, nil
+}
+
+// rawCall runs an export under the plugin's deadline; results stay on
+// the stack.
+func (in *instance) rawCall(export string, f api.Function) error {
+	in.p.m.call(export).Inc()
+	ctx, cancel := context.WithTimeout(in.ctx, in.p.timeout)
+	err := f.CallWithStack(ctx, in.stack[:])
+	cancel()
+	if err != nil {
+		reason, code := reasonOf(err)
+		return in.kill(export, reason, code, describe(err))
+	}
+	return nil
+}
+
+// callBuf passes b in a guest buffer as the arguments at stack[pos],
+// stack[pos+1] (pointer and byte length), calls the export and frees the
+// buffer.
+func (in *instance) callBuf(export string, f api.Function, b []byte, pos int) ([]byte, error) {
+	return in.callBufN(export, f, b, pos, uint64(len(b)))
+}
+
+// callBufN is callBuf with n passed instead of the byte length.
+func (in *instance) callBufN(export string, f api.Function, b []byte, pos int, n uint64) ([]byte, error) {
+	args := in.stack // the caller's leading arguments
+	ptr, err := in.put(b)
+	if err != nil {
+		return nil, err
+	}
+	copy(in.stack[:pos], args[:pos])
+	in.stack[pos], in.stack[pos+1] = uint64(ptr), n
+	payload, err := in.call(export, f)
+	if in.dead {
+		return payload, err
+	}
+	if payload != nil {
+		payload = bytes.Clone(payload) // wapper_free may run guest code
+	}
+	in.stack[0] = uint64(ptr)
+	if ferr := in.rawCall(abi.ExportFree, in.free); ferr != nil {
+		return nil, ferr
+	}
+	return payload, err
+}
+
+// put copies b into a buffer from wapper_alloc.
+func (in *instance) put(b []byte) (uint32, error) {
+	if len(b) > abi.MaxMessage {
+		return 0, abi.Errorf(abi.ErrTooLarge, "buffer of %d bytes exceeds the ABI limit of %d", len(b), abi.MaxMessage)
+	}
+	in.stack[0] = uint64(len(b))
+	if err := in.rawCall(abi.ExportAlloc, in.alloc); err != nil {
+		return 0, err
+	}
+	ptr := uint32(in.stack[0])
+	if ptr == 0 {
+		return 0, abi.Errorf(abi.ErrTooLarge, "wapper_alloc(%d) returned 0", len(b))
+	}
+	if !in.mem.Write(ptr, b) {
+		return 0, in.kill(abi.ExportAlloc, reasonMalformed, abi.ErrInternal, fmt.Errorf("wapper_alloc returned %#x, outside guest memory", ptr))
+	}
+	return ptr, nil
+}
+
+// lineWriter turns a guest's stdout or stderr into log lines.
+type lineWriter struct {
+	mu    sync.Mutex
+	log   func() *slog.Logger
+	level slog.Level
+	buf   []byte
+}
+
+func (w *lineWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, b...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			if len(w.buf) > abi.MaxLogMessage {
+				i = abi.MaxLogMessage
+			} else {
+				return len(b), nil
+			}
+		}
+		w.log().Log(context.Background(), w.level, string(w.buf[:i]), "stream", streamName(w.level))
+		w.buf = w.buf[min(i+1, len(w.buf)):]
+	}
+}
+
+func streamName(l slog.Level) string {
+	if l == slog.LevelInfo {
+		return "stdout"
+	}
+	return "stderr"
+}

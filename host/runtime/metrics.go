@@ -1,0 +1,46 @@
+package runtime
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the runtime's Prometheus collectors.
+type Metrics struct {
+	Calls     *prometheus.CounterVec
+	Errors    *prometheus.CounterVec
+	Traps     *prometheus.CounterVec
+	Restarts  *prometheus.CounterVec
+	Instances *prometheus.GaugeVec
+	Reports   *prometheus.CounterVec
+	Denials   *prometheus.CounterVec
+}
+
+// NewMetrics creates the collectors and registers them with reg (nil: not
+// registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wapper_plugin_calls_total", Help: "Calls into plugin exports.",
+		}, []string{"plugin", "export"}),
+		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wapper_plugin_call_errors_total", Help: "Plugin calls that returned an error, by ABI code.",
+		}, []string{"plugin", "export", "code"}),
+		Traps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wapper_plugin_traps_total", Help: "Instances thrown away, by reason (trap, timeout, exit, panic, malformed).",
+		}, []string{"plugin", "reason"}),
+		Restarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wapper_plugin_restarts_total", Help: "Instances recreated after a failure.",
+		}, []string{"plugin"}),
+		Instances: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "wapper_plugin_instances", Help: "Live instances per plugin.",
+		}, []string{"plugin"}),
+		Reports: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wapper_plugin_reports_total", Help: "Readings pushed by plugins with the report host function.",
+		}, []string{"plugin"}),
+		Denials: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wapper_plugin_grant_denials_total", Help: "Resource opens refused by the plugin's grants.",
+		}, []string{"plugin", "kind"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.Calls, m.Errors, m.Traps, m.Restarts, m.Instances, m.Reports, m.Denials)
+	}
+	return m
+}

@@ -1,0 +1,598 @@
+package runtime
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+
+	"wapper.dev/wapper/abi"
+)
+
+// Defaults for a plugin's limits (the MapperPlugin's spec.limits).
+const (
+	DefaultMemoryMiB   = 64
+	DefaultCallTimeout = 5 * time.Second
+	DefaultInstances   = 2
+	MaxInstances       = 64
+)
+
+// Restart backoff after an instance fails.
+const (
+	backoffMin   = 100 * time.Millisecond
+	backoffMax   = 30 * time.Second
+	backoffReset = time.Minute
+)
+
+// KV is the persistent store behind the kv host functions; see package
+// host/kv.
+type KV interface {
+	Get(key []byte) ([]byte, bool, error)
+	Set(key, val []byte) error
+	Delete(key []byte) error
+}
+
+// Reading is a value a plugin pushed with the report host function.
+type Reading struct {
+	Device, Property uint32
+	Value            abi.Value
+	Time             time.Time
+}
+
+// Config describes one plugin to load.
+type Config struct {
+	// Name is the MapperPlugin name; it tags logs and metrics.
+	Name string
+	// Wasm is the module.
+	Wasm []byte
+	// PluginConfig is the JSON object handed to wapper_init ("{}" if nil).
+	PluginConfig json.RawMessage
+	// MemoryMiB, CallTimeout and Instances are the plugin's limits; zero
+	// means the default.
+	MemoryMiB   int
+	CallTimeout time.Duration
+	Instances   int
+	// KV is the plugin's persistent store; nil makes kv calls fail.
+	KV KV
+	// Report receives readings pushed by the plugin. It must not block for
+	// long: it runs inside a guest call.
+	Report func(Reading)
+	// Ext holds settings for host-function extensions (such as device I/O
+	// grants), keyed by the extension's own key type.
+	Ext map[any]any
+}
+
+// Plugin is a loaded plugin: a pool of instances and the devices they
+// serve. Its methods are safe for concurrent use.
+type Plugin struct {
+	e        *Engine
+	cfg      Config
+	name     string
+	log      *slog.Logger
+	rt       wazero.Runtime
+	compiled wazero.CompiledModule
+	info     *ModuleInfo
+	timeout  time.Duration
+	kv       KV
+	m        pluginMetrics
+
+	initConfig []byte
+
+	devMu     sync.RWMutex
+	devices   map[uint32]*device
+	version   atomic.Uint64
+	removeGen atomic.Uint64 // bumped on every removal; instances sweep when it moves
+
+	poolMu   sync.Mutex
+	slots    []*slot
+	ready    chan struct{} // one token per idle live slot
+	failures int
+	lastFail time.Time
+	restarts atomic.Int64
+
+	closeOnce sync.Once
+	closed    chan struct{}
+	wg        sync.WaitGroup
+}
+
+type slot struct {
+	id   int
+	in   *instance // nil while the slot restarts
+	busy bool
+}
+
+// device is a device known to the plugin.
+type device struct {
+	mu      sync.Mutex // serialises calls for the device
+	desc    abi.Device
+	raw     []byte // JSON of desc
+	version uint64
+	last    *slot // the slot that served it last
+	removed bool
+}
+
+// known records which description of a device an instance was given.
+type known struct {
+	d       *device
+	version uint64
+}
+
+// Load compiles (or loads from the cache) and instantiates a plugin. It
+// fails when the module is refused, or when its first instance cannot be
+// created or initialised.
+func (e *Engine) Load(ctx context.Context, cfg Config) (*Plugin, error) {
+	if cfg.MemoryMiB == 0 {
+		cfg.MemoryMiB = DefaultMemoryMiB
+	}
+	if cfg.CallTimeout == 0 {
+		cfg.CallTimeout = DefaultCallTimeout
+	}
+	if cfg.Instances == 0 {
+		cfg.Instances = DefaultInstances
+	}
+	switch {
+	case cfg.MemoryMiB < 1 || cfg.MemoryMiB > abi.MaxMemoryBytes>>20:
+		return nil, fmt.Errorf("plugin %s: limits.memoryMiB %d is outside 1..%d", cfg.Name, cfg.MemoryMiB, abi.MaxMemoryBytes>>20)
+	case cfg.CallTimeout < 0:
+		return nil, fmt.Errorf("plugin %s: limits.callTimeout %v must be positive", cfg.Name, cfg.CallTimeout)
+	case cfg.Instances < 1 || cfg.Instances > MaxInstances:
+		return nil, fmt.Errorf("plugin %s: limits.instances %d is outside 1..%d", cfg.Name, cfg.Instances, MaxInstances)
+	}
+	p := &Plugin{
+		e: e, cfg: cfg, name: cfg.Name, timeout: cfg.CallTimeout, kv: cfg.KV,
+		log:        e.log.With("plugin", cfg.Name),
+		m:          newPluginMetrics(e.metrics, cfg.Name),
+		initConfig: cfg.PluginConfig,
+		devices:    map[uint32]*device{},
+		ready:      make(chan struct{}, cfg.Instances),
+		closed:     make(chan struct{}),
+	}
+	if len(p.initConfig) == 0 {
+		p.initConfig = []byte("{}")
+	}
+	rc := wazero.NewRuntimeConfig().
+		WithCloseOnContextDone(true).
+		WithMemoryLimitPages(uint32(cfg.MemoryMiB) * 16).
+		WithCompilationCache(e.cache)
+	p.rt = wazero.NewRuntimeWithConfig(ctx, rc)
+	ok := false
+	defer func() {
+		if !ok {
+			p.rt.Close(context.Background())
+		}
+	}()
+	start := time.Now()
+	info, err := checkWith(ctx, p.rt, cfg.Wasm)
+	if err != nil {
+		return nil, fmt.Errorf("plugin %s: %w", cfg.Name, err)
+	}
+	p.info = info
+	if p.compiled, err = p.rt.CompileModule(ctx, cfg.Wasm); err != nil {
+		return nil, fmt.Errorf("plugin %s: compile: %w", cfg.Name, err)
+	}
+	if err := p.instantiateHost(ctx); err != nil {
+		return nil, fmt.Errorf("plugin %s: %w", cfg.Name, err)
+	}
+	compiled := time.Since(start)
+	for i := range cfg.Instances {
+		s := &slot{id: i}
+		p.slots = append(p.slots, s)
+		in, err := p.newInstance(i)
+		if err != nil {
+			p.closeInstances()
+			return nil, fmt.Errorf("plugin %s: create instance: %w", cfg.Name, err)
+		}
+		s.in = in
+		p.m.instances.Inc()
+		p.ready <- struct{}{}
+	}
+	p.info.ABIMinor = int(p.slots[0].in.minor)
+	ok = true
+	p.log.Info("plugin loaded", "abi", fmt.Sprintf("%d.%d", abi.Major, p.info.ABIMinor), "bytes", len(cfg.Wasm),
+		"compile", compiled.Round(time.Millisecond), "instances", cfg.Instances, "memoryMiB", cfg.MemoryMiB, "callTimeout", cfg.CallTimeout)
+	return p, nil
+}
+
+func (p *Plugin) instantiateHost(ctx context.Context) error {
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, p.rt); err != nil {
+		return fmt.Errorf("instantiate WASI: %w", err)
+	}
+	b := p.rt.NewHostModuleBuilder(abi.ImportModule)
+	for _, hf := range hostFuncs {
+		fn := hf.fn
+		b.NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(func(ctx context.Context, mod api.Module, stack []uint64) {
+			in, _ := ctx.Value(instKey{}).(*instance)
+			if in == nil {
+				stack[0] = errno(abi.ErrInternal)
+				return
+			}
+			fn(ctx, in, mod.Memory(), stack)
+		}), hf.sig.params, hf.sig.results).Export(hf.name)
+	}
+	if _, err := b.Instantiate(ctx); err != nil {
+		return fmt.Errorf("instantiate host module %q: %w", abi.ImportModule, err)
+	}
+	return nil
+}
+
+// Name returns the plugin's name.
+func (p *Plugin) Name() string { return p.name }
+
+// Info returns what the loader learned about the module.
+func (p *Plugin) Info() *ModuleInfo { return p.info }
+
+// Config returns the configuration the plugin was loaded with.
+func (p *Plugin) Config() Config { return p.cfg }
+
+// Restarts returns how many instances were recreated after failures.
+func (p *Plugin) Restarts() int64 { return p.restarts.Load() }
+
+// HasPoll reports whether the plugin exports wapper_poll.
+func (p *Plugin) HasPoll() bool { return p.info.Has(abi.ExportPoll) }
+
+// Close stops every instance. Calls in progress finish or hit their
+// deadline first.
+func (p *Plugin) Close(ctx context.Context) error {
+	p.closeOnce.Do(func() {
+		close(p.closed)
+		// Take every live slot so no call is in progress.
+		for range p.liveSlots() {
+			select {
+			case <-p.ready:
+			case <-ctx.Done():
+			}
+		}
+		p.wg.Wait()
+		p.closeInstances()
+		p.rt.Close(ctx)
+	})
+	return nil
+}
+
+func (p *Plugin) liveSlots() []*slot {
+	p.poolMu.Lock()
+	defer p.poolMu.Unlock()
+	var out []*slot
+	for _, s := range p.slots {
+		if s.in != nil {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (p *Plugin) closeInstances() {
+	p.poolMu.Lock()
+	defer p.poolMu.Unlock()
+	for _, s := range p.slots {
+		if s.in != nil {
+			s.in.close()
+			s.in = nil
+			p.m.instances.Dec()
+		}
+	}
+}
+
+// ErrClosed is returned by calls on a closed plugin.
+var ErrClosed = abi.Errorf(abi.ErrUnavailable, "plugin is closed")
+
+// acquire takes an idle live slot, preferring prefer.
+func (p *Plugin) acquire(ctx context.Context, prefer *slot) (*slot, error) {
+	select {
+	case <-p.closed:
+		return nil, ErrClosed
+	default:
+	}
+	select {
+	case <-p.ready:
+	case <-p.closed:
+		return nil, ErrClosed
+	case <-ctx.Done():
+		return nil, abi.Errorf(abi.ErrUnavailable, "plugin %s: no instance free before the deadline (%d instances, all busy or restarting)", p.name, len(p.slots))
+	}
+	p.poolMu.Lock()
+	defer p.poolMu.Unlock()
+	if prefer != nil && !prefer.busy && prefer.in != nil {
+		prefer.busy = true
+		return prefer, nil
+	}
+	for _, s := range p.slots {
+		if !s.busy && s.in != nil {
+			s.busy = true
+			return s, nil
+		}
+	}
+	panic("runtime: ready token without an idle slot")
+}
+
+// release returns a slot. A slot whose instance died is restarted in the
+// background and becomes ready again when its new instance is.
+func (p *Plugin) release(s *slot) {
+	p.poolMu.Lock()
+	if !s.in.dead {
+		s.busy = false
+		p.poolMu.Unlock()
+		p.ready <- struct{}{}
+		return
+	}
+	dead := s.in
+	s.in = nil
+	p.m.instances.Dec()
+	if time.Since(p.lastFail) > backoffReset {
+		p.failures = 0
+	}
+	p.failures++
+	p.lastFail = time.Now()
+	delay := backoffMin << min(p.failures-1, 16)
+	if delay > backoffMax {
+		delay = backoffMax
+	}
+	p.poolMu.Unlock()
+	p.wg.Add(1)
+	go p.restart(s, dead, delay)
+}
+
+// restart recreates a slot's instance after delay, re-adds the devices the
+// dead instance served, and makes the slot ready.
+func (p *Plugin) restart(s *slot, dead *instance, delay time.Duration) {
+	defer p.wg.Done()
+	for {
+		p.log.Warn("restarting plugin instance", "instance", s.id, "after", delay)
+		select {
+		case <-time.After(delay):
+		case <-p.closed:
+			return
+		}
+		in, err := p.newInstance(s.id)
+		if err == nil {
+			p.restarts.Add(1)
+			p.m.restarts.Inc()
+			p.readd(in, dead)
+			if in.dead {
+				err = errors.New("instance failed while devices were re-added")
+			}
+		}
+		if err != nil {
+			p.log.Error("plugin instance restart failed", "instance", s.id, "err", err)
+			delay = min(delay*2, backoffMax)
+			continue
+		}
+		p.poolMu.Lock()
+		select {
+		case <-p.closed:
+			p.poolMu.Unlock()
+			in.close()
+			return
+		default:
+		}
+		s.in, s.busy = in, false
+		p.m.instances.Inc()
+		p.poolMu.Unlock()
+		p.ready <- struct{}{}
+		p.log.Info("plugin instance restarted", "instance", s.id)
+		return
+	}
+}
+
+// readd adds to a new instance the devices the dead one served.
+func (p *Plugin) readd(in *instance, dead *instance) {
+	for id, k := range dead.known {
+		if in.dead {
+			return
+		}
+		if p.device(id) != k.d {
+			continue // removed meanwhile
+		}
+		k.d.mu.Lock()
+		if !k.d.removed {
+			in.curDev = k.d
+			if err := in.ensure(k.d); err != nil {
+				p.log.Warn("re-adding device to restarted instance failed; it is retried on its next call", "device", k.d.name(), "err", err)
+			}
+			in.curDev = nil
+		}
+		k.d.mu.Unlock()
+	}
+}
+
+func (p *Plugin) device(id uint32) *device {
+	p.devMu.RLock()
+	defer p.devMu.RUnlock()
+	return p.devices[id]
+}
+
+func (d *device) name() string { return d.desc.Namespace + "/" + d.desc.Name }
+
+// ensure gives the instance the device's current description.
+func (in *instance) ensure(d *device) error {
+	id := d.desc.ID
+	k, ok := in.known[id]
+	if ok && k.d == d && k.version == d.version {
+		return nil
+	}
+	if ok && k.d != d {
+		// A removed device with the same handle: remove it first.
+		if err := in.removeDevice(id); err != nil {
+			return err
+		}
+		ok = false
+	}
+	export, f := abi.ExportDeviceAdd, in.add
+	if ok {
+		export, f = abi.ExportDeviceUpdate, in.update
+	}
+	in.stack[0] = uint64(id)
+	if _, err := in.callBuf(export, f, d.raw, 1); err != nil {
+		return err
+	}
+	in.known[id] = known{d: d, version: d.version}
+	return nil
+}
+
+func (in *instance) removeDevice(id uint32) error {
+	delete(in.known, id)
+	in.stack[0] = uint64(id)
+	_, err := in.call(abi.ExportDeviceRemove, in.remove)
+	return err
+}
+
+// sweep removes from the instance every device that the plugin no longer
+// has. It returns the error of removing only.
+func (in *instance) sweep(only *device) error {
+	gen := in.p.removeGen.Load()
+	if in.sweptGen == gen {
+		return nil
+	}
+	var onlyErr error
+	for id, k := range in.known {
+		if in.p.device(id) == k.d || in.dead {
+			continue
+		}
+		err := in.removeDevice(id)
+		if k.d == only {
+			onlyErr = err
+		} else if err != nil {
+			in.p.log.Warn("removing device from instance failed", "device", k.d.name(), "instance", in.id, "err", err)
+		}
+	}
+	if !in.dead {
+		in.sweptGen = gen
+	}
+	return onlyErr
+}
+
+// withDevice runs fn on an instance that knows device id, holding the
+// device's lock and a pool slot.
+func (p *Plugin) withDevice(ctx context.Context, id uint32, fn func(in *instance, d *device) error) error {
+	d := p.device(id)
+	if d == nil {
+		return abi.Errorf(abi.ErrNotFound, "plugin %s has no device with handle %d", p.name, id)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.removed {
+		return abi.Errorf(abi.ErrNotFound, "device %s was removed", d.name())
+	}
+	return p.onSlot(ctx, d, fn)
+}
+
+func (p *Plugin) onSlot(ctx context.Context, d *device, fn func(in *instance, d *device) error) error {
+	s, err := p.acquire(ctx, d.last)
+	if err != nil {
+		return err
+	}
+	defer p.release(s)
+	in := s.in
+	in.curDev = d
+	defer func() { in.curDev = nil }()
+	if err := in.sweep(nil); err != nil {
+		return err
+	}
+	if err := in.ensure(d); err != nil {
+		return err
+	}
+	d.last = s
+	return fn(in, d)
+}
+
+func noop(*instance, *device) error { return nil }
+
+func encodeDesc(desc abi.Device) ([]byte, error) {
+	raw, err := json.Marshal(desc)
+	if err != nil {
+		return nil, fmt.Errorf("encode device description: %w", err)
+	}
+	if len(raw) > abi.MaxMessage {
+		return nil, abi.Errorf(abi.ErrTooLarge, "device description of %d bytes exceeds %d", len(raw), abi.MaxMessage)
+	}
+	return raw, nil
+}
+
+// AddDevice gives the plugin a new device and adds it to one instance, so
+// that a description the plugin refuses fails here (and the device is not
+// kept). The handle must be unused.
+func (p *Plugin) AddDevice(ctx context.Context, desc abi.Device) error {
+	raw, err := encodeDesc(desc)
+	if err != nil {
+		return err
+	}
+	d := &device{desc: desc, raw: raw, version: p.version.Add(1)}
+	p.devMu.Lock()
+	if _, dup := p.devices[desc.ID]; dup {
+		p.devMu.Unlock()
+		return abi.Errorf(abi.ErrInvalid, "plugin %s already has a device with handle %d", p.name, desc.ID)
+	}
+	p.devices[desc.ID] = d
+	d.mu.Lock()
+	p.devMu.Unlock()
+	defer d.mu.Unlock()
+	if err := p.onSlot(ctx, d, noop); err != nil {
+		p.drop(d)
+		return err
+	}
+	return nil
+}
+
+// drop forgets a device; instances remove it when they next sweep.
+func (p *Plugin) drop(d *device) {
+	d.removed = true
+	p.devMu.Lock()
+	if p.devices[d.desc.ID] == d {
+		delete(p.devices, d.desc.ID)
+	}
+	p.devMu.Unlock()
+	p.removeGen.Add(1)
+}
+
+// UpdateDevice replaces a device's description. The instance that served it
+// last gets the update now; the others before their next call for it.
+func (p *Plugin) UpdateDevice(ctx context.Context, desc abi.Device) error {
+	raw, err := encodeDesc(desc)
+	if err != nil {
+		return err
+	}
+	d := p.device(desc.ID)
+	if d == nil {
+		return abi.Errorf(abi.ErrNotFound, "plugin %s has no device with handle %d", p.name, desc.ID)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.removed {
+		return abi.Errorf(abi.ErrNotFound, "device %s was removed", d.name())
+	}
+	d.desc, d.raw, d.version = desc, raw, p.version.Add(1)
+	return p.onSlot(ctx, d, noop)
+}
+
+// RemoveDevice removes a device. The instance that served it last removes
+// it now and its error is returned; the others remove it before their next
+// call.
+func (p *Plugin) RemoveDevice(ctx context.Context, id uint32) error {
+	d := p.device(id)
+	if d == nil {
+		return abi.Errorf(abi.ErrNotFound, "plugin %s has no device with handle %d", p.name, id)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.removed {
+		return nil
+	}
+	p.drop(d)
+	if d.last == nil {
+		return nil
+	}
+	s, err := p.acquire(ctx, d.last)
+	if err != nil {
+		return err
+	}
+	defer p.release(s)
+	return s.in.sweep(d)
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"regexp"
 	"sort"
 	"strings"
@@ -133,6 +134,32 @@ func Check(ctx context.Context, wasm []byte) (*ModuleInfo, error) {
 	r := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigInterpreter())
 	defer r.Close(ctx)
 	return checkWith(ctx, r, wasm)
+}
+
+// Verify runs the whole load path on a module without a device: Check,
+// then compilation and one instantiation under the default limits with
+// WASI and the host functions, _initialize, and the ABI marker, whose minor
+// version it records. wapper_init is not called, since it needs the
+// plugin's config. It is the loader's verdict for `wapper plugin inspect`
+// and `wapper push`.
+func Verify(ctx context.Context, wasm []byte) (*ModuleInfo, error) {
+	info, err := Check(ctx, wasm)
+	if err != nil {
+		return info, err
+	}
+	e, err := NewEngine(EngineOptions{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return info, err
+	}
+	defer e.Close(ctx)
+	p, err := e.load(ctx, Config{Name: "verify", Wasm: wasm, Instances: 1}, true)
+	if err != nil {
+		info.Problems = append(info.Problems, err.Error())
+		return info, info.err()
+	}
+	defer p.Close(ctx)
+	info.ABIMinor = p.info.ABIMinor
+	return info, nil
 }
 
 func checkWith(ctx context.Context, r wazero.Runtime, wasm []byte) (*ModuleInfo, error) {

@@ -85,6 +85,7 @@ type Plugin struct {
 	m        pluginMetrics
 
 	initConfig []byte
+	skipInit   bool // Verify: instantiate and ask the marker only
 
 	devMu     sync.RWMutex
 	devices   map[uint32]*device
@@ -129,6 +130,10 @@ type known struct {
 // fails when the module is refused, or when its first instance cannot be
 // created or initialised.
 func (e *Engine) Load(ctx context.Context, cfg Config) (*Plugin, error) {
+	return e.load(ctx, cfg, false)
+}
+
+func (e *Engine) load(ctx context.Context, cfg Config, skipInit bool) (*Plugin, error) {
 	if cfg.MemoryMiB == 0 {
 		cfg.MemoryMiB = DefaultMemoryMiB
 	}
@@ -151,6 +156,7 @@ func (e *Engine) Load(ctx context.Context, cfg Config) (*Plugin, error) {
 		log:        e.log.With("plugin", cfg.Name),
 		m:          newPluginMetrics(e.metrics, cfg.Name),
 		initConfig: cfg.PluginConfig,
+		skipInit:   skipInit,
 		devices:    map[uint32]*device{},
 		ready:      make(chan struct{}, cfg.Instances),
 		closed:     make(chan struct{}),

@@ -21,8 +21,8 @@ import (
 )
 
 // Checker runs the loader checks in `wapper push`. The wapper binary sets
-// it to the host runtime's check; the default is modcheck.Static.
-var Checker modcheck.Checker = modcheck.Static
+// it to the host runtime's check; the default is modcheck.Loader.
+var Checker modcheck.Checker = modcheck.Loader
 
 // clientFlags are the registry access flags every client command takes.
 type clientFlags struct {

@@ -11,20 +11,20 @@ import (
 	"wapper.dev/wapper/registry/modcheck"
 )
 
-func TestStaticOnVirtualPlugin(t *testing.T) {
+func TestLoaderOnVirtualPlugin(t *testing.T) {
 	wasm, err := os.ReadFile(testenv.Plugin(t, "virtual"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := modcheck.Static(context.Background(), wasm)
+	m, err := modcheck.Loader(context.Background(), wasm)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.ABIMajor != 1 || !slices.Contains(m.Exports, "wapper_read") || !slices.Contains(m.Imports, "wapper.log") {
+	if m.ABIMajor != 1 || m.ABIMinor != 0 || !slices.Contains(m.Exports, "wapper_read") || !slices.Contains(m.Imports, "wapper.log") {
 		t.Fatalf("metadata %+v", m)
 	}
 	// Cut the module short: a clear refusal, no panic.
-	if _, err := modcheck.Static(context.Background(), wasm[:len(wasm)/3]); err == nil || !strings.Contains(err.Error(), "truncated") {
+	if _, err := modcheck.Loader(context.Background(), wasm[:len(wasm)/3]); err == nil || !strings.Contains(err.Error(), "truncated") {
 		t.Fatalf("truncated module: %v", err)
 	}
 }

@@ -1,6 +1,7 @@
-// Command wapper is the plugin author's and operator's tool: it publishes
-// and fetches mapper plugins (push, pull, inspect, tag, ls) and runs the
-// embedded registry (registry serve).
+// Command wapper is the plugin author's and operator's tool: it checks
+// plugin modules (plugin inspect, plugin test), publishes and fetches them
+// (push, pull, inspect, tag, ls) and runs the embedded registry (registry
+// serve).
 package main
 
 import (
@@ -11,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"wapper.dev/wapper/registry/cli"
+	"wapper.dev/wapper/registry/plugincli"
 )
 
 func main() {
@@ -21,6 +23,7 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.AddCommand(cli.Commands()...)
+	root.AddCommand(plugincli.Command())
 	if err := root.ExecuteContext(context.Background()); err != nil {
 		fmt.Fprintln(os.Stderr, "wapper:", err)
 		os.Exit(1)

@@ -130,10 +130,13 @@ func wapperWrite(dev, prop, ptr, n uint32) (r uint64) {
 //go:wasmexport wapper_device_state
 func wapperDeviceState(dev uint32) (r uint64) {
 	defer guard(&r)
+	if _, err := lookup(dev); err != nil {
+		return finish(err, nil)
+	}
 	s, err := opState(dev)
 	if err != nil {
-		// A state call that fails still says something: unhealthy, why.
-		return finish(nil, append([]byte{byte(StateUnhealthy)}, err.Error()...))
+		// A state the plugin cannot tell is unhealthy, with the reason.
+		return finish(nil, append([]byte{byte(StateUnhealthy)}, abi.MessageOf(err)...))
 	}
 	return finish(nil, []byte{byte(s)})
 }

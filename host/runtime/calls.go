@@ -36,6 +36,11 @@ func decodeFor(pd *abi.Property, payload []byte) (abi.Value, error) {
 	if err != nil {
 		return abi.Value{}, abi.Errorf(abi.ErrInvalid, "property %q: plugin returned a malformed value: %v", pd.Name, err)
 	}
+	return convertFor(pd, v)
+}
+
+// convertFor converts a value from the plugin to pd's declared type.
+func convertFor(pd *abi.Property, v abi.Value) (abi.Value, error) {
 	t := pd.ValueType()
 	if t == abi.TypeInvalid || v.Type() == t {
 		return v, nil

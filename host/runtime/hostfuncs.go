@@ -167,6 +167,11 @@ func hostReport(_ context.Context, in *instance, mem api.Memory, stack []uint64)
 		stack[0] = errno(abi.ErrNotFound)
 		return
 	}
+	if v, err = convertFor(d.desc.Property(prop), v); err != nil {
+		in.logger().Warn("plugin reported a value of the wrong type", "device", dev, "property", prop, "err", err)
+		stack[0] = errno(abi.ErrInvalid)
+		return
+	}
 	in.p.m.reports.Inc()
 	if in.p.cfg.Report != nil {
 		in.p.cfg.Report(Reading{Device: dev, Property: prop, Value: v, Time: time.Now()})

@@ -163,23 +163,36 @@ func Verify(ctx context.Context, wasm []byte) (*ModuleInfo, error) {
 }
 
 func checkWith(ctx context.Context, r wazero.Runtime, wasm []byte) (*ModuleInfo, error) {
+	info, compiled, err := compileChecked(ctx, r, wasm)
+	if compiled != nil {
+		compiled.Close(ctx)
+	}
+	return info, err
+}
+
+// compileChecked compiles a module and checks it; on success the caller
+// owns the compiled module.
+func compileChecked(ctx context.Context, r wazero.Runtime, wasm []byte) (*ModuleInfo, wazero.CompiledModule, error) {
 	info := &ModuleInfo{ABIMinor: -1, Size: len(wasm)}
 	if len(wasm) < 8 || string(wasm[:4]) != "\x00asm" {
 		info.Problems = append(info.Problems, "not a WebAssembly module (no \\0asm header)")
-		return info, info.err()
+		return info, nil, info.err()
 	}
 	compiled, err := r.CompileModule(ctx, wasm)
 	if err != nil {
 		if strings.Contains(err.Error(), "over limit") {
 			info.Problems = append(info.Problems, "the module's initial memory is larger than limits.memoryMiB allows: "+err.Error())
-			return info, info.err()
+			return info, nil, info.err()
 		}
 		info.Problems = append(info.Problems, "invalid or truncated module: "+err.Error())
-		return info, info.err()
+		return info, nil, info.err()
 	}
-	defer compiled.Close(ctx)
 	inspect(info, compiled)
-	return info, info.err()
+	if err := info.err(); err != nil {
+		compiled.Close(ctx)
+		return info, nil, err
+	}
+	return info, compiled, nil
 }
 
 func inspect(info *ModuleInfo, compiled wazero.CompiledModule) {

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
@@ -25,11 +27,18 @@ type instance struct {
 	id    int
 	mod   api.Module
 	mem   api.Memory
-	ctx   context.Context // carries the instance for host functions
+	// ctx carries the instance for host functions. The watchdog cancels
+	// it when a call outlives the plugin's timeout, which makes wazero
+	// close the module (WithCloseOnContextDone); one reusable timer per
+	// instance keeps the hot path free of allocations.
+	ctx      context.Context
+	cancel   context.CancelFunc
+	watchdog *time.Timer
+	timedOut atomic.Bool
 	stack [8]uint64
 	minor uint32
 
-	alloc, free, init, add, update, remove, read, write, state, batch, method, poll api.Function
+	alloc, free, init, add, update, remove, read, write, state, batch, method, poll, marker api.Function
 
 	// known maps device handles to the description version this instance
 	// has been given.
@@ -67,7 +76,9 @@ const (
 
 func (p *Plugin) newInstance(id int) (_ *instance, err error) {
 	in := &instance{p: p, id: id, known: map[uint32]known{}}
-	in.ctx = context.WithValue(context.Background(), instKey{}, in)
+	in.ctx, in.cancel = context.WithCancel(context.WithValue(context.Background(), instKey{}, in))
+	in.watchdog = time.AfterFunc(time.Hour, func() { in.timedOut.Store(true); in.cancel() })
+	in.watchdog.Stop()
 	cfg := wazero.NewModuleConfig().
 		WithName("").
 		WithStartFunctions().
@@ -97,7 +108,8 @@ func (p *Plugin) newInstance(id int) (_ *instance, err error) {
 			return nil, fmt.Errorf("%s: %w", abi.ExportInitialize, describe(err))
 		}
 	}
-	if err := fn(abi.ExportMarker).CallWithStack(ctx, in.stack[:]); err != nil {
+	in.marker = fn(abi.ExportMarker)
+	if err := in.marker.CallWithStack(ctx, in.stack[:]); err != nil {
 		return nil, fmt.Errorf("%s: %w", abi.ExportMarker, describe(err))
 	}
 	in.minor = uint32(in.stack[0])
@@ -160,6 +172,9 @@ func (in *instance) kill(export, reason string, code abi.Code, err error) error 
 }
 
 func (in *instance) close() {
+	if in.watchdog != nil {
+		in.watchdog.Stop()
+	}
 	for _, c := range in.closer {
 		c()
 	}
@@ -204,10 +219,17 @@ func (in *instance) call(export string, f api.Function) ([]byte, error) {
 // the stack.
 func (in *instance) rawCall(export string, f api.Function) error {
 	in.p.m.call(export).Inc()
-	ctx, cancel := context.WithTimeout(in.ctx, in.p.timeout)
-	err := f.CallWithStack(ctx, in.stack[:])
-	cancel()
+	in.watchdog.Reset(in.p.timeout)
+	err := f.CallWithStack(in.ctx, in.stack[:])
+	if !in.watchdog.Stop() && err == nil {
+		// The deadline passed as the call returned: the context is
+		// cancelled, so the instance cannot be used again.
+		err = sys.NewExitError(sys.ExitCodeDeadlineExceeded)
+	}
 	if err != nil {
+		if in.timedOut.Load() {
+			err = sys.NewExitError(sys.ExitCodeDeadlineExceeded)
+		}
 		reason, code := reasonOf(err)
 		return in.kill(export, reason, code, describe(err))
 	}

@@ -176,18 +176,15 @@ func (e *Engine) load(ctx context.Context, cfg Config, skipInit bool) (*Plugin, 
 		}
 	}()
 	start := time.Now()
-	info, err := checkWith(ctx, p.rt, cfg.Wasm)
+	info, compiled, err := compileChecked(ctx, p.rt, cfg.Wasm)
 	if err != nil {
 		return nil, fmt.Errorf("plugin %s: %w", cfg.Name, err)
 	}
-	p.info = info
-	if p.compiled, err = p.rt.CompileModule(ctx, cfg.Wasm); err != nil {
-		return nil, fmt.Errorf("plugin %s: compile: %w", cfg.Name, err)
-	}
+	p.info, p.compiled = info, compiled
 	if err := p.instantiateHost(ctx); err != nil {
 		return nil, fmt.Errorf("plugin %s: %w", cfg.Name, err)
 	}
-	compiled := time.Since(start)
+	compileTime := time.Since(start)
 	for i := range cfg.Instances {
 		s := &slot{id: i}
 		p.slots = append(p.slots, s)
@@ -203,7 +200,7 @@ func (e *Engine) load(ctx context.Context, cfg Config, skipInit bool) (*Plugin, 
 	p.info.ABIMinor = int(p.slots[0].in.minor)
 	ok = true
 	p.log.Info("plugin loaded", "abi", fmt.Sprintf("%d.%d", abi.Major, p.info.ABIMinor), "bytes", len(cfg.Wasm),
-		"compile", compiled.Round(time.Millisecond), "instances", cfg.Instances, "memoryMiB", cfg.MemoryMiB, "callTimeout", cfg.CallTimeout)
+		"compile", compileTime.Round(time.Millisecond), "instances", cfg.Instances, "memoryMiB", cfg.MemoryMiB, "callTimeout", cfg.CallTimeout)
 	return p, nil
 }
 
@@ -601,4 +598,28 @@ func (p *Plugin) RemoveDevice(ctx context.Context, id uint32) error {
 	}
 	defer p.release(s)
 	return s.in.sweep(d)
+}
+
+// Ping calls the ABI marker on an idle instance: the cheapest full trip
+// into the plugin, under the same pool and deadline as every call.
+func (p *Plugin) Ping(ctx context.Context) error {
+	s, err := p.acquire(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer p.release(s)
+	return s.in.rawCall(abi.ExportMarker, s.in.marker)
+}
+
+// MemoryBytes returns the linear memory of the live instances, in bytes.
+func (p *Plugin) MemoryBytes() int64 {
+	p.poolMu.Lock()
+	defer p.poolMu.Unlock()
+	var n int64
+	for _, s := range p.slots {
+		if s.in != nil {
+			n += int64(s.in.mem.Size())
+		}
+	}
+	return n
 }

@@ -20,7 +20,7 @@ type pluginMetrics struct {
 }
 
 var exportNames = []string{
-	abi.ExportAlloc, abi.ExportFree, abi.ExportInit, abi.ExportDeviceAdd, abi.ExportDeviceUpdate,
+	abi.ExportMarker, abi.ExportAlloc, abi.ExportFree, abi.ExportInit, abi.ExportDeviceAdd, abi.ExportDeviceUpdate,
 	abi.ExportDeviceRemove, abi.ExportRead, abi.ExportWrite, abi.ExportState, abi.ExportReadBatch,
 	abi.ExportMethod, abi.ExportPoll,
 }

@@ -40,7 +40,7 @@ func (s *syncBuf) String() string {
 }
 
 type env struct {
-	t    *testing.T
+	t    testing.TB
 	eng  *runtime.Engine
 	db   *bolt.DB
 	logs *syncBuf
@@ -61,7 +61,9 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { return newEnvB(t) }
+
+func newEnvB(t testing.TB) *env {
 	t.Helper()
 	dir := t.TempDir()
 	logs := &syncBuf{}

@@ -1,0 +1,288 @@
+package dmi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/kubeedge/api/apis/devices/v1beta1"
+	pb "github.com/kubeedge/api/apis/dmi/v1beta1"
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+// Buckets for what edgecore sent, so that reports resume after a host
+// restart even before edgecore answers again.
+var (
+	devicesBucket = []byte("dmi/devices")
+	modelsBucket  = []byte("dmi/models")
+)
+
+func id(namespace, name string) string { return defaultNS(namespace) + "/" + name }
+
+func defaultNS(namespace string) string {
+	if namespace == "" {
+		return "default"
+	}
+	return namespace
+}
+
+// statusError maps a manager error to a gRPC status.
+func statusError(err error, format string, args ...any) error {
+	msg := fmt.Sprintf(format, args...) + ": " + err.Error()
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return status.Error(codes.NotFound, msg)
+	case errors.Is(err, ErrConflict):
+		return status.Error(codes.AlreadyExists, msg)
+	case errors.Is(err, ErrInvalid):
+		return status.Error(codes.InvalidArgument, msg)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.Canceled, msg)
+	}
+	return status.Error(codes.Internal, msg)
+}
+
+// restore loads what edgecore sent before a restart and applies it again.
+func (b *Bridge) restore(ctx context.Context) error {
+	var devs []*pb.Device
+	err := b.o.DB.Update(func(tx *bolt.Tx) error {
+		mb, err := tx.CreateBucketIfNotExists(modelsBucket)
+		if err != nil {
+			return err
+		}
+		db, err := tx.CreateBucketIfNotExists(devicesBucket)
+		if err != nil {
+			return err
+		}
+		if err := mb.ForEach(func(k, v []byte) error {
+			m := &pb.DeviceModel{}
+			if err := proto.Unmarshal(v, m); err != nil {
+				return fmt.Errorf("model %s: %w", k, err)
+			}
+			b.models[string(k)] = m
+			return nil
+		}); err != nil {
+			return err
+		}
+		return db.ForEach(func(k, v []byte) error {
+			d := &pb.Device{}
+			if err := proto.Unmarshal(v, d); err != nil {
+				return fmt.Errorf("device %s: %w", k, err)
+			}
+			devs = append(devs, d)
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("load DMI devices and models from the state database: %w", err)
+	}
+	for _, d := range devs {
+		if err := b.applyDevice(ctx, d, false); err != nil {
+			b.log.Warn("restore DMI device", "device", id(d.Namespace, d.Name), "err", status.Convert(err).Message())
+		}
+	}
+	return nil
+}
+
+func (b *Bridge) save(bucket []byte, key string, m proto.Message) error {
+	return b.o.DB.Update(func(tx *bolt.Tx) error {
+		bk, err := tx.CreateBucketIfNotExists(bucket)
+		if err != nil {
+			return err
+		}
+		if m == nil {
+			return bk.Delete([]byte(key))
+		}
+		v, err := proto.Marshal(m)
+		if err != nil {
+			return err
+		}
+		return bk.Put([]byte(key), v)
+	})
+}
+
+func (b *Bridge) hasProtocol(p string) ([]string, bool) {
+	ps := b.o.Devices.Protocols()
+	return ps, slices.Contains(ps, p)
+}
+
+func (b *Bridge) model(key string) *pb.DeviceModel {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.models[key]
+}
+
+// applyDevice registers or updates a device received from edgecore. With
+// wait, a missing model is waited for up to ModelWait.
+func (b *Bridge) applyDevice(ctx context.Context, d *pb.Device, wait bool) error {
+	dev, err := DeviceFromDMI(d)
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	key := id(dev.Namespace, dev.Name)
+	protocol := dev.Spec.Protocol.ProtocolName
+	d = proto.Clone(d).(*pb.Device)
+	d.Namespace = dev.Namespace
+	if ps, ok := b.hasProtocol(protocol); !ok {
+		return status.Errorf(codes.FailedPrecondition,
+			"device %s: unknown protocol %q: no loaded plugin provides it (loaded: %v); apply a MapperPlugin that lists %q in spec.protocols",
+			key, protocol, ps, protocol)
+	}
+	mkey := id(dev.Namespace, dev.Spec.DeviceModelRef.Name)
+	pm := b.model(mkey)
+	if pm == nil && wait {
+		deadline := time.Now().Add(b.o.ModelWait)
+		for pm == nil && time.Now().Before(deadline) {
+			select {
+			case <-ctx.Done():
+				return status.FromContextError(ctx.Err()).Err()
+			case <-time.After(50 * time.Millisecond):
+			}
+			pm = b.model(mkey)
+		}
+	}
+	if pm == nil {
+		return status.Errorf(codes.FailedPrecondition,
+			"device %s: device model %s not found: edgecore must send CreateDeviceModel first; check that the DeviceModel exists in namespace %s",
+			key, mkey, dev.Namespace)
+	}
+	model, err := ModelFromDMI(pm, protocol)
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	if err := b.checkModelProperties(key, dev.Spec.Properties, pm); err != nil {
+		return err
+	}
+
+	b.applyMu.Lock()
+	defer b.applyMu.Unlock()
+	if err := b.o.Devices.ApplyModel(ctx, Source, model); err != nil {
+		return statusError(err, "device %s: apply device model %s", key, mkey)
+	}
+	if err := b.o.Devices.ApplyDevice(ctx, Source, dev); err != nil {
+		return statusError(err, "device %s", key)
+	}
+	if err := b.save(devicesBucket, key, d); err != nil {
+		return status.Errorf(codes.Internal, "device %s: save to the state database: %v", key, err)
+	}
+	b.startReports(key, d, protocol)
+	return nil
+}
+
+// checkModelProperties refuses device properties the model lacks.
+func (b *Bridge) checkModelProperties(key string, props []v1beta1.DeviceProperty, m *pb.DeviceModel) error {
+	have := map[string]bool{}
+	for _, p := range m.GetSpec().GetProperties() {
+		have[p.GetName()] = true
+	}
+	for _, p := range props {
+		if !have[p.Name] {
+			return status.Errorf(codes.InvalidArgument, "device %s: property %q is not in device model %s/%s (model has %v)",
+				key, p.Name, m.Namespace, m.Name, sortedKeys(have))
+		}
+	}
+	return nil
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// removeDevice removes a device received from edgecore.
+func (b *Bridge) removeDevice(ctx context.Context, namespace, name string) error {
+	key := id(namespace, name)
+	b.applyMu.Lock()
+	defer b.applyMu.Unlock()
+	b.mu.Lock()
+	h := b.devices[key]
+	b.mu.Unlock()
+	if h == nil {
+		return status.Errorf(codes.NotFound, "device %s is not registered with this mapper", key)
+	}
+	b.stopReports(key)
+	if err := b.o.Devices.RemoveDevice(ctx, Source, h.dev.Namespace, h.dev.Name); err != nil && !errors.Is(err, ErrNotFound) {
+		return statusError(err, "remove device %s", key)
+	}
+	if err := b.save(devicesBucket, key, nil); err != nil {
+		return status.Errorf(codes.Internal, "device %s: remove from the state database: %v", key, err)
+	}
+	return nil
+}
+
+// putModel stores a model from edgecore and re-applies it to the manager
+// when devices use it.
+func (b *Bridge) putModel(ctx context.Context, m *pb.DeviceModel) error {
+	if _, err := ModelFromDMI(m, ""); err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	m = proto.Clone(m).(*pb.DeviceModel)
+	if m.Namespace == "" {
+		m.Namespace = "default"
+	}
+	key := id(m.Namespace, m.Name)
+	b.applyMu.Lock()
+	defer b.applyMu.Unlock()
+	if err := b.save(modelsBucket, key, m); err != nil {
+		return status.Errorf(codes.Internal, "device model %s: save to the state database: %v", key, err)
+	}
+	b.mu.Lock()
+	b.models[key] = m
+	protocol := ""
+	for _, h := range b.devices {
+		if defaultNS(h.dev.Namespace) == m.Namespace && h.dev.GetSpec().GetDeviceModelReference() == m.Name {
+			protocol = h.protocol
+		}
+	}
+	b.mu.Unlock()
+	if protocol == "" {
+		return nil
+	}
+	model, _ := ModelFromDMI(m, protocol)
+	if err := b.o.Devices.ApplyModel(ctx, Source, model); err != nil {
+		return statusError(err, "apply device model %s", key)
+	}
+	return nil
+}
+
+// removeModel forgets a model; the manager keeps it while devices use it.
+func (b *Bridge) removeModel(ctx context.Context, namespace, name string) error {
+	key := id(namespace, name)
+	b.applyMu.Lock()
+	defer b.applyMu.Unlock()
+	b.mu.Lock()
+	_, ok := b.models[key]
+	delete(b.models, key)
+	var users []string
+	for k, h := range b.devices {
+		if defaultNS(h.dev.Namespace) == defaultNS(namespace) && h.dev.GetSpec().GetDeviceModelReference() == name {
+			users = append(users, k)
+		}
+	}
+	b.mu.Unlock()
+	if !ok {
+		return status.Errorf(codes.NotFound, "device model %s is not known to this mapper", key)
+	}
+	if err := b.save(modelsBucket, key, nil); err != nil {
+		return status.Errorf(codes.Internal, "device model %s: remove from the state database: %v", key, err)
+	}
+	if len(users) > 0 {
+		sort.Strings(users)
+		b.log.Warn("device model removed while devices use it; they keep running", "model", key, "devices", users)
+		return nil
+	}
+	if err := b.o.Devices.RemoveModel(ctx, Source, defaultNS(namespace), name); err != nil && !errors.Is(err, ErrNotFound) {
+		return statusError(err, "remove device model %s", key)
+	}
+	return nil
+}

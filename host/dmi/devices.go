@@ -1,0 +1,64 @@
+package dmi
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/kubeedge/api/apis/devices/v1beta1"
+)
+
+// Source is the source name under which the bridge applies devices and
+// models to the manager. The manager refuses a name that another source
+// (such as the manifests folder) already holds.
+const Source = "dmi"
+
+// Errors a [Devices] implementation wraps so that the bridge can answer
+// with the right gRPC code.
+var (
+	// ErrNotFound: the device or model does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: the name is held by another source.
+	ErrConflict = errors.New("name conflict")
+	// ErrInvalid: the object is malformed.
+	ErrInvalid = errors.New("invalid")
+)
+
+// Devices is the part of the host's device manager the bridge uses.
+type Devices interface {
+	// Protocols lists the protocols that loaded plugins provide.
+	Protocols() []string
+	// ApplyModel creates or replaces a DeviceModel owned by source.
+	ApplyModel(ctx context.Context, source string, m *v1beta1.DeviceModel) error
+	// RemoveModel removes a DeviceModel owned by source.
+	RemoveModel(ctx context.Context, source, namespace, name string) error
+	// ApplyDevice creates or replaces a Device owned by source. A changed
+	// desired value in spec.properties is written to the device.
+	ApplyDevice(ctx context.Context, source string, d *v1beta1.Device) error
+	// RemoveDevice removes a Device owned by source.
+	RemoveDevice(ctx context.Context, source, namespace, name string) error
+	// Status returns a device's live state and twins.
+	Status(namespace, name string) (Status, error)
+}
+
+// Status is a device's state and twins as the manager holds them.
+type Status struct {
+	// State is KubeEdge's spelling: ok, online, offline, unhealthy, unknown.
+	State string
+	// Twins has one entry per property, in the device's order.
+	Twins []Twin
+}
+
+// Twin is one property's desired and reported value.
+type Twin struct {
+	Property string
+	// Type is the model's property type (INT, FLOAT, ...).
+	Type string
+	// Reported is the last value read, as KubeEdge twin text; ReportedAt
+	// is zero until the first read.
+	Reported   string
+	ReportedAt time.Time
+	// Desired is the desired value, empty if none.
+	Desired   string
+	DesiredAt time.Time
+}

@@ -1,0 +1,161 @@
+package dmi
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	pb "github.com/kubeedge/api/apis/dmi/v1beta1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+)
+
+// connectLoop keeps a connection to edgecore, registers every protocol on
+// each new connection and each new protocol, and runs the sender.
+func (b *Bridge) connectLoop(ctx context.Context) error {
+	conn, err := grpc.NewClient("unix://"+b.o.EdgecoreSocket,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+			MinConnectTimeout: 2 * time.Second,
+		}),
+		grpc.WithIdleTimeout(0),
+	)
+	if err != nil {
+		return fmt.Errorf("edgecore socket %s: %w", b.o.EdgecoreSocket, err)
+	}
+	defer conn.Close()
+	client := pb.NewDeviceManagerServiceClient(conn)
+	go b.sendLoop(ctx, client)
+
+	registered := map[string]bool{} // protocols registered on this connection
+	wasReady := false
+	retry := time.Duration(0)
+	for ctx.Err() == nil {
+		select {
+		case <-b.reregister:
+			registered = map[string]bool{}
+		default:
+		}
+		st := conn.GetState()
+		if st == connectivity.Ready {
+			if !wasReady {
+				b.log.Info("connected to edgecore", "socket", b.o.EdgecoreSocket)
+				wasReady = true
+				registered = map[string]bool{}
+			}
+			all := true
+			for _, p := range b.o.Devices.Protocols() {
+				if registered[p] {
+					continue
+				}
+				if err := b.register(ctx, client, p); err != nil {
+					b.log.Warn("register with edgecore failed; retrying", "protocol", p, "err", err)
+					all = false
+					break
+				}
+				registered[p] = true
+			}
+			b.ready.set(all)
+			if all {
+				b.m.connected.Set(1)
+				retry = 0
+			} else {
+				b.m.connected.Set(0)
+				retry = min(max(2*retry, 200*time.Millisecond), 5*time.Second)
+			}
+		} else {
+			if wasReady {
+				b.log.Warn("lost edgecore; reports wait in the outbox until it returns", "socket", b.o.EdgecoreSocket, "state", st)
+			}
+			wasReady = false
+			b.ready.set(false)
+			b.m.connected.Set(0)
+			if st == connectivity.Idle {
+				conn.Connect()
+			}
+		}
+		wait := b.o.ProtocolPoll
+		if retry > 0 {
+			wait = retry
+		}
+		wctx, cancel := context.WithTimeout(ctx, wait)
+		conn.WaitForStateChange(wctx, st)
+		cancel()
+	}
+	return nil
+}
+
+// register registers the bridge as the mapper for one protocol and
+// applies what edgecore returns: its devices of that protocol and their
+// models. Devices of that protocol that edgecore no longer lists are
+// removed.
+func (b *Bridge) register(ctx context.Context, c pb.DeviceManagerServiceClient, protocol string) error {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := c.MapperRegister(cctx, &pb.MapperRegisterRequest{
+		WithData: true,
+		Mapper: &pb.MapperInfo{
+			Name:       b.o.Name + "-" + mapperName(protocol),
+			Version:    b.o.Version,
+			ApiVersion: "v1beta1",
+			Protocol:   protocol,
+			Address:    []byte(b.o.Socket),
+			State:      "ok",
+		},
+	})
+	if err != nil {
+		b.m.registrations.WithLabelValues(protocol, "error").Inc()
+		return fmt.Errorf("MapperRegister: %s", status.Convert(err).Message())
+	}
+	b.m.registrations.WithLabelValues(protocol, "ok").Inc()
+	for _, m := range resp.ModelList {
+		if err := b.putModel(ctx, m); err != nil {
+			b.log.Warn("model from edgecore refused", "model", id(m.GetNamespace(), m.GetName()), "err", status.Convert(err).Message())
+		}
+	}
+	listed := map[string]bool{}
+	for _, d := range resp.DeviceList {
+		listed[id(d.GetNamespace(), d.GetName())] = true
+		if err := b.applyDevice(ctx, d, false); err != nil {
+			b.log.Warn("device from edgecore refused", "device", id(d.GetNamespace(), d.GetName()), "err", status.Convert(err).Message())
+		}
+	}
+	b.mu.Lock()
+	var stale []string
+	for k, h := range b.devices {
+		if h.protocol == protocol && !listed[k] {
+			stale = append(stale, k)
+		}
+	}
+	b.mu.Unlock()
+	slices.Sort(stale)
+	for _, k := range stale {
+		ns, name, _ := strings.Cut(k, "/")
+		if err := b.removeDevice(ctx, ns, name); err != nil {
+			b.log.Warn("remove device edgecore no longer lists", "device", k, "err", status.Convert(err).Message())
+		}
+	}
+	b.log.Info("registered with edgecore", "protocol", protocol, "devices", len(resp.DeviceList), "models", len(resp.ModelList), "removed", len(stale))
+	return nil
+}
+
+// mapperName makes a protocol usable in a mapper name, which edgecore
+// uses as a key: one name per protocol, so registrations never replace
+// each other.
+func mapperName(protocol string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' {
+			return r
+		}
+		if r >= 'A' && r <= 'Z' {
+			return r + 'a' - 'A'
+		}
+		return '-'
+	}, protocol)
+}

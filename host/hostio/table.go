@@ -1,0 +1,205 @@
+package hostio
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"time"
+
+	"wapper.dev/wapper/abi"
+)
+
+// DefaultTimeout is the timeout of an I/O call whose timeout_ms is 0.
+const DefaultTimeout = 5 * time.Second
+
+// Timeout turns a guest's timeout_ms into a duration: 0 means
+// DefaultTimeout, and the result ends before ctx's deadline (the deadline
+// of the export call in progress) by a margin of a tenth of the time left,
+// at most 100 ms, so that the guest can still return the error before the
+// runtime stops it. It is zero or negative when that deadline has passed.
+func Timeout(ctx context.Context, ms uint32) time.Duration {
+	d := DefaultTimeout
+	if ms != 0 {
+		d = time.Duration(ms) * time.Millisecond
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		left := time.Until(dl)
+		left -= min(left/10, 100*time.Millisecond)
+		if left < d {
+			d = left
+		}
+	}
+	return d
+}
+
+// handle is one open resource.
+type handle interface {
+	kind() string
+	close() error
+}
+
+// stream is a handle that reads and writes bytes: a socket or a serial port.
+type stream interface {
+	handle
+	read(p []byte, deadline time.Time) (int, error)
+	write(p []byte, deadline time.Time) (int, error)
+}
+
+// Table holds the open handles of one plugin instance, at most
+// abi.MaxHandles of them. Handles are positive and not reused until the
+// counter wraps, so a stale handle does not reach a newer resource.
+type Table struct {
+	grants   *Grants
+	resolver Resolver
+	handles  map[int32]handle
+	next     int32
+}
+
+// Option configures a Table.
+type Option func(*Table)
+
+// WithResolver makes the table resolve host names with r instead of
+// net.DefaultResolver.
+func WithResolver(r Resolver) Option { return func(t *Table) { t.resolver = r } }
+
+// NewTable returns an empty table whose opens are checked against g (nil
+// grants nothing).
+func NewTable(g *Grants, opts ...Option) *Table {
+	t := &Table{grants: g, handles: map[int32]handle{}}
+	for _, o := range opts {
+		o(t)
+	}
+	return t
+}
+
+// Len returns the number of open handles.
+func (t *Table) Len() int { return len(t.handles) }
+
+func (t *Table) reserve() error {
+	if len(t.handles) >= abi.MaxHandles {
+		return abi.Errorf(abi.ErrLimit, "the instance already has %d open I/O handles (the limit); close one first", abi.MaxHandles)
+	}
+	return nil
+}
+
+func (t *Table) add(h handle) int32 {
+	for {
+		t.next++
+		if t.next <= 0 {
+			t.next = 1
+		}
+		if _, used := t.handles[t.next]; !used {
+			t.handles[t.next] = h
+			return t.next
+		}
+	}
+}
+
+func (t *Table) get(h int32) (handle, error) {
+	x, ok := t.handles[h]
+	if !ok {
+		return nil, abi.Errorf(abi.ErrNotFound, "I/O handle %d is not open", h)
+	}
+	return x, nil
+}
+
+func (t *Table) stream(h int32) (stream, error) {
+	x, err := t.get(h)
+	if err != nil {
+		return nil, err
+	}
+	s, ok := x.(stream)
+	if !ok {
+		return nil, abi.Errorf(abi.ErrInvalid, "handle %d is a %s, not a socket or serial port", h, x.kind())
+	}
+	return s, nil
+}
+
+// Read reads at least one byte from a socket or serial port into p, waiting
+// at most timeout. A UDP socket reads one datagram.
+func (t *Table) Read(h int32, p []byte, timeout time.Duration) (int, error) {
+	s, err := t.stream(h)
+	if err != nil {
+		return 0, err
+	}
+	if len(p) == 0 {
+		return 0, abi.Errorf(abi.ErrInvalid, "read into an empty buffer")
+	}
+	if timeout <= 0 {
+		return 0, abi.Errorf(abi.ErrTimeout, "read: no time left before the call's deadline")
+	}
+	n, err := s.read(p, time.Now().Add(timeout))
+	if n > 0 {
+		return n, nil
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return 0, ioError("read", err)
+}
+
+// Write writes all of p to a socket or serial port, waiting at most
+// timeout.
+func (t *Table) Write(h int32, p []byte, timeout time.Duration) (int, error) {
+	s, err := t.stream(h)
+	if err != nil {
+		return 0, err
+	}
+	if timeout <= 0 {
+		return 0, abi.Errorf(abi.ErrTimeout, "write: no time left before the call's deadline")
+	}
+	n, err := s.write(p, time.Now().Add(timeout))
+	if err != nil {
+		return n, ioError("write", err)
+	}
+	return n, nil
+}
+
+// Close closes a handle of any kind.
+func (t *Table) Close(h int32) error {
+	x, err := t.get(h)
+	if err != nil {
+		return err
+	}
+	delete(t.handles, h)
+	if err := x.close(); err != nil {
+		return ioError("close", err)
+	}
+	return nil
+}
+
+// CloseAll closes every handle; the instance is going away.
+func (t *Table) CloseAll() {
+	for h, x := range t.handles {
+		x.close()
+		delete(t.handles, h)
+	}
+}
+
+// ioError maps an I/O error to its ABI code.
+func ioError(op string, err error) error {
+	var ae *abi.Error
+	if errors.As(err, &ae) {
+		return err
+	}
+	var ne net.Error
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, context.DeadlineExceeded),
+		errors.As(err, &ne) && ne.Timeout():
+		return abi.Errorf(abi.ErrTimeout, "%s: no answer in time", op)
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), errors.Is(err, os.ErrClosed),
+		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		return abi.Errorf(abi.ErrClosed, "%s: %v (the peer closed the connection)", op, err)
+	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EHOSTUNREACH),
+		errors.Is(err, syscall.ENETUNREACH), errors.Is(err, os.ErrNotExist),
+		errors.Is(err, syscall.ENXIO), errors.Is(err, syscall.ENODEV):
+		return abi.Errorf(abi.ErrUnavailable, "%s: %v", op, err)
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM), errors.Is(err, syscall.EBUSY):
+		return abi.Errorf(abi.ErrUnavailable, "%s: %v (check the host's permissions on the device)", op, err)
+	}
+	return abi.Errorf(abi.ErrIO, "%s: %v", op, err)
+}
+

@@ -1,0 +1,261 @@
+// Command wapper-host is wapper's edge daemon: it runs KubeEdge device
+// mappers as sandboxed WebAssembly plugins. Standalone, it reads Device,
+// DeviceModel and MapperPlugin YAML from a folder (watched, applied live),
+// keeps twins and state in bbolt, publishes on KubeEdge's MQTT topics
+// (embedded broker or an external one) and serves mapper-framework's REST
+// API with Prometheus metrics.
+//
+// Every flag can also be set in a YAML file given with --config, keyed by
+// the flag name (for example "http-listen: 127.0.0.1:7777"); flags on the
+// command line win.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"sigs.k8s.io/yaml"
+
+	"wapper.dev/wapper/host/devices"
+	"wapper.dev/wapper/host/manifest"
+	"wapper.dev/wapper/host/mqtt"
+	"wapper.dev/wapper/host/push"
+	"wapper.dev/wapper/host/rest"
+	"wapper.dev/wapper/host/runtime"
+	"wapper.dev/wapper/host/store"
+	"wapper.dev/wapper/registry/fetch"
+)
+
+type options struct {
+	config        string
+	manifests     string
+	stateDir      string
+	mqttListen    string
+	mqttBroker    string
+	mqttClientID  string
+	mqttUser      string
+	mqttPassword  string
+	httpListen    string
+	pluginDir     string
+	logLevel      string
+	logFormat     string
+	collectCycle  time.Duration
+	reportCycle   time.Duration
+	stateCycle    time.Duration
+	flushInterval time.Duration
+}
+
+func main() {
+	if err := command().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "wapper-host:", err)
+		os.Exit(1)
+	}
+}
+
+func command() *cobra.Command {
+	var o options
+	cmd := &cobra.Command{
+		Use:           "wapper-host",
+		Short:         "Run KubeEdge device mappers as sandboxed WebAssembly plugins",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applyConfigFile(cmd.Flags(), o.config); err != nil {
+				return err
+			}
+			return run(o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.config, "config", "", "YAML file of settings keyed by flag name; flags given on the command line win")
+	f.StringVar(&o.manifests, "manifests", "", "folder of Device, DeviceModel and MapperPlugin YAML, watched for changes")
+	f.StringVar(&o.stateDir, "state-dir", "/var/lib/wapper", "folder for the bbolt state database and the compile and module caches")
+	f.StringVar(&o.mqttListen, "mqtt-listen", "127.0.0.1:1883", "address of the embedded MQTT broker; empty for none")
+	f.StringVar(&o.mqttBroker, "mqtt-broker", "", "URL of an external MQTT broker (tcp://host:1883) to use instead of the embedded one")
+	f.StringVar(&o.mqttClientID, "mqtt-client-id", "wapper-host", "client id on the external MQTT broker")
+	f.StringVar(&o.mqttUser, "mqtt-username", "", "user name on the external MQTT broker")
+	f.StringVar(&o.mqttPassword, "mqtt-password", "", "password on the external MQTT broker (prefer the config file)")
+	f.StringVar(&o.httpListen, "http-listen", "127.0.0.1:7777", "address of the REST API and /metrics; empty for none")
+	f.StringVar(&o.pluginDir, "plugin-dir", "", "folder that MapperPlugin spec.module.file is relative to")
+	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
+	f.DurationVar(&o.collectCycle, "default-collect-cycle", time.Second, "collect cycle of properties that set none")
+	f.DurationVar(&o.reportCycle, "default-report-cycle", time.Second, "report cycle of properties that set none")
+	f.DurationVar(&o.stateCycle, "state-cycle", 10*time.Second, "how often device state is asked for and published, unless spec.stateReport sets it")
+	f.DurationVar(&o.flushInterval, "flush-interval", 2*time.Second, "how often reported values are saved to the state database")
+	return cmd
+}
+
+// applyConfigFile sets every flag not given on the command line from the
+// YAML file.
+func applyConfigFile(fs *pflag.FlagSet, path string) error {
+	if path == "" {
+		return nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read --config: %w", err)
+	}
+	var m map[string]any
+	if err := yaml.Unmarshal(data, &m); err != nil {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	for k, v := range m {
+		fl := fs.Lookup(k)
+		if fl == nil || k == "config" {
+			return fmt.Errorf("config file %s: unknown setting %q (settings are named like the flags, see --help)", path, k)
+		}
+		if fl.Changed {
+			continue
+		}
+		if err := fs.Set(k, fmt.Sprint(v)); err != nil {
+			return fmt.Errorf("config file %s: %s: %w", path, k, err)
+		}
+	}
+	return nil
+}
+
+func newLogger(level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	ho := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, ho)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, ho)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+func run(o options) error {
+	log, err := newLogger(o.logLevel, o.logFormat)
+	if err != nil {
+		return err
+	}
+	slog.SetDefault(log)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	st, err := store.Open(o.stateDir)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	eng, err := runtime.NewEngine(runtime.EngineOptions{CacheDir: filepath.Join(o.stateDir, "compile-cache"), Logger: log, Metrics: runtime.NewMetrics(reg)})
+	if err != nil {
+		return fmt.Errorf("start plugin engine: %w", err)
+	}
+	defer eng.Close(context.Background())
+	pluginDir := o.pluginDir
+	if pluginDir != "" {
+		if pluginDir, err = filepath.Abs(pluginDir); err != nil {
+			return err
+		}
+	}
+	mgr, err := devices.New(devices.Options{
+		Engine: eng, Store: st, Logger: log, Registerer: reg,
+		Modules:             devices.ModuleLoader{PluginDir: pluginDir, CacheDir: filepath.Join(o.stateDir, "modules"), Fetch: fetch.Options{Logger: log}},
+		DefaultCollectCycle: o.collectCycle, DefaultReportCycle: o.reportCycle, StateCycle: o.stateCycle, FlushInterval: o.flushInterval,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		mgr.Close(cctx)
+	}()
+
+	// Resume from our own state first, so devices run before manifests are
+	// read again (and keep running if the folder is unreadable).
+	if err := mgr.Restore(ctx); err != nil {
+		return err
+	}
+
+	problems := rest.NewProblems(reg)
+
+	// MQTT: embedded broker or external one.
+	var bus mqtt.Conn
+	switch {
+	case o.mqttBroker != "":
+		bus, err = mqtt.Dial(ctx, mqtt.ClientOptions{URL: o.mqttBroker, ClientID: o.mqttClientID, Username: o.mqttUser, Password: o.mqttPassword, Logger: log})
+		if err != nil {
+			return err
+		}
+		log.Info("using external MQTT broker", "url", o.mqttBroker)
+	case o.mqttListen != "":
+		b, err := mqtt.Serve(o.mqttListen, log)
+		if err != nil {
+			return err
+		}
+		bus = b
+		log.Info("embedded MQTT broker listening", "addr", b.Addr())
+	}
+	if bus != nil {
+		defer bus.Close()
+		bridge := mqtt.NewBridge(mgr, bus, mqtt.BridgeOptions{Logger: log, Registerer: reg})
+		if err := bridge.Start(ctx); err != nil {
+			return err
+		}
+		defer bridge.Stop()
+	}
+	pusher := push.NewHTTP(mgr, push.Options{Logger: log, Registerer: reg})
+	pusher.Start(ctx)
+	defer pusher.Stop()
+
+	if o.manifests != "" {
+		applyManifests := func(set *manifest.Set) {
+			problems.Set(set.Problems)
+			for _, p := range set.Problems {
+				log.Error("bad manifest", "file", p.File, "doc", p.Doc, "kind", p.Kind, "name", p.Name, "field", p.Field, "reason", p.Reason)
+			}
+			err := mgr.Apply(ctx, "manifests", devices.ResourceSet{Devices: set.Devices, Models: set.Models, Plugins: set.Plugins})
+			if err != nil {
+				log.Error("manifests partly refused", "err", err)
+			}
+			log.Info("manifests applied", "devices", len(set.Devices), "models", len(set.Models), "plugins", len(set.Plugins), "problems", len(set.Problems))
+		}
+		set, err := manifest.Load(o.manifests)
+		if err != nil {
+			log.Error("manifests not loaded; running on saved state", "err", err)
+		} else {
+			applyManifests(set)
+		}
+		go func() {
+			if err := manifest.Watch(ctx, o.manifests, 300*time.Millisecond, log, applyManifests); err != nil {
+				log.Error("manifest folder not watched; restart to pick up changes", "err", err)
+			}
+		}()
+	}
+
+	if o.httpListen != "" {
+		srv := rest.New(mgr, rest.Options{Logger: log, Gatherer: reg, Problems: problems})
+		addr, err := srv.Listen(o.httpListen)
+		if err != nil {
+			return err
+		}
+		log.Info("REST API listening", "addr", addr, "try", "curl http://"+addr+"/api/v1/devices")
+		defer srv.Close()
+	}
+	log.Info("wapper-host running", "state-dir", o.stateDir, "manifests", o.manifests, "plugin-dir", pluginDir)
+	<-ctx.Done()
+	log.Info("stopping")
+	return nil
+}

@@ -1,0 +1,806 @@
+package devices
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/kubeedge/api/apis/devices/v1beta1"
+
+	"wapper.dev/wapper/abi"
+	"wapper.dev/wapper/host/runtime"
+	"wapper.dev/wapper/host/store"
+)
+
+// Phase says whether a device runs.
+type Phase string
+
+// Device phases.
+const (
+	PhasePending Phase = "Pending" // not configured yet
+	PhaseRunning Phase = "Running" // added to its plugin and polled
+	PhaseError   Phase = "Error"   // cannot run; Reason says why
+)
+
+// TwinStatus is the twin of one property.
+type TwinStatus struct {
+	Property   string `json:"property"`
+	Type       string `json:"type"`
+	AccessMode string `json:"accessMode"`
+	// Desired is the desired value (KubeEdge twin text), DesiredSeq its
+	// host-wide sequence number and AppliedSeq the last one written to the
+	// device; Desired is pending while DesiredSeq > AppliedSeq.
+	Desired     string    `json:"desired,omitempty"`
+	DesiredSeq  uint64    `json:"desiredSeq,omitempty"`
+	DesiredTime time.Time `json:"desiredTime,omitzero"`
+	DesiredBy   string    `json:"desiredBy,omitempty"`
+	AppliedSeq  uint64    `json:"appliedSeq,omitempty"`
+	AppliedTime time.Time `json:"appliedTime,omitzero"`
+	// Reported is the last value read, at ReportedTime.
+	Reported     string    `json:"reported,omitempty"`
+	ReportedTime time.Time `json:"reportedTime,omitzero"`
+	// Error is the last read or write error, cleared by a success.
+	Error string `json:"error,omitempty"`
+	// Push is the property's pushMethod from the Device spec.
+	Push *v1beta1.PushMethod `json:"-"`
+}
+
+// DeviceStatus is a device with its state and twins.
+type DeviceStatus struct {
+	Namespace   string       `json:"namespace"`
+	Name        string       `json:"name"`
+	Source      string       `json:"source"`
+	Model       string       `json:"model,omitempty"`
+	Protocol    string       `json:"protocol,omitempty"`
+	Plugin      string       `json:"plugin,omitempty"`
+	Phase       Phase        `json:"phase"`
+	Reason      string       `json:"reason,omitempty"`
+	State       string       `json:"state"`
+	StateReason string       `json:"stateReason,omitempty"`
+	StateTime   time.Time    `json:"stateTime,omitzero"`
+	Twins       []TwinStatus `json:"twins"`
+	Methods     []abi.Method `json:"methods,omitempty"`
+}
+
+type twinState struct {
+	store.Twin
+	dirty    bool
+	err      string
+	errSeq   uint64 // the desired seq whose write failed last
+	lastRead time.Time
+}
+
+type device struct {
+	m      *Manager
+	key    string
+	ns     string
+	name   string
+	id     uint32
+	source string
+
+	handles    map[string]uint32
+	nextHandle uint32
+
+	mu        sync.Mutex
+	cfg       *config
+	model     *v1beta1.DeviceModel
+	phase     Phase
+	reason    string
+	state     abi.State
+	stReason  string
+	stTime    time.Time
+	twins     map[string]*twinState
+	added     bool
+	appliedCh chan struct{}
+
+	cancel context.CancelFunc
+	done   chan struct{}
+	wake   chan struct{}
+}
+
+func newDevice(m *Manager, key string, id uint32) *device {
+	ns, name := splitKey(key)
+	return &device{m: m, key: key, ns: ns, name: name, id: id, handles: map[string]uint32{},
+		phase: PhasePending, appliedCh: make(chan struct{}), wake: make(chan struct{}, 1)}
+}
+
+func splitKey(k string) (string, string) {
+	for i := 0; i < len(k); i++ {
+		if k[i] == '/' {
+			return k[:i], k[i+1:]
+		}
+	}
+	return "default", k
+}
+
+// handleFor returns the stable handle of a property name. Only
+// reconciliation calls it (under recMu).
+func (d *device) handleFor(name string) uint32 {
+	if h, ok := d.handles[name]; ok {
+		return h
+	}
+	d.nextHandle++
+	d.handles[name] = d.nextHandle
+	return d.nextHandle
+}
+
+func (d *device) sig() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cfg == nil {
+		return ""
+	}
+	return d.cfg.sig
+}
+
+func (d *device) phaseReason() (Phase, string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.phase, d.reason
+}
+
+// configure (re)starts the device with cfg. Callers hold recMu.
+func (d *device) configure(ctx context.Context, cfg config) {
+	d.stop()
+	m := d.m
+	d.mu.Lock()
+	old := d.cfg
+	added := d.added
+	d.mu.Unlock()
+	var oldPlugin *runtime.Plugin
+	if old != nil && old.plugin != nil {
+		oldPlugin = old.plugin.p
+	}
+	var newPlugin *runtime.Plugin
+	if cfg.plugin != nil {
+		newPlugin = cfg.plugin.p
+	}
+	err := cfg.err
+	switch {
+	case err != nil:
+		if added && oldPlugin != nil {
+			_ = oldPlugin.RemoveDevice(ctx, d.id)
+		}
+		added = false
+	case added && oldPlugin == newPlugin:
+		if e := newPlugin.UpdateDevice(ctx, cfg.desc); e != nil {
+			err = fmt.Errorf("MapperPlugin %s refused the updated device: %s", cfg.plugin.name, abi.MessageOf(e))
+			_ = newPlugin.RemoveDevice(ctx, d.id)
+			added = false
+		}
+	default:
+		if added && oldPlugin != nil {
+			_ = oldPlugin.RemoveDevice(ctx, d.id)
+		}
+		added = false
+		if e := newPlugin.AddDevice(ctx, cfg.desc); e != nil {
+			err = fmt.Errorf("MapperPlugin %s refused the device: %s", cfg.plugin.name, abi.MessageOf(e))
+		} else {
+			added = true
+		}
+	}
+	d.mu.Lock()
+	if d.twins == nil {
+		d.twins = map[string]*twinState{}
+		stored, serr := m.opts.Store.Twins(d.key)
+		if serr != nil {
+			m.log.Error("read stored twins", "device", d.key, "err", serr)
+		}
+		for k, t := range stored {
+			d.twins[k] = &twinState{Twin: t}
+		}
+	}
+	for _, pc := range cfg.props {
+		if d.twins[pc.Name] == nil {
+			d.twins[pc.Name] = &twinState{}
+		}
+	}
+	c := cfg
+	d.cfg = &c
+	d.source = cfg.source
+	d.model = cfg.model
+	d.added = added
+	if err != nil {
+		d.phase, d.reason = PhaseError, err.Error()
+		d.state, d.stReason, d.stTime = abi.StateUnknown, err.Error(), time.Now()
+	} else {
+		d.phase, d.reason = PhaseRunning, ""
+	}
+	var specDesired []propConfig
+	if err == nil {
+		for _, pc := range cfg.props {
+			if pc.desired != "" && pc.desired != d.twins[pc.Name].SpecDesired {
+				specDesired = append(specDesired, pc)
+			}
+		}
+	}
+	d.mu.Unlock()
+	if err != nil {
+		m.log.Error("device cannot run", "device", d.key, "source", cfg.source, "reason", err)
+		m.emit(Event{Type: EventState, Device: d.key, Namespace: d.ns, Name: d.name, Time: time.Now(), State: abi.StateUnknown, Reason: err.Error()})
+		return
+	}
+	for _, pc := range specDesired {
+		if _, e := d.setDesired(pc.Name, pc.desired, "spec:"+cfg.source, true); e != nil {
+			m.log.Error("store desired value from the Device spec", "device", d.key, "property", pc.Name, "err", e)
+		}
+	}
+	m.log.Info("device running", "device", d.key, "source", cfg.source, "plugin", cfg.plugin.name, "properties", len(cfg.props))
+	runCtx, cancel := context.WithCancel(m.ctx)
+	d.cancel, d.done = cancel, make(chan struct{})
+	go d.run(runCtx, &c, d.done)
+}
+
+// stop ends the device's loops and waits for them.
+func (d *device) stop() {
+	if d.cancel != nil {
+		d.cancel()
+		<-d.done
+		d.cancel = nil
+	}
+}
+
+// remove stops the device and removes it from its plugin.
+func (d *device) remove(ctx context.Context) {
+	d.stop()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.added && d.cfg != nil && d.cfg.plugin != nil && d.cfg.plugin.p != nil {
+		if err := d.cfg.plugin.p.RemoveDevice(ctx, d.id); err != nil {
+			d.m.log.Warn("plugin failed to remove device", "device", d.key, "err", err)
+		}
+	}
+	d.added = false
+}
+
+func (d *device) wakeup() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+type group struct {
+	cycle   time.Duration
+	props   []*propConfig
+	handles []uint32
+	next    time.Time
+}
+
+func (d *device) run(ctx context.Context, cfg *config, done chan struct{}) {
+	defer close(done)
+	p := cfg.plugin.p
+	var wg sync.WaitGroup
+	if p.HasPoll() {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.pollLoop(ctx, p) }()
+	}
+	defer wg.Wait()
+	now := time.Now()
+	byCycle := map[time.Duration]*group{}
+	var groups []*group
+	reportCycle := time.Duration(0)
+	for i := range cfg.props {
+		pc := &cfg.props[i]
+		g := byCycle[pc.collect]
+		if g == nil {
+			// Spread the first reads over the cycle so that many devices
+			// do not all read at the same instant.
+			g = &group{cycle: pc.collect, next: now.Add(time.Duration(rand.Int64N(int64(min(pc.collect, time.Second)))))}
+			byCycle[pc.collect] = g
+			groups = append(groups, g)
+		}
+		g.props = append(g.props, pc)
+		g.handles = append(g.handles, pc.Handle)
+		if reportCycle == 0 || pc.report < reportCycle {
+			reportCycle = pc.report
+		}
+	}
+	if reportCycle == 0 {
+		reportCycle = d.m.opts.DefaultReportCycle
+	}
+	nextReport := now.Add(reportCycle)
+	nextState := now
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	d.applyPending(ctx, p, cfg)
+	for {
+		next := nextReport
+		if nextState.Before(next) {
+			next = nextState
+		}
+		for _, g := range groups {
+			if g.next.Before(next) {
+				next = g.next
+			}
+		}
+		timer.Reset(time.Until(next))
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.wake:
+		case <-timer.C:
+		}
+		now := time.Now()
+		for _, g := range groups {
+			if !now.Before(g.next) {
+				d.collect(ctx, p, cfg, g)
+				g.next = g.next.Add(g.cycle)
+				if g.next.Before(now) {
+					g.next = now.Add(g.cycle)
+				}
+			}
+		}
+		d.applyPending(ctx, p, cfg)
+		if !now.Before(nextState) {
+			d.pollState(ctx, p)
+			nextState = now.Add(cfg.state)
+		}
+		if !now.Before(nextReport) {
+			d.report(cfg, nil)
+			nextReport = nextReport.Add(reportCycle)
+			if nextReport.Before(now) {
+				nextReport = now.Add(reportCycle)
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+func (d *device) pollLoop(ctx context.Context, p *runtime.Plugin) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		next, err := p.Poll(ctx, d.id, d.m.opts.PollBudget)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			d.m.log.Debug("poll failed", "device", d.key, "err", err)
+			next = backoff
+			backoff = min(backoff*2, 10*time.Second)
+		} else {
+			backoff = 100 * time.Millisecond
+		}
+		if next == 0 && err == nil {
+			<-ctx.Done()
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(next):
+		}
+	}
+}
+
+func (d *device) collect(ctx context.Context, p *runtime.Plugin, cfg *config, g *group) {
+	now := time.Now()
+	if len(g.handles) == 1 {
+		v, err := p.Read(ctx, d.id, g.handles[0])
+		d.readResult(cfg, g.props[0], v, err, now)
+		return
+	}
+	entries, err := p.ReadBatch(ctx, d.id, g.handles)
+	for i, pc := range g.props {
+		if err != nil {
+			d.readResult(cfg, pc, abi.Value{}, err, now)
+			continue
+		}
+		d.readResult(cfg, pc, entries[i].Value, entries[i].Err, now)
+	}
+}
+
+func (d *device) readResult(cfg *config, pc *propConfig, v abi.Value, err error, now time.Time) {
+	m := d.m
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			return
+		}
+		m.met.readErrors.WithLabelValues(cfg.plugin.name, abi.CodeOf(err).String()).Inc()
+		d.mu.Lock()
+		t := d.twins[pc.Name]
+		if t.err == "" {
+			m.log.Warn("read failed", "device", d.key, "property", pc.Name, "err", err)
+		}
+		t.err = err.Error()
+		d.mu.Unlock()
+		return
+	}
+	m.met.readings.WithLabelValues(cfg.plugin.name).Inc()
+	ts := d.setReported(pc, v.Text(), now)
+	m.emit(Event{Type: EventReading, Device: d.key, Namespace: d.ns, Name: d.name, Time: now, Twins: []TwinStatus{ts}})
+}
+
+func (d *device) setReported(pc *propConfig, text string, now time.Time) TwinStatus {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	t := d.twins[pc.Name]
+	t.Reported, t.ReportedTime, t.dirty, t.err = text, now, true, ""
+	return d.twinStatusLocked(pc, t)
+}
+
+// pushed handles a reading a plugin reported itself.
+func (d *device) pushed(r runtime.Reading) {
+	d.mu.Lock()
+	cfg := d.cfg
+	d.mu.Unlock()
+	if cfg == nil {
+		return
+	}
+	for i := range cfg.props {
+		if cfg.props[i].Handle == r.Property {
+			d.readResult(cfg, &cfg.props[i], r.Value, nil, r.Time)
+			return
+		}
+	}
+}
+
+func (d *device) twinStatusLocked(pc *propConfig, t *twinState) TwinStatus {
+	return TwinStatus{Property: pc.Name, Type: pc.Type, AccessMode: pc.AccessMode,
+		Desired: t.Desired, DesiredSeq: t.DesiredSeq, DesiredTime: t.DesiredTime, DesiredBy: t.DesiredBy,
+		AppliedSeq: t.AppliedSeq, AppliedTime: t.AppliedTime,
+		Reported: t.Reported, ReportedTime: t.ReportedTime, Error: t.err, Push: pc.push}
+}
+
+// report emits every twin (or only those named) as one report event.
+func (d *device) report(cfg *config, only map[string]bool) {
+	d.mu.Lock()
+	twins := make([]TwinStatus, 0, len(cfg.props))
+	for i := range cfg.props {
+		pc := &cfg.props[i]
+		if only != nil && !only[pc.Name] {
+			continue
+		}
+		twins = append(twins, d.twinStatusLocked(pc, d.twins[pc.Name]))
+	}
+	d.mu.Unlock()
+	d.m.emit(Event{Type: EventReport, Device: d.key, Namespace: d.ns, Name: d.name, Time: time.Now(), Twins: twins})
+}
+
+func (d *device) pollState(ctx context.Context, p *runtime.Plugin) {
+	st, reason, err := p.State(ctx, d.id)
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		st, reason = abi.StateUnknown, "state call failed: "+abi.MessageOf(err)
+	}
+	now := time.Now()
+	d.mu.Lock()
+	changed := st != d.state || reason != d.stReason
+	d.state, d.stReason = st, reason
+	if changed {
+		d.stTime = now
+	}
+	d.mu.Unlock()
+	if changed {
+		d.m.log.Info("device state", "device", d.key, "state", st.String(), "reason", reason)
+	}
+	d.m.emit(Event{Type: EventState, Device: d.key, Namespace: d.ns, Name: d.name, Time: now, State: st, Reason: reason, Changed: changed})
+}
+
+// applyPending writes the desired values not yet applied.
+func (d *device) applyPending(ctx context.Context, p *runtime.Plugin, cfg *config) {
+	for i := range cfg.props {
+		pc := &cfg.props[i]
+		d.mu.Lock()
+		t := d.twins[pc.Name]
+		pending := t != nil && t.Pending() // failed writes retry every collect cycle
+		seq, val := t.DesiredSeq, t.Desired
+		d.mu.Unlock()
+		if !pending {
+			continue
+		}
+		d.applyOne(ctx, p, cfg, pc, seq, val)
+	}
+}
+
+func (d *device) applyOne(ctx context.Context, p *runtime.Plugin, cfg *config, pc *propConfig, seq uint64, val string) {
+	m := d.m
+	v, err := abi.ParseText(pc.typ, val)
+	if err == nil {
+		err = p.Write(ctx, d.id, pc.Handle, v)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		m.met.writes.WithLabelValues(cfg.plugin.name, "error").Inc()
+		d.mu.Lock()
+		t := d.twins[pc.Name]
+		first := t.errSeq != seq
+		t.err, t.errSeq = "write desired value: "+err.Error(), seq
+		ch := d.appliedCh
+		d.appliedCh = make(chan struct{})
+		d.mu.Unlock()
+		close(ch)
+		if first {
+			m.log.Warn("desired value not applied; retrying every collect cycle", "device", d.key, "property", pc.Name, "value", val, "seq", seq, "err", err)
+		}
+		return
+	}
+	now := time.Now()
+	if err := m.opts.Store.MarkApplied(d.key, pc.Name, seq, now); err != nil {
+		m.log.Error("record applied desired value", "device", d.key, "property", pc.Name, "seq", seq, "err", err)
+	}
+	m.met.writes.WithLabelValues(cfg.plugin.name, "ok").Inc()
+	d.mu.Lock()
+	t := d.twins[pc.Name]
+	if seq > t.AppliedSeq {
+		t.AppliedSeq, t.AppliedTime = seq, now
+	}
+	t.err, t.errSeq = "", 0
+	d.mu.Unlock()
+	m.log.Info("desired value applied", "device", d.key, "property", pc.Name, "value", val, "seq", seq)
+	// Read back, so the reported value follows the desired one, before
+	// waiters are told.
+	rv, rerr := p.Read(ctx, d.id, pc.Handle)
+	d.readResult(cfg, pc, rv, rerr, time.Now())
+	d.mu.Lock()
+	ch := d.appliedCh
+	d.appliedCh = make(chan struct{})
+	d.mu.Unlock()
+	close(ch)
+	d.report(cfg, map[string]bool{pc.Name: true})
+}
+
+// setDesired stores a desired value durably and wakes the device loop.
+func (d *device) setDesired(prop, value, by string, spec bool) (TwinStatus, error) {
+	t, err := d.m.opts.Store.SetDesired(d.key, prop, value, by, spec, time.Now())
+	if err != nil {
+		return TwinStatus{}, fmt.Errorf("save desired value: %w", err)
+	}
+	d.mu.Lock()
+	tw := d.twins[prop]
+	if tw == nil {
+		tw = &twinState{}
+		d.twins[prop] = tw
+	}
+	tw.Desired, tw.DesiredSeq, tw.DesiredTime, tw.DesiredBy, tw.SpecDesired = t.Desired, t.DesiredSeq, t.DesiredTime, t.DesiredBy, t.SpecDesired
+	var ts TwinStatus
+	if d.cfg != nil {
+		for i := range d.cfg.props {
+			if d.cfg.props[i].Name == prop {
+				ts = d.twinStatusLocked(&d.cfg.props[i], tw)
+			}
+		}
+	}
+	d.mu.Unlock()
+	d.m.log.Info("desired value set", "device", d.key, "property", prop, "value", value, "seq", t.DesiredSeq, "by", by)
+	d.m.emit(Event{Type: EventDesired, Device: d.key, Namespace: d.ns, Name: d.name, Time: t.DesiredTime, Twins: []TwinStatus{ts}})
+	d.wakeup()
+	return ts, nil
+}
+
+func (d *device) status() DeviceStatus {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := DeviceStatus{Namespace: d.ns, Name: d.name, Source: d.source, Phase: d.phase, Reason: d.reason,
+		State: d.state.String(), StateReason: d.stReason, StateTime: d.stTime, Twins: []TwinStatus{}}
+	if c := d.cfg; c != nil {
+		if c.model != nil {
+			s.Model, s.Protocol = c.model.Name, c.model.Spec.Protocol
+		}
+		if c.plugin != nil {
+			s.Plugin = c.plugin.name
+		}
+		s.Methods = c.desc.Methods
+		for i := range c.props {
+			s.Twins = append(s.Twins, d.twinStatusLocked(&c.props[i], d.twins[c.props[i].Name]))
+		}
+	}
+	return s
+}
+
+func (d *device) findProp(name string) (*config, *propConfig) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cfg == nil {
+		return nil, nil
+	}
+	for i := range d.cfg.props {
+		if d.cfg.props[i].Name == name {
+			return d.cfg, &d.cfg.props[i]
+		}
+	}
+	return d.cfg, nil
+}
+
+// Devices returns every device, sorted by namespace/name.
+func (m *Manager) Devices() []DeviceStatus {
+	m.mu.RLock()
+	devs := make([]*device, 0, len(m.devices))
+	for _, d := range m.devices {
+		devs = append(devs, d)
+	}
+	m.mu.RUnlock()
+	sort.Slice(devs, func(i, j int) bool { return devs[i].key < devs[j].key })
+	out := make([]DeviceStatus, len(devs))
+	for i, d := range devs {
+		out[i] = d.status()
+	}
+	return out
+}
+
+// Device returns one device.
+func (m *Manager) Device(namespace, name string) (DeviceStatus, error) {
+	d, err := m.get(namespace, name)
+	if err != nil {
+		return DeviceStatus{}, err
+	}
+	return d.status(), nil
+}
+
+// SetDesired sets the desired value of a ReadWrite property (KubeEdge twin
+// text, such as "true" or "21.5"). The value is saved durably before
+// SetDesired returns; the device applies it asynchronously (see
+// [Manager.WaitApplied]). by names the writer for logs ("rest", "mqtt", a
+// source name).
+func (m *Manager) SetDesired(ctx context.Context, namespace, name, property, value, by string) (TwinStatus, error) {
+	d, err := m.get(namespace, name)
+	if err != nil {
+		return TwinStatus{}, err
+	}
+	cfg, pc := d.findProp(property)
+	if pc == nil {
+		if cfg == nil || cfg.err != nil && len(cfg.props) == 0 {
+			return TwinStatus{}, fmt.Errorf("%w: device %s is not running: %s", ErrUnavailable, d.key, d.reasonText())
+		}
+		return TwinStatus{}, fmt.Errorf("%w: device %s has no property %q", ErrNotFound, d.key, property)
+	}
+	if pc.AccessMode != string(v1beta1.ReadWrite) {
+		return TwinStatus{}, fmt.Errorf("%w: property %q of %s is %s in its DeviceModel", ErrReadOnly, property, d.key, pc.AccessMode)
+	}
+	if _, err := abi.ParseText(pc.typ, value); err != nil {
+		return TwinStatus{}, fmt.Errorf("%w: %q is not a valid %s for property %q: %v", ErrInvalid, value, pc.typ, property, err)
+	}
+	return d.setDesired(property, value, by, false)
+}
+
+func (d *device) reasonText() string {
+	_, r := d.phaseReason()
+	if r == "" {
+		return "not configured yet"
+	}
+	return r
+}
+
+// WaitApplied waits until desired value seq of a property has been written
+// to the device, or its write failed (the error is returned), or ctx ends.
+func (m *Manager) WaitApplied(ctx context.Context, namespace, name, property string, seq uint64) error {
+	d, err := m.get(namespace, name)
+	if err != nil {
+		return err
+	}
+	for {
+		d.mu.Lock()
+		t := d.twins[property]
+		ch := d.appliedCh
+		var applied bool
+		var werr string
+		if t != nil {
+			applied = t.AppliedSeq >= seq
+			if t.errSeq == seq {
+				werr = t.err
+			}
+		}
+		phase, reason := d.phase, d.reason
+		d.mu.Unlock()
+		switch {
+		case applied:
+			return nil
+		case werr != "":
+			return fmt.Errorf("%w: %s", ErrUnavailable, werr)
+		case phase == PhaseError:
+			return fmt.Errorf("%w: device %s: %s", ErrUnavailable, d.key, reason)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ch:
+		}
+	}
+}
+
+// Read reads a property from the device now, through its plugin, and
+// updates the reported value.
+func (m *Manager) Read(ctx context.Context, namespace, name, property string) (TwinStatus, error) {
+	d, err := m.get(namespace, name)
+	if err != nil {
+		return TwinStatus{}, err
+	}
+	cfg, pc := d.findProp(property)
+	if pc == nil {
+		return TwinStatus{}, fmt.Errorf("%w: device %s has no property %q", ErrNotFound, d.key, property)
+	}
+	ph, reason := d.phaseReason()
+	if ph != PhaseRunning {
+		return TwinStatus{}, fmt.Errorf("%w: device %s: %s", ErrUnavailable, d.key, reason)
+	}
+	v, err := cfg.plugin.p.Read(ctx, d.id, pc.Handle)
+	if err != nil {
+		d.readResult(cfg, pc, v, err, time.Now())
+		return TwinStatus{}, fmt.Errorf("%w: read %s of %s: %v", ErrUnavailable, property, d.key, err)
+	}
+	d.readResult(cfg, pc, v, nil, time.Now())
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.twinStatusLocked(pc, d.twins[pc.Name]), nil
+}
+
+// CallMethod calls a device method declared in the Device's spec.methods
+// through the plugin, with args as JSON.
+func (m *Manager) CallMethod(ctx context.Context, namespace, name, method string, args []byte) ([]byte, error) {
+	d, err := m.get(namespace, name)
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	cfg := d.cfg
+	d.mu.Unlock()
+	if cfg == nil || cfg.err != nil {
+		return nil, fmt.Errorf("%w: device %s: %s", ErrUnavailable, d.key, d.reasonText())
+	}
+	found := false
+	for _, mt := range cfg.desc.Methods {
+		found = found || mt.Name == method
+	}
+	if !found {
+		return nil, fmt.Errorf("%w: device %s has no method %q in spec.methods", ErrNotFound, d.key, method)
+	}
+	out, err := cfg.plugin.p.CallMethod(ctx, d.id, method, args)
+	if err != nil {
+		switch abi.CodeOf(err) {
+		case abi.ErrInvalid:
+			return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		case abi.ErrNotFound, abi.ErrUnsupported:
+			return nil, fmt.Errorf("%w: %v", ErrNotFound, err)
+		}
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return out, nil
+}
+
+// flushLoop saves reported values every FlushInterval.
+func (m *Manager) flushLoop() {
+	defer close(m.flushDone)
+	t := time.NewTicker(m.opts.FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-t.C:
+			m.flush()
+		}
+	}
+}
+
+func (m *Manager) flush() {
+	m.mu.RLock()
+	devs := make([]*device, 0, len(m.devices))
+	for _, d := range m.devices {
+		devs = append(devs, d)
+	}
+	m.mu.RUnlock()
+	var batch []store.Reported
+	for _, d := range devs {
+		d.mu.Lock()
+		for name, t := range d.twins {
+			if t.dirty {
+				batch = append(batch, store.Reported{Device: d.key, Property: name, Value: t.Reported, Time: t.ReportedTime})
+				t.dirty = false
+			}
+		}
+		d.mu.Unlock()
+	}
+	if err := m.opts.Store.SaveReported(batch); err != nil {
+		m.log.Error("save reported values", "count", len(batch), "err", err)
+	}
+}

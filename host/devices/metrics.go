@@ -1,0 +1,62 @@
+package devices
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	readings     *prometheus.CounterVec
+	readErrors   *prometheus.CounterVec
+	writes       *prometheus.CounterVec
+	dropped      *prometheus.CounterVec
+	pluginErrors prometheus.Counter
+	phases       *prometheus.GaugeVec
+	plugins      *prometheus.GaugeVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		readings: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wapper_readings_total",
+			Help: "Property values read from devices, by plugin."}, []string{"plugin"}),
+		readErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wapper_read_errors_total",
+			Help: "Failed property reads, by plugin and ABI error code."}, []string{"plugin", "code"}),
+		writes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wapper_desired_writes_total",
+			Help: "Desired values written to devices, by plugin and result (ok, error)."}, []string{"plugin", "result"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wapper_device_events_dropped_total",
+			Help: "Device events a slow subscriber missed, by subscriber."}, []string{"subscriber"}),
+		pluginErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "wapper_plugin_load_errors_total",
+			Help: "MapperPlugins that failed to load (missing module, digest mismatch, refused module)."}),
+		phases: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "wapper_devices",
+			Help: "Devices by phase (Running, Error, Pending)."}, []string{"phase"}),
+		plugins: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "wapper_plugins",
+			Help: "MapperPlugins by status (loaded, failed)."}, []string{"status"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.readings, m.readErrors, m.writes, m.dropped, m.pluginErrors, m.phases, m.plugins)
+	}
+	return m
+}
+
+// updateGauges recounts devices and plugins. Callers hold recMu.
+func (m *Manager) updateGauges() {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	counts := map[Phase]int{PhasePending: 0, PhaseRunning: 0, PhaseError: 0}
+	for _, d := range m.devices {
+		ph, _ := d.phaseReason()
+		counts[ph]++
+	}
+	for ph, n := range counts {
+		m.met.phases.WithLabelValues(string(ph)).Set(float64(n))
+	}
+	loaded, failed := 0, 0
+	for _, p := range m.plugins {
+		if p.err != nil {
+			failed++
+		} else {
+			loaded++
+		}
+	}
+	m.met.plugins.WithLabelValues("loaded").Set(float64(loaded))
+	m.met.plugins.WithLabelValues("failed").Set(float64(failed))
+}

@@ -1,0 +1,144 @@
+package devices
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/host/kv"
+	"wapper.dev/wapper/host/runtime"
+	"wapper.dev/wapper/registry/fetch"
+)
+
+var pluginGen atomic.Uint64
+
+// pluginEntry is one MapperPlugin and, when it loaded, its running plugin.
+type pluginEntry struct {
+	name   string
+	source string
+	spec   string // JSON of the spec, to notice changes
+	obj    *v1alpha1.MapperPlugin
+	gen    uint64
+	p      *runtime.Plugin
+	err    error
+}
+
+func (e *pluginEntry) close(ctx context.Context) {
+	if e.p != nil {
+		if err := e.p.Close(ctx); err != nil {
+			_ = err
+		}
+	}
+}
+
+func (m *Manager) loadPlugin(ctx context.Context, source string, obj *v1alpha1.MapperPlugin, spec string) *pluginEntry {
+	e := &pluginEntry{name: obj.Name, source: source, spec: spec, obj: obj.DeepCopy(), gen: pluginGen.Add(1)}
+	start := time.Now()
+	e.p, e.err = m.startPlugin(ctx, e.obj)
+	if e.err != nil {
+		m.met.pluginErrors.Inc()
+		m.log.Error("plugin not loaded; its devices are in error", "plugin", obj.Name, "source", source, "err", e.err)
+	} else {
+		m.log.Info("plugin loaded", "plugin", obj.Name, "source", source, "protocols", obj.Spec.Protocols, "took", time.Since(start).Round(time.Millisecond))
+	}
+	return e
+}
+
+func (m *Manager) startPlugin(ctx context.Context, obj *v1alpha1.MapperPlugin) (*runtime.Plugin, error) {
+	wasm, err := m.opts.Modules.Module(ctx, obj)
+	if err != nil {
+		return nil, err
+	}
+	store, err := kv.Open(m.opts.Store.DB(), obj.Name, 0)
+	if err != nil {
+		return nil, err
+	}
+	cfg := runtime.Config{
+		Name:        obj.Name,
+		Wasm:        wasm,
+		MemoryMiB:   int(obj.Spec.Limits.MemoryMiB),
+		CallTimeout: obj.Spec.Limits.CallTimeout.Duration,
+		Instances:   int(obj.Spec.Limits.Instances),
+		KV:          store,
+		Report:      m.onPluginReport,
+	}
+	if obj.Spec.Config != nil && len(obj.Spec.Config.Raw) > 0 {
+		cfg.PluginConfig = obj.Spec.Config.Raw
+	}
+	if m.opts.Ext != nil {
+		if cfg.Ext, err = m.opts.Ext(obj); err != nil {
+			return nil, fmt.Errorf("grants of MapperPlugin %s: %w", obj.Name, err)
+		}
+	}
+	p, err := m.opts.Engine.Load(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("load module of MapperPlugin %s: %w", obj.Name, err)
+	}
+	return p, nil
+}
+
+// onPluginReport routes a reading pushed by a plugin (from wapper_poll or
+// any call) to its device.
+func (m *Manager) onPluginReport(r runtime.Reading) {
+	m.mu.RLock()
+	d := m.byID[r.Device]
+	m.mu.RUnlock()
+	if d != nil {
+		d.pushed(r)
+	}
+}
+
+// ModuleLoader resolves MapperPlugin modules: spec.module.file relative to
+// PluginDir (checked against spec.module.digest when given), or
+// spec.module.image pulled with registry/fetch into CacheDir.
+type ModuleLoader struct {
+	PluginDir string
+	CacheDir  string
+	Fetch     fetch.Options
+}
+
+// Module implements ModuleResolver.
+func (l ModuleLoader) Module(ctx context.Context, p *v1alpha1.MapperPlugin) ([]byte, error) {
+	mod := p.Spec.Module
+	switch {
+	case mod.File != "":
+		if l.PluginDir == "" {
+			return nil, fmt.Errorf("MapperPlugin %s names module file %q but no plugin folder is set (start wapper-host with --plugin-dir)", p.Name, mod.File)
+		}
+		if filepath.IsAbs(mod.File) || strings.HasPrefix(filepath.Clean(mod.File), "..") {
+			return nil, fmt.Errorf("MapperPlugin %s: spec.module.file %q must be relative to --plugin-dir and stay inside it", p.Name, mod.File)
+		}
+		path := filepath.Join(l.PluginDir, mod.File)
+		wasm, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("MapperPlugin %s: module file: %w (check spec.module.file and --plugin-dir)", p.Name, err)
+		}
+		if mod.Digest != "" {
+			sum := sha256.Sum256(wasm)
+			got := "sha256:" + hex.EncodeToString(sum[:])
+			if !strings.EqualFold(got, mod.Digest) {
+				return nil, fmt.Errorf("MapperPlugin %s: digest mismatch: module file %s is %s but spec.module.digest pins %s; refusing to run it (rebuild the module or update the digest)", p.Name, path, got, mod.Digest)
+			}
+		}
+		return wasm, nil
+	case mod.Image != "":
+		if l.CacheDir == "" {
+			return nil, fmt.Errorf("MapperPlugin %s: no module cache folder", p.Name)
+		}
+		wasm, err := fetch.Module(ctx, mod.Image, digest.Digest(mod.Digest), l.CacheDir, l.Fetch)
+		if err != nil {
+			return nil, fmt.Errorf("MapperPlugin %s: pull %s: %w", p.Name, mod.Image, err)
+		}
+		return wasm, nil
+	}
+	return nil, fmt.Errorf("MapperPlugin %s has neither spec.module.file nor spec.module.image", p.Name)
+}

@@ -1,0 +1,312 @@
+package devices
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/kubeedge/api/apis/devices/v1beta1"
+
+	"wapper.dev/wapper/abi"
+	"wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
+)
+
+type ownedDevice struct {
+	source string
+	dev    *v1beta1.Device
+}
+
+type ownedPlugin struct {
+	source string
+	p      *v1alpha1.MapperPlugin
+}
+
+// reconcile brings plugins and devices in line with the objects of every
+// source. Callers hold recMu.
+func (m *Manager) reconcile(ctx context.Context) {
+	m.mu.RLock()
+	plugins := map[string]ownedPlugin{}
+	models := map[string]*v1beta1.DeviceModel{}
+	devs := map[string]ownedDevice{}
+	for src, s := range m.sources {
+		for k, p := range s.plugins {
+			plugins[k] = ownedPlugin{src, p}
+		}
+		for k, dm := range s.models {
+			models[k] = dm
+		}
+		for k, d := range s.devices {
+			devs[k] = ownedDevice{src, d}
+		}
+	}
+	m.mu.RUnlock()
+
+	// Plugins: load new and changed ones first, so devices can move.
+	var retired []*pluginEntry
+	names := make([]string, 0, len(plugins))
+	for n := range plugins {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		op := plugins[name]
+		spec, _ := json.Marshal(op.p.Spec)
+		m.mu.RLock()
+		old := m.plugins[name]
+		m.mu.RUnlock()
+		if old != nil && old.spec == string(spec) && old.source == op.source {
+			continue
+		}
+		e := m.loadPlugin(ctx, op.source, op.p, string(spec))
+		m.mu.Lock()
+		m.plugins[name] = e
+		m.mu.Unlock()
+		if old != nil {
+			retired = append(retired, old)
+		}
+	}
+	m.mu.Lock()
+	for name, e := range m.plugins {
+		if _, ok := plugins[name]; !ok {
+			delete(m.plugins, name)
+			retired = append(retired, e)
+		}
+	}
+	entries := make(map[string]*pluginEntry, len(m.plugins))
+	for k, v := range m.plugins {
+		entries[k] = v
+	}
+	m.mu.Unlock()
+
+	// Devices.
+	keys := make([]string, 0, len(devs))
+	for k := range devs {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		od := devs[k]
+		m.mu.RLock()
+		d := m.devices[k]
+		m.mu.RUnlock()
+		fresh := d == nil
+		if fresh {
+			m.mu.Lock()
+			m.nextID++
+			d = newDevice(m, k, m.nextID)
+			m.devices[k] = d
+			m.byID[d.id] = d
+			m.mu.Unlock()
+		}
+		cfg := m.plan(d, od, models, entries)
+		if !fresh && cfg.sig == d.sig() {
+			continue
+		}
+		d.configure(ctx, cfg)
+		if fresh {
+			m.emit(Event{Type: EventDeviceAdded, Device: k, Namespace: d.ns, Name: d.name, Time: time.Now()})
+		}
+	}
+	m.mu.Lock()
+	var gone []*device
+	for k, d := range m.devices {
+		if _, ok := devs[k]; !ok {
+			gone = append(gone, d)
+			delete(m.devices, k)
+			delete(m.byID, d.id)
+		}
+	}
+	m.mu.Unlock()
+	for _, d := range gone {
+		d.remove(ctx)
+		if err := m.opts.Store.DeleteTwins(d.key); err != nil {
+			m.log.Warn("delete twins of removed device", "device", d.key, "err", err)
+		}
+		m.log.Info("device removed", "device", d.key)
+		m.emit(Event{Type: EventDeviceRemoved, Device: d.key, Namespace: d.ns, Name: d.name, Time: time.Now()})
+	}
+	for _, e := range retired {
+		e.close(ctx)
+	}
+	m.updateGauges()
+}
+
+// config is what a device runs with; sig tells whether it changed.
+type config struct {
+	source string
+	dev    *v1beta1.Device
+	model  *v1beta1.DeviceModel
+	plugin *pluginEntry
+	desc   abi.Device
+	props  []propConfig
+	state  time.Duration
+	err    error
+	sig    string
+}
+
+type propConfig struct {
+	abi.Property
+	typ     abi.Type
+	collect time.Duration
+	report  time.Duration
+	push    *v1beta1.PushMethod
+	desired string // spec desired value, "" if none
+}
+
+func (m *Manager) plan(d *device, od ownedDevice, models map[string]*v1beta1.DeviceModel, plugins map[string]*pluginEntry) config {
+	dv := od.dev
+	cfg := config{source: od.source, dev: dv, state: m.opts.StateCycle}
+	if sr := dv.Spec.StateReport; sr != nil && sr.ReportCycle > 0 {
+		cfg.state = time.Duration(sr.ReportCycle) * time.Millisecond
+	}
+	defer func() {
+		var pgen uint64
+		if cfg.plugin != nil {
+			pgen = cfg.plugin.gen
+		}
+		b, _ := json.Marshal(struct {
+			Dev    any
+			Model  any
+			Plugin uint64
+			Err    string
+		}{dv.Spec, modelSpec(cfg.model), pgen, errText(cfg.err)})
+		cfg.sig = string(b)
+	}()
+	ref := ""
+	if dv.Spec.DeviceModelRef != nil {
+		ref = dv.Spec.DeviceModelRef.Name
+	}
+	model := models[nsName(dv.Namespace, ref)]
+	if model == nil {
+		cfg.err = fmt.Errorf("DeviceModel %s not found (spec.deviceModelRef.name); add it to the same namespace", nsName(dv.Namespace, ref))
+		return cfg
+	}
+	cfg.model = model
+	// Plugin.
+	var pe *pluginEntry
+	if pin := model.Annotations[v1alpha1.PluginAnnotation]; pin != "" {
+		if pe = plugins[pin]; pe == nil {
+			cfg.err = fmt.Errorf("DeviceModel %s pins MapperPlugin %q (annotation %s), which does not exist; add it or remove the annotation", model.Name, pin, v1alpha1.PluginAnnotation)
+			return cfg
+		}
+	} else {
+		var names []string
+		for n, e := range plugins {
+			for _, proto := range e.obj.Spec.Protocols {
+				if proto == model.Spec.Protocol {
+					names = append(names, n)
+				}
+			}
+		}
+		sort.Strings(names)
+		if len(names) == 0 {
+			cfg.err = fmt.Errorf("no MapperPlugin provides protocol %q (DeviceModel %s spec.protocol); add a MapperPlugin with %q in spec.protocols", model.Spec.Protocol, model.Name, model.Spec.Protocol)
+			return cfg
+		}
+		pe = plugins[names[0]]
+		if len(names) > 1 {
+			m.log.Warn("several MapperPlugins provide the protocol; using the first, pin one with the annotation", "protocol", model.Spec.Protocol, "plugins", names, "using", names[0], "annotation", v1alpha1.PluginAnnotation)
+		}
+	}
+	cfg.plugin = pe
+	if pn := dv.Spec.Protocol.ProtocolName; pn != "" && pn != model.Spec.Protocol {
+		cfg.err = fmt.Errorf("spec.protocol.protocolName %q differs from DeviceModel %s spec.protocol %q", pn, model.Name, model.Spec.Protocol)
+		return cfg
+	}
+	if pe.err != nil {
+		cfg.err = fmt.Errorf("MapperPlugin %s failed: %v", pe.name, pe.err)
+		return cfg
+	}
+	// Description.
+	desc := abi.Device{ID: d.id, Namespace: dv.Namespace, Name: dv.Name, Model: model.Name, Protocol: model.Spec.Protocol}
+	if c := dv.Spec.Protocol.ConfigData; c != nil && c.Data != nil {
+		desc.ProtocolConfig, _ = json.Marshal(c.Data)
+	}
+	if c := model.Spec.ProtocolConfigData; c != nil && c.Data != nil {
+		desc.ModelConfig, _ = json.Marshal(c.Data)
+	}
+	mprops := map[string]*v1beta1.ModelProperty{}
+	for i := range model.Spec.Properties {
+		mprops[model.Spec.Properties[i].Name] = &model.Spec.Properties[i]
+	}
+	dprops := dv.Spec.Properties
+	if len(dprops) == 0 {
+		for _, mp := range model.Spec.Properties {
+			dprops = append(dprops, v1beta1.DeviceProperty{Name: mp.Name})
+		}
+	}
+	for i, dp := range dprops {
+		mp := mprops[dp.Name]
+		if mp == nil {
+			cfg.err = fmt.Errorf("spec.properties[%d].name: property %q is not in DeviceModel %s", i, dp.Name, model.Name)
+			return cfg
+		}
+		typ, _ := abi.ParseType(string(mp.Type))
+		access := string(mp.AccessMode)
+		if access == "" {
+			access = string(v1beta1.ReadOnly)
+		}
+		visitor := map[string]any{}
+		if mp.Visitors != nil && mp.Visitors.ConfigData != nil {
+			for k, v := range mp.Visitors.ConfigData.Data {
+				visitor[k] = v
+			}
+		}
+		if dp.Visitors.ConfigData != nil {
+			for k, v := range dp.Visitors.ConfigData.Data {
+				visitor[k] = v
+			}
+		}
+		pc := propConfig{
+			Property: abi.Property{Handle: d.handleFor(dp.Name), Name: dp.Name, Type: typ.String(), AccessMode: access,
+				Minimum: mp.Minimum, Maximum: mp.Maximum, Unit: mp.Unit, CollectCycle: dp.CollectCycle, ReportCycle: dp.ReportCycle},
+			typ: typ, collect: m.opts.DefaultCollectCycle, report: m.opts.DefaultReportCycle,
+			push: dp.PushMethod, desired: dp.Desired.Value,
+		}
+		if len(visitor) > 0 {
+			pc.Visitor, _ = json.Marshal(visitor)
+		}
+		if dp.CollectCycle > 0 {
+			pc.collect = time.Duration(dp.CollectCycle) * time.Millisecond
+		}
+		if dp.ReportCycle > 0 {
+			pc.report = time.Duration(dp.ReportCycle) * time.Millisecond
+		}
+		if pc.desired != "" {
+			if _, err := abi.ParseText(typ, pc.desired); err != nil {
+				cfg.err = fmt.Errorf("spec.properties[%d].desired.value: %q is not a valid %s: %v", i, pc.desired, typ, err)
+				return cfg
+			}
+			if access != string(v1beta1.ReadWrite) {
+				cfg.err = fmt.Errorf("spec.properties[%d].desired.value: property %q is %s in DeviceModel %s; only ReadWrite properties take a desired value", i, dp.Name, access, model.Name)
+				return cfg
+			}
+		}
+		desc.Properties = append(desc.Properties, pc.Property)
+		cfg.props = append(cfg.props, pc)
+	}
+	for _, mt := range dv.Spec.Methods {
+		desc.Methods = append(desc.Methods, abi.Method{Name: mt.Name, Description: mt.Description, PropertyNames: mt.PropertyNames})
+	}
+	cfg.desc = desc
+	return cfg
+}
+
+func modelSpec(m *v1beta1.DeviceModel) any {
+	if m == nil {
+		return nil
+	}
+	return struct {
+		Spec any
+		Ann  string
+	}{m.Spec, m.Annotations[v1alpha1.PluginAnnotation]}
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}

@@ -1,0 +1,323 @@
+package mqtt
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"wapper.dev/wapper/host/devices"
+)
+
+// BridgeOptions configure a Bridge.
+type BridgeOptions struct {
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	// Buffer is the event channel size (default 65536).
+	Buffer int
+}
+
+// Bridge publishes device events on KubeEdge's EventBus topics and feeds
+// desired values and twin queries back to the device manager.
+type Bridge struct {
+	mgr  *devices.Manager
+	conn Conn
+	log  *slog.Logger
+	opts BridgeOptions
+
+	published *prometheus.CounterVec
+	failures  *prometheus.CounterVec
+	received  *prometheus.CounterVec
+
+	last map[string]map[string]*MsgTwin // device -> property -> last twin sent
+
+	extMu sync.Mutex
+	ext   map[string]*extConn // pushMethod.mqtt brokers by address
+
+	cancel func()
+	done   chan struct{}
+}
+
+type extConn struct {
+	c   Conn
+	err error
+}
+
+// NewBridge returns a bridge between mgr and conn; call Start.
+func NewBridge(mgr *devices.Manager, conn Conn, o BridgeOptions) *Bridge {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Buffer <= 0 {
+		o.Buffer = 1 << 16
+	}
+	b := &Bridge{mgr: mgr, conn: conn, log: o.Logger, opts: o, last: map[string]map[string]*MsgTwin{}, ext: map[string]*extConn{},
+		published: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wapper_mqtt_published_total",
+			Help: "MQTT messages published, by kind (twin, document, delta, state, push, get)."}, []string{"kind"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wapper_mqtt_publish_failures_total",
+			Help: "MQTT messages that could not be published, by kind."}, []string{"kind"}),
+		received: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wapper_mqtt_received_total",
+			Help: "MQTT requests received, by kind (update, get) and result (ok, error)."}, []string{"kind", "result"}),
+	}
+	if o.Registerer != nil {
+		o.Registerer.MustRegister(b.published, b.failures, b.received)
+	}
+	return b
+}
+
+// Start subscribes to the request topics and starts publishing events.
+func (b *Bridge) Start(ctx context.Context) error {
+	if err := b.conn.Subscribe(topicPrefix+"+/+/twin/update", 1, b.onTwinUpdate); err != nil {
+		return err
+	}
+	if err := b.conn.Subscribe(topicPrefix+"+/+/twin/get", 1, b.onTwinGet); err != nil {
+		return err
+	}
+	events, cancel := b.mgr.Subscribe("mqtt", b.opts.Buffer)
+	b.cancel, b.done = cancel, make(chan struct{})
+	go func() {
+		defer close(b.done)
+		for ev := range events {
+			b.handle(ev)
+		}
+	}()
+	return nil
+}
+
+// Stop stops publishing and closes connections to pushMethod brokers.
+func (b *Bridge) Stop() {
+	if b.cancel != nil {
+		b.cancel()
+		<-b.done
+	}
+	b.extMu.Lock()
+	defer b.extMu.Unlock()
+	for _, e := range b.ext {
+		if e.c != nil {
+			e.c.Close()
+		}
+	}
+}
+
+func base(t time.Time) BaseMessage {
+	return BaseMessage{EventID: uuid.NewString(), Timestamp: t.UnixMilli()}
+}
+
+func strp(s string) *string { return &s }
+
+func msgTwin(t devices.TwinStatus) *MsgTwin {
+	mt := &MsgTwin{Metadata: &TypeMetadata{Type: t.Type}}
+	if t.Desired != "" {
+		mt.Expected = &TwinValue{Value: strp(t.Desired), Metadata: &ValueMetadata{Timestamp: t.DesiredTime.UnixMilli()}}
+	}
+	if !t.ReportedTime.IsZero() {
+		mt.Actual = &TwinValue{Value: strp(t.Reported), Metadata: &ValueMetadata{Timestamp: t.ReportedTime.UnixMilli()}}
+	}
+	return mt
+}
+
+func (b *Bridge) publish(kind, topic string, qos byte, retain bool, v any) {
+	payload, err := json.Marshal(v)
+	if err == nil {
+		err = b.conn.Publish(topic, qos, retain, payload)
+	}
+	if err != nil {
+		b.failures.WithLabelValues(kind).Inc()
+		b.log.Debug("MQTT publish failed", "topic", topic, "err", err)
+		return
+	}
+	b.published.WithLabelValues(kind).Inc()
+}
+
+func (b *Bridge) handle(ev devices.Event) {
+	switch ev.Type {
+	case devices.EventReport:
+		actual := map[string]*MsgTwin{}
+		docs := map[string]*TwinDoc{}
+		last := b.last[ev.Device]
+		if last == nil {
+			last = map[string]*MsgTwin{}
+			b.last[ev.Device] = last
+		}
+		pending := false
+		for _, t := range ev.Twins {
+			if t.ReportedTime.IsZero() {
+				continue
+			}
+			actual[t.Property] = &MsgTwin{
+				Actual:   &TwinValue{Value: strp(t.Reported), Metadata: &ValueMetadata{Timestamp: t.ReportedTime.UnixMilli()}},
+				Metadata: &TypeMetadata{Type: t.Type},
+			}
+			cur := msgTwin(t)
+			docs[t.Property] = &TwinDoc{LastState: last[t.Property], CurrentState: cur}
+			last[t.Property] = cur
+			pending = pending || (t.Desired != "" && t.Desired != t.Reported)
+		}
+		if len(actual) == 0 {
+			return
+		}
+		b.publish("twin", TwinUpdateTopic(ev.Device), 0, false, DeviceTwinUpdate{BaseMessage: base(ev.Time), Twin: actual})
+		b.publish("document", TwinDocumentTopic(ev.Device), 0, false, DeviceTwinDocument{BaseMessage: base(ev.Time), Twin: docs})
+		if pending {
+			b.publishDelta(ev)
+		}
+	case devices.EventDesired:
+		b.publishDelta(ev)
+	case devices.EventReading:
+		for _, t := range ev.Twins {
+			if t.Push != nil && t.Push.MQTT != nil {
+				b.pushMQTT(ev, t)
+			}
+		}
+	case devices.EventState:
+		b.publish("state", StateUpdateTopic(ev.Device), 0, false, DeviceStateUpdate{BaseMessage: base(ev.Time), State: ev.State.String()})
+	case devices.EventDeviceRemoved:
+		delete(b.last, ev.Device)
+	}
+}
+
+func (b *Bridge) publishDelta(ev devices.Event) {
+	twins := map[string]*MsgTwin{}
+	delta := map[string]string{}
+	for _, t := range ev.Twins {
+		if t.Desired == "" {
+			continue
+		}
+		twins[t.Property] = msgTwin(t)
+		if t.Desired != t.Reported || t.ReportedTime.IsZero() {
+			delta[t.Property] = t.Desired
+		}
+	}
+	if len(delta) == 0 {
+		return
+	}
+	b.publish("delta", TwinDeltaTopic(ev.Device), 0, false, DeviceTwinDelta{BaseMessage: base(ev.Time), Twin: twins, Delta: delta})
+}
+
+func (b *Bridge) pushMQTT(ev devices.Event, t devices.TwinStatus) {
+	pm := t.Push.MQTT
+	conn := b.conn
+	if pm.Address != "" {
+		if conn = b.extBroker(pm.Address); conn == nil {
+			b.failures.WithLabelValues("push").Inc()
+			return
+		}
+	}
+	b.publish("push", pm.Topic, byte(pm.QoS), pm.Retained, DataModel{
+		DeviceName: ev.Name, Namespace: ev.Namespace, PropertyName: t.Property,
+		Value: t.Reported, Type: t.Type, TimeStamp: t.ReportedTime.UnixMilli(),
+	})
+}
+
+// extBroker returns the connection to a pushMethod.mqtt address, dialling
+// it in the background the first time (messages are counted as failures
+// until it is up).
+func (b *Bridge) extBroker(addr string) Conn {
+	b.extMu.Lock()
+	defer b.extMu.Unlock()
+	if e, ok := b.ext[addr]; ok {
+		return e.c
+	}
+	e := &extConn{}
+	b.ext[addr] = e
+	go func() {
+		url := addr
+		if !strings.Contains(url, "://") {
+			url = "tcp://" + url
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c, err := Dial(ctx, ClientOptions{URL: url, ClientID: "wapper-host-push-" + uuid.NewString()[:8], Logger: b.log})
+		b.extMu.Lock()
+		defer b.extMu.Unlock()
+		if err != nil {
+			b.log.Error("pushMethod.mqtt broker unreachable; will retry on a later reading", "address", addr, "err", err)
+			delete(b.ext, addr)
+			return
+		}
+		e.c = c
+	}()
+	return nil
+}
+
+// splitTopic parses $hw/events/device/{ns}/{name}/rest.
+func splitTopic(topic string) (ns, name, rest string, ok bool) {
+	s, found := strings.CutPrefix(topic, topicPrefix)
+	if !found {
+		return "", "", "", false
+	}
+	parts := strings.SplitN(s, "/", 3)
+	if len(parts) != 3 {
+		return "", "", "", false
+	}
+	return parts[0], parts[1], parts[2], true
+}
+
+func (b *Bridge) onTwinUpdate(topic string, payload []byte) {
+	ns, name, _, ok := splitTopic(topic)
+	if !ok {
+		return
+	}
+	var msg DeviceTwinUpdate
+	if err := json.Unmarshal(payload, &msg); err != nil {
+		b.received.WithLabelValues("update", "error").Inc()
+		b.log.Warn("bad twin update message", "topic", topic, "err", err)
+		b.publish("result", topic+"/result", 0, false, Result{BaseMessage: BaseMessage{Timestamp: time.Now().UnixMilli()}, Code: 400, Reason: "cannot parse twin update: " + err.Error()})
+		return
+	}
+	for prop, t := range msg.Twin {
+		if t == nil || t.Expected == nil || t.Expected.Value == nil {
+			continue // our own reports carry actual values only
+		}
+		_, err := b.mgr.SetDesired(context.Background(), ns, name, prop, *t.Expected.Value, "mqtt")
+		if err != nil {
+			b.received.WithLabelValues("update", "error").Inc()
+			b.log.Warn("desired value from MQTT refused", "device", ns+"/"+name, "property", prop, "err", err)
+			b.publish("result", topic+"/result", 0, false, Result{BaseMessage: BaseMessage{EventID: msg.EventID, Timestamp: time.Now().UnixMilli()}, Code: httpCode(err), Reason: err.Error()})
+			continue
+		}
+		b.received.WithLabelValues("update", "ok").Inc()
+	}
+}
+
+func (b *Bridge) onTwinGet(topic string, payload []byte) {
+	ns, name, _, ok := splitTopic(topic)
+	if !ok {
+		return
+	}
+	var req BaseMessage
+	_ = json.Unmarshal(payload, &req) // an empty or odd request still gets an answer
+	resTopic := topic + "/result"
+	st, err := b.mgr.Device(ns, name)
+	if err != nil {
+		b.received.WithLabelValues("get", "error").Inc()
+		b.publish("get", resTopic, 0, false, Result{BaseMessage: BaseMessage{EventID: req.EventID, Timestamp: time.Now().UnixMilli()}, Code: httpCode(err), Reason: err.Error()})
+		return
+	}
+	twins := map[string]*MsgTwin{}
+	for _, t := range st.Twins {
+		twins[t.Property] = msgTwin(t)
+	}
+	b.received.WithLabelValues("get", "ok").Inc()
+	b.publish("get", resTopic, 0, false, DeviceTwinResult{BaseMessage: BaseMessage{EventID: req.EventID, Timestamp: time.Now().UnixMilli()}, Twin: twins})
+}
+
+func httpCode(err error) int {
+	switch {
+	case errors.Is(err, devices.ErrNotFound):
+		return 404
+	case errors.Is(err, devices.ErrInvalid):
+		return 400
+	case errors.Is(err, devices.ErrReadOnly):
+		return 405
+	case errors.Is(err, devices.ErrConflict):
+		return 409
+	}
+	return 500
+}

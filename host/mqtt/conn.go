@@ -1,0 +1,170 @@
+// Package mqtt connects wapper-host to MQTT the way KubeEdge's EventBus
+// expects: it publishes device twins and state on the $hw/events/device
+// topics, takes desired values from twin/update messages carrying
+// "expected" values, answers twin/get, and publishes each property that has
+// a pushMethod.mqtt to its own topic.
+//
+// The broker is either embedded ([Serve], mochi-mqtt) or external ([Dial],
+// paho). [Bridge] does the KubeEdge part over either [Conn].
+package mqtt
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// Conn is a connection to a broker.
+type Conn interface {
+	// Publish sends a message.
+	Publish(topic string, qos byte, retain bool, payload []byte) error
+	// Subscribe calls fn for every message matching filter. Subscriptions
+	// survive reconnections.
+	Subscribe(filter string, qos byte, fn func(topic string, payload []byte)) error
+	// Close disconnects (or stops the embedded broker).
+	Close() error
+}
+
+// Broker is the embedded mochi-mqtt broker, reached in-process through its
+// inline client. It accepts every client: bind it to a local address.
+type Broker struct {
+	srv    *mochi.Server
+	tcp    *listeners.TCP
+	nextID atomic.Int64
+}
+
+// Serve starts an embedded broker listening on addr (host:port).
+func Serve(addr string, log *slog.Logger) (*Broker, error) {
+	srv := mochi.New(&mochi.Options{InlineClient: true, Logger: log.With("component", "mqtt-broker")})
+	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
+		return nil, err
+	}
+	tcp := listeners.NewTCP(listeners.Config{ID: "tcp", Address: addr})
+	if err := srv.AddListener(tcp); err != nil {
+		return nil, fmt.Errorf("embedded MQTT broker cannot listen on %s: %w (choose another --mqtt-listen, or use --mqtt-broker)", addr, err)
+	}
+	if err := srv.Serve(); err != nil {
+		return nil, fmt.Errorf("start embedded MQTT broker: %w", err)
+	}
+	return &Broker{srv: srv, tcp: tcp}, nil
+}
+
+// Addr returns the address the broker listens on.
+func (b *Broker) Addr() string { return b.tcp.Address() }
+
+// Publish implements Conn.
+func (b *Broker) Publish(topic string, qos byte, retain bool, payload []byte) error {
+	return b.srv.Publish(topic, payload, retain, qos)
+}
+
+// Subscribe implements Conn.
+func (b *Broker) Subscribe(filter string, qos byte, fn func(topic string, payload []byte)) error {
+	id := int(b.nextID.Add(1))
+	return b.srv.Subscribe(filter, id, func(_ *mochi.Client, _ packets.Subscription, pk packets.Packet) {
+		fn(pk.TopicName, pk.Payload)
+	})
+}
+
+// Close stops the broker.
+func (b *Broker) Close() error { return b.srv.Close() }
+
+// ClientOptions configure a connection to an external broker.
+type ClientOptions struct {
+	URL      string // tcp://host:1883, ssl://host:8883, ws://...
+	ClientID string
+	Username string
+	Password string
+	Logger   *slog.Logger
+}
+
+// Client is a connection to an external broker (paho), reconnecting on its
+// own and subscribing again after each reconnection.
+type Client struct {
+	c    paho.Client
+	log  *slog.Logger
+	mu   sync.Mutex
+	subs map[string]sub
+}
+
+type sub struct {
+	qos byte
+	fn  paho.MessageHandler
+}
+
+// Dial connects to an external broker, waiting at most until ctx ends for
+// the first connection.
+func Dial(ctx context.Context, o ClientOptions) (*Client, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	cl := &Client{log: o.Logger, subs: map[string]sub{}}
+	po := paho.NewClientOptions().AddBroker(o.URL).SetClientID(o.ClientID).
+		SetUsername(o.Username).SetPassword(o.Password).
+		SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(time.Second).
+		SetMaxReconnectInterval(10 * time.Second).SetCleanSession(true).SetOrderMatters(false).
+		SetConnectionLostHandler(func(_ paho.Client, err error) {
+			o.Logger.Warn("MQTT broker connection lost; reconnecting", "url", o.URL, "err", err)
+		}).
+		SetOnConnectHandler(func(c paho.Client) {
+			o.Logger.Info("connected to MQTT broker", "url", o.URL)
+			cl.mu.Lock()
+			defer cl.mu.Unlock()
+			for f, s := range cl.subs {
+				c.Subscribe(f, s.qos, s.fn)
+			}
+		})
+	cl.c = paho.NewClient(po)
+	tok := cl.c.Connect()
+	select {
+	case <-tok.Done():
+		if err := tok.Error(); err != nil {
+			return nil, fmt.Errorf("connect to MQTT broker %s: %w", o.URL, err)
+		}
+	case <-ctx.Done():
+		return nil, fmt.Errorf("connect to MQTT broker %s: %w (is it running? check --mqtt-broker)", o.URL, ctx.Err())
+	}
+	return cl, nil
+}
+
+// Publish implements Conn. QoS 0 messages are not waited for.
+func (c *Client) Publish(topic string, qos byte, retain bool, payload []byte) error {
+	tok := c.c.Publish(topic, qos, retain, payload)
+	if qos == 0 {
+		return nil
+	}
+	if !tok.WaitTimeout(10 * time.Second) {
+		return fmt.Errorf("publish to %s: no acknowledgement in 10s", topic)
+	}
+	return tok.Error()
+}
+
+// Subscribe implements Conn.
+func (c *Client) Subscribe(filter string, qos byte, fn func(topic string, payload []byte)) error {
+	h := func(_ paho.Client, m paho.Message) { fn(m.Topic(), m.Payload()) }
+	c.mu.Lock()
+	c.subs[filter] = sub{qos, h}
+	c.mu.Unlock()
+	tok := c.c.Subscribe(filter, qos, h)
+	if !tok.WaitTimeout(10 * time.Second) {
+		return fmt.Errorf("subscribe to %s: no acknowledgement in 10s", filter)
+	}
+	return tok.Error()
+}
+
+// Close disconnects.
+func (c *Client) Close() error {
+	c.c.Disconnect(250)
+	return nil
+}
+
+var _ io.Closer = (*Client)(nil)

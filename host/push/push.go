@@ -1,0 +1,176 @@
+// Package push sends readings of properties that have a pushMethod.http to
+// their endpoint: an HTTP POST of the reading as JSON to
+// hostName:port/requestPath, within the property's timeout (milliseconds).
+package push
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kubeedge/api/apis/devices/v1beta1"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"wapper.dev/wapper/host/devices"
+)
+
+// Reading is the JSON body of a push: mapper-framework's data model, whose
+// JSON keys are its Go field names.
+type Reading struct {
+	DeviceName   string
+	Namespace    string
+	PropertyName string
+	Value        string
+	Type         string
+	TimeStamp    int64
+}
+
+// Options configure an HTTP pusher.
+type Options struct {
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	// Workers is the number of concurrent POSTs (default 8); Queue the
+	// number of readings waiting (default 4096; more are dropped and
+	// counted as failures).
+	Workers int
+	Queue   int
+}
+
+// HTTP pushes readings over HTTP.
+type HTTP struct {
+	mgr    *devices.Manager
+	log    *slog.Logger
+	opts   Options
+	client *http.Client
+	sent   prometheus.Counter
+	failed *prometheus.CounterVec
+	queue  chan job
+	cancel func()
+	wg     sync.WaitGroup
+}
+
+type job struct {
+	url     string
+	timeout time.Duration
+	body    []byte
+}
+
+// NewHTTP returns a pusher; call Start.
+func NewHTTP(mgr *devices.Manager, o Options) *HTTP {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Workers <= 0 {
+		o.Workers = 8
+	}
+	if o.Queue <= 0 {
+		o.Queue = 4096
+	}
+	h := &HTTP{mgr: mgr, log: o.Logger, opts: o, client: &http.Client{},
+		sent: prometheus.NewCounter(prometheus.CounterOpts{Name: "wapper_http_push_total", Help: "Readings POSTed to pushMethod.http endpoints."}),
+		failed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wapper_http_push_failures_total",
+			Help: "Readings that could not be POSTed, by reason (connect, status, queue_full)."}, []string{"reason"}),
+	}
+	if o.Registerer != nil {
+		o.Registerer.MustRegister(h.sent, h.failed)
+	}
+	return h
+}
+
+// URL returns the endpoint of a pushMethod.http.
+func URL(p *v1beta1.PushMethodHTTP) string {
+	host := p.HostName
+	if !strings.Contains(host, "://") {
+		host = "http://" + host
+	}
+	host = strings.TrimRight(host, "/")
+	if p.Port > 0 {
+		host = fmt.Sprintf("%s:%d", host, p.Port)
+	}
+	path := p.RequestPath
+	if path != "" && !strings.HasPrefix(path, "/") {
+		path = "/" + path
+	}
+	return host + path
+}
+
+// Start subscribes to readings and starts the workers.
+func (h *HTTP) Start(ctx context.Context) {
+	events, cancel := h.mgr.Subscribe("http-push", 1<<14)
+	h.cancel = cancel
+	h.queue = make(chan job, h.opts.Queue)
+	for range h.opts.Workers {
+		h.wg.Add(1)
+		go func() {
+			defer h.wg.Done()
+			for j := range h.queue {
+				h.post(j)
+			}
+		}()
+	}
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		defer close(h.queue)
+		for ev := range events {
+			if ev.Type != devices.EventReading {
+				continue
+			}
+			for _, t := range ev.Twins {
+				if t.Push == nil || t.Push.HTTP == nil {
+					continue
+				}
+				body, _ := json.Marshal(Reading{DeviceName: ev.Name, Namespace: ev.Namespace, PropertyName: t.Property,
+					Value: t.Reported, Type: t.Type, TimeStamp: t.ReportedTime.UnixMilli()})
+				timeout := time.Duration(t.Push.HTTP.Timeout) * time.Millisecond
+				if timeout <= 0 {
+					timeout = 5 * time.Second
+				}
+				select {
+				case h.queue <- job{url: URL(t.Push.HTTP), timeout: timeout, body: body}:
+				default:
+					h.failed.WithLabelValues("queue_full").Inc()
+				}
+			}
+		}
+	}()
+}
+
+// Stop ends the subscription and waits for the POSTs under way.
+func (h *HTTP) Stop() {
+	if h.cancel != nil {
+		h.cancel()
+		h.wg.Wait()
+	}
+}
+
+func (h *HTTP) post(j job) {
+	ctx, cancel := context.WithTimeout(context.Background(), j.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, j.url, bytes.NewReader(j.body))
+	if err != nil {
+		h.failed.WithLabelValues("connect").Inc()
+		h.log.Warn("bad pushMethod.http endpoint", "url", j.url, "err", err)
+		return
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := h.client.Do(req)
+	if err != nil {
+		h.failed.WithLabelValues("connect").Inc()
+		h.log.Debug("HTTP push failed", "url", j.url, "err", err)
+		return
+	}
+	resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		h.failed.WithLabelValues("status").Inc()
+		h.log.Debug("HTTP push refused", "url", j.url, "status", resp.Status)
+		return
+	}
+	h.sent.Inc()
+}

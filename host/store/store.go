@@ -1,0 +1,304 @@
+// Package store is wapper-host's state in bbolt: the resources each source
+// last applied (devices, models, plugins), the device twins (desired and
+// reported values with timestamps) and the journal of applied desired
+// writes, so that after a crash the host resumes from its own state and
+// applies every desired value exactly once more at most.
+//
+// Desired values are written durably (one fsync per change). Reported
+// values change at every collect cycle, so they are kept in memory by the
+// caller and saved in batches with [Store.SaveReported].
+//
+// The same *bolt.DB also holds the plugins' kv buckets (package host/kv);
+// [Store.DB] returns it.
+package store
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+var (
+	bucketObjects = []byte("objects")
+	bucketTwins   = []byte("twins")
+	bucketMeta    = []byte("meta")
+	keySeq        = []byte("desired-seq")
+)
+
+// Store is the host's bbolt state. Its methods are safe for concurrent use.
+type Store struct {
+	db *bolt.DB
+}
+
+// Open opens (or creates) state.db in dir.
+func Open(dir string) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create state directory %s: %w", dir, err)
+	}
+	path := filepath.Join(dir, "state.db")
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("open state database %s: %w (is another wapper-host using this --state-dir?)", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketObjects, bucketTwins, bucketMeta} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("prepare state database %s: %w", path, err)
+	}
+	return &Store{db: db}, nil
+}
+
+// DB returns the underlying database, shared with host/kv.
+func (s *Store) DB() *bolt.DB { return s.db }
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Object is one stored resource: its source, kind, key (namespace/name, or
+// name for cluster-scoped kinds) and JSON body.
+type Object struct {
+	Source string
+	Kind   string
+	Key    string
+	JSON   []byte
+}
+
+func objectKey(source, kind, key string) []byte {
+	return []byte(source + "\x00" + kind + "\x00" + key)
+}
+
+// ReplaceObjects stores objs as the complete set of source, removing what
+// the source no longer has, in one transaction.
+func (s *Store) ReplaceObjects(source string, objs []Object) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketObjects)
+		prefix := []byte(source + "\x00")
+		c := b.Cursor()
+		var stale [][]byte
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			stale = append(stale, append([]byte(nil), k...))
+		}
+		for _, k := range stale {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		for _, o := range objs {
+			if err := b.Put(objectKey(source, o.Kind, o.Key), o.JSON); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// PutObject stores one object of a source.
+func (s *Store) PutObject(o Object) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketObjects).Put(objectKey(o.Source, o.Kind, o.Key), o.JSON)
+	})
+}
+
+// DeleteObject removes one object of a source.
+func (s *Store) DeleteObject(source, kind, key string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketObjects).Delete(objectKey(source, kind, key))
+	})
+}
+
+// Objects returns every stored object, ordered by source, kind and key.
+func (s *Store) Objects() ([]Object, error) {
+	var out []Object
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketObjects).ForEach(func(k, v []byte) error {
+			parts := bytes.SplitN(k, []byte{0}, 3)
+			if len(parts) != 3 {
+				return nil
+			}
+			out = append(out, Object{Source: string(parts[0]), Kind: string(parts[1]), Key: string(parts[2]), JSON: append([]byte(nil), v...)})
+			return nil
+		})
+	})
+	return out, err
+}
+
+// Twin is the stored twin of one device property.
+type Twin struct {
+	// Desired is the desired value as KubeEdge twin text; DesiredSeq
+	// numbers it (host-wide, increasing) and DesiredTime is when it was set.
+	Desired     string    `json:"desired,omitempty"`
+	DesiredSeq  uint64    `json:"desiredSeq,omitempty"`
+	DesiredTime time.Time `json:"desiredTime,omitzero"`
+	// DesiredBy names who set it (a source, "rest", "mqtt").
+	DesiredBy string `json:"desiredBy,omitempty"`
+	// SpecDesired is the last desired value seen in the Device spec, so a
+	// re-read manifest does not overwrite a value set later over REST/MQTT.
+	SpecDesired string `json:"specDesired,omitempty"`
+	// AppliedSeq is the DesiredSeq last written to the device successfully.
+	AppliedSeq  uint64    `json:"appliedSeq,omitempty"`
+	AppliedTime time.Time `json:"appliedTime,omitzero"`
+	// Reported is the last value read from the device.
+	Reported     string    `json:"reported,omitempty"`
+	ReportedTime time.Time `json:"reportedTime,omitzero"`
+}
+
+// Pending reports whether a desired value waits to be written.
+func (t Twin) Pending() bool { return t.DesiredSeq > t.AppliedSeq }
+
+func twinKey(device, prop string) []byte { return []byte(device + "\x00" + prop) }
+
+// Twins returns the stored twins of a device ("namespace/name"), by property.
+func (s *Store) Twins(device string) (map[string]Twin, error) {
+	out := map[string]Twin{}
+	prefix := []byte(device + "\x00")
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketTwins).Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			var t Twin
+			if err := json.Unmarshal(v, &t); err != nil {
+				return fmt.Errorf("twin %q: %w", k, err)
+			}
+			out[string(k[len(prefix):])] = t
+		}
+		return nil
+	})
+	return out, err
+}
+
+func getTwin(b *bolt.Bucket, k []byte) (Twin, error) {
+	var t Twin
+	if v := b.Get(k); v != nil {
+		if err := json.Unmarshal(v, &t); err != nil {
+			return t, fmt.Errorf("twin %q: %w", k, err)
+		}
+	}
+	return t, nil
+}
+
+func putTwin(b *bolt.Bucket, k []byte, t Twin) error {
+	v, err := json.Marshal(t)
+	if err != nil {
+		return err
+	}
+	return b.Put(k, v)
+}
+
+// SetDesired durably records a new desired value and returns the twin with
+// its new sequence number. With spec set, the value came from the Device
+// spec and is recorded as SpecDesired too.
+func (s *Store) SetDesired(device, prop, value, by string, spec bool, now time.Time) (Twin, error) {
+	var t Twin
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		var seq uint64
+		if v := meta.Get(keySeq); len(v) == 8 {
+			seq = beUint64(v)
+		}
+		seq++
+		if err := meta.Put(keySeq, bePut(seq)); err != nil {
+			return err
+		}
+		b := tx.Bucket(bucketTwins)
+		k := twinKey(device, prop)
+		var err error
+		if t, err = getTwin(b, k); err != nil {
+			return err
+		}
+		t.Desired, t.DesiredSeq, t.DesiredTime, t.DesiredBy = value, seq, now, by
+		if spec {
+			t.SpecDesired = value
+		}
+		return putTwin(b, k, t)
+	})
+	return t, err
+}
+
+// MarkApplied durably records that desired value seq was written to the
+// device. A seq older than the one recorded is ignored.
+func (s *Store) MarkApplied(device, prop string, seq uint64, now time.Time) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketTwins)
+		k := twinKey(device, prop)
+		t, err := getTwin(b, k)
+		if err != nil {
+			return err
+		}
+		if seq <= t.AppliedSeq {
+			return nil
+		}
+		t.AppliedSeq, t.AppliedTime = seq, now
+		return putTwin(b, k, t)
+	})
+}
+
+// Reported is one reported value to save.
+type Reported struct {
+	Device, Property string
+	Value            string
+	Time             time.Time
+}
+
+// SaveReported saves a batch of reported values in one transaction.
+func (s *Store) SaveReported(batch []Reported) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketTwins)
+		for _, r := range batch {
+			k := twinKey(r.Device, r.Property)
+			t, err := getTwin(b, k)
+			if err != nil {
+				return err
+			}
+			t.Reported, t.ReportedTime = r.Value, r.Time
+			if err := putTwin(b, k, t); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// DeleteTwins removes every twin of a device.
+func (s *Store) DeleteTwins(device string) error {
+	prefix := []byte(device + "\x00")
+	return s.db.Update(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketTwins).Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Seek(prefix) {
+			if err := c.Delete(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func beUint64(b []byte) uint64 {
+	var v uint64
+	for _, c := range b {
+		v = v<<8 | uint64(c)
+	}
+	return v
+}
+
+func bePut(v uint64) []byte {
+	b := make([]byte, 8)
+	for i := 7; i >= 0; i-- {
+		b[i] = byte(v)
+		v >>= 8
+	}
+	return b
+}

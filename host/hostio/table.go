@@ -202,4 +202,3 @@ func ioError(op string, err error) error {
 	}
 	return abi.Errorf(abi.ErrIO, "%s: %v", op, err)
 }
-

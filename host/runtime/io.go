@@ -173,4 +173,3 @@ func hostGPIOWaitEdge(ctx context.Context, in *instance, _ api.Memory, stack []u
 	v, err := in.table().GPIOWaitEdge(int32(stack[0]), uint32(stack[1]), hostio.Timeout(ctx, uint32(stack[2])))
 	in.ioResult(stack, v, err, abi.ImportGPIOWaitEdge)
 }
-

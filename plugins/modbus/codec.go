@@ -66,16 +66,22 @@ func pickType(name string, bits bool, t wapper.Type, limit int) (dataType, error
 		return dt, nil
 	}
 	switch t {
-	case wapper.TypeFloat:
-		return dataTypes["float32"], nil
-	case wapper.TypeDouble:
-		return dataTypes["float64"], nil
 	case wapper.TypeBoolean:
 		return dataTypes["boolean"], nil
 	case wapper.TypeString:
 		return dataTypes["string"], nil
 	case wapper.TypeBytes, wapper.TypeStream:
 		return dataTypes["bytes"], nil
+	}
+	// Numbers: the width follows limit; without one, FLOAT and DOUBLE
+	// properties are IEEE floats and INT a signed register. A FLOAT or
+	// DOUBLE on one register is a scaled integer.
+	float := t == wapper.TypeFloat || t == wapper.TypeDouble
+	switch {
+	case limit == 0 && t == wapper.TypeFloat, limit == 2 && float:
+		return dataTypes["float32"], nil
+	case limit == 0 && t == wapper.TypeDouble, limit == 4 && float:
+		return dataTypes["float64"], nil
 	}
 	switch limit {
 	case 0, 1:

@@ -5,7 +5,7 @@ set -euo pipefail
 pkgs=(
   mosquitto mosquitto-clients   # independent MQTT broker and clients
   mbpoll                        # independent Modbus client
-  socat python3-pymodbus        # Modbus RTU peer over a pty pair
+  socat python3-pymodbus python3-serial-asyncio  # Modbus RTU peer over a pty pair
   docker-registry               # independent OCI registry
   rustc cargo libstd-rust-dev-wasm32  # Rust SDK and plugins
   gpsd-clients                  # gpsfake, NMEA peer for the Rust mapper

@@ -210,7 +210,7 @@ func (b *Bridge) removeDevice(ctx context.Context, namespace, name string) error
 	if h == nil {
 		return status.Errorf(codes.NotFound, "device %s is not registered with this mapper", key)
 	}
-	b.stopReports(key)
+	b.stopReports(key, true)
 	if err := b.o.Devices.RemoveDevice(ctx, Source, h.dev.Namespace, h.dev.Name); err != nil && !errors.Is(err, ErrNotFound) {
 		return statusError(err, "remove device %s", key)
 	}

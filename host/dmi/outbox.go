@@ -146,10 +146,13 @@ func (o *outbox) put(r *report, front bool) {
 	if el, ok := o.byKey[r.key]; ok {
 		cur := el.Value.(*report)
 		if front {
-			// cur is newer: fold the older twins under it.
+			// cur is newer: fold the older twins under it, and take the
+			// older report's place at the front.
 			if cur.twins != nil && r.twins != nil {
 				cur.twins = mergeTwins(r.twins, cur.twins)
 			}
+			cur.seq = min(cur.seq, r.seq)
+			o.order.MoveToFront(el)
 			return
 		}
 		if cur.twins != nil && r.twins != nil {
@@ -272,4 +275,22 @@ func (o *outbox) sync() error {
 		return fmt.Errorf("save DMI report outbox: %w", err)
 	}
 	return nil
+}
+
+// snapshot returns copies of the pending reports, oldest first.
+func (o *outbox) snapshot() []*report {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var out []*report
+	for el := o.order.Front(); el != nil; el = el.Next() {
+		r := *el.Value.(*report)
+		if r.twins != nil {
+			r.twins = proto.Clone(r.twins).(*pb.ReportDeviceStatusRequest)
+		}
+		if r.state != nil {
+			r.state = proto.Clone(r.state).(*pb.ReportDeviceStatesRequest)
+		}
+		out = append(out, &r)
+	}
+	return out
 }

@@ -8,11 +8,19 @@ import (
 	pb "github.com/kubeedge/api/apis/dmi/v1beta1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
-// startReports (re)starts the reporting of a device. Call with applyMu.
+// startReports (re)starts the reporting of a device; pending reports
+// stay queued. Call with applyMu.
 func (b *Bridge) startReports(key string, d *pb.Device, protocol string) {
-	b.stopReports(key)
+	b.mu.Lock()
+	old := b.devices[key]
+	b.mu.Unlock()
+	if old != nil && old.protocol == protocol && proto.Equal(old.dev, d) {
+		return
+	}
+	b.stopReports(key, false)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	parent := b.runCtx
@@ -31,9 +39,9 @@ func (b *Bridge) startReports(key string, d *pb.Device, protocol string) {
 	}()
 }
 
-// stopReports stops a device's reporting and drops its pending reports.
-// Call with applyMu.
-func (b *Bridge) stopReports(key string) {
+// stopReports stops a device's reporting and, with drop, forgets its
+// pending reports. Call with applyMu.
+func (b *Bridge) stopReports(key string, drop bool) {
 	b.mu.Lock()
 	h := b.devices[key]
 	delete(b.devices, key)
@@ -44,7 +52,9 @@ func (b *Bridge) stopReports(key string) {
 	}
 	h.stop()
 	<-h.done
-	b.out.drop(h.dev.Namespace, h.dev.Name)
+	if drop {
+		b.out.drop(h.dev.Namespace, h.dev.Name)
+	}
 }
 
 // report queues a device's twins at each property's reportCycle and its

@@ -1,0 +1,80 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"slices"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/pflag"
+
+	"wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/host/devices"
+	"wapper.dev/wapper/host/dmi"
+	"wapper.dev/wapper/host/store"
+)
+
+// dmiOptions are the flags of the KubeEdge DMI bridge (package host/dmi).
+type dmiOptions struct {
+	enabled        bool
+	socket         string
+	edgecoreSocket string
+	reportRate     float64
+}
+
+// addDMIFlags adds the DMI bridge's flags.
+func addDMIFlags(f *pflag.FlagSet, o *dmiOptions) {
+	f.BoolVar(&o.enabled, "dmi", false, "register with KubeEdge edgecore over DMI as the mapper of every protocol the plugins provide")
+	f.StringVar(&o.socket, "dmi-socket", dmi.DefaultSocket, "unix socket to serve DMI's DeviceMapperService on; sent to edgecore as the mapper address")
+	f.StringVar(&o.edgecoreSocket, "edgecore-socket", dmi.DefaultEdgecoreSocket, "edgecore's DMI socket (edgecore's modules.deviceTwin.dmiSockPath)")
+	f.Float64Var(&o.reportRate, "dmi-report-rate", dmi.DefaultReportRate, "twin and state reports sent to edgecore per second; edgecore accepts 1/s sustained for all mappers of a node")
+}
+
+// startDMI starts the DMI bridge when --dmi is set, after the manager has
+// restored its state. The returned function waits for the bridge to stop
+// once ctx ends; call it before closing the manager and the store.
+func startDMI(ctx context.Context, o dmiOptions, mgr *devices.Manager, st *store.Store, log *slog.Logger, reg prometheus.Registerer) (wait func(), err error) {
+	if !o.enabled {
+		return func() {}, nil
+	}
+	b, err := dmi.New(dmi.Options{
+		Devices: dmi.FromManager(mgr, func() []string { return storedProtocols(st, log) }),
+		DB:      st.DB(), Socket: o.socket, EdgecoreSocket: o.edgecoreSocket,
+		ReportRate: o.reportRate, Logger: log, Metrics: dmi.NewMetrics(reg),
+	})
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := b.Run(ctx); err != nil {
+			log.Error("DMI bridge stopped; restart wapper-host to serve edgecore again", "err", err)
+		}
+	}()
+	return func() { <-done }, nil
+}
+
+// storedProtocols lists the protocols of the MapperPlugins the manager
+// holds, read from its saved objects: the fallback while the manager has no
+// Protocols method.
+func storedProtocols(st *store.Store, log *slog.Logger) []string {
+	objs, err := st.Objects()
+	if err != nil {
+		log.Warn("list MapperPlugins for DMI registration", "err", err)
+		return nil
+	}
+	var out []string
+	for _, o := range objs {
+		if o.Kind != devices.KindMapperPlugin {
+			continue
+		}
+		var p v1alpha1.MapperPlugin
+		if json.Unmarshal(o.JSON, &p) == nil {
+			out = append(out, p.Spec.Protocols...)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}

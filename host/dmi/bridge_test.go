@@ -1,0 +1,389 @@
+package dmi
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/kubeedge/api/apis/devices/v1beta1"
+	pb "github.com/kubeedge/api/apis/dmi/v1beta1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/host/devices"
+	"wapper.dev/wapper/host/runtime"
+	"wapper.dev/wapper/host/store"
+	"wapper.dev/wapper/internal/testenv"
+)
+
+// testHost is a device manager running the virtual plugin, with a bridge.
+type testHost struct {
+	t       *testing.T
+	mgr     *devices.Manager
+	b       *Bridge
+	dir     string
+	protos  atomic.Pointer[[]string]
+	frozen  atomic.Bool // Status fails: no new reports are queued
+	plugins []*v1alpha1.MapperPlugin
+	cancel  context.CancelFunc
+	done    chan error
+}
+
+// frozenDevices fails Status while the host is frozen.
+type frozenDevices struct {
+	Devices
+	h *testHost
+}
+
+func (f frozenDevices) Status(ns, name string) (Status, error) {
+	if f.h.frozen.Load() {
+		return Status{}, errors.New("frozen by the test")
+	}
+	return f.Devices.Status(ns, name)
+}
+
+func mapperPlugin(name string, protocols ...string) *v1alpha1.MapperPlugin {
+	return &v1alpha1.MapperPlugin{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec:       v1alpha1.MapperPluginSpec{Protocols: protocols, Module: v1alpha1.Module{File: "virtual.wasm"}},
+	}
+}
+
+// shortDir returns a temporary folder with a short path: unix socket
+// paths are limited to 107 bytes.
+func shortDir(t *testing.T) string {
+	dir, err := os.MkdirTemp("", "dmi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+func newTestHost(t *testing.T, dir string) *testHost {
+	virtual := testenv.Plugin(t, "virtual")
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	st, err := store.Open(filepath.Join(dir, "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := runtime.NewEngine(runtime.EngineOptions{CacheDir: filepath.Join(dir, "cache"), Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mgr, err := devices.New(devices.Options{
+		Engine: eng, Store: st, Logger: log,
+		Modules:             devices.ModuleLoader{PluginDir: filepath.Dir(virtual), CacheDir: filepath.Join(dir, "modules")},
+		DefaultCollectCycle: 100 * time.Millisecond, DefaultReportCycle: 100 * time.Millisecond, StateCycle: 200 * time.Millisecond, FlushInterval: 100 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &testHost{t: t, mgr: mgr, dir: dir, done: make(chan error, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	if err := mgr.Restore(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.setPlugins(mapperPlugin("virtual", "virtual"))
+	b, err := New(Options{
+		Devices: frozenDevices{FromManager(mgr, func() []string { return *h.protos.Load() }), h},
+		DB:      st.DB(), Socket: filepath.Join(dir, "wapper.sock"), EdgecoreSocket: filepath.Join(dir, "dmi.sock"),
+		Version: "test", Logger: log,
+		ReportRate: 500, ReportBurst: 20, DefaultReportCycle: 500 * time.Millisecond, ModelWait: 300 * time.Millisecond,
+		ProtocolPoll: 50 * time.Millisecond, SyncInterval: 50 * time.Millisecond, MaxMessageBytes: 1 << 20,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.b = b
+	go func() { h.done <- b.Run(ctx) }()
+	t.Cleanup(func() {
+		h.stop()
+		cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer ccancel()
+		mgr.Close(cctx)
+		eng.Close(cctx)
+		st.Close()
+	})
+	return h
+}
+
+func (h *testHost) stop() {
+	if h.cancel == nil {
+		return
+	}
+	h.cancel()
+	if err := <-h.done; err != nil {
+		h.t.Errorf("bridge Run: %v", err)
+	}
+	h.cancel = nil
+}
+
+// setPlugins applies MapperPlugins from the manifests source and tells the
+// bridge their protocols.
+func (h *testHost) setPlugins(ps ...*v1alpha1.MapperPlugin) {
+	h.plugins = ps
+	var protos []string
+	for _, p := range ps {
+		protos = append(protos, p.Spec.Protocols...)
+	}
+	if err := h.mgr.Apply(context.Background(), "manifests", devices.ResourceSet{Plugins: ps}); err != nil {
+		h.t.Fatal(err)
+	}
+	h.protos.Store(&protos)
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func simModel() *v1beta1.DeviceModel {
+	return &v1beta1.DeviceModel{
+		ObjectMeta: metav1.ObjectMeta{Name: "sim-model", Namespace: "default"},
+		Spec: v1beta1.DeviceModelSpec{Protocol: "virtual", Properties: []v1beta1.ModelProperty{
+			{Name: "counter", Type: v1beta1.INT, AccessMode: v1beta1.ReadOnly},
+			{Name: "level", Type: v1beta1.INT, AccessMode: v1beta1.ReadWrite},
+		}},
+	}
+}
+
+func simDevice(name, desiredLevel string) *v1beta1.Device {
+	vis := func(kv ...any) v1beta1.VisitorConfig {
+		m := map[string]any{}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i].(string)] = kv[i+1]
+		}
+		return v1beta1.VisitorConfig{ProtocolName: "virtual", ConfigData: &v1beta1.CustomizedValue{Data: m}}
+	}
+	return &v1beta1.Device{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
+		Spec: v1beta1.DeviceSpec{
+			DeviceModelRef: &corev1.LocalObjectReference{Name: "sim-model"},
+			Protocol:       v1beta1.ProtocolConfig{ProtocolName: "virtual", ConfigData: &v1beta1.CustomizedValue{Data: map[string]any{"unit": 1}}},
+			StateReport:    &v1beta1.StateReportConfig{ReportCycle: 300, ReportToCloud: true},
+			Properties: []v1beta1.DeviceProperty{
+				{Name: "counter", ReportCycle: 150, CollectCycle: 100, ReportToCloud: true, Visitors: vis("kind", "counter", "step", 1)},
+				{Name: "level", ReportCycle: 150, CollectCycle: 100, ReportToCloud: true, Visitors: vis("kind", "setpoint", "initial", 5),
+					Desired: v1beta1.TwinProperty{Value: desiredLevel}},
+			},
+		},
+	}
+}
+
+// lastTwin returns the last twin report of a device, or nil.
+func (s *standIn) lastTwin(name string) *pb.ReportDeviceStatusRequest {
+	for i := len(s.twins) - 1; i >= 0; i-- {
+		if s.twins[i].DeviceName == name {
+			return s.twins[i]
+		}
+	}
+	return nil
+}
+
+func (s *standIn) countTwins(name string, from int) int {
+	n := 0
+	for _, r := range s.twins[from:] {
+		if r.DeviceName == name {
+			n++
+		}
+	}
+	return n
+}
+
+// TestHostRestartKeepsQueuedReports stops the host while edgecore is down
+// and checks that a new host on the same state sends what was queued.
+func TestHostRestartKeepsQueuedReports(t *testing.T) {
+	dir := shortDir(t)
+	ec := newStandIn(t, filepath.Join(dir, "dmi.sock"))
+	h := newTestHost(t, dir)
+	ec.waitFor("MapperRegister", func() bool { return len(ec.regs) > 0 })
+	mapper := ec.mapper()
+	ctx := context.Background()
+	model := edgecoreModel(t, jsonRoundTrip(t, simModel()))
+	dev := edgecoreDevice(t, jsonRoundTrip(t, simDevice("keep", "")))
+	if _, err := mapper.CreateDeviceModel(ctx, &pb.CreateDeviceModelRequest{Model: model}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mapper.RegisterDevice(ctx, &pb.RegisterDeviceRequest{Device: dev}); err != nil {
+		t.Fatal(err)
+	}
+	ec.mu.Lock()
+	ec.models["default/sim-model"], ec.devices["default/keep"] = model, dev
+	ec.mu.Unlock()
+	ec.waitFor("a report", func() bool { return ec.lastTwin("keep") != nil })
+
+	ec.stop()
+	waitUntil(t, "a report queued while edgecore is down", func() bool {
+		return !h.b.ready.isOpen() && slices.ContainsFunc(h.b.out.snapshot(), func(r *report) bool { return r.twins != nil })
+	})
+	h.frozen.Store(true)
+	h.stop() // saves the outbox
+	var queued *pb.ReportDeviceStatusRequest
+	for _, r := range h.b.out.snapshot() {
+		if r.twins != nil {
+			queued = r.twins
+		}
+	}
+
+	// A new bridge on the same database (the manager keeps running) sends
+	// the saved report first.
+	b2, err := New(Options{
+		Devices: frozenDevices{FromManager(h.mgr, func() []string { return []string{"virtual"} }), h},
+		DB:      h.b.o.DB, Socket: h.b.o.Socket, EdgecoreSocket: h.b.o.EdgecoreSocket,
+		ReportRate: 500, ProtocolPoll: 50 * time.Millisecond, SyncInterval: 50 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := b2.out.len(); n == 0 {
+		t.Fatal("outbox empty after reopening")
+	}
+	ctx2, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- b2.Run(ctx2) }()
+	defer func() { cancel(); <-done }()
+	ec.mu.Lock()
+	mark := len(ec.twins)
+	ec.mu.Unlock()
+	ec.start()
+	ec.waitFor("the report saved before the host restart", func() bool {
+		return slices.ContainsFunc(ec.twins[mark:], func(r *pb.ReportDeviceStatusRequest) bool { return proto.Equal(r, queued) })
+	})
+}
+
+// TestBadRequests checks that bad requests get gRPC errors that say what
+// is wrong, and that they do not disturb a good device.
+func TestBadRequests(t *testing.T) {
+	dir := shortDir(t)
+	ec := newStandIn(t, filepath.Join(dir, "dmi.sock"))
+	h := newTestHost(t, dir)
+	ec.waitFor("MapperRegister", func() bool { return len(ec.regs) > 0 })
+	mapper := ec.mapper()
+	ctx := context.Background()
+	if _, err := mapper.CreateDeviceModel(ctx, &pb.CreateDeviceModelRequest{Model: edgecoreModel(t, jsonRoundTrip(t, simModel()))}); err != nil {
+		t.Fatal(err)
+	}
+	good := edgecoreDevice(t, jsonRoundTrip(t, simDevice("good", "")))
+	if _, err := mapper.RegisterDevice(ctx, &pb.RegisterDeviceRequest{Device: good}); err != nil {
+		t.Fatal(err)
+	}
+	// A manifests device holds the name "taken".
+	taken := simDevice("taken", "")
+	if err := h.mgr.Apply(ctx, "manifests", devices.ResourceSet{Plugins: h.plugins, Devices: []*v1beta1.Device{taken}, Models: []*v1beta1.DeviceModel{}}); err != nil {
+		t.Fatal(err)
+	}
+
+	mod := func(name string, f func(d *pb.Device)) *pb.Device {
+		d := edgecoreDevice(t, jsonRoundTrip(t, simDevice(name, "")))
+		f(d)
+		return d
+	}
+	bytesAny, _ := anypb.New(wrapperspb.Bytes([]byte("x")))
+	for _, c := range []struct {
+		name string
+		call func() error
+		code codes.Code
+		want []string
+	}{
+		{"unknown protocol", func() error {
+			_, err := mapper.RegisterDevice(ctx, &pb.RegisterDeviceRequest{Device: mod("p", func(d *pb.Device) { d.Spec.Protocol.ProtocolName = "opcua" })})
+			return err
+		}, codes.FailedPrecondition, []string{`device default/p: unknown protocol "opcua"`, "loaded: [virtual]", "MapperPlugin"}},
+		{"missing model", func() error {
+			_, err := mapper.RegisterDevice(ctx, &pb.RegisterDeviceRequest{Device: mod("m", func(d *pb.Device) { d.Spec.DeviceModelReference = "nope" })})
+			return err
+		}, codes.FailedPrecondition, []string{"device default/m: device model default/nope not found"}},
+		{"bad configData type", func() error {
+			_, err := mapper.RegisterDevice(ctx, &pb.RegisterDeviceRequest{Device: mod("c", func(d *pb.Device) { d.Spec.Protocol.ConfigData.Data["unit"] = bytesAny })})
+			return err
+		}, codes.InvalidArgument, []string{`spec.protocol.configData["unit"]`, "google.protobuf.BytesValue"}},
+		{"bad visitor configData type", func() error {
+			_, err := mapper.UpdateDevice(ctx, &pb.UpdateDeviceRequest{Device: mod("v", func(d *pb.Device) { d.Spec.Properties[0].Visitors.ConfigData.Data["kind"] = bytesAny })})
+			return err
+		}, codes.InvalidArgument, []string{`spec.properties[counter].visitors.configData["kind"]`}},
+		{"oversized message", func() error {
+			_, err := mapper.RegisterDevice(ctx, &pb.RegisterDeviceRequest{Device: mod("big", func(d *pb.Device) {
+				d.Spec.Protocol.ConfigData.Data["blob"], _ = anypb.New(wrapperspb.String(strings.Repeat("x", 2<<20)))
+			})})
+			return err
+		}, codes.ResourceExhausted, []string{"larger than max"}},
+		{"property not in model", func() error {
+			_, err := mapper.RegisterDevice(ctx, &pb.RegisterDeviceRequest{Device: mod("np", func(d *pb.Device) { d.Spec.Properties[0].Name = "humidity" })})
+			return err
+		}, codes.InvalidArgument, []string{`property "humidity" is not in device model default/sim-model`}},
+		{"plugin refuses", func() error {
+			_, err := mapper.RegisterDevice(ctx, &pb.RegisterDeviceRequest{Device: mod("pr", func(d *pb.Device) {
+				d.Spec.Properties[0].Visitors.ConfigData.Data["kind"], _ = anypb.New(wrapperspb.String("teleport"))
+			})})
+			return err
+		}, codes.InvalidArgument, []string{"refused the device", `unknown kind "teleport"`}},
+		{"name held by the manifests", func() error {
+			_, err := mapper.RegisterDevice(ctx, &pb.RegisterDeviceRequest{Device: mod("taken", func(*pb.Device) {})})
+			return err
+		}, codes.AlreadyExists, []string{"default/taken", `owned by source "manifests"`}},
+		{"no device", func() error {
+			_, err := mapper.RegisterDevice(ctx, &pb.RegisterDeviceRequest{})
+			return err
+		}, codes.InvalidArgument, []string{"request has no device"}},
+		{"remove unknown device", func() error {
+			_, err := mapper.RemoveDevice(ctx, &pb.RemoveDeviceRequest{DeviceName: "ghost"})
+			return err
+		}, codes.NotFound, []string{"device default/ghost is not registered"}},
+		{"get unknown device", func() error {
+			_, err := mapper.GetDevice(ctx, &pb.GetDeviceRequest{DeviceName: "ghost", DeviceNamespace: "default"})
+			return err
+		}, codes.NotFound, []string{"ghost"}},
+		{"model without name", func() error {
+			_, err := mapper.CreateDeviceModel(ctx, &pb.CreateDeviceModelRequest{Model: &pb.DeviceModel{}})
+			return err
+		}, codes.InvalidArgument, []string{"device model has no name"}},
+	} {
+		err := c.call()
+		st := status.Convert(err)
+		if err == nil || st.Code() != c.code {
+			t.Errorf("%s: got %v, want code %v", c.name, err, c.code)
+			continue
+		}
+		for _, w := range c.want {
+			if !strings.Contains(st.Message(), w) {
+				t.Errorf("%s: message %q lacks %q", c.name, st.Message(), w)
+			}
+		}
+	}
+	// The good device still runs and reports.
+	ec.mu.Lock()
+	mark := len(ec.twins)
+	ec.mu.Unlock()
+	ec.waitFor("reports of the good device", func() bool { return ec.countTwins("good", mark) >= 2 })
+	if st, err := h.mgr.Device("default", "good"); err != nil || st.Phase != devices.PhaseRunning {
+		t.Fatalf("good device: %+v, %v", st, err)
+	}
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,83 @@
+package dmi
+
+import (
+	"path/filepath"
+	"testing"
+
+	pb "github.com/kubeedge/api/apis/dmi/v1beta1"
+	bolt "go.etcd.io/bbolt"
+)
+
+func twinReq(name string, kv ...string) *pb.ReportDeviceStatusRequest {
+	r := &pb.ReportDeviceStatusRequest{DeviceName: name, DeviceNamespace: "default", ReportedDevice: &pb.DeviceStatus{}}
+	for i := 0; i < len(kv); i += 2 {
+		r.ReportedDevice.Twins = append(r.ReportedDevice.Twins, &pb.Twin{PropertyName: kv[i], Reported: &pb.TwinProperty{Value: kv[i+1]}})
+	}
+	return r
+}
+
+// TestOutboxCoalescesAndPersists checks the outbox keeps arrival order,
+// merges twin reports per device, replaces states, and restores exactly
+// what was pending after a reopen.
+func TestOutboxCoalescesAndPersists(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := openOutbox(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.putTwins(twinReq("a", "t", "1", "h", "10"))
+	o.putState(&pb.ReportDeviceStatesRequest{DeviceName: "a", DeviceNamespace: "default", State: "ok"})
+	o.putTwins(twinReq("b", "t", "5"))
+	o.putTwins(twinReq("a", "t", "2")) // merges into a's pending twins, keeps its place
+	o.putState(&pb.ReportDeviceStatesRequest{DeviceName: "a", DeviceNamespace: "default", State: "offline"})
+	o.putTwins(twinReq("gone", "t", "9"))
+	o.drop("default", "gone")
+	if n := o.len(); n != 3 {
+		t.Fatalf("pending = %d, want 3", n)
+	}
+	// A report that failed goes back in front, under a newer one if any.
+	r := o.pop()
+	o.putTwins(twinReq("a", "h", "11"))
+	o.requeue(r)
+	if err := o.sync(); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	db, err = bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	o, err = openOutbox(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for r := o.pop(); r != nil; r = o.pop() {
+		switch {
+		case r.twins != nil:
+			s := r.twins.DeviceName + ":"
+			for _, p := range []string{"t", "h"} {
+				v, _, _ := twinValue(r.twins, p)
+				s += p + "=" + v + ","
+			}
+			got = append(got, s)
+		default:
+			got = append(got, r.state.DeviceName+":"+r.state.State)
+		}
+	}
+	want := []string{"a:t=2,h=11,", "a:offline", "b:t=5,h=,"}
+	if len(got) != len(want) {
+		t.Fatalf("restored %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("restored %v, want %v", got, want)
+		}
+	}
+}

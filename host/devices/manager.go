@@ -54,8 +54,9 @@ type Options struct {
 	// Modules resolves a MapperPlugin's module to its wasm bytes; see
 	// [ModuleLoader]. Required.
 	Modules ModuleResolver
-	// Ext returns the host-function extension settings (device I/O grants)
-	// of a plugin, passed as runtime.Config.Ext. Optional.
+	// Ext returns extra host-function extension settings of a plugin,
+	// added to runtime.Config.Ext. Optional: the device I/O grants of
+	// spec.grants are always set.
 	Ext func(*v1alpha1.MapperPlugin) (map[any]any, error)
 	// Logger receives the manager's logs; nil means slog.Default().
 	Logger *slog.Logger

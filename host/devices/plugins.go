@@ -74,9 +74,16 @@ func (m *Manager) startPlugin(ctx context.Context, obj *v1alpha1.MapperPlugin) (
 	if obj.Spec.Config != nil && len(obj.Spec.Config.Raw) > 0 {
 		cfg.PluginConfig = obj.Spec.Config.Raw
 	}
+	if err := runtime.WithGrants(&cfg, obj.Spec.Grants); err != nil {
+		return nil, fmt.Errorf("MapperPlugin %s: spec.grants: %w", obj.Name, err)
+	}
 	if m.opts.Ext != nil {
-		if cfg.Ext, err = m.opts.Ext(obj); err != nil {
-			return nil, fmt.Errorf("grants of MapperPlugin %s: %w", obj.Name, err)
+		ext, err := m.opts.Ext(obj)
+		if err != nil {
+			return nil, fmt.Errorf("extensions of MapperPlugin %s: %w", obj.Name, err)
+		}
+		for k, v := range ext {
+			cfg.Ext[k] = v
 		}
 	}
 	p, err := m.opts.Engine.Load(ctx, cfg)

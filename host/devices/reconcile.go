@@ -155,9 +155,9 @@ type propConfig struct {
 	desired string // spec desired value, "" if none
 }
 
-func (m *Manager) plan(d *device, od ownedDevice, models map[string]*v1beta1.DeviceModel, plugins map[string]*pluginEntry) config {
+func (m *Manager) plan(d *device, od ownedDevice, models map[string]*v1beta1.DeviceModel, plugins map[string]*pluginEntry) (cfg config) {
 	dv := od.dev
-	cfg := config{source: od.source, dev: dv, state: m.opts.StateCycle}
+	cfg = config{source: od.source, dev: dv, state: m.opts.StateCycle}
 	if sr := dv.Spec.StateReport; sr != nil && sr.ReportCycle > 0 {
 		cfg.state = time.Duration(sr.ReportCycle) * time.Millisecond
 	}

@@ -315,7 +315,7 @@ func httpCode(err error) int {
 	case errors.Is(err, devices.ErrInvalid):
 		return 400
 	case errors.Is(err, devices.ErrReadOnly):
-		return 405
+		return 403
 	case errors.Is(err, devices.ErrConflict):
 		return 409
 	}

@@ -24,6 +24,7 @@ import (
 
 	"wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
 	"wapper.dev/wapper/host/devices"
+	"wapper.dev/wapper/host/dmi/dmitest"
 	"wapper.dev/wapper/host/runtime"
 	"wapper.dev/wapper/host/store"
 	"wapper.dev/wapper/internal/testenv"
@@ -187,49 +188,27 @@ func simDevice(name, desiredLevel string) *v1beta1.Device {
 	}
 }
 
-// lastTwin returns the last twin report of a device, or nil.
-func (s *standIn) lastTwin(name string) *pb.ReportDeviceStatusRequest {
-	for i := len(s.twins) - 1; i >= 0; i-- {
-		if s.twins[i].DeviceName == name {
-			return s.twins[i]
-		}
-	}
-	return nil
-}
-
-func (s *standIn) countTwins(name string, from int) int {
-	n := 0
-	for _, r := range s.twins[from:] {
-		if r.DeviceName == name {
-			n++
-		}
-	}
-	return n
-}
-
 // TestHostRestartKeepsQueuedReports stops the host while edgecore is down
 // and checks that a new host on the same state sends what was queued.
 func TestHostRestartKeepsQueuedReports(t *testing.T) {
 	dir := shortDir(t)
-	ec := newStandIn(t, filepath.Join(dir, "dmi.sock"))
+	ec := dmitest.Start(t, filepath.Join(dir, "dmi.sock"))
 	h := newTestHost(t, dir)
-	ec.waitFor("MapperRegister", func() bool { return len(ec.regs) > 0 })
-	mapper := ec.mapper()
+	ec.WaitFor("MapperRegister", func() bool { return len(ec.Registrations) > 0 })
+	mapper := ec.Mapper()
 	ctx := context.Background()
-	model := edgecoreModel(t, jsonRoundTrip(t, simModel()))
-	dev := edgecoreDevice(t, jsonRoundTrip(t, simDevice("keep", "")))
+	model := dmitest.Model(t, dmitest.JSONRoundTrip(t, simModel()))
+	dev := dmitest.Device(t, dmitest.JSONRoundTrip(t, simDevice("keep", "")))
 	if _, err := mapper.CreateDeviceModel(ctx, &pb.CreateDeviceModelRequest{Model: model}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := mapper.RegisterDevice(ctx, &pb.RegisterDeviceRequest{Device: dev}); err != nil {
 		t.Fatal(err)
 	}
-	ec.mu.Lock()
-	ec.models["default/sim-model"], ec.devices["default/keep"] = model, dev
-	ec.mu.Unlock()
-	ec.waitFor("a report", func() bool { return ec.lastTwin("keep") != nil })
+	ec.Hold("default", "keep", dev, model)
+	ec.WaitFor("a report", func() bool { return ec.LastTwin("keep") != nil })
 
-	ec.stop()
+	ec.Stop()
 	waitUntil(t, "a report queued while edgecore is down", func() bool {
 		return !h.b.ready.isOpen() && slices.ContainsFunc(h.b.out.snapshot(), func(r *report) bool { return r.twins != nil })
 	})
@@ -259,12 +238,10 @@ func TestHostRestartKeepsQueuedReports(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- b2.Run(ctx2) }()
 	defer func() { cancel(); <-done }()
-	ec.mu.Lock()
-	mark := len(ec.twins)
-	ec.mu.Unlock()
-	ec.start()
-	ec.waitFor("the report saved before the host restart", func() bool {
-		return slices.ContainsFunc(ec.twins[mark:], func(r *pb.ReportDeviceStatusRequest) bool { return proto.Equal(r, queued) })
+	_, mark, _ := ec.Counts()
+	ec.Restart()
+	ec.WaitFor("the report saved before the host restart", func() bool {
+		return slices.ContainsFunc(ec.Twins[mark:], func(r *pb.ReportDeviceStatusRequest) bool { return proto.Equal(r, queued) })
 	})
 }
 
@@ -272,15 +249,15 @@ func TestHostRestartKeepsQueuedReports(t *testing.T) {
 // is wrong, and that they do not disturb a good device.
 func TestBadRequests(t *testing.T) {
 	dir := shortDir(t)
-	ec := newStandIn(t, filepath.Join(dir, "dmi.sock"))
+	ec := dmitest.Start(t, filepath.Join(dir, "dmi.sock"))
 	h := newTestHost(t, dir)
-	ec.waitFor("MapperRegister", func() bool { return len(ec.regs) > 0 })
-	mapper := ec.mapper()
+	ec.WaitFor("MapperRegister", func() bool { return len(ec.Registrations) > 0 })
+	mapper := ec.Mapper()
 	ctx := context.Background()
-	if _, err := mapper.CreateDeviceModel(ctx, &pb.CreateDeviceModelRequest{Model: edgecoreModel(t, jsonRoundTrip(t, simModel()))}); err != nil {
+	if _, err := mapper.CreateDeviceModel(ctx, &pb.CreateDeviceModelRequest{Model: dmitest.Model(t, dmitest.JSONRoundTrip(t, simModel()))}); err != nil {
 		t.Fatal(err)
 	}
-	good := edgecoreDevice(t, jsonRoundTrip(t, simDevice("good", "")))
+	good := dmitest.Device(t, dmitest.JSONRoundTrip(t, simDevice("good", "")))
 	if _, err := mapper.RegisterDevice(ctx, &pb.RegisterDeviceRequest{Device: good}); err != nil {
 		t.Fatal(err)
 	}
@@ -291,7 +268,7 @@ func TestBadRequests(t *testing.T) {
 	}
 
 	mod := func(name string, f func(d *pb.Device)) *pb.Device {
-		d := edgecoreDevice(t, jsonRoundTrip(t, simDevice(name, "")))
+		d := dmitest.Device(t, dmitest.JSONRoundTrip(t, simDevice(name, "")))
 		f(d)
 		return d
 	}
@@ -368,10 +345,8 @@ func TestBadRequests(t *testing.T) {
 		}
 	}
 	// The good device still runs and reports.
-	ec.mu.Lock()
-	mark := len(ec.twins)
-	ec.mu.Unlock()
-	ec.waitFor("reports of the good device", func() bool { return ec.countTwins("good", mark) >= 2 })
+	_, mark, _ := ec.Counts()
+	ec.WaitFor("reports of the good device", func() bool { return ec.CountTwins("good", mark) >= 2 })
 	if st, err := h.mgr.Device("default", "good"); err != nil || st.Phase != devices.PhaseRunning {
 		t.Fatalf("good device: %+v, %v", st, err)
 	}

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"wapper.dev/wapper/host/dmi/dmitest"
 	"wapper.dev/wapper/host/manifest"
 )
 
@@ -141,7 +142,7 @@ func TestYAMLAndDMIGiveTheSameDevice(t *testing.T) {
 		t.Fatalf("sample manifest: %+v", set.Problems)
 	}
 	yamlDev := set.Devices[0]
-	dmiDev, err := DeviceFromDMI(edgecoreDevice(t, jsonRoundTrip(t, yamlDev)))
+	dmiDev, err := DeviceFromDMI(dmitest.Device(t, dmitest.JSONRoundTrip(t, yamlDev)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +163,7 @@ func TestYAMLAndDMIGiveTheSameDevice(t *testing.T) {
 	}
 
 	yamlModel := set.Models[0]
-	dmiModel, err := ModelFromDMI(edgecoreModel(t, jsonRoundTrip(t, yamlModel)), yamlDev.Spec.Protocol.ProtocolName)
+	dmiModel, err := ModelFromDMI(dmitest.Model(t, dmitest.JSONRoundTrip(t, yamlModel)), yamlDev.Spec.Protocol.ProtocolName)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"wapper.dev/wapper/host/dmi/dmitest"
+
 	pb "github.com/kubeedge/api/apis/dmi/v1beta1"
 	bolt "go.etcd.io/bbolt"
 )
@@ -63,7 +65,7 @@ func TestOutboxCoalescesAndPersists(t *testing.T) {
 		case r.twins != nil:
 			s := r.twins.DeviceName + ":"
 			for _, p := range []string{"t", "h"} {
-				v, _, _ := twinValue(r.twins, p)
+				v, _, _ := dmitest.TwinValue(r.twins, p)
 				s += p + "=" + v + ","
 			}
 			got = append(got, s)

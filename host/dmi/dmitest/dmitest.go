@@ -1,0 +1,347 @@
+// Package dmitest is a stand-in KubeEdge edgecore for tests: KubeEdge's
+// generated DeviceManagerService server and DeviceMapperService client on
+// unix sockets, and the Device and DeviceModel conversions edgecore applies
+// before it calls a mapper (edge/pkg/devicetwin/dtcommon: a JSON round trip
+// into the DMI messages, configData values wrapped by their Go type, float64
+// narrowed to FloatValue).
+package dmitest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kubeedge/api/apis/devices/v1beta1"
+	pb "github.com/kubeedge/api/apis/dmi/v1beta1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// ConfigValue wraps a configData value as edgecore does.
+func ConfigValue(t testing.TB, v any) *anypb.Any {
+	t.Helper()
+	var a *anypb.Any
+	var err error
+	switch x := v.(type) {
+	case string:
+		a, err = anypb.New(wrapperspb.String(x))
+	case int:
+		a, err = anypb.New(wrapperspb.Int32(int32(x)))
+	case int32:
+		a, err = anypb.New(wrapperspb.Int32(x))
+	case int64:
+		a, err = anypb.New(wrapperspb.Int64(x))
+	case float64:
+		a, err = anypb.New(wrapperspb.Float(float32(x)))
+	case float32:
+		a, err = anypb.New(wrapperspb.Float(x))
+	case bool:
+		a, err = anypb.New(wrapperspb.Bool(x))
+	default:
+		t.Fatalf("edgecore cannot convert %T to any", v)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func config(t testing.TB, cv *v1beta1.CustomizedValue) *pb.CustomizedValue {
+	if cv == nil || cv.Data == nil {
+		return nil
+	}
+	out := &pb.CustomizedValue{Data: map[string]*anypb.Any{}}
+	for k, v := range cv.Data {
+		out.Data[k] = ConfigValue(t, v)
+	}
+	return out
+}
+
+// Device converts a Device the way edgecore does before
+// RegisterDevice, UpdateDevice and MapperRegister. The device's configData
+// must hold JSON-decoded values, as edgecore's do.
+func Device(t testing.TB, d *v1beta1.Device) *pb.Device {
+	t.Helper()
+	b, err := json.Marshal(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &pb.Device{}
+	if err := json.Unmarshal(b, out); err != nil {
+		t.Fatal(err)
+	}
+	if out.Spec == nil {
+		out.Spec = &pb.DeviceSpec{}
+	}
+	if out.Spec.Protocol == nil {
+		out.Spec.Protocol = &pb.ProtocolConfig{}
+	}
+	out.Spec.Protocol.ConfigData = config(t, d.Spec.Protocol.ConfigData)
+	out.Spec.Properties = nil
+	for _, p := range d.Spec.Properties {
+		pb2 := &pb.DeviceProperty{}
+		pj, _ := json.Marshal(p)
+		if err := json.Unmarshal(pj, pb2); err != nil {
+			t.Fatal(err)
+		}
+		if pb2.Visitors == nil {
+			pb2.Visitors = &pb.VisitorConfig{}
+		}
+		pb2.Visitors.ConfigData = config(t, p.Visitors.ConfigData)
+		out.Spec.Properties = append(out.Spec.Properties, pb2)
+	}
+	out.Name, out.Namespace = d.Name, d.Namespace
+	if d.Spec.DeviceModelRef != nil {
+		out.Spec.DeviceModelReference = d.Spec.DeviceModelRef.Name
+	}
+	if sr := d.Spec.StateReport; sr != nil {
+		out.Status = &pb.DeviceStatus{ReportCycle: sr.ReportCycle, ReportToCloud: sr.ReportToCloud}
+	}
+	return out
+}
+
+// Model converts a DeviceModel the way edgecore does.
+func Model(t testing.TB, m *v1beta1.DeviceModel) *pb.DeviceModel {
+	t.Helper()
+	b, _ := json.Marshal(m)
+	out := &pb.DeviceModel{}
+	if err := json.Unmarshal(b, out); err != nil {
+		t.Fatal(err)
+	}
+	out.Name, out.Namespace = m.Name, m.Namespace
+	return out
+}
+
+// JSONRoundTrip gives a device the value types edgecore holds (it reads
+// devices as JSON): every number becomes float64.
+func JSONRoundTrip[T any](t testing.TB, v *T) *T {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := new(T)
+	if err := json.Unmarshal(b, out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// Edgecore is a stand-in edgecore: it serves DeviceManagerService on a
+// unix socket, records what mappers register and report, and calls the
+// registered mapper's DeviceMapperService like edgecore does. Its exported
+// fields may be read inside [Edgecore.WaitFor] and [Edgecore.With].
+type Edgecore struct {
+	pb.UnimplementedDeviceManagerServiceServer
+	t    testing.TB
+	sock string
+	srv  *grpc.Server
+	conn *grpc.ClientConn
+
+	mu            sync.Mutex
+	Registrations []*pb.MapperRegisterRequest
+	Twins         []*pb.ReportDeviceStatusRequest
+	States        []*pb.ReportDeviceStatesRequest
+	devices       map[string]*pb.Device // returned by MapperRegister with data
+	models        map[string]*pb.DeviceModel
+	changed       chan struct{}
+}
+
+// Start serves a stand-in edgecore on sock until the test ends.
+func Start(t testing.TB, sock string) *Edgecore {
+	e := &Edgecore{t: t, sock: sock, devices: map[string]*pb.Device{}, models: map[string]*pb.DeviceModel{}, changed: make(chan struct{}, 1)}
+	e.Restart()
+	t.Cleanup(func() {
+		e.Stop()
+		if e.conn != nil {
+			e.conn.Close()
+		}
+	})
+	return e
+}
+
+// Restart serves again after Stop, on the same socket, keeping what it
+// holds (as edgecore keeps its devices in its database).
+func (e *Edgecore) Restart() {
+	os.Remove(e.sock)
+	lis, err := net.Listen("unix", e.sock)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.srv = grpc.NewServer()
+	pb.RegisterDeviceManagerServiceServer(e.srv, e)
+	go e.srv.Serve(lis)
+}
+
+// Stop stops serving, as when edgecore exits.
+func (e *Edgecore) Stop() {
+	if e.srv != nil {
+		e.srv.Stop()
+		e.srv = nil
+	}
+}
+
+func (e *Edgecore) poke() {
+	select {
+	case e.changed <- struct{}{}:
+	default:
+	}
+}
+
+// MapperRegister records the registration and, with data, returns the
+// devices of the protocol and their models, like edgecore.
+func (e *Edgecore) MapperRegister(_ context.Context, in *pb.MapperRegisterRequest) (*pb.MapperRegisterResponse, error) {
+	if in.GetMapper().GetProtocol() == "" {
+		return nil, fmt.Errorf("fail to register mapper %s because the protocol is nil", in.GetMapper().GetName())
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	defer e.poke()
+	e.Registrations = append(e.Registrations, in)
+	resp := &pb.MapperRegisterResponse{}
+	if in.WithData {
+		for _, d := range e.devices {
+			if d.Spec.Protocol.ProtocolName != in.Mapper.Protocol {
+				continue
+			}
+			resp.DeviceList = append(resp.DeviceList, d)
+			resp.ModelList = append(resp.ModelList, e.models[d.Namespace+"/"+d.Spec.DeviceModelReference])
+		}
+	}
+	return resp, nil
+}
+
+// ReportDeviceStatus records a twin report; like edgecore it refuses one
+// without twins.
+func (e *Edgecore) ReportDeviceStatus(_ context.Context, in *pb.ReportDeviceStatusRequest) (*pb.ReportDeviceStatusResponse, error) {
+	if len(in.GetReportedDevice().GetTwins()) == 0 {
+		return nil, fmt.Errorf("ReportDeviceStatusRequest does not have twin data")
+	}
+	e.mu.Lock()
+	e.Twins = append(e.Twins, in)
+	e.mu.Unlock()
+	e.poke()
+	return &pb.ReportDeviceStatusResponse{}, nil
+}
+
+// ReportDeviceStates records a state report.
+func (e *Edgecore) ReportDeviceStates(_ context.Context, in *pb.ReportDeviceStatesRequest) (*pb.ReportDeviceStatesResponse, error) {
+	if in.State == "" || in.DeviceName == "" {
+		return nil, fmt.Errorf("ReportDeviceStatesRequest is invalid data")
+	}
+	e.mu.Lock()
+	e.States = append(e.States, in)
+	e.mu.Unlock()
+	e.poke()
+	return &pb.ReportDeviceStatesResponse{}, nil
+}
+
+// With runs fn with the recorded calls locked.
+func (e *Edgecore) With(fn func()) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	fn()
+}
+
+// WaitFor waits (at most a minute) until cond, run with the recorded calls
+// locked, holds.
+func (e *Edgecore) WaitFor(what string, cond func() bool) {
+	e.t.Helper()
+	deadline := time.After(time.Minute)
+	for {
+		e.mu.Lock()
+		ok := cond()
+		e.mu.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case <-e.changed:
+		case <-time.After(50 * time.Millisecond):
+		case <-deadline:
+			e.t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// Mapper returns a DeviceMapperService client for the address of the
+// latest registration, dialled as edgecore does.
+func (e *Edgecore) Mapper() pb.DeviceMapperServiceClient {
+	e.t.Helper()
+	e.mu.Lock()
+	addr := string(e.Registrations[len(e.Registrations)-1].Mapper.Address)
+	e.mu.Unlock()
+	if e.conn != nil {
+		e.conn.Close()
+	}
+	conn, err := grpc.NewClient("unix://"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.conn = conn
+	return pb.NewDeviceMapperServiceClient(conn)
+}
+
+// Hold records a device and its model as edgecore's own, returned by
+// MapperRegister with data; a nil device forgets namespace/name.
+func (e *Edgecore) Hold(namespace, name string, d *pb.Device, m *pb.DeviceModel) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if d == nil {
+		delete(e.devices, namespace+"/"+name)
+		return
+	}
+	e.devices[namespace+"/"+name] = d
+	if m != nil {
+		e.models[m.Namespace+"/"+m.Name] = m
+	}
+}
+
+// LastTwin returns the last twin report of a device, or nil. Call it
+// inside With or WaitFor.
+func (e *Edgecore) LastTwin(name string) *pb.ReportDeviceStatusRequest {
+	for i := len(e.Twins) - 1; i >= 0; i-- {
+		if e.Twins[i].DeviceName == name {
+			return e.Twins[i]
+		}
+	}
+	return nil
+}
+
+// CountTwins counts the twin reports of a device from index from on. Call
+// it inside With or WaitFor.
+func (e *Edgecore) CountTwins(name string, from int) int {
+	n := 0
+	for _, r := range e.Twins[from:] {
+		if r.DeviceName == name {
+			n++
+		}
+	}
+	return n
+}
+
+// TwinValue returns the reported and desired values of prop in a twin
+// report.
+func TwinValue(r *pb.ReportDeviceStatusRequest, prop string) (reported, desired string, ok bool) {
+	for _, tw := range r.GetReportedDevice().GetTwins() {
+		if tw.PropertyName == prop {
+			return tw.GetReported().GetValue(), tw.GetObservedDesired().GetValue(), true
+		}
+	}
+	return "", "", false
+}
+
+// Counts returns how many registrations, twin reports and state reports
+// were recorded.
+func (e *Edgecore) Counts() (registrations, twins, states int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.Registrations), len(e.Twins), len(e.States)
+}

@@ -19,6 +19,7 @@ import (
 
 	"wapper.dev/wapper/abi"
 	"wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/host/runtime"
 	"wapper.dev/wapper/internal/testenv"
 )
 
@@ -85,7 +86,6 @@ func mbpoll(t *testing.T, port int, opts []string, values ...string) map[int]str
 	}
 	return vals
 }
-
 
 func TestModbusTCPWithMbpoll(t *testing.T) {
 	port := freePort(t)
@@ -377,5 +377,43 @@ func TestModbusIsolation(t *testing.T) {
 		}
 		good++
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestModbusTimeoutCappedByCallDeadline: a request timeout longer than the
+// plugin's call timeout ends before the call's deadline, so the plugin
+// reports a timeout and its instance survives.
+func TestModbusTimeoutCappedByCallDeadline(t *testing.T) {
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	p := loadIOPlugin(t, "modbus", v1alpha1.Grants{Network: []string{"tcp://127.0.0.1:*"}}, func(c *runtime.Config) {
+		c.CallTimeout = time.Second
+	})
+	ctx := context.Background()
+	if err := p.AddDevice(ctx, tcpDevice(1, silent.Addr().(*net.TCPAddr).Port, 60_000, tcpProps()...)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if _, err := p.Read(ctx, 1, pHolding); abi.CodeOf(err) != abi.ErrTimeout {
+			t.Fatalf("read %d from a silent device with a 60 s request timeout and a 1 s call timeout: %v, want timeout", i, err)
+		}
+	}
+	if n := p.Restarts(); n != 0 {
+		t.Errorf("%d instance restarts: the I/O timeout must end before the call's deadline", n)
+	}
+	if strings.Contains(p.logs.String(), "throwing it away") {
+		t.Errorf("an instance was thrown away")
 	}
 }

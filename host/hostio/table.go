@@ -16,17 +16,17 @@ import (
 const DefaultTimeout = 5 * time.Second
 
 // Timeout turns a guest's timeout_ms into a duration: 0 means
-// DefaultTimeout, and the result ends before ctx's deadline (the deadline
-// of the export call in progress) by a margin of a tenth of the time left,
+// DefaultTimeout, and the result ends before deadline (that of the export
+// call in progress; zero for none) by a margin of a tenth of the time left,
 // at most 100 ms, so that the guest can still return the error before the
-// runtime stops it. It is zero or negative when that deadline has passed.
-func Timeout(ctx context.Context, ms uint32) time.Duration {
+// runtime stops it. It is zero or negative when the deadline has passed.
+func Timeout(deadline time.Time, ms uint32) time.Duration {
 	d := DefaultTimeout
 	if ms != 0 {
 		d = time.Duration(ms) * time.Millisecond
 	}
-	if dl, ok := ctx.Deadline(); ok {
-		left := time.Until(dl)
+	if !deadline.IsZero() {
+		left := time.Until(deadline)
 		left -= min(left/10, 100*time.Millisecond)
 		if left < d {
 			d = left

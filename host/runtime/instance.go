@@ -23,10 +23,10 @@ type instKey struct{}
 // instance is one instantiation of a plugin's module. It is used by one
 // goroutine at a time (the holder of its pool slot).
 type instance struct {
-	p     *Plugin
-	id    int
-	mod   api.Module
-	mem   api.Memory
+	p   *Plugin
+	id  int
+	mod api.Module
+	mem api.Memory
 	// ctx carries the instance for host functions. The watchdog cancels
 	// it when a call outlives the plugin's timeout, which makes wazero
 	// close the module (WithCloseOnContextDone); one reusable timer per
@@ -35,8 +35,11 @@ type instance struct {
 	cancel   context.CancelFunc
 	watchdog *time.Timer
 	timedOut atomic.Bool
-	stack [8]uint64
-	minor uint32
+	// deadline is when the call in progress times out; host functions
+	// that block (device I/O) end before it.
+	deadline time.Time
+	stack    [8]uint64
+	minor    uint32
 
 	alloc, free, init, add, update, remove, read, write, state, batch, method, poll, marker api.Function
 
@@ -219,6 +222,7 @@ func (in *instance) call(export string, f api.Function) ([]byte, error) {
 // the stack.
 func (in *instance) rawCall(export string, f api.Function) error {
 	in.p.m.call(export).Inc()
+	in.deadline = time.Now().Add(in.p.timeout)
 	in.watchdog.Reset(in.p.timeout)
 	err := f.CallWithStack(in.ctx, in.stack[:])
 	if !in.watchdog.Stop() && err == nil {

@@ -104,7 +104,7 @@ func hostSockOpen(ctx context.Context, in *instance, mem api.Memory, stack []uin
 		stack[0] = errno(abi.ErrInvalid)
 		return
 	}
-	h, err := in.table().Dial(ctx, uint32(stack[0]), addr, hostio.Timeout(ctx, uint32(stack[3])))
+	h, err := in.table().Dial(ctx, uint32(stack[0]), addr, hostio.Timeout(in.deadline, uint32(stack[3])))
 	in.ioResult(stack, h, err, abi.ImportSockOpen)
 }
 
@@ -118,7 +118,7 @@ func hostSerialOpen(ctx context.Context, in *instance, mem api.Memory, stack []u
 		Baud: int(int32(stack[2])), DataBits: int(int32(stack[3])),
 		Parity: int(int32(stack[4])), StopBits: int(int32(stack[5])),
 	}
-	h, err := in.table().OpenSerial(ctx, path, cfg, hostio.Timeout(ctx, uint32(stack[6])))
+	h, err := in.table().OpenSerial(ctx, path, cfg, hostio.Timeout(in.deadline, uint32(stack[6])))
 	in.ioResult(stack, h, err, abi.ImportSerialOpen)
 }
 
@@ -130,7 +130,7 @@ func hostIORead(ctx context.Context, in *instance, mem api.Memory, stack []uint6
 		stack[0] = errno(abi.ErrInvalid)
 		return
 	}
-	n, err := in.table().Read(int32(stack[0]), dst, hostio.Timeout(ctx, uint32(stack[3])))
+	n, err := in.table().Read(int32(stack[0]), dst, hostio.Timeout(in.deadline, uint32(stack[3])))
 	in.ioResult(stack, int32(n), err, abi.ImportIORead)
 }
 
@@ -140,7 +140,7 @@ func hostIOWrite(ctx context.Context, in *instance, mem api.Memory, stack []uint
 		stack[0] = errno(abi.ErrInvalid)
 		return
 	}
-	n, err := in.table().Write(int32(stack[0]), src, hostio.Timeout(ctx, uint32(stack[3])))
+	n, err := in.table().Write(int32(stack[0]), src, hostio.Timeout(in.deadline, uint32(stack[3])))
 	in.ioResult(stack, int32(n), err, abi.ImportIOWrite)
 }
 
@@ -155,7 +155,7 @@ func hostGPIOOpen(ctx context.Context, in *instance, mem api.Memory, stack []uin
 		stack[0] = errno(abi.ErrInvalid)
 		return
 	}
-	h, err := in.table().OpenGPIO(ctx, name, uint32(stack[2]), hostio.Timeout(ctx, uint32(stack[3])))
+	h, err := in.table().OpenGPIO(ctx, name, uint32(stack[2]), hostio.Timeout(in.deadline, uint32(stack[3])))
 	in.ioResult(stack, h, err, abi.ImportGPIOOpen)
 }
 
@@ -170,6 +170,6 @@ func hostGPIOWrite(_ context.Context, in *instance, _ api.Memory, stack []uint64
 }
 
 func hostGPIOWaitEdge(ctx context.Context, in *instance, _ api.Memory, stack []uint64) {
-	v, err := in.table().GPIOWaitEdge(int32(stack[0]), uint32(stack[1]), hostio.Timeout(ctx, uint32(stack[2])))
+	v, err := in.table().GPIOWaitEdge(int32(stack[0]), uint32(stack[1]), hostio.Timeout(in.deadline, uint32(stack[2])))
 	in.ioResult(stack, v, err, abi.ImportGPIOWaitEdge)
 }

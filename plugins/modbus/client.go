@@ -100,37 +100,61 @@ func (c *client) drop() {
 }
 
 // tcpLink is Modbus TCP: each PDU is framed with an MBAP header whose
-// transaction id matches a response to its request.
+// transaction id matches a response to its request. Responses are read in
+// as few calls as the network allows: usually one.
 type tcpLink struct {
 	conn net.Conn
 	unit byte
 	tx   uint16
-	buf  []byte
+	buf  [2 * 260]byte
+	r, w int // unread bytes are buf[r:w]
+}
+
+// fill reads until at least n bytes are buffered.
+func (l *tcpLink) fill(n int) error {
+	if l.w-l.r >= n {
+		return nil
+	}
+	if l.r > 0 {
+		l.w = copy(l.buf[:], l.buf[l.r:l.w])
+		l.r = 0
+	}
+	for l.w < n {
+		m, err := l.conn.Read(l.buf[l.w:])
+		l.w += m
+		if err != nil && l.w < n {
+			if err == io.EOF && l.w > 0 {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+	}
+	return nil
 }
 
 func (l *tcpLink) roundTrip(pdu []byte, deadline time.Time) ([]byte, error) {
 	l.tx++
 	l.conn.SetDeadline(deadline)
+	l.r, l.w = 0, 0 // anything unread belongs to an abandoned request
 	if _, err := l.conn.Write(mbap(l.tx, l.unit, pdu)); err != nil {
 		return nil, err
 	}
 	for {
-		var head [7]byte
-		if _, err := io.ReadFull(l.conn, head[:]); err != nil {
+		if err := l.fill(7); err != nil {
 			return nil, err
 		}
+		head := l.buf[l.r : l.r+7]
 		n := int(binary.BigEndian.Uint16(head[4:]))
 		if binary.BigEndian.Uint16(head[2:]) != 0 || n < 2 || n > 254 {
 			return nil, wapper.Errorf(wapper.ErrIO, "malformed MBAP header % x", head)
 		}
-		if cap(l.buf) < n-1 {
-			l.buf = make([]byte, 253)
-		}
-		body := l.buf[:n-1]
-		if _, err := io.ReadFull(l.conn, body); err != nil {
+		if err := l.fill(6 + n); err != nil {
 			return nil, err
 		}
-		if binary.BigEndian.Uint16(head[0:]) == l.tx {
+		tx := binary.BigEndian.Uint16(l.buf[l.r:])
+		body := l.buf[l.r+7 : l.r+6+n]
+		l.r += 6 + n
+		if tx == l.tx {
 			return body, nil
 		}
 		// A late answer to an earlier request that timed out: skip it.

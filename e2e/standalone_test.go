@@ -367,8 +367,8 @@ func TestStandaloneREST(t *testing.T) {
 		t.Errorf("after method write the reported setpoint is %q", d.twin("setpoint").Reported)
 	}
 	var model struct {
-		Kind     string `json:"kind"`
-		Metadata struct{ Name string } `json:"metadata"`
+		Kind     string                    `json:"kind"`
+		Metadata struct{ Name string }     `json:"metadata"`
 		Spec     struct{ Protocol string } `json:"spec"`
 	}
 	if _, err := h.get("/api/v1/meta/model/default/thermostat", &model); err != nil || model.Metadata.Name != "thermostat-model" || model.Spec.Protocol != "virtual" {

@@ -1,0 +1,90 @@
+package manifest_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"wapper.dev/wapper/host/manifest"
+)
+
+func TestParseProblemsAndGoodDocs(t *testing.T) {
+	doc := `# a KubeEdge device, with an exported status that is ignored
+apiVersion: devices.kubeedge.io/v1beta1
+kind: Device
+metadata: {name: d}
+spec:
+  deviceModelRef: {name: m}
+  properties:
+    - {name: p, collectCycle: 1000}
+status:
+  twins: [{propertyName: p}]
+---
+apiVersion: devices.kubeedge.io/v1beta1
+kind: Device
+metadata: {name: bad}
+spec:
+  deviceModelRef: {name: m}
+  properties:
+    - {name: p, collectCycle: -5}
+---
+apiVersion: devices.kubeedge.io/v1beta1
+kind: DeviceModel
+metadata: {name: m}
+spec:
+  protocol: virtual
+  propertiez: []
+---
+apiVersion: mappers.wapper.dev/v1alpha1
+kind: MapperPlugin
+metadata: {name: v}
+spec:
+  protocols: [virtual]
+  module: {file: v.wasm}
+---
+kind: Device
+`
+	s := manifest.Parse("f.yaml", []byte(doc))
+	if len(s.Devices) != 1 || s.Devices[0].Namespace != "default" || len(s.Plugins) != 1 || len(s.Models) != 0 {
+		t.Fatalf("good docs: %d devices %d models %d plugins", len(s.Devices), len(s.Models), len(s.Plugins))
+	}
+	want := []struct {
+		doc           int
+		field, reason string
+	}{
+		{2, "spec.properties[0].collectCycle", "zero or more"},
+		{3, "", "propertiez"},
+		{5, "apiVersion", "needs apiVersion and kind"},
+	}
+	if len(s.Problems) != len(want) {
+		t.Fatalf("problems: %v", s.Problems)
+	}
+	for i, w := range want {
+		p := s.Problems[i]
+		if p.File != "f.yaml" || p.Doc != w.doc || p.Field != w.field || !strings.Contains(p.Reason, w.reason) {
+			t.Errorf("problem %d = %+v, want doc %d field %q reason ~%q", i, p, w.doc, w.field, w.reason)
+		}
+	}
+}
+
+func TestLoadConflictFirstFileWins(t *testing.T) {
+	dir := t.TempDir()
+	plugin := "apiVersion: mappers.wapper.dev/v1alpha1\nkind: MapperPlugin\nmetadata: {name: v}\nspec:\n  protocols: [virtual]\n  module: {file: v.wasm}\n"
+	os.WriteFile(filepath.Join(dir, "a.yaml"), []byte(plugin), 0o644)
+	os.WriteFile(filepath.Join(dir, "b.yml"), []byte(plugin), 0o644)
+	os.WriteFile(filepath.Join(dir, "c.txt"), []byte("ignored"), 0o644)
+	s, err := manifest.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Plugins) != 1 || s.Origin["MapperPlugin/v"] != filepath.Join(dir, "a.yaml") {
+		t.Fatalf("plugins %d origin %v", len(s.Plugins), s.Origin)
+	}
+	if len(s.Problems) != 1 || !strings.Contains(s.Problems[0].Reason, "already defined in") || filepath.Base(s.Problems[0].File) != "b.yml" {
+		t.Fatalf("problems %v", s.Problems)
+	}
+	if _, err := manifest.Load(filepath.Join(dir, "missing")); err == nil {
+		t.Fatal("missing folder loaded")
+	}
+}

@@ -52,6 +52,6 @@ while kill -0 "$HOST" 2>/dev/null; do
   curl -fs "http://$HTTP/api/v1/device/default/thermostat" 2>/dev/null |
     python3 -c 'import json,sys
 d=json.load(sys.stdin)["device"]
-print("  %-8s " % d["state"] + "  ".join("%s=%s%s" % (t["property"], t.get("reported","?")[:6], "(->%s)" % t["desired"] if t.get("desired") and t.get("desired")!=t.get("reported") else "") for t in d["twins"]), flush=True)' || true
+print("  %-8s " % d["state"] + "  ".join("%s=%s%s" % (t["property"], t.get("reported","?")[:6], "(->%s)" % t["desired"] if t.get("desired") and t.get("desired")!=t.get("reported") else "") for t in d["twins"]), flush=True)' 2>/dev/null || true
   sleep 2
 done

@@ -308,6 +308,33 @@ func TestModbusBadConfig(t *testing.T) {
 	}
 }
 
+// silentServer accepts TCP connections and never answers; it returns the
+// port.
+func silentServer(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c) // read nothing, answer nothing
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
 // TestModbusIsolation: a device that accepts connections but never answers
 // holds one instance for its timeout at a time; a second device of the same
 // plugin keeps being read meanwhile.
@@ -316,21 +343,7 @@ func TestModbusIsolation(t *testing.T) {
 	regs := &regMap{}
 	regs.holding[10] = 5
 	startModbusServer(t, port, regs)
-	silent, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer silent.Close()
-	go func() {
-		for {
-			c, err := silent.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close() // read nothing, answer nothing
-		}
-	}()
-	silentPort := silent.Addr().(*net.TCPAddr).Port
+	silentPort := silentServer(t)
 	p := loadIOPlugin(t, "modbus", v1alpha1.Grants{Network: []string{"tcp://127.0.0.1:*"}}, nil)
 	ctx := context.Background()
 	if err := p.AddDevice(ctx, tcpDevice(1, silentPort, 1000, tcpProps()...)); err != nil {
@@ -384,25 +397,11 @@ func TestModbusIsolation(t *testing.T) {
 // plugin's call timeout ends before the call's deadline, so the plugin
 // reports a timeout and its instance survives.
 func TestModbusTimeoutCappedByCallDeadline(t *testing.T) {
-	silent, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer silent.Close()
-	go func() {
-		for {
-			c, err := silent.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
 	p := loadIOPlugin(t, "modbus", v1alpha1.Grants{Network: []string{"tcp://127.0.0.1:*"}}, func(c *runtime.Config) {
 		c.CallTimeout = time.Second
 	})
 	ctx := context.Background()
-	if err := p.AddDevice(ctx, tcpDevice(1, silent.Addr().(*net.TCPAddr).Port, 60_000, tcpProps()...)); err != nil {
+	if err := p.AddDevice(ctx, tcpDevice(1, silentServer(t), 60_000, tcpProps()...)); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 2 {

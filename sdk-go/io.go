@@ -406,7 +406,8 @@ func (p *Pin) Close() error {
 }
 
 // IsClosed reports whether err means the connection is gone and should be
-// reopened: end of stream, a closed or unknown handle, or a reset.
+// reopened: end of stream, a closed or unknown handle (the instance that
+// opened it was replaced), or an I/O error such as a reset.
 func IsClosed(err error) bool {
 	if err == nil {
 		return false

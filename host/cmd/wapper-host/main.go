@@ -220,6 +220,17 @@ func run(o options) error {
 	pusher.Start(ctx)
 	defer pusher.Stop()
 
+	// Serve REST before reading manifests, so that a host with many
+	// devices can be watched while it starts them.
+	if o.httpListen != "" {
+		srv := rest.New(mgr, rest.Options{Logger: log, Gatherer: reg, Problems: problems})
+		addr, err := srv.Listen(o.httpListen)
+		if err != nil {
+			return err
+		}
+		log.Info("REST API listening", "addr", addr, "try", "curl http://"+addr+"/api/v1/devices")
+		defer srv.Close()
+	}
 	if o.manifests != "" {
 		applyManifests := func(set *manifest.Set) {
 			problems.Set(set.Problems)
@@ -245,15 +256,6 @@ func run(o options) error {
 		}()
 	}
 
-	if o.httpListen != "" {
-		srv := rest.New(mgr, rest.Options{Logger: log, Gatherer: reg, Problems: problems})
-		addr, err := srv.Listen(o.httpListen)
-		if err != nil {
-			return err
-		}
-		log.Info("REST API listening", "addr", addr, "try", "curl http://"+addr+"/api/v1/devices")
-		defer srv.Close()
-	}
 	log.Info("wapper-host running", "state-dir", o.stateDir, "manifests", o.manifests, "plugin-dir", pluginDir)
 	<-ctx.Done()
 	log.Info("stopping")

@@ -84,7 +84,13 @@ func (b *Bridge) restore(ctx context.Context) error {
 	}
 	for _, d := range devs {
 		if err := b.applyDevice(ctx, d, false); err != nil {
+			// Its plugin may not be loaded yet: keep reporting it, so
+			// that it reports (into the outbox if edgecore is down) once
+			// the manager runs it.
 			b.log.Warn("restore DMI device", "device", id(d.Namespace, d.Name), "err", status.Convert(err).Message())
+			b.applyMu.Lock()
+			b.startReports(id(d.Namespace, d.Name), d, d.GetSpec().GetProtocol().GetProtocolName())
+			b.applyMu.Unlock()
 		}
 	}
 	return nil

@@ -82,7 +82,7 @@ type Bridge struct {
 
 	out     *outbox
 	limiter *rate.Limiter
-	ready   gate // open while edgecore is connected and every protocol registered
+	ready   gate // open while edgecore is connected and every protocol was tried
 
 	// reregister asks the registration loop to register every protocol
 	// again (the sender saw edgecore go away).

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/kubeedge/api/apis/devices/v1beta1"
 	pb "github.com/kubeedge/api/apis/dmi/v1beta1"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -360,5 +363,59 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestRateLimitedEdgecore runs against a stand-in that refuses calls
+// beyond its limiter, as edgecore does, while the bridge sends far too
+// fast: refused reports are kept and retried, none is dropped, and values
+// keep flowing.
+func TestRateLimitedEdgecore(t *testing.T) {
+	dir := shortDir(t)
+	ec := dmitest.Start(t, filepath.Join(dir, "dmi.sock"))
+	ec.SetLimiter(rate.NewLimiter(rate.Every(50*time.Millisecond), 3))
+	h := newTestHost(t, dir)
+	ec.WaitFor("MapperRegister", func() bool { return len(ec.Registrations) > 0 })
+	mapper := ec.Mapper()
+	ctx := context.Background()
+	model := dmitest.Model(t, dmitest.JSONRoundTrip(t, simModel()))
+	if _, err := mapper.CreateDeviceModel(ctx, &pb.CreateDeviceModelRequest{Model: model}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"r1", "r2", "r3"} {
+		d := dmitest.Device(t, dmitest.JSONRoundTrip(t, simDevice(name, "")))
+		if _, err := mapper.RegisterDevice(ctx, &pb.RegisterDeviceRequest{Device: d}); err != nil {
+			t.Fatal(err)
+		}
+		ec.Hold("default", name, d, model)
+	}
+	counter := func(r *pb.ReportDeviceStatusRequest) int {
+		v, _, _ := dmitest.TwinValue(r, "counter")
+		n, _ := strconv.Atoi(v)
+		return n
+	}
+	ec.WaitFor("refusals, then rising counters from every device", func() bool {
+		if ec.Refused < 5 {
+			return false
+		}
+		for _, name := range []string{"r1", "r2", "r3"} {
+			var vals []int
+			for _, r := range ec.Twins {
+				if r.DeviceName == name {
+					vals = append(vals, counter(r))
+				}
+			}
+			if len(vals) < 3 || vals[len(vals)-1] <= vals[0] {
+				return false
+			}
+		}
+		return true
+	})
+	m := h.b.m
+	if n := testutil.ToFloat64(m.reportsFailed.WithLabelValues("twins", "ratelimited")) + testutil.ToFloat64(m.reportsFailed.WithLabelValues("state", "ratelimited")); n == 0 {
+		t.Error("no report counted as rate limited")
+	}
+	if n := testutil.ToFloat64(m.reportsFailed.WithLabelValues("twins", "rejected")) + testutil.ToFloat64(m.reportsFailed.WithLabelValues("state", "rejected")); n != 0 {
+		t.Errorf("%v reports dropped as rejected", n)
 	}
 }

@@ -49,6 +49,9 @@ func (b *Bridge) connectLoop(ctx context.Context) error {
 				wasReady = true
 				registered = map[string]bool{}
 			}
+			// Every protocol is tried on each pass; reports flow after the
+			// first pass even if a registration failed (edgecore takes
+			// reports from any mapper), and failed ones are retried.
 			all := true
 			for _, p := range b.o.Devices.Protocols() {
 				if registered[p] {
@@ -57,11 +60,11 @@ func (b *Bridge) connectLoop(ctx context.Context) error {
 				if err := b.register(ctx, client, p); err != nil {
 					b.log.Warn("register with edgecore failed; retrying", "protocol", p, "err", err)
 					all = false
-					break
+					continue
 				}
 				registered[p] = true
 			}
-			b.ready.set(all)
+			b.ready.set(true)
 			if all {
 				b.m.connected.Set(1)
 				retry = 0

@@ -18,6 +18,7 @@ import (
 
 	"github.com/kubeedge/api/apis/devices/v1beta1"
 	pb "github.com/kubeedge/api/apis/dmi/v1beta1"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -149,9 +150,30 @@ type Edgecore struct {
 	Registrations []*pb.MapperRegisterRequest
 	Twins         []*pb.ReportDeviceStatusRequest
 	States        []*pb.ReportDeviceStatesRequest
-	devices       map[string]*pb.Device // returned by MapperRegister with data
-	models        map[string]*pb.DeviceModel
-	changed       chan struct{}
+	// Refused counts the calls refused by the limiter.
+	Refused int
+	devices map[string]*pb.Device // returned by MapperRegister with data
+	models  map[string]*pb.DeviceModel
+	limiter *rate.Limiter
+	changed chan struct{}
+}
+
+// SetLimiter makes the stand-in refuse calls beyond l, with edgecore's
+// messages, as edgecore's DMI server does with rate.Every(time.Second)
+// and a burst of 100 shared by every call. nil removes the limit.
+func (e *Edgecore) SetLimiter(l *rate.Limiter) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.limiter = l
+}
+
+// allow applies the limiter; call with mu held.
+func (e *Edgecore) allow() bool {
+	if e.limiter == nil || e.limiter.Allow() {
+		return true
+	}
+	e.Refused++
+	return false
 }
 
 // Start serves a stand-in edgecore on sock until the test ends.
@@ -204,6 +226,9 @@ func (e *Edgecore) MapperRegister(_ context.Context, in *pb.MapperRegisterReques
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	defer e.poke()
+	if !e.allow() {
+		return nil, fmt.Errorf("fail to register mapper because of too many request: %s", in.Mapper.Name)
+	}
 	e.Registrations = append(e.Registrations, in)
 	resp := &pb.MapperRegisterResponse{}
 	if in.WithData {
@@ -225,8 +250,11 @@ func (e *Edgecore) ReportDeviceStatus(_ context.Context, in *pb.ReportDeviceStat
 		return nil, fmt.Errorf("ReportDeviceStatusRequest does not have twin data")
 	}
 	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.allow() {
+		return nil, fmt.Errorf("fail to report device status because of too many request: %s", in.DeviceName)
+	}
 	e.Twins = append(e.Twins, in)
-	e.mu.Unlock()
 	e.poke()
 	return &pb.ReportDeviceStatusResponse{}, nil
 }
@@ -237,8 +265,11 @@ func (e *Edgecore) ReportDeviceStates(_ context.Context, in *pb.ReportDeviceStat
 		return nil, fmt.Errorf("ReportDeviceStatesRequest is invalid data")
 	}
 	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.allow() {
+		return nil, fmt.Errorf("fail to report device states because of too many request: %s", in.DeviceName)
+	}
 	e.States = append(e.States, in)
-	e.mu.Unlock()
 	e.poke()
 	return &pb.ReportDeviceStatesResponse{}, nil
 }

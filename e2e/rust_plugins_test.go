@@ -172,13 +172,6 @@ func TestRustConformancePlugin(t *testing.T) {
 	t.Run("host functions", func(t *testing.T) {
 		// 3. kv round trip and delete through a method.
 		_, err := p.Read(c, 1, 7)
-		if err != nil && strings.Contains(err.Error(), `kv_get "conf/stored": invalid argument`) {
-			// Known host bug: the host functions use i32 arguments without
-			// truncating the uint64 stack slots to 32 bits, whose upper
-			// half wazero leaves undefined (api.DecodeU32). Rust modules
-			// hit it; remove this skip once host/runtime truncates.
-			t.Skipf("host reads i32 arguments with garbage upper bits: %v", err)
-		}
 		wantErr(t, err, abi.ErrNotFound, `kv key "conf/stored" is absent`)
 		if err := p.Write(c, 1, 7, abi.String("hello")); err != nil {
 			t.Fatal(err)

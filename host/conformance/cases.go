@@ -549,7 +549,7 @@ func casePanic(t *T) {
 		}
 		t.Notef("panic reported as code 13 (plugin panic)")
 	default:
-		t.Notef("panic reported as a trap: %v", err)
+		t.Notef("panic reported as a trap: %s", strings.SplitN(err.Error(), "\n", 2)[0])
 	}
 	t.waitRestarts(p, 1)
 	t.awaitReadd(p, before, 2)

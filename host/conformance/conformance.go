@@ -133,8 +133,12 @@ func (r Report) Failed() []Result {
 // WriteText prints the report for a person: one line per case, the
 // failures under it, and a summary line.
 func (r Report) WriteText(w io.Writer) {
-	if m := r.Module; m != nil {
-		fmt.Fprintf(w, "module: %d bytes, ABI %d.%d, optional exports: %s\n", m.Size, m.ABIMajor, max(m.ABIMinor, 0), strings.Join(m.Optional, ", "))
+	switch m := r.Module; {
+	case m == nil:
+	case m.ABIMajor == 0:
+		fmt.Fprintf(w, "module: %d bytes, no wapper ABI marker\n", m.Size)
+	default:
+		fmt.Fprintf(w, "module: %d bytes, ABI v%d, optional exports: %s\n", m.Size, m.ABIMajor, strings.Join(m.Optional, ", "))
 	}
 	failed := 0
 	for _, c := range r.Results {

@@ -19,11 +19,31 @@ import (
 // conformance is the driver; all its state is per device.
 type conformance struct{}
 
-// data is a device's state, in the instance's memory only.
+// data is a device's state, in the instance's memory only, and its parsed
+// property visitors.
 type data struct {
 	echo  map[uint32]wapper.Value
 	polls int64
+	props map[uint32]*propInfo
 }
+
+// propInfo is a property's visitor, parsed once per description.
+type propInfo struct {
+	kind string
+	f    fields
+}
+
+// parse reads every property's visitor of d's current description.
+func (st *data) parse(d *wapper.Device) {
+	st.props = map[uint32]*propInfo{}
+	for _, p := range d.Properties() {
+		f := parseFields(p.Visitor)
+		k, _ := f.text("kind")
+		st.props[p.Handle] = &propInfo{kind: k, f: f}
+	}
+}
+
+func info(d *wapper.Device, p *wapper.Property) *propInfo { return state(d).props[p.Handle] }
 
 // fields is a flat configData object (visitor or protocol config) whose
 // values may be strings, numbers or booleans.
@@ -80,11 +100,6 @@ func (f fields) int(key string) (int64, bool) {
 	return n, true
 }
 
-func kind(p *wapper.Property) string {
-	k, _ := parseFields(p.Visitor).text("kind")
-	return k
-}
-
 func declaredType(p *wapper.Property) (wapper.Type, error) {
 	t, ok := abi.ParseType(p.Property.Type)
 	if !ok {
@@ -112,8 +127,7 @@ func zero(t wapper.Type) wapper.Value {
 	}
 }
 
-func visitorError(p *wapper.Property) error {
-	f := parseFields(p.Visitor)
+func visitorError(f fields) error {
 	code, ok := f.int("code")
 	if !ok || code < 1 || code > 255 {
 		code = 1
@@ -122,8 +136,8 @@ func visitorError(p *wapper.Property) error {
 	return &abi.Error{Code: abi.Code(code), Message: msg}
 }
 
-func kvKey(p *wapper.Property) string {
-	k, _ := parseFields(p.Visitor).text("key")
+func kvKey(f fields) string {
+	k, _ := f.text("key")
 	return k
 }
 
@@ -147,11 +161,16 @@ func (conformance) AddDevice(d *wapper.Device) error {
 	if m, ok := parseFields(d.Device.ProtocolConfig).str("failAdd"); ok {
 		return wapper.Errorf(wapper.ErrInvalid, "%s", m)
 	}
-	d.Data = &data{echo: map[uint32]wapper.Value{}}
+	st := &data{echo: map[uint32]wapper.Value{}}
+	st.parse(d)
+	d.Data = st
 	return nil
 }
 
-func (conformance) UpdateDevice(*wapper.Device) error { return nil }
+func (conformance) UpdateDevice(d *wapper.Device) error {
+	state(d).parse(d)
+	return nil
+}
 
 func (conformance) RemoveDevice(*wapper.Device) error { return nil }
 
@@ -160,16 +179,17 @@ func (conformance) Read(d *wapper.Device, p *wapper.Property) (wapper.Value, err
 	if err != nil {
 		return wapper.Value{}, err
 	}
-	switch k := kind(p); k {
+	pi := info(d, p)
+	switch pi.kind {
 	case "echo":
 		if v, ok := state(d).echo[p.Handle]; ok {
 			return v, nil
 		}
 		return zero(t), nil
 	case "error":
-		return wapper.Value{}, visitorError(p)
+		return wapper.Value{}, visitorError(pi.f)
 	case "kv":
-		key := kvKey(p)
+		key := kvKey(pi.f)
 		b, ok, err := wapper.KVGet(key)
 		if err != nil {
 			return wapper.Value{}, err
@@ -187,7 +207,7 @@ func (conformance) Read(d *wapper.Device, p *wapper.Property) (wapper.Value, err
 	case "poll":
 		return wapper.Int(state(d).polls), nil
 	case "spin":
-		ms, _ := parseFields(p.Visitor).int("ms")
+		ms, _ := pi.f.int("ms")
 		start := time.Now() // monotonic clock, through WASI's clock_time_get
 		for {
 			spent := time.Since(start).Milliseconds()
@@ -196,7 +216,7 @@ func (conformance) Read(d *wapper.Device, p *wapper.Property) (wapper.Value, err
 			}
 		}
 	default:
-		return wapper.Value{}, unknownKind(k)
+		return wapper.Value{}, unknownKind(pi.kind)
 	}
 }
 
@@ -205,7 +225,8 @@ func (conformance) Write(d *wapper.Device, p *wapper.Property, v wapper.Value) e
 	if err != nil {
 		return err
 	}
-	switch k := kind(p); k {
+	pi := info(d, p)
+	switch pi.kind {
 	case "echo":
 		if v.Type() != t {
 			return wapper.Errorf(wapper.ErrInvalid, "echo: value type %s does not match declared type %s", v.Type(), t)
@@ -213,15 +234,15 @@ func (conformance) Write(d *wapper.Device, p *wapper.Property, v wapper.Value) e
 		state(d).echo[p.Handle] = v // the SDK decoded it into a copy
 		return nil
 	case "error":
-		return visitorError(p)
+		return visitorError(pi.f)
 	case "kv":
-		return wapper.KVSet(kvKey(p), v.Encode())
+		return wapper.KVSet(kvKey(pi.f), v.Encode())
 	case "panic":
 		panic("conformance panic")
 	case "poll", "spin":
-		return wapper.Errorf(wapper.ErrUnsupported, "%s properties are not writable", k)
+		return wapper.Errorf(wapper.ErrUnsupported, "%s properties are not writable", pi.kind)
 	default:
-		return unknownKind(k)
+		return unknownKind(pi.kind)
 	}
 }
 
@@ -250,7 +271,7 @@ func (conformance) State(d *wapper.Device) (wapper.State, error) {
 func (conformance) Poll(d *wapper.Device, _ time.Duration) (time.Duration, error) {
 	var polls []*wapper.Property
 	for _, p := range d.Properties() {
-		if kind(p) == "poll" {
+		if info(d, p).kind == "poll" {
 			polls = append(polls, p)
 		}
 	}
@@ -264,7 +285,7 @@ func (conformance) Poll(d *wapper.Device, _ time.Duration) (time.Duration, error
 			return 0, err
 		}
 	}
-	every, ok := parseFields(polls[0].Visitor).int("every")
+	every, ok := info(d, polls[0]).f.int("every")
 	if !ok || every <= 0 || every > 1<<32-1 {
 		every = 100
 	}

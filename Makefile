@@ -30,11 +30,12 @@ testplugins: $(TEST_WASM)
 
 SDK_SRC := $(wildcard sdk-go/*.go abi/*.go)
 
-bin/plugins/%.wasm: $(SDK_SRC) $(wildcard plugins/%/*.go plugins/%/*/*.go)
+.SECONDEXPANSION:
+bin/plugins/%.wasm: $(SDK_SRC) $$(wildcard plugins/$$*/*.go plugins/$$*/*/*.go)
 	@mkdir -p $(@D)
 	$(WASMENV) $(GO) build -buildmode=c-shared -o $@ ./plugins/$*
 
-bin/testplugins/%.wasm: $(SDK_SRC) $(wildcard abi/testdata/plugins/%/*.go)
+bin/testplugins/%.wasm: $(SDK_SRC) $$(wildcard abi/testdata/plugins/$$*/*.go)
 	@mkdir -p $(@D)
 	cd abi/testdata/plugins && $(WASMENV) $(GO) build -buildmode=c-shared -o ../../../$@ ./$*
 

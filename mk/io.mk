@@ -4,11 +4,6 @@
 # socat pty pair, gpiotest pins). `make test` runs them all through
 # `go test ./...`.
 
-# The plugins' own sources (the pattern rule in the Makefile only sees the
-# SDK), so that editing a plugin rebuilds its module.
-bin/plugins/modbus.wasm: $(wildcard plugins/modbus/*.go)
-bin/plugins/gpio.wasm: $(wildcard plugins/gpio/*.go)
-
 # make bench: reads/s of the wasm Modbus plugin through the host runtime
 # against a native Go Modbus client, same server, same run.
 BENCH_STEPS += WAPPER_BENCH=1 $(GO) test -count=1 -run '^TestModbusThroughput$$' -v ./e2e

@@ -10,8 +10,10 @@
 // add/update/remove, read, write, state, batch read, method, poll), keeps
 // buffers the host writes into alive until it frees them, encodes values and
 // errors, and turns a panic into an error the host can see. Host functions
-// are wrapped as [Log], [Report], [KVGet], [KVSet] and [KVDelete]; time.Now
-// and time.Sleep work through WASI. Outside wasm (go test on your machine)
+// are wrapped as [Log], [Report], [KVGet], [KVSet] and [KVDelete]; devices
+// are reached with [Dial] (a net.Conn), [OpenSerial] (an io.ReadWriteCloser
+// with deadlines) and [OpenGPIO], each checked by the host against the
+// MapperPlugin's grants. time.Now and time.Sleep work through WASI. Outside wasm (go test on your machine)
 // the same functions run in-process, so plugin logic can be unit-tested
 // natively.
 //

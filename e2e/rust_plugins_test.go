@@ -20,40 +20,10 @@ import (
 	"time"
 
 	"wapper.dev/wapper/abi"
+	"wapper.dev/wapper/host/conformance"
 	"wapper.dev/wapper/host/runtime"
 	"wapper.dev/wapper/internal/testenv"
 )
-
-// memKV is an in-memory runtime.KV, shared across instances like the real
-// store.
-type memKV struct {
-	mu sync.Mutex
-	m  map[string][]byte
-}
-
-func (k *memKV) Get(key []byte) ([]byte, bool, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	v, ok := k.m[string(key)]
-	return v, ok, nil
-}
-
-func (k *memKV) Set(key, val []byte) error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.m == nil {
-		k.m = map[string][]byte{}
-	}
-	k.m[string(key)] = append([]byte(nil), val...)
-	return nil
-}
-
-func (k *memKV) Delete(key []byte) error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	delete(k.m, string(key))
-	return nil
-}
 
 type readings struct {
 	mu  sync.Mutex
@@ -82,7 +52,7 @@ func loadRust(t *testing.T, path string, mod func(*runtime.Config)) *runtime.Plu
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := runtime.Config{Name: filepath.Base(path), Wasm: wasm, KV: &memKV{}}
+	cfg := runtime.Config{Name: filepath.Base(path), Wasm: wasm, KV: &conformance.MemKV{}}
 	if mod != nil {
 		mod(&cfg)
 	}

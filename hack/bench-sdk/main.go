@@ -98,20 +98,16 @@ func measureLoad(ctx context.Context, b *build) {
 	p := load(ctx, eng, b, 1)
 	b.m["compile"] = ms(time.Since(t0))
 	p.Close(ctx)
-	one := median(5, func() time.Duration {
-		t0 := time.Now()
-		p := load(ctx, eng, b, 1)
-		d := time.Since(t0)
-		p.Close(ctx)
-		return d
-	})
-	nine := median(5, func() time.Duration {
-		t0 := time.Now()
-		p := load(ctx, eng, b, 9)
-		d := time.Since(t0)
-		p.Close(ctx)
-		return d
-	})
+	timeLoad := func(instances int) func() time.Duration {
+		return func() time.Duration {
+			t0 := time.Now()
+			p := load(ctx, eng, b, instances)
+			d := time.Since(t0)
+			p.Close(ctx)
+			return d
+		}
+	}
+	one, nine := median(5, timeLoad(1)), median(5, timeLoad(9))
 	b.m["load"] = ms(one)
 	b.m["inst"] = ms(nine-one) / 8
 }

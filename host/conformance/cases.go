@@ -426,6 +426,24 @@ func caseBuffers(t *T) {
 // plugin's levels off after about 50 add/remove cycles).
 const warmUp = 60
 
+// cycles runs cycle warmUp times, then Options.Cycles times, and returns
+// the guest's memory size after the warm-up and at the end, and the
+// number of measured cycles. It ends the case when a cycle fails.
+func (t *T) cycles(p *loaded, cycle func(i int) bool) (m0, m1 uint32, n int) {
+	for i := range warmUp {
+		if !cycle(i) {
+			t.Fatalf("warm-up cycle %d failed", i)
+		}
+	}
+	m0, n = p.probe.Memory(), t.opts.Cycles
+	for i := range n {
+		if !cycle(warmUp + i) {
+			t.Fatalf("cycle %d of %d failed", i, n)
+		}
+	}
+	return m0, p.probe.Memory(), n
+}
+
 // growthLimit is how much guest memory may grow over a memory case: a
 // quarter of what a plugin that kept every buffer would need.
 func growthLimit(cycles, perCycle int) uint32 { return uint32(cycles * perCycle / 4) }
@@ -441,19 +459,7 @@ func caseMemoryValues(t *T) {
 		v := abi.Bytes(buf)
 		return t.write(p, 1, hBytes, v) && t.wantRead(p, 1, hBytes, v)
 	}
-	for i := range warmUp {
-		if !cycle(i) {
-			t.Fatalf("warm-up failed")
-		}
-	}
-	m0 := p.probe.Memory()
-	n := t.opts.Cycles
-	for i := range n {
-		if !cycle(warmUp + i) {
-			t.Fatalf("cycle %d of %d failed", i, n)
-		}
-	}
-	m1 := p.probe.Memory()
+	m0, m1, n := t.cycles(p, cycle)
 	if m1 > m0+growthLimit(n, 2*size) {
 		t.Errorf("guest memory grew from %d KiB to %d KiB over %d writes and reads of %d KiB: buffers are not freed", m0>>10, m1>>10, n, size>>10)
 	}
@@ -491,19 +497,7 @@ func caseMemoryDevices(t *T) {
 		}
 		return ok
 	}
-	for i := range warmUp {
-		if !cycle(i) {
-			t.Fatalf("warm-up failed")
-		}
-	}
-	m0 := p.probe.Memory()
-	n := t.opts.Cycles
-	for i := range n {
-		if !cycle(warmUp + i) {
-			t.Fatalf("cycle %d of %d failed", i, n)
-		}
-	}
-	m1 := p.probe.Memory()
+	m0, m1, n := t.cycles(p, cycle)
 	per := len(raw) + 16<<10
 	if m1 > m0+growthLimit(n, per) {
 		t.Errorf("guest memory grew from %d KiB to %d KiB over %d cycles of add (%d KiB description), write, remove: removed devices are kept", m0>>10, m1>>10, n, len(raw)>>10)

@@ -5,6 +5,8 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -97,5 +99,33 @@ func TestOnly(t *testing.T) {
 	}
 	if !rep.Passed() {
 		t.Fatalf("failed: %+v", rep.Failed())
+	}
+}
+
+// The memory cases catch a plugin that keeps what it should free: the Go
+// conformance plugin built with -tags leak hoards every written value and
+// removed device.
+func TestMemoryCasesCatchLeaks(t *testing.T) {
+	gobin := testenv.Bin(t, "go")
+	out := filepath.Join(t.TempDir(), "leaky.wasm")
+	cmd := exec.Command(gobin, "build", "-tags", "leak", "-buildmode=c-shared", "-o", out, "./conformance")
+	cmd.Dir = filepath.Join(testenv.Root(), "abi/testdata/plugins")
+	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build the leaky plugin: %v\\n%s", err, b)
+	}
+	wasm, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := conformance.Run(context.Background(), wasm, conformance.Options{Only: []string{"memory", "values"}})
+	var text strings.Builder
+	rep.WriteText(&text)
+	t.Logf("leaky plugin:\n%s", text.String())
+	for _, r := range rep.Results {
+		leaks := r.Name == "memory/values" || r.Name == "memory/devices"
+		if r.Passed == leaks {
+			t.Errorf("case %s: passed = %v on the leaky plugin\\n%s", r.Name, r.Passed, text.String())
+		}
 	}
 }

@@ -19,6 +19,14 @@ import (
 // conformance is the driver; all its state is per device.
 type conformance struct{}
 
+// leaky is set by the build tag "leak" (leak.go): the plugin then keeps
+// every written value and removed device in hoard, so that tests can see
+// the suite's memory cases catch a plugin that leaks.
+var (
+	leaky bool
+	hoard []any
+)
+
 // data is a device's state, in the instance's memory only, and its parsed
 // property visitors.
 type data struct {
@@ -172,7 +180,12 @@ func (conformance) UpdateDevice(d *wapper.Device) error {
 	return nil
 }
 
-func (conformance) RemoveDevice(*wapper.Device) error { return nil }
+func (conformance) RemoveDevice(d *wapper.Device) error {
+	if leaky {
+		hoard = append(hoard, d)
+	}
+	return nil
+}
 
 func (conformance) Read(d *wapper.Device, p *wapper.Property) (wapper.Value, error) {
 	t, err := declaredType(p)
@@ -232,6 +245,9 @@ func (conformance) Write(d *wapper.Device, p *wapper.Property, v wapper.Value) e
 			return wapper.Errorf(wapper.ErrInvalid, "echo: value type %s does not match declared type %s", v.Type(), t)
 		}
 		state(d).echo[p.Handle] = v // the SDK decoded it into a copy
+		if leaky {
+			hoard = append(hoard, v)
+		}
 		return nil
 	case "error":
 		return visitorError(pi.f)

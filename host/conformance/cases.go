@@ -35,7 +35,7 @@ var suite = []Case{
 	{"restart/deadline", "a call past its deadline fails with code 5; the instance is replaced and serves again", caseDeadline},
 }
 
-func caseExports(t *T) {
+func caseExports(t *caseRun) {
 	info, err := runtime.Check(t.ctx, t.wasm)
 	if err != nil {
 		t.Fatalf("the host refuses the module: %v", err)
@@ -51,7 +51,7 @@ func caseExports(t *T) {
 	t.Notef("%d bytes, initial memory %d KiB", info.Size, info.MemoryMinPages*64)
 }
 
-func caseInit(t *T) {
+func caseInit(t *caseRun) {
 	_, err := t.tryLoad(nil, func(c *runtime.Config) { c.PluginConfig = json.RawMessage(`{"failInit": "bad config"}`) })
 	t.wantErr("load with failInit", err, abi.ErrInvalid, "bad config")
 	for _, cfg := range []string{`{}`, `{"failInit": 5, "nested": {"a": [1, "x", null]}, "s": "é"}`} {
@@ -65,7 +65,7 @@ func caseInit(t *T) {
 	}
 }
 
-func caseAdd(t *T) {
+func caseAdd(t *caseRun) {
 	p := t.load(nil, nil)
 	err := p.AddDevice(t.ctx, device(2, `{"failAdd": "no such device"}`, prop(0, "int", "INT", "ReadWrite", `{"kind": "echo"}`)))
 	t.wantErr("add with failAdd", err, abi.ErrInvalid, "no such device")
@@ -79,7 +79,7 @@ func caseAdd(t *T) {
 	t.wantRead(p, 3, hInt, abi.Int(3))
 }
 
-func caseUpdateRemove(t *T) {
+func caseUpdateRemove(t *caseRun) {
 	p := t.load(nil, nil)
 	t.add(p, FullDevice(1, ""))
 	t.write(p, 1, hInt, abi.Int(7))
@@ -106,7 +106,7 @@ func caseUpdateRemove(t *T) {
 	}
 }
 
-func caseZero(t *T) {
+func caseZero(t *caseRun) {
 	p := t.load(nil, nil)
 	t.add(p, FullDevice(1, ""))
 	for _, e := range echoHandles {
@@ -132,7 +132,7 @@ func roundTrips() map[uint32][]abi.Value {
 	}
 }
 
-func caseRoundTrip(t *T) {
+func caseRoundTrip(t *caseRun) {
 	p := t.load(nil, nil)
 	t.add(p, FullDevice(1, ""))
 	var hs []uint32
@@ -158,7 +158,7 @@ func caseRoundTrip(t *T) {
 	}
 }
 
-func caseUnknownType(t *T) {
+func caseUnknownType(t *caseRun) {
 	p := t.load(nil, nil)
 	t.add(p, FullDevice(1, ""))
 	_, err := p.Read(t.ctx, 1, hWidget)
@@ -166,7 +166,7 @@ func caseUnknownType(t *T) {
 	t.wantErr("write of type WIDGET", p.Write(t.ctx, 1, hWidget, abi.Int(1)), abi.ErrInvalid, "*")
 }
 
-func caseErrors(t *T) {
+func caseErrors(t *caseRun) {
 	p := t.load(nil, nil)
 	t.add(p, FullDevice(1, ""))
 	_, err := p.Read(t.ctx, 1, hFail)
@@ -215,7 +215,7 @@ func caseErrors(t *T) {
 	t.wantRead(p, 1, hInt, abi.Int(0))
 }
 
-func caseState(t *T) {
+func caseState(t *caseRun) {
 	p := t.load(nil, nil)
 	cases := []struct {
 		cfg    string
@@ -242,7 +242,7 @@ func caseState(t *T) {
 	}
 }
 
-func caseMethods(t *T) {
+func caseMethods(t *caseRun) {
 	p := t.load(nil, nil)
 	t.add(p, FullDevice(1, ""))
 	for _, args := range []string{`{"a": [1, "x"]}`, `{"n": 12345678901234567890, "s": "é\"\\", "f": 1.5e300, "b": true, "z": null, "o": {}, "l": []}`, `[1, 2]`, `"text"`} {
@@ -259,7 +259,7 @@ func caseMethods(t *T) {
 	t.wantErr("method nope", err, abi.ErrNotFound, `unknown method "nope"`)
 }
 
-func caseKV(t *T) {
+func caseKV(t *caseRun) {
 	kv := &MemKV{}
 	p := t.load(kv, nil)
 	t.add(p, FullDevice(1, ""))
@@ -287,7 +287,7 @@ func caseKV(t *T) {
 
 func equalBytes(a, b []byte) bool { return string(a) == string(b) }
 
-func caseBatch(t *T) {
+func caseBatch(t *caseRun) {
 	p := t.load(nil, nil)
 	t.add(p, FullDevice(1, ""))
 	t.write(p, 1, hInt, abi.Int(-5))
@@ -343,7 +343,7 @@ func caseBatch(t *T) {
 	}
 }
 
-func casePoll(t *T) {
+func casePoll(t *caseRun) {
 	p := t.load(nil, nil)
 	t.add(p, FullDevice(1, ""))
 	for round := int64(1); round <= 2; round++ {
@@ -396,7 +396,7 @@ func fmtReports(rs []runtime.Reading) string {
 	return b.String()
 }
 
-func caseBuffers(t *T) {
+func caseBuffers(t *caseRun) {
 	p := t.load(nil, nil)
 	t.add(p, FullDevice(1, ""))
 	t.write(p, 1, hString, abi.String(""))
@@ -429,7 +429,7 @@ const warmUp = 60
 // cycles runs cycle warmUp times, then Options.Cycles times, and returns
 // the guest's memory size after the warm-up and at the end, and the
 // number of measured cycles. It ends the case when a cycle fails.
-func (t *T) cycles(p *loaded, cycle func(i int) bool) (m0, m1 uint32, n int) {
+func (t *caseRun) cycles(p *loaded, cycle func(i int) bool) (m0, m1 uint32, n int) {
 	for i := range warmUp {
 		if !cycle(i) {
 			t.Fatalf("warm-up cycle %d failed", i)
@@ -448,7 +448,7 @@ func (t *T) cycles(p *loaded, cycle func(i int) bool) (m0, m1 uint32, n int) {
 // quarter of what a plugin that kept every buffer would need.
 func growthLimit(cycles, perCycle int) uint32 { return uint32(cycles * perCycle / 4) }
 
-func caseMemoryValues(t *T) {
+func caseMemoryValues(t *caseRun) {
 	p := t.load(nil, nil)
 	t.add(p, FullDevice(1, ""))
 	const size = 256 << 10
@@ -479,7 +479,7 @@ func bigDevice(id uint32) abi.Device {
 	return d
 }
 
-func caseMemoryDevices(t *T) {
+func caseMemoryDevices(t *caseRun) {
 	p := t.load(nil, nil)
 	t.add(p, FullDevice(1, ""))
 	text := abi.String(strings.Repeat("v", 16<<10))
@@ -510,7 +510,7 @@ func caseMemoryDevices(t *T) {
 }
 
 // waitRestarts waits until the plugin has replaced n instances.
-func (t *T) waitRestarts(p *loaded, n int64) {
+func (t *caseRun) waitRestarts(p *loaded, n int64) {
 	for p.Restarts() < n {
 		select {
 		case <-t.ctx.Done():
@@ -520,7 +520,7 @@ func (t *T) waitRestarts(p *loaded, n int64) {
 	}
 }
 
-func casePanic(t *T) {
+func casePanic(t *caseRun) {
 	kv := &MemKV{}
 	p := t.load(kv, nil)
 	t.add(p, FullDevice(1, ""))
@@ -575,7 +575,7 @@ func casePanic(t *T) {
 // it, so that the case's next calls find the replacement ready. A host may
 // also re-add lazily, on each device's next call; then this gives up after
 // a few seconds and the calls do the adding.
-func (t *T) awaitReadd(p *loaded, before, devices int) {
+func (t *caseRun) awaitReadd(p *loaded, before, devices int) {
 	for range 500 {
 		if p.probe.Instances() > before && p.probe.Calls(abi.ExportDeviceAdd) >= devices {
 			return
@@ -585,7 +585,7 @@ func (t *T) awaitReadd(p *loaded, before, devices int) {
 	t.Notef("devices were not re-added to the new instance before their next call")
 }
 
-func caseWaitingCaller(t *T) {
+func caseWaitingCaller(t *caseRun) {
 	p := t.load(nil, nil)
 	t.add(p, FullDevice(1, ""))
 	t.add(p, FullDevice(2, ""))
@@ -611,7 +611,7 @@ func caseWaitingCaller(t *T) {
 // one instantiation).
 const WaitingCallerTimeout = 15 * time.Second
 
-func caseDeadline(t *T) {
+func caseDeadline(t *caseRun) {
 	p := t.load(nil, func(c *runtime.Config) { c.CallTimeout = t.opts.DeadlineTimeout })
 	t.add(p, device(1, "",
 		prop(0, "forever", "INT", "ReadOnly", `{"kind": "spin", "ms": 0}`),

@@ -167,7 +167,7 @@ func indent(s string) string { return strings.ReplaceAll(s, "\n", "\n          "
 // Case names a case of the suite and says what it checks.
 type Case struct {
 	Name, Doc string
-	run       func(*T)
+	run       func(*caseRun)
 }
 
 // Cases lists the suite's cases in the order Run runs them.
@@ -196,9 +196,9 @@ func Run(ctx context.Context, wasm []byte, opts Options) Report {
 	return rep
 }
 
-// T is the state of one running case. Its methods record failures; the
+// caseRun is the state of one running case. Its methods record failures; the
 // Fatal kind ends the case.
-type T struct {
+type caseRun struct {
 	ctx     context.Context
 	eng     *runtime.Engine
 	probe   *Probe
@@ -215,7 +215,7 @@ func runCase(ctx context.Context, eng *runtime.Engine, probe *Probe, wasm []byte
 	res := Result{Name: c.Name, Doc: c.Doc}
 	ctx, cancel := context.WithTimeout(ctx, opts.CaseTimeout)
 	defer cancel()
-	t := &T{ctx: ctx, eng: eng, probe: probe, wasm: wasm, opts: opts, res: &res}
+	t := &caseRun{ctx: ctx, eng: eng, probe: probe, wasm: wasm, opts: opts, res: &res}
 	start := time.Now()
 	func() {
 		defer func() {
@@ -234,17 +234,17 @@ func runCase(ctx context.Context, eng *runtime.Engine, probe *Probe, wasm []byte
 }
 
 // Errorf records a failure and lets the case go on.
-func (t *T) Errorf(format string, args ...any) {
+func (t *caseRun) Errorf(format string, args ...any) {
 	t.res.Failures = append(t.res.Failures, fmt.Sprintf(format, args...))
 }
 
 // Fatalf records a failure and ends the case.
-func (t *T) Fatalf(format string, args ...any) {
+func (t *caseRun) Fatalf(format string, args ...any) {
 	t.Errorf(format, args...)
 	panic(errFatal)
 }
 
 // Notef records a measurement or remark that is not a failure.
-func (t *T) Notef(format string, args ...any) {
+func (t *caseRun) Notef(format string, args ...any) {
 	t.res.Notes = append(t.res.Notes, fmt.Sprintf(format, args...))
 }

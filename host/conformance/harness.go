@@ -77,7 +77,7 @@ type loaded struct {
 // load loads the module under test with one instance (so that the probe
 // and restarts are unambiguous), the suite's limits and kv, and mod's
 // changes. It ends the case when the module does not load.
-func (t *T) load(kv runtime.KV, mod func(*runtime.Config)) *loaded {
+func (t *caseRun) load(kv runtime.KV, mod func(*runtime.Config)) *loaded {
 	p, err := t.tryLoad(kv, mod)
 	if err != nil {
 		t.Fatalf("load: %v", err)
@@ -85,7 +85,7 @@ func (t *T) load(kv runtime.KV, mod func(*runtime.Config)) *loaded {
 	return p
 }
 
-func (t *T) tryLoad(kv runtime.KV, mod func(*runtime.Config)) (*loaded, error) {
+func (t *caseRun) tryLoad(kv runtime.KV, mod func(*runtime.Config)) (*loaded, error) {
 	l := &loaded{probe: t.probe, reports: &reports{}}
 	if kv == nil {
 		kv = &MemKV{}
@@ -107,7 +107,7 @@ func (t *T) tryLoad(kv runtime.KV, mod func(*runtime.Config)) (*loaded, error) {
 }
 
 // add adds a device, ending the case if the plugin refuses it.
-func (t *T) add(p *loaded, d abi.Device) {
+func (t *caseRun) add(p *loaded, d abi.Device) {
 	if err := p.AddDevice(t.ctx, d); err != nil {
 		t.Fatalf("add device %d (%s): %v", d.ID, d.Name, err)
 	}
@@ -115,7 +115,7 @@ func (t *T) add(p *loaded, d abi.Device) {
 
 // wantErr checks that err carries code and, unless msg is "*", exactly
 // the message msg. It returns whether it did.
-func (t *T) wantErr(what string, err error, code abi.Code, msg string) bool {
+func (t *caseRun) wantErr(what string, err error, code abi.Code, msg string) bool {
 	var ae *abi.Error
 	switch {
 	case err == nil:
@@ -143,7 +143,7 @@ func short(v abi.Value) string {
 
 // read reads a property and checks the value; it returns whether it
 // matched.
-func (t *T) wantRead(p *loaded, dev, prop uint32, want abi.Value) bool {
+func (t *caseRun) wantRead(p *loaded, dev, prop uint32, want abi.Value) bool {
 	got, err := p.Read(t.ctx, dev, prop)
 	switch {
 	case err != nil:
@@ -156,7 +156,7 @@ func (t *T) wantRead(p *loaded, dev, prop uint32, want abi.Value) bool {
 	return false
 }
 
-func (t *T) write(p *loaded, dev, prop uint32, v abi.Value) bool {
+func (t *caseRun) write(p *loaded, dev, prop uint32, v abi.Value) bool {
 	if err := p.Write(t.ctx, dev, prop, v); err != nil {
 		t.Errorf("write %d/%d %s: %v", dev, prop, short(v), err)
 		return false

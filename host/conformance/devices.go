@@ -47,7 +47,7 @@ func prop(h uint32, name, typ, access, visitor string) abi.Property {
 }
 
 // FullDevice is the conformance description that covers every kind, with
-// the given handle and protocol config (nil: {"state": "online"}).
+// the given handle and protocol config ("": {"state": "online"}).
 func FullDevice(id uint32, protocolConfig string) abi.Device {
 	if protocolConfig == "" {
 		protocolConfig = `{"state": "online"}`

@@ -35,7 +35,7 @@ import (
 
 // testHost is a device manager running the virtual plugin, with a bridge.
 type testHost struct {
-	t       *testing.T
+	t       testing.TB
 	mgr     *devices.Manager
 	b       *Bridge
 	dir     string
@@ -68,7 +68,7 @@ func mapperPlugin(name string, protocols ...string) *v1alpha1.MapperPlugin {
 
 // shortDir returns a temporary folder with a short path: unix socket
 // paths are limited to 107 bytes.
-func shortDir(t *testing.T) string {
+func shortDir(t testing.TB) string {
 	dir, err := os.MkdirTemp("", "dmi")
 	if err != nil {
 		t.Fatal(err)
@@ -77,9 +77,9 @@ func shortDir(t *testing.T) string {
 	return dir
 }
 
-func newTestHost(t *testing.T, dir string) *testHost {
+func newTestHost(t testing.TB, dir string) *testHost {
 	virtual := testenv.Plugin(t, "virtual")
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: logLevel(t)}))
 	st, err := store.Open(filepath.Join(dir, "state"))
 	if err != nil {
 		t.Fatal(err)
@@ -151,7 +151,15 @@ func (h *testHost) setPlugins(ps ...*v1alpha1.MapperPlugin) {
 	h.protos.Store(&protos)
 }
 
-type testWriter struct{ t *testing.T }
+// logLevel logs everything in tests and only warnings in benchmarks.
+func logLevel(t testing.TB) slog.Level {
+	if _, ok := t.(*testing.B); ok {
+		return slog.LevelWarn
+	}
+	return slog.LevelDebug
+}
+
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))

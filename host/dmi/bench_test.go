@@ -1,0 +1,86 @@
+package dmi
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+
+	"github.com/kubeedge/api/apis/devices/v1beta1"
+	pb "github.com/kubeedge/api/apis/dmi/v1beta1"
+	bolt "go.etcd.io/bbolt"
+
+	"wapper.dev/wapper/host/dmi/dmitest"
+	"wapper.dev/wapper/host/manifest"
+)
+
+// BenchmarkDecodeConfigData decodes the protocol configData of the sample
+// device (8 values, as edgecore wraps them).
+func BenchmarkDecodeConfigData(b *testing.B) {
+	set := manifest.Parse("sample.yaml", []byte(sampleYAML))
+	cv := dmitest.Device(b, dmitest.JSONRoundTrip(b, set.Devices[0])).Spec.Protocol.ConfigData
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := DecodeConfigData("c", cv); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkOutbox queues one twin report for each of 10,000 devices, then
+// saves them in one transaction, as while edgecore is down.
+func BenchmarkOutbox(b *testing.B) {
+	db, err := bolt.Open(filepath.Join(b.TempDir(), "s.db"), 0o600, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	o, err := openOutbox(db)
+	if err != nil {
+		b.Fatal(err)
+	}
+	reqs := make([]*pb.ReportDeviceStatusRequest, 10000)
+	for i := range reqs {
+		reqs[i] = twinReq(fmt.Sprintf("dev-%05d", i), "temperature", "21.5", "humidity", "40")
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, r := range reqs {
+			o.putTwins(r)
+		}
+		if err := o.sync(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(reqs)), "ns/report")
+}
+
+// BenchmarkRegisterDevice registers devices over the DMI socket, from the
+// stand-in edgecore to a running virtual-plugin device, one after another:
+// each op is one RegisterDevice on a host that already holds the earlier
+// ones.
+func BenchmarkRegisterDevice(b *testing.B) {
+	dir := shortDir(b)
+	ec := dmitest.Start(b, filepath.Join(dir, "dmi.sock"))
+	newTestHost(b, dir)
+	ec.WaitFor("MapperRegister", func() bool { return len(ec.Registrations) > 0 })
+	mapper := ec.Mapper()
+	ctx := context.Background()
+	if _, err := mapper.CreateDeviceModel(ctx, &pb.CreateDeviceModelRequest{Model: dmitest.Model(b, dmitest.JSONRoundTrip(b, simModel()))}); err != nil {
+		b.Fatal(err)
+	}
+	n := 0
+	for b.Loop() {
+		d := simDevice(fmt.Sprintf("bench-%06d", n), "")
+		n++
+		for i := range d.Spec.Properties {
+			d.Spec.Properties[i].ReportToCloud = false
+			d.Spec.Properties[i].CollectCycle = 60000 // measure registration, not polling
+		}
+		d.Spec.StateReport = &v1beta1.StateReportConfig{}
+		pd := dmitest.Device(b, dmitest.JSONRoundTrip(b, d))
+		if _, err := mapper.RegisterDevice(ctx, &pb.RegisterDeviceRequest{Device: pd}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package dmi
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -166,10 +167,24 @@ func (b *Bridge) applyDevice(ctx context.Context, d *pb.Device, wait bool) error
 		return err
 	}
 
+	// The manager reconciles every device on each change, so what it
+	// already has is not applied again (edgecore re-sends every device on
+	// each registration).
 	b.applyMu.Lock()
 	defer b.applyMu.Unlock()
-	if err := b.o.Devices.ApplyModel(ctx, Source, model); err != nil {
-		return statusError(err, "device %s: apply device model %s", key, mkey)
+	mj, _ := json.Marshal(model)
+	modelSame := b.appliedModels[mkey] == string(mj)
+	if !modelSame {
+		if err := b.o.Devices.ApplyModel(ctx, Source, model); err != nil {
+			return statusError(err, "device %s: apply device model %s", key, mkey)
+		}
+		b.appliedModels[mkey] = string(mj)
+	}
+	b.mu.Lock()
+	h := b.devices[key]
+	b.mu.Unlock()
+	if modelSame && h != nil && h.protocol == protocol && proto.Equal(h.dev, d) {
+		return nil
 	}
 	if err := b.o.Devices.ApplyDevice(ctx, Source, dev); err != nil {
 		return statusError(err, "device %s", key)
@@ -255,9 +270,14 @@ func (b *Bridge) putModel(ctx context.Context, m *pb.DeviceModel) error {
 		return nil
 	}
 	model, _ := ModelFromDMI(m, protocol)
+	mj, _ := json.Marshal(model)
+	if b.appliedModels[key] == string(mj) {
+		return nil
+	}
 	if err := b.o.Devices.ApplyModel(ctx, Source, model); err != nil {
 		return statusError(err, "apply device model %s", key)
 	}
+	b.appliedModels[key] = string(mj)
 	return nil
 }
 
@@ -290,5 +310,6 @@ func (b *Bridge) removeModel(ctx context.Context, namespace, name string) error 
 	if err := b.o.Devices.RemoveModel(ctx, Source, defaultNS(namespace), name); err != nil && !errors.Is(err, ErrNotFound) {
 		return statusError(err, "remove device model %s", key)
 	}
+	delete(b.appliedModels, key)
 	return nil
 }

@@ -88,12 +88,13 @@ type Bridge struct {
 	// again (the sender saw edgecore go away).
 	reregister chan struct{}
 
-	applyMu sync.Mutex // serialises changes to devices and models
-	mu      sync.Mutex // guards models, devices
-	models  map[string]*pb.DeviceModel
-	devices map[string]*held
-	runCtx  context.Context
-	reports sync.WaitGroup
+	applyMu       sync.Mutex        // serialises changes to devices and models
+	appliedModels map[string]string // model key → JSON last applied to the manager; guarded by applyMu
+	mu            sync.Mutex        // guards models, devices
+	models        map[string]*pb.DeviceModel
+	devices       map[string]*held
+	runCtx        context.Context
+	reports       sync.WaitGroup
 }
 
 // held is a device received over DMI.
@@ -156,10 +157,11 @@ func New(o Options) (*Bridge, error) {
 	}
 	b := &Bridge{
 		o: o, log: o.Logger.With("component", "dmi"), m: o.Metrics,
-		limiter:    rate.NewLimiter(rate.Limit(o.ReportRate), o.ReportBurst),
-		reregister: make(chan struct{}, 1),
-		models:     map[string]*pb.DeviceModel{},
-		devices:    map[string]*held{},
+		limiter:       rate.NewLimiter(rate.Limit(o.ReportRate), o.ReportBurst),
+		reregister:    make(chan struct{}, 1),
+		models:        map[string]*pb.DeviceModel{},
+		appliedModels: map[string]string{},
+		devices:       map[string]*held{},
 	}
 	b.ready.init()
 	if b.out, err = openOutbox(o.DB); err != nil {

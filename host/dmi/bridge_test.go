@@ -321,7 +321,7 @@ func TestBadRequests(t *testing.T) {
 				d.Spec.Properties[0].Visitors.ConfigData.Data["kind"], _ = anypb.New(wrapperspb.String("teleport"))
 			})})
 			return err
-		}, codes.InvalidArgument, []string{"refused the device", `unknown kind "teleport"`}},
+		}, codes.InvalidArgument, []string{"device default/pr: invalid: MapperPlugin virtual refused", `unknown kind "teleport"`}},
 		{"name held by the manifests", func() error {
 			_, err := mapper.RegisterDevice(ctx, &pb.RegisterDeviceRequest{Device: mod("taken", func(*pb.Device) {})})
 			return err

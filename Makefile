@@ -9,7 +9,8 @@ TEST_PLUGINS := $(patsubst abi/testdata/plugins/%/main.go,%,$(wildcard abi/testd
 PLUGIN_WASM := $(GO_PLUGINS:%=bin/plugins/%.wasm)
 TEST_WASM := $(TEST_PLUGINS:%=bin/testplugins/%.wasm)
 
-# Component makefiles add to these.
+# Component makefiles add to these. TEST_STEPS are commands of one word
+# each (scripts); BENCH_STEPS are make targets.
 EXTRA_PLUGINS :=
 TEST_PREREQS :=
 TEST_STEPS :=
@@ -57,7 +58,7 @@ test: deps build plugins testplugins $(TEST_PREREQS)
 
 bench: build plugins testplugins
 	$(GO) run ./hack/bench
-	$(foreach s,$(BENCH_STEPS),$(s) &&) true
+	$(if $(BENCH_STEPS),$(MAKE) --no-print-directory $(BENCH_STEPS))
 
 demo: build plugins
 	hack/demo.sh

@@ -4,7 +4,7 @@
 # `go test ./...`; `bin/wapper plugin test FILE.wasm` runs it on any build.
 # `make bench` compares the two SDK builds in the same host runtime.
 
-BENCH_STEPS += hack/bench-sdk/run.sh
+BENCH_STEPS += bench-sdk
 
 .PHONY: conformance bench-sdk
 

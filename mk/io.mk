@@ -6,7 +6,11 @@
 
 # make bench: reads/s of the wasm Modbus plugin through the host runtime
 # against a native Go Modbus client, same server, same run.
-BENCH_STEPS += WAPPER_BENCH=1 $(GO) test -count=1 -run '^TestModbusThroughput$$' -v ./e2e
+BENCH_STEPS += bench-modbus
+
+.PHONY: bench-modbus
+bench-modbus: plugins
+	WAPPER_BENCH=1 $(GO) test -count=1 -run '^TestModbusThroughput$$' -v ./e2e
 
 .PHONY: io-test
 io-test: bin/plugins/modbus.wasm bin/plugins/gpio.wasm

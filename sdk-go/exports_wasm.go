@@ -112,6 +112,9 @@ func wapperRead(dev, prop uint32) (r uint64) {
 	if !v.IsValid() {
 		return finish(Errorf(ErrInternal, "Read returned no value and no error"), nil)
 	}
+	if v.EncodedLen() >= abi.MaxMessage {
+		return finish(Errorf(ErrTooLarge, "value of %d bytes exceeds the ABI limit of %d", v.EncodedLen(), abi.MaxMessage-1), nil)
+	}
 	result = append(result[:0], byte(OK))
 	result = v.AppendEncode(result)
 	return abi.Pack(uint32(uintptr(unsafe.Pointer(unsafe.SliceData(result)))), uint32(len(result)))

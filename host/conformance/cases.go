@@ -27,7 +27,7 @@ var suite = []Case{
 	{"kv", "kv_get/kv_set/kv_delete through the host store, which outlives instances", caseKV},
 	{"batch", "wapper_read_batch: entries in request order with their own errors; bad handles; empty and 4096-handle batches", caseBatch},
 	{"poll", "wapper_poll reports through the host in description order and returns next_ms", casePoll},
-	{"memory/buffers", "every buffer the host allocates is freed; wapper_alloc(0) works; live buffers never overlap", caseBuffers},
+	{"memory/buffers", "every buffer the host allocates is freed; live buffers never overlap", caseBuffers},
 	{"memory/values", "many large writes and reads do not grow guest memory", caseMemoryValues},
 	{"memory/devices", "many add/write/remove cycles do not grow guest memory", caseMemoryDevices},
 	{"restart/panic", "after a panic the instance is replaced, devices are re-added and served, memory state is fresh, kv kept", casePanic},
@@ -403,7 +403,7 @@ func caseBuffers(t *caseRun) {
 	t.write(p, 1, hBytes, abi.Bytes(make([]byte, 1<<20)))
 	t.wantRead(p, 1, hBytes, abi.Bytes(make([]byte, 1<<20)))
 	if _, err := p.ReadBatch(t.ctx, 1, []uint32{}); err != nil {
-		t.Errorf("empty batch: %v", err)
+		t.Errorf("empty batch: %v", err) // answered by the host without a call (SPEC §3.2)
 	}
 	if _, err := p.CallMethod(t.ctx, 1, "echo", json.RawMessage(`{"x": 1}`)); err != nil {
 		t.Errorf("method echo: %v", err)
@@ -414,9 +414,6 @@ func caseBuffers(t *caseRun) {
 	allocs, frees, zeroSize, live := p.probe.Buffers()
 	if allocs != frees || live != 0 {
 		t.Errorf("%d buffers allocated, %d freed, %d still live", allocs, frees, live)
-	}
-	if zeroSize == 0 {
-		t.Errorf("the empty batch did not call wapper_alloc(0)")
 	}
 	t.Notef("%d buffers allocated and freed, %d of size 0", allocs, zeroSize)
 }

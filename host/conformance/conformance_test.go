@@ -33,13 +33,6 @@ func run(t *testing.T, plugin string, caseTimeout time.Duration) conformance.Rep
 	return rep
 }
 
-// knownHostBugs are cases that fail because of a bug in host/runtime, not
-// in an SDK. Remove an entry when its fix lands; the case then runs strict.
-var knownHostBugs = map[string]string{
-	"restart/waiting-caller": "Plugin.readd locks each re-added device's mutex, which a caller of that device holds " +
-		"while it waits in acquire for the restarting slot: the restart stalls until the caller's deadline",
-}
-
 // Both SDK builds pass every case with the same expectations.
 func TestSDKBuilds(t *testing.T) {
 	for _, plugin := range []string{"conformance", "conformance-rust"} {
@@ -50,9 +43,6 @@ func TestSDKBuilds(t *testing.T) {
 			}
 			for _, r := range rep.Results {
 				t.Run(r.Name, func(t *testing.T) {
-					if bug, ok := knownHostBugs[r.Name]; ok && !r.Passed {
-						t.Skipf("known host/runtime bug, reported to its owner: %s\n%s", bug, strings.Join(r.Failures, "\n"))
-					}
 					for _, f := range r.Failures {
 						t.Error(f)
 					}

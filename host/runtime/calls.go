@@ -57,6 +57,9 @@ func convertFor(pd *abi.Property, v abi.Value) (abi.Value, error) {
 // registers), else one read after another on the same instance. Each entry
 // has a value or its own error; the returned error is for the whole call.
 func (p *Plugin) ReadBatch(ctx context.Context, dev uint32, props []uint32) (out []abi.BatchEntry, err error) {
+	if len(props) == 0 {
+		return nil, nil
+	}
 	if len(props) > abi.MaxBatch {
 		return nil, abi.Errorf(abi.ErrTooLarge, "batch of %d properties exceeds %d", len(props), abi.MaxBatch)
 	}

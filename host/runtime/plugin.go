@@ -394,7 +394,11 @@ func (p *Plugin) readd(in *instance, dead *instance) {
 		if p.device(id) != k.d {
 			continue // removed meanwhile
 		}
-		k.d.mu.Lock()
+		// A caller holding the device's lock may be waiting for this very
+		// slot; it re-adds the device itself (ensure) once it gets one.
+		if !k.d.mu.TryLock() {
+			continue
+		}
 		if !k.d.removed {
 			in.curDev = k.d
 			if err := in.ensure(k.d); err != nil {

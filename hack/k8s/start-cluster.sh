@@ -7,7 +7,7 @@
 # cluster with stop-cluster.sh RUNDIR; logs are in RUNDIR/*.log.
 #
 # Tests do not use this script: they start their own cluster through the Go
-# package cloud/internal/k8stest.
+# package internal/k8stest.
 set -euo pipefail
 RUN=${1:?usage: start-cluster.sh RUNDIR}
 HERE=$(cd "$(dirname "$0")" && pwd)

@@ -26,7 +26,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	v1alpha1 "wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
-	"wapper.dev/wapper/cloud/internal/k8stest"
+	"wapper.dev/wapper/internal/k8stest"
 )
 
 func TestMain(m *testing.M) { os.Exit(k8stest.Run(m)) }

@@ -1,0 +1,438 @@
+// Package controller is wapper-cloud's Kubernetes controller, in the shape
+// of sample-controller: shared informers on Devices, DeviceModels and
+// MapperPlugins feed a work queue of node names, and reconciling a node
+// computes its desired set (the Devices whose spec.nodeName is the node,
+// their DeviceModels, and the MapperPlugins for their protocols) and hands
+// it to the hub, which delivers it to the node's host.
+//
+// Only nodes connected to this replica are reconciled: each replica serves
+// the hosts connected to it, and all state lives in the API server.
+package controller
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	devicesv1beta1 "github.com/kubeedge/api/apis/devices/v1beta1"
+	kubeedge "github.com/kubeedge/api/client/clientset/versioned"
+	keinformers "github.com/kubeedge/api/client/informers/externalversions"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+
+	mappersv1alpha1 "wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/cloud/linkproto"
+)
+
+// Hub is what the controller needs of the hub.
+type Hub interface {
+	// SetDesired replaces the desired set of a connected node.
+	SetDesired(node string, items map[string]linkproto.Item)
+	// Connected lists the nodes connected to this replica.
+	Connected() []string
+}
+
+// Options configure a Controller.
+type Options struct {
+	// KubeEdge is the client for Devices and DeviceModels.
+	KubeEdge kubeedge.Interface
+	// Dynamic is the client for MapperPlugins.
+	Dynamic dynamic.Interface
+	// Hub receives each node's desired set.
+	Hub Hub
+	// Resync is the informers' resync period (default 10m).
+	Resync time.Duration
+	// Logger receives reconcile logs (default slog.Default()).
+	Logger *slog.Logger
+	// Metrics receives reconcile metrics; nil for none.
+	Metrics *Metrics
+}
+
+const (
+	indexByNode     = "node"
+	indexByModel    = "model"
+	indexByProtocol = "protocol"
+)
+
+// Controller computes each connected node's desired set.
+type Controller struct {
+	opts    Options
+	log     *slog.Logger
+	keInf   keinformers.SharedInformerFactory
+	dynInf  dynamicinformer.DynamicSharedInformerFactory
+	devices cache.SharedIndexInformer
+	models  cache.SharedIndexInformer
+	plugins cache.SharedIndexInformer
+	queue   workqueue.TypedRateLimitingInterface[string]
+
+	items sync.Map // key → cachedItem
+}
+
+type cachedItem struct {
+	rv   string
+	item linkproto.Item
+}
+
+// New returns a Controller; call Run to start it.
+func New(opts Options) (*Controller, error) {
+	if opts.Resync == 0 {
+		opts.Resync = 10 * time.Minute
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	c := &Controller{
+		opts:  opts,
+		log:   opts.Logger,
+		keInf: keinformers.NewSharedInformerFactory(opts.KubeEdge, opts.Resync),
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "wapper-cloud-nodes"}),
+	}
+	c.dynInf = dynamicinformer.NewDynamicSharedInformerFactory(opts.Dynamic, opts.Resync)
+	c.devices = c.keInf.Devices().V1beta1().Devices().Informer()
+	c.models = c.keInf.Devices().V1beta1().DeviceModels().Informer()
+	c.plugins = c.dynInf.ForResource(mappersv1alpha1.GroupVersionResource).Informer()
+	if err := c.plugins.SetTransform(toMapperPlugin); err != nil {
+		return nil, err
+	}
+	if err := c.devices.AddIndexers(cache.Indexers{
+		indexByNode: func(obj any) ([]string, error) {
+			d := obj.(*devicesv1beta1.Device)
+			return []string{d.Spec.NodeName}, nil
+		},
+		indexByModel: func(obj any) ([]string, error) {
+			d := obj.(*devicesv1beta1.Device)
+			if d.Spec.DeviceModelRef == nil {
+				return nil, nil
+			}
+			return []string{d.Namespace + "/" + d.Spec.DeviceModelRef.Name}, nil
+		},
+	}); err != nil {
+		return nil, err
+	}
+	if err := c.plugins.AddIndexers(cache.Indexers{
+		indexByProtocol: func(obj any) ([]string, error) {
+			return obj.(*mappersv1alpha1.MapperPlugin).Spec.Protocols, nil
+		},
+	}); err != nil {
+		return nil, err
+	}
+	if _, err := c.devices.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) { c.enqueueDevice(obj) },
+		UpdateFunc: func(old, cur any) {
+			c.enqueueDevice(old)
+			c.enqueueDevice(cur)
+		},
+		DeleteFunc: func(obj any) { c.enqueueDevice(obj) },
+	}); err != nil {
+		return nil, err
+	}
+	if _, err := c.models.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { c.enqueueModel(obj) },
+		UpdateFunc: func(_, cur any) { c.enqueueModel(cur) },
+		DeleteFunc: func(obj any) { c.enqueueModel(obj) },
+	}); err != nil {
+		return nil, err
+	}
+	if _, err := c.plugins.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { c.EnqueueConnected() },
+		UpdateFunc: func(old, cur any) { c.enqueuePluginChange(old, cur) },
+		DeleteFunc: func(any) { c.EnqueueConnected() },
+	}); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// toMapperPlugin converts the dynamic informer's objects to typed
+// MapperPlugins before they are stored.
+func toMapperPlugin(obj any) (any, error) {
+	switch o := obj.(type) {
+	case *unstructured.Unstructured:
+		p := &mappersv1alpha1.MapperPlugin{}
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.UnstructuredContent(), p); err != nil {
+			return nil, fmt.Errorf("decode MapperPlugin %s: %w", o.GetName(), err)
+		}
+		return p, nil
+	case cache.DeletedFinalStateUnknown:
+		if u, ok := o.Obj.(*unstructured.Unstructured); ok {
+			p, err := toMapperPlugin(u)
+			if err != nil {
+				return nil, err
+			}
+			o.Obj = p
+		}
+		return o, nil
+	}
+	return obj, nil
+}
+
+// Enqueue asks for node's desired set to be computed again, as when its
+// host connects.
+func (c *Controller) Enqueue(node string) {
+	if node != "" {
+		c.queue.Add(node)
+	}
+}
+
+// EnqueueConnected enqueues every connected node.
+func (c *Controller) EnqueueConnected() {
+	for _, n := range c.opts.Hub.Connected() {
+		c.queue.Add(n)
+	}
+}
+
+func (c *Controller) enqueueDevice(obj any) {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	if d, ok := obj.(*devicesv1beta1.Device); ok {
+		c.Enqueue(d.Spec.NodeName)
+	}
+}
+
+func (c *Controller) enqueueModel(obj any) {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	m, ok := obj.(*devicesv1beta1.DeviceModel)
+	if !ok {
+		return
+	}
+	devs, err := c.devices.GetIndexer().ByIndex(indexByModel, m.Namespace+"/"+m.Name)
+	if err != nil {
+		utilruntime.HandleError(err)
+		return
+	}
+	for _, o := range devs {
+		c.Enqueue(o.(*devicesv1beta1.Device).Spec.NodeName)
+	}
+}
+
+func (c *Controller) enqueuePluginChange(old, cur any) {
+	o, ok1 := old.(*mappersv1alpha1.MapperPlugin)
+	n, ok2 := cur.(*mappersv1alpha1.MapperPlugin)
+	if ok1 && ok2 && o.ResourceVersion == n.ResourceVersion {
+		return // a resync
+	}
+	c.EnqueueConnected()
+}
+
+// Run starts the informers, waits for their caches, and runs workers until
+// ctx ends.
+func (c *Controller) Run(ctx context.Context, workers int) error {
+	defer utilruntime.HandleCrash()
+	defer c.queue.ShutDown()
+	c.keInf.Start(ctx.Done())
+	c.dynInf.Start(ctx.Done())
+	c.log.Info("controller: waiting for informer caches")
+	if !cache.WaitForCacheSync(ctx.Done(), c.devices.HasSynced, c.models.HasSynced, c.plugins.HasSynced) {
+		return fmt.Errorf("controller: informer caches did not sync: %w", ctx.Err())
+	}
+	c.log.Info("controller: caches synced; reconciling connected nodes", "workers", workers)
+	c.EnqueueConnected()
+	var wg sync.WaitGroup
+	for range max(workers, 1) {
+		wg.Go(func() { wait.UntilWithContext(ctx, c.runWorker, time.Second) })
+	}
+	<-ctx.Done()
+	c.queue.ShutDown()
+	wg.Wait()
+	return nil
+}
+
+// HasSynced reports whether the informers have synced.
+func (c *Controller) HasSynced() bool {
+	return c.devices.HasSynced() && c.models.HasSynced() && c.plugins.HasSynced()
+}
+
+func (c *Controller) runWorker(ctx context.Context) {
+	for c.processNext(ctx) {
+	}
+}
+
+func (c *Controller) processNext(ctx context.Context) bool {
+	node, quit := c.queue.Get()
+	if quit {
+		return false
+	}
+	defer c.queue.Done(node)
+	start := time.Now()
+	err := c.reconcile(node)
+	if m := c.opts.Metrics; m != nil {
+		m.observe(time.Since(start), err)
+	}
+	if err != nil {
+		c.log.Warn("controller: reconcile failed; retrying", "node", node, "err", err)
+		c.queue.AddRateLimited(node)
+		return true
+	}
+	c.queue.Forget(node)
+	return true
+}
+
+func (c *Controller) reconcile(node string) error {
+	if !c.HasSynced() {
+		return fmt.Errorf("informer caches not synced yet")
+	}
+	items, err := c.DesiredSet(node)
+	if err != nil {
+		return err
+	}
+	c.opts.Hub.SetDesired(node, items)
+	return nil
+}
+
+// DesiredSet computes node's desired objects, keyed by linkproto.Key.
+func (c *Controller) DesiredSet(node string) (map[string]linkproto.Item, error) {
+	devs, err := c.devices.GetIndexer().ByIndex(indexByNode, node)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]linkproto.Item, 3*len(devs))
+	add := func(kind string, o runtimeObject) error {
+		key := linkproto.Key(kind, o.GetNamespace(), o.GetName())
+		if _, ok := out[key]; ok {
+			return nil
+		}
+		it, err := c.item(kind, key, o)
+		if err != nil {
+			return err
+		}
+		out[key] = it
+		return nil
+	}
+	for _, o := range devs {
+		d := o.(*devicesv1beta1.Device)
+		if err := add(linkproto.KindDevice, d); err != nil {
+			return nil, err
+		}
+		var model *devicesv1beta1.DeviceModel
+		if d.Spec.DeviceModelRef != nil {
+			mo, ok, err := c.models.GetIndexer().GetByKey(d.Namespace + "/" + d.Spec.DeviceModelRef.Name)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				model = mo.(*devicesv1beta1.DeviceModel)
+				if err := add(linkproto.KindDeviceModel, model); err != nil {
+					return nil, err
+				}
+			}
+		}
+		if p := c.pluginFor(d, model); p != nil {
+			if err := add(linkproto.KindMapperPlugin, p); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return out, nil
+}
+
+// pluginFor picks the MapperPlugin a device runs on: the one its model pins
+// with the mappers.wapper.dev/plugin annotation, or else the plugin (first
+// by name) providing the device's protocol.
+func (c *Controller) pluginFor(d *devicesv1beta1.Device, model *devicesv1beta1.DeviceModel) *mappersv1alpha1.MapperPlugin {
+	if model != nil {
+		if name := model.Annotations[mappersv1alpha1.PluginAnnotation]; name != "" {
+			o, ok, _ := c.plugins.GetIndexer().GetByKey(name)
+			if !ok {
+				return nil
+			}
+			return o.(*mappersv1alpha1.MapperPlugin)
+		}
+	}
+	proto := d.Spec.Protocol.ProtocolName
+	if proto == "" && model != nil {
+		proto = model.Spec.Protocol
+	}
+	if proto == "" {
+		return nil
+	}
+	ps, _ := c.plugins.GetIndexer().ByIndex(indexByProtocol, proto)
+	if len(ps) == 0 {
+		return nil
+	}
+	sort.Slice(ps, func(i, j int) bool {
+		return ps[i].(*mappersv1alpha1.MapperPlugin).Name < ps[j].(*mappersv1alpha1.MapperPlugin).Name
+	})
+	return ps[0].(*mappersv1alpha1.MapperPlugin)
+}
+
+// Plugin returns the MapperPlugin called name from the informer cache.
+func (c *Controller) Plugin(name string) (*mappersv1alpha1.MapperPlugin, bool) {
+	o, ok, _ := c.plugins.GetIndexer().GetByKey(name)
+	if !ok {
+		return nil, false
+	}
+	return o.(*mappersv1alpha1.MapperPlugin), true
+}
+
+// Device returns the Device ns/name from the informer cache.
+func (c *Controller) Device(ns, name string) (*devicesv1beta1.Device, bool) {
+	o, ok, _ := c.devices.GetIndexer().GetByKey(ns + "/" + name)
+	if !ok {
+		return nil, false
+	}
+	return o.(*devicesv1beta1.Device), true
+}
+
+type runtimeObject interface {
+	runtime.Object
+	GetNamespace() string
+	GetName() string
+	GetResourceVersion() string
+}
+
+// item renders an object as delivered to hosts: status, managed fields and
+// resource version removed, versioned by a hash of the result. Items are
+// cached by resource version, so a plugin shared by many nodes is rendered
+// once.
+func (c *Controller) item(kind, key string, o runtimeObject) (linkproto.Item, error) {
+	rv := o.GetResourceVersion()
+	if v, ok := c.items.Load(key); ok && v.(cachedItem).rv == rv {
+		return v.(cachedItem).item, nil
+	}
+	var obj any
+	switch t := o.(type) {
+	case *devicesv1beta1.Device:
+		d := t.DeepCopy()
+		d.Status = devicesv1beta1.DeviceStatusOld{}
+		d.TypeMeta.APIVersion, d.TypeMeta.Kind = devicesv1beta1.SchemeGroupVersion.String(), linkproto.KindDevice
+		clean(&d.ObjectMeta.ManagedFields, &d.ObjectMeta.ResourceVersion, &d.ObjectMeta.Generation)
+		obj = d
+	case *devicesv1beta1.DeviceModel:
+		m := t.DeepCopy()
+		m.TypeMeta.APIVersion, m.TypeMeta.Kind = devicesv1beta1.SchemeGroupVersion.String(), linkproto.KindDeviceModel
+		clean(&m.ObjectMeta.ManagedFields, &m.ObjectMeta.ResourceVersion, &m.ObjectMeta.Generation)
+		obj = m
+	case *mappersv1alpha1.MapperPlugin:
+		p := t.DeepCopy()
+		p.Status = mappersv1alpha1.MapperPluginStatus{}
+		p.TypeMeta.APIVersion, p.TypeMeta.Kind = mappersv1alpha1.SchemeGroupVersion.String(), linkproto.KindMapperPlugin
+		clean(&p.ObjectMeta.ManagedFields, &p.ObjectMeta.ResourceVersion, &p.ObjectMeta.Generation)
+		obj = p
+	default:
+		return linkproto.Item{}, fmt.Errorf("controller: cannot deliver %T", o)
+	}
+	b, err := json.Marshal(obj)
+	if err != nil {
+		return linkproto.Item{}, fmt.Errorf("controller: encode %s: %w", key, err)
+	}
+	sum := sha256.Sum256(b)
+	it := linkproto.Item{Key: key, Version: hex.EncodeToString(sum[:12]), Object: b}
+	c.items.Store(key, cachedItem{rv: rv, item: it})
+	return it, nil
+}

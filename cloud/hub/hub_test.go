@@ -1,0 +1,260 @@
+package hub_test
+
+import (
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"wapper.dev/wapper/cloud/hub"
+	"wapper.dev/wapper/cloud/linkproto"
+)
+
+// start serves a hub over TLS with two nodes' tokens.
+func start(t *testing.T, opts hub.Options) (*hub.Hub, *httptest.Server) {
+	t.Helper()
+	opts.Auth = hub.Tokens{"node-a": "tok-a", "node-b": "tok-b"}
+	h := hub.New(opts)
+	mux := http.NewServeMux()
+	mux.Handle(linkproto.LinkPath, h)
+	srv := httptest.NewTLSServer(mux)
+	t.Cleanup(func() {
+		h.Close()
+		srv.Close()
+	})
+	return h, srv
+}
+
+func dial(t *testing.T, srv *httptest.Server, node, token string, inv map[string]string) (*websocket.Conn, *http.Response, error) {
+	t.Helper()
+	d := websocket.Dialer{
+		TLSClientConfig: &tls.Config{RootCAs: srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs},
+		Subprotocols:    []string{linkproto.Subprotocol},
+	}
+	hdr := http.Header{}
+	if token != "" {
+		hdr.Set("Authorization", "Bearer "+token)
+	}
+	hdr.Set(linkproto.NodeHeader, node)
+	c, resp, err := d.Dial("wss"+strings.TrimPrefix(srv.URL, "https")+linkproto.LinkPath, hdr)
+	if err != nil {
+		return nil, resp, err
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := c.WriteJSON(linkproto.Message{Type: linkproto.TypeHello, Inventory: inv}); err != nil {
+		t.Fatal(err)
+	}
+	return c, resp, nil
+}
+
+func read(t *testing.T, c *websocket.Conn) linkproto.Message {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(time.Minute))
+	var m linkproto.Message
+	if err := c.ReadJSON(&m); err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	return m
+}
+
+func items(n int, version string) map[string]linkproto.Item {
+	out := map[string]linkproto.Item{}
+	for i := range n {
+		k := linkproto.Key(linkproto.KindDevice, "ns", fmt.Sprintf("d%03d", i))
+		out[k] = linkproto.Item{Key: k, Version: version, Object: json.RawMessage(`{}`)}
+	}
+	return out
+}
+
+// waitConnected waits until the hub lists node (the hello is read).
+func waitConnected(t *testing.T, h *hub.Hub, node string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		for _, n := range h.Connected() {
+			if n == node {
+				return
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("%s never connected", node)
+}
+
+func TestCredentialsAreBoundToNodes(t *testing.T) {
+	_, srv := start(t, hub.Options{})
+	for _, tc := range []struct{ node, token string }{
+		{"node-a", ""},
+		{"node-a", "wrong"},
+		{"node-a", "tok-b"}, // node-b's token does not make a host node-a
+		{"", "tok-a"},
+		{"node-c", "tok-a"},
+	} {
+		_, resp, err := dial(t, srv, tc.node, tc.token, nil)
+		if err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("node %q token %q: got err=%v resp=%v, want 401", tc.node, tc.token, err, resp)
+		}
+	}
+	if _, _, err := dial(t, srv, "node-a", "tok-a", nil); err != nil {
+		t.Fatalf("right credential refused: %v", err)
+	}
+}
+
+// TestWindowAndCoalescing: a host that does not acknowledge gets exactly
+// Window batches; changes meanwhile coalesce into the newest versions.
+func TestWindowAndCoalescing(t *testing.T) {
+	h, srv := start(t, hub.Options{Window: 2, BatchSize: 10})
+	c, _, err := dial(t, srv, "node-a", "tok-a", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitConnected(t, h, "node-a")
+	h.SetDesired("node-a", items(50, "v1"))
+	m1, m2 := read(t, c), read(t, c)
+	if m1.Seq != 1 || m2.Seq != 2 || len(m1.Items) != 10 || len(m2.Items) != 10 {
+		t.Fatalf("first batches: seq %d (%d items), seq %d (%d items)", m1.Seq, len(m1.Items), m2.Seq, len(m2.Items))
+	}
+	if got := h.InFlight("node-a"); got != 2 {
+		t.Fatalf("in flight = %d, want 2", got)
+	}
+	// Four more versions while the host is stuck: only the last is sent.
+	for _, v := range []string{"v2", "v3", "v4", "v5"} {
+		h.SetDesired("node-a", items(50, v))
+	}
+	if err := c.WriteJSON(linkproto.Message{Type: linkproto.TypeAck, Seq: 1}); err != nil {
+		t.Fatal(err)
+	}
+	m3 := read(t, c)
+	if m3.Seq != 3 {
+		t.Fatalf("after one ack got seq %d, want 3", m3.Seq)
+	}
+	received := map[string]string{}
+	for _, it := range append(append(m1.Items, m2.Items...), m3.Items...) {
+		received[it.Key] = it.Version
+	}
+	// Acknowledge everything from now on, until every object is at v5.
+	for _, seq := range []uint64{2, 3} {
+		if err := c.WriteJSON(linkproto.Message{Type: linkproto.TypeAck, Seq: seq}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := make(chan linkproto.Message, 100)
+	go func() {
+		for {
+			var m linkproto.Message
+			if err := c.ReadJSON(&m); err != nil {
+				close(got)
+				return
+			}
+			got <- m
+			_ = c.WriteJSON(linkproto.Message{Type: linkproto.TypeAck, Seq: m.Seq})
+		}
+	}()
+	waitFor(t, func() bool { return h.InSync("node-a") })
+	c.Close()
+	for m := range got {
+		for _, it := range m.Items {
+			if it.Version != "v5" {
+				t.Errorf("batch %d sent %s at %s: superseded versions must not be sent", m.Seq, it.Key, it.Version)
+			}
+			received[it.Key] = it.Version
+		}
+	}
+	for k, v := range items(50, "v5") {
+		if received[k] != v.Version {
+			t.Errorf("%s: host has %q, want v5", k, received[k])
+		}
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached in a minute")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// TestResyncFromInventory: a host reconnecting with part of its set gets
+// exactly what it lacks, and removals of what it should no longer hold.
+func TestResyncFromInventory(t *testing.T) {
+	h, srv := start(t, hub.Options{})
+	want := items(20, "v1")
+	inv := map[string]string{}
+	i := 0
+	for k := range want {
+		if i%2 == 0 {
+			inv[k] = "v1" // held at the right version
+		} else if i%3 == 0 {
+			inv[k] = "v0" // held, stale
+		}
+		i++
+	}
+	stale := linkproto.Key(linkproto.KindDevice, "ns", "gone")
+	inv[stale] = "v1"
+	c, _, err := dial(t, srv, "node-a", "tok-a", inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitConnected(t, h, "node-a")
+	h.SetDesired("node-a", want)
+	m := read(t, c)
+	got := map[string]bool{}
+	for _, it := range m.Items {
+		got[it.Key] = true
+		if it.Key == stale {
+			if !it.Deleted() {
+				t.Errorf("stale object sent instead of removed")
+			}
+			continue
+		}
+		if inv[it.Key] == "v1" {
+			t.Errorf("%s sent again although the host holds it at v1", it.Key)
+		}
+	}
+	for k := range want {
+		if inv[k] != "v1" && !got[k] {
+			t.Errorf("%s not sent", k)
+		}
+	}
+	if !got[stale] {
+		t.Error("stale object not removed")
+	}
+	if err := c.WriteJSON(linkproto.Message{Type: linkproto.TypeAck, Seq: m.Seq}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return h.InSync("node-a") })
+}
+
+// TestNothingBeforeDesired: until the controller has computed a node, the
+// hub sends nothing, and in particular removes nothing the host holds.
+func TestNothingBeforeDesired(t *testing.T) {
+	h, srv := start(t, hub.Options{})
+	inv := map[string]string{linkproto.Key(linkproto.KindDevice, "ns", "kept"): "v1"}
+	c, _, err := dial(t, srv, "node-a", "tok-a", inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitConnected(t, h, "node-a")
+	// Reports are still acknowledged (no Upstream configured), which
+	// proves the session is live while no apply arrives.
+	if err := c.WriteJSON(linkproto.Message{Type: linkproto.TypeReport, Reports: []linkproto.Report{{Seq: 7, Plugin: &linkproto.PluginReport{Name: "p", Phase: "Loaded"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	m := read(t, c)
+	if m.Type != linkproto.TypeReportAck || len(m.Acked) != 1 || m.Acked[0] != 7 {
+		t.Fatalf("got %+v, want a reportAck of 7 and no apply", m)
+	}
+	if h.InSync("node-a") {
+		t.Fatal("in sync before the desired set is known")
+	}
+}

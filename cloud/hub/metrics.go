@@ -1,0 +1,38 @@
+package hub
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the hub's Prometheus metrics.
+type Metrics struct {
+	reg          prometheus.Registerer
+	authFailures prometheus.Counter
+	batches      prometheus.Counter
+	items        prometheus.Counter
+	acks         prometheus.Counter
+	reports      prometheus.Counter
+}
+
+// NewMetrics registers the hub's metrics with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		reg: reg,
+		authFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wapper_cloud_hub_auth_failures_total", Help: "Requests refused for a missing or wrong node credential."}),
+		batches: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wapper_cloud_hub_batches_sent_total", Help: "Apply batches sent to hosts."}),
+		items: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wapper_cloud_hub_items_sent_total", Help: "Objects (and removals) sent to hosts."}),
+		acks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wapper_cloud_hub_batches_acked_total", Help: "Apply batches hosts acknowledged."}),
+		reports: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wapper_cloud_hub_reports_received_total", Help: "Upstream reports received from hosts."}),
+	}
+	reg.MustRegister(m.authFailures, m.batches, m.items, m.acks, m.reports)
+	return m
+}
+
+func (m *Metrics) bind(h *Hub) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "wapper_cloud_hub_sessions", Help: "Hosts connected to this replica."},
+		func() float64 { return float64(len(h.Connected())) }))
+}

@@ -1,0 +1,463 @@
+// Package cloudlink is wapper-host's side of the link to wapper-cloud: one
+// websocket (TLS, the node's bearer token) that brings the node's Devices,
+// DeviceModels and MapperPlugins down and takes reported twins, device
+// states and plugin states up.
+//
+// Everything the cloud sends is stored in bbolt before it is acknowledged,
+// and handed to a Sink (the device manager) as one full Set, so a host
+// that restarts with the cloud unreachable runs its devices from its
+// store. Reports wait in a bbolt outbox, one entry per device or plugin
+// holding its latest full state, until the cloud acknowledges that it has
+// written them; while the link is down they accumulate there and flush in
+// batches on reconnect. See package linkproto for the protocol.
+//
+// cloudlink never links client-go: it imports only apimachinery, KubeEdge's
+// device types and wapper's MapperPlugin types.
+package cloudlink
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	devicesv1beta1 "github.com/kubeedge/api/apis/devices/v1beta1"
+	"github.com/prometheus/client_golang/prometheus"
+	bolt "go.etcd.io/bbolt"
+
+	mappersv1alpha1 "wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/cloud/linkproto"
+)
+
+// Source is the source name the link's objects carry in the device manager.
+const Source = "cloud"
+
+// Set is every object the cloud has given this node.
+type Set struct {
+	Devices []*devicesv1beta1.Device
+	Models  []*devicesv1beta1.DeviceModel
+	Plugins []*mappersv1alpha1.MapperPlugin
+}
+
+func (s *Set) add(key string, raw json.RawMessage) error {
+	kind, _, _ := linkproto.SplitKey(key)
+	var err error
+	switch kind {
+	case linkproto.KindDevice:
+		d := &devicesv1beta1.Device{}
+		if err = json.Unmarshal(raw, d); err == nil {
+			s.Devices = append(s.Devices, d)
+		}
+	case linkproto.KindDeviceModel:
+		m := &devicesv1beta1.DeviceModel{}
+		if err = json.Unmarshal(raw, m); err == nil {
+			s.Models = append(s.Models, m)
+		}
+	case linkproto.KindMapperPlugin:
+		p := &mappersv1alpha1.MapperPlugin{}
+		if err = json.Unmarshal(raw, p); err == nil {
+			s.Plugins = append(s.Plugins, p)
+		}
+	default:
+		return nil // a newer cloud's kind: kept, not used
+	}
+	if err != nil {
+		return fmt.Errorf("cloudlink: decode %s: %w", key, err)
+	}
+	return nil
+}
+
+// Sink receives the cloud's objects: the device manager, which replaces
+// everything of source Source with the Set.
+type Sink interface {
+	Sync(ctx context.Context, s Set) error
+}
+
+// SinkFunc adapts a function to Sink.
+type SinkFunc func(ctx context.Context, s Set) error
+
+// Sync implements Sink.
+func (f SinkFunc) Sync(ctx context.Context, s Set) error { return f(ctx, s) }
+
+// Options configure a Link.
+type Options struct {
+	// URL is wapper-cloud's address: https://host:port (or wss://).
+	URL string
+	// Node is this host's node name; Token its bearer token.
+	Node, Token string
+	// TLS configures the connection (see LoadCA); nil uses the system
+	// roots.
+	TLS *tls.Config
+	// DB is the host's bbolt database; the link keeps its buckets there.
+	DB *bolt.DB
+	// Sink receives the objects; required.
+	Sink Sink
+	// Direct fetches modules from their registry; when it fails the
+	// link asks the cloud. Nil always asks the cloud.
+	Direct ModuleResolver
+	// ModuleDir caches modules fetched through the cloud (required for
+	// Module).
+	ModuleDir string
+	// MinBackoff and MaxBackoff bound the reconnect delay (defaults 500ms
+	// and 30s).
+	MinBackoff, MaxBackoff time.Duration
+	// ReportBatch is the most reports in one message (default 256);
+	// MaxInFlight the most reports awaiting acknowledgement (default 1024).
+	ReportBatch, MaxInFlight int
+	// Logger receives link logs (default slog.Default()).
+	Logger *slog.Logger
+	// Registerer receives the link's metrics; nil for none.
+	Registerer prometheus.Registerer
+}
+
+// LoadCA returns a TLS config trusting the PEM certificates in file (the
+// cloud's --ca-out, or the tls.crt of its TLS Secret).
+func LoadCA(file string) (*tls.Config, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("read --ca-file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("--ca-file %s holds no PEM certificate", file)
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
+// Link is the host's cloud link.
+type Link struct {
+	opts Options
+	log  *slog.Logger
+	met  *metrics
+	http *http.Client
+
+	wake      chan struct{}
+	connected chan struct{} // closed while a session runs; replaced on disconnect
+
+	mu    sync.Mutex
+	state bool
+}
+
+// New opens the link's buckets; Run connects.
+func New(opts Options) (*Link, error) {
+	if opts.URL == "" || opts.Node == "" || opts.Token == "" {
+		return nil, errors.New("cloudlink: a cloud URL, a node name and a token are all required (--cloud, --node, --token-file)")
+	}
+	if opts.DB == nil || opts.Sink == nil {
+		return nil, errors.New("cloudlink: Options.DB and Options.Sink are required")
+	}
+	if opts.MinBackoff <= 0 {
+		opts.MinBackoff = 500 * time.Millisecond
+	}
+	if opts.MaxBackoff <= 0 {
+		opts.MaxBackoff = 30 * time.Second
+	}
+	if opts.ReportBatch <= 0 {
+		opts.ReportBatch = 256
+	}
+	if opts.MaxInFlight <= 0 {
+		opts.MaxInFlight = 1024
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if err := initBuckets(opts.DB); err != nil {
+		return nil, err
+	}
+	l := &Link{opts: opts, log: opts.Logger.With("cloud", opts.URL, "node", opts.Node), wake: make(chan struct{}, 1)}
+	l.met = newMetrics(opts.Registerer, l)
+	l.http = &http.Client{Transport: &http.Transport{TLSClientConfig: opts.TLS, Proxy: http.ProxyFromEnvironment}, Timeout: 5 * time.Minute}
+	return l, nil
+}
+
+// Objects returns every object the cloud has given this node, from the
+// store.
+func (l *Link) Objects() (Set, error) { return loadObjects(l.opts.DB) }
+
+// Connected reports whether a session with the cloud is up.
+func (l *Link) Connected() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.state
+}
+
+// Pending returns how many objects have reports not yet acknowledged.
+func (l *Link) Pending() int { return outboxLen(l.opts.DB) }
+
+// ReportDevice queues a device's twins and state for the cloud. Twins are
+// merged by property with what was reported before, so a report may hold
+// only the properties that changed.
+func (l *Link) ReportDevice(r linkproto.DeviceReport) error {
+	return l.report(linkproto.Report{Device: &r})
+}
+
+// ReportPlugin queues a MapperPlugin's state on this node for the cloud.
+func (l *Link) ReportPlugin(r linkproto.PluginReport) error {
+	return l.report(linkproto.Report{Plugin: &r})
+}
+
+func (l *Link) report(r linkproto.Report) error {
+	if reportKey(r) == "" {
+		return errors.New("cloudlink: a report needs a device or plugin name")
+	}
+	if err := l.opts.DB.Batch(func(tx *bolt.Tx) error { return putReport(tx, r) }); err != nil {
+		return fmt.Errorf("cloudlink: save report in the outbox: %w", err)
+	}
+	l.wakeUp()
+	return nil
+}
+
+func (l *Link) wakeUp() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run hands the stored objects to the Sink, then keeps a session with the
+// cloud, reconnecting with backoff, until ctx ends.
+func (l *Link) Run(ctx context.Context) error {
+	set, err := l.Objects()
+	if err != nil {
+		return err
+	}
+	if n := len(set.Devices) + len(set.Models) + len(set.Plugins); n > 0 {
+		l.log.Info("cloudlink: running the objects stored from the cloud", "devices", len(set.Devices), "models", len(set.Models), "plugins", len(set.Plugins))
+		if err := l.opts.Sink.Sync(ctx, set); err != nil {
+			l.log.Warn("cloudlink: some stored objects were refused", "err", err)
+		}
+	}
+	backoff := l.opts.MinBackoff
+	for {
+		start := time.Now()
+		err := l.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if time.Since(start) > 10*l.opts.MinBackoff {
+			backoff = l.opts.MinBackoff
+		}
+		l.log.Warn("cloudlink: link down; reconnecting", "err", err, "in", backoff.Round(time.Millisecond), "outbox", l.Pending())
+		t := time.NewTimer(backoff + rand.N(backoff/4+1))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		backoff = min(2*backoff, l.opts.MaxBackoff)
+	}
+}
+
+func (l *Link) endpoint(path string) (string, error) {
+	u, err := url.Parse(l.opts.URL)
+	if err != nil {
+		return "", fmt.Errorf("--cloud %q: %w", l.opts.URL, err)
+	}
+	switch u.Scheme {
+	case "https", "wss":
+	default:
+		return "", fmt.Errorf("--cloud %q: want an https:// (or wss://) URL; the link is always TLS", l.opts.URL)
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/") + path
+	return u.String(), nil
+}
+
+func (l *Link) header() http.Header {
+	h := http.Header{}
+	h.Set("Authorization", "Bearer "+l.opts.Token)
+	h.Set(linkproto.NodeHeader, l.opts.Node)
+	return h
+}
+
+// errRefused marks a credential the cloud refused.
+var errRefused = errors.New("the cloud refused this node's credential (check --node and --token-file)")
+
+func (l *Link) session(ctx context.Context) error {
+	ep, err := l.endpoint(linkproto.LinkPath)
+	if err != nil {
+		return err
+	}
+	ep = "wss" + strings.TrimPrefix(strings.TrimPrefix(ep, "https"), "wss")
+	d := websocket.Dialer{TLSClientConfig: l.opts.TLS, Subprotocols: []string{linkproto.Subprotocol}, HandshakeTimeout: 30 * time.Second, Proxy: http.ProxyFromEnvironment}
+	conn, resp, err := d.DialContext(ctx, ep, l.header())
+	if err != nil {
+		if resp != nil && resp.StatusCode == http.StatusUnauthorized {
+			l.met.refused.Inc()
+			return errRefused
+		}
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer conn.Close()
+	conn.SetReadLimit(256 << 20)
+	inv, err := inventory(l.opts.DB)
+	if err != nil {
+		return err
+	}
+	if err := conn.WriteJSON(linkproto.Message{Type: linkproto.TypeHello, Inventory: inv}); err != nil {
+		return err
+	}
+	l.setConnected(true)
+	defer l.setConnected(false)
+	l.log.Info("cloudlink: connected", "inventory", len(inv), "outbox", l.Pending())
+	l.met.connects.Inc()
+
+	s := &linkSession{l: l, conn: conn, inflight: map[uint64]string{}}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		<-ctx.Done()
+		_ = conn.Close()
+	}()
+	errc := make(chan error, 2)
+	go func() { errc <- s.readLoop(ctx) }()
+	go func() { errc <- s.writeLoop(ctx) }()
+	err = <-errc
+	cancel()
+	return err
+}
+
+func (l *Link) setConnected(v bool) {
+	l.mu.Lock()
+	l.state = v
+	l.mu.Unlock()
+}
+
+type linkSession struct {
+	l    *Link
+	conn *websocket.Conn
+	wmu  sync.Mutex
+
+	mu       sync.Mutex
+	inflight map[uint64]string // report seq → report key
+}
+
+func (s *linkSession) write(m linkproto.Message) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	_ = s.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	return s.conn.WriteMessage(websocket.TextMessage, b)
+}
+
+func (s *linkSession) readLoop(ctx context.Context) error {
+	s.conn.SetPingHandler(func(data string) error {
+		s.wmu.Lock()
+		defer s.wmu.Unlock()
+		return s.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(10*time.Second))
+	})
+	for {
+		var m linkproto.Message
+		if err := s.conn.ReadJSON(&m); err != nil {
+			return err
+		}
+		switch m.Type {
+		case linkproto.TypeApply:
+			if err := s.apply(ctx, m); err != nil {
+				return err
+			}
+		case linkproto.TypeReportAck:
+			if err := s.acked(m.Acked); err != nil {
+				return err
+			}
+		default:
+			s.l.log.Warn("cloudlink: ignoring an unknown message type", "type", m.Type)
+		}
+	}
+}
+
+// apply stores a batch, hands the full set to the Sink when anything
+// changed, and acknowledges the batch.
+func (s *linkSession) apply(ctx context.Context, m linkproto.Message) error {
+	l := s.l
+	changed, err := applyItems(l.opts.DB, m.Items)
+	if err != nil {
+		return fmt.Errorf("store batch %d: %w", m.Seq, err)
+	}
+	l.met.items.Add(float64(len(m.Items)))
+	if changed > 0 {
+		set, err := l.Objects()
+		if err != nil {
+			return err
+		}
+		if err := l.opts.Sink.Sync(ctx, set); err != nil {
+			l.log.Warn("cloudlink: some objects from the cloud were refused", "err", err)
+		}
+		l.log.Debug("cloudlink: applied", "seq", m.Seq, "items", len(m.Items), "changed", changed)
+	}
+	return s.write(linkproto.Message{Type: linkproto.TypeAck, Seq: m.Seq})
+}
+
+func (s *linkSession) acked(seqs []uint64) error {
+	s.mu.Lock()
+	keys := make(map[uint64]string, len(seqs))
+	for _, q := range seqs {
+		if k, ok := s.inflight[q]; ok {
+			keys[q] = k
+			delete(s.inflight, q)
+		}
+	}
+	s.mu.Unlock()
+	if err := ackReports(s.l.opts.DB, keys, seqs); err != nil {
+		return fmt.Errorf("outbox: %w", err)
+	}
+	s.l.met.acked.Add(float64(len(keys)))
+	s.l.wakeUp()
+	return nil
+}
+
+func (s *linkSession) writeLoop(ctx context.Context) error {
+	l := s.l
+	l.wakeUp()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-l.wake:
+		}
+		for {
+			s.mu.Lock()
+			room := l.opts.MaxInFlight - len(s.inflight)
+			skip := make(map[uint64]bool, len(s.inflight))
+			for q := range s.inflight {
+				skip[q] = true
+			}
+			s.mu.Unlock()
+			if room <= 0 {
+				break
+			}
+			rs, err := pendingReports(l.opts.DB, skip, min(room, l.opts.ReportBatch))
+			if err != nil {
+				return err
+			}
+			if len(rs) == 0 {
+				break
+			}
+			sort.Slice(rs, func(i, j int) bool { return rs[i].Seq < rs[j].Seq })
+			s.mu.Lock()
+			for _, r := range rs {
+				s.inflight[r.Seq] = reportKey(r)
+			}
+			s.mu.Unlock()
+			if err := s.write(linkproto.Message{Type: linkproto.TypeReport, Reports: rs}); err != nil {
+				return err
+			}
+			l.met.sent.Add(float64(len(rs)))
+		}
+	}
+}

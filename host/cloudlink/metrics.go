@@ -1,0 +1,34 @@
+package cloudlink
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	connects prometheus.Counter
+	refused  prometheus.Counter
+	items    prometheus.Counter
+	sent     prometheus.Counter
+	acked    prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer, l *Link) *metrics {
+	m := &metrics{
+		connects: prometheus.NewCounter(prometheus.CounterOpts{Name: "wapper_cloudlink_connects_total", Help: "Sessions established with wapper-cloud."}),
+		refused:  prometheus.NewCounter(prometheus.CounterOpts{Name: "wapper_cloudlink_refused_total", Help: "Connections wapper-cloud refused for a wrong or missing node credential."}),
+		items:    prometheus.NewCounter(prometheus.CounterOpts{Name: "wapper_cloudlink_items_received_total", Help: "Objects and removals received from wapper-cloud."}),
+		sent:     prometheus.NewCounter(prometheus.CounterOpts{Name: "wapper_cloudlink_reports_sent_total", Help: "Reports sent to wapper-cloud (resends included)."}),
+		acked:    prometheus.NewCounter(prometheus.CounterOpts{Name: "wapper_cloudlink_reports_acked_total", Help: "Reports wapper-cloud acknowledged as written."}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.connects, m.refused, m.items, m.sent, m.acked,
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "wapper_cloudlink_connected", Help: "1 while the link to wapper-cloud is up."},
+				func() float64 {
+					if l.Connected() {
+						return 1
+					}
+					return 0
+				}),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "wapper_cloudlink_outbox", Help: "Devices and plugins whose latest report the cloud has not acknowledged."},
+				func() float64 { return float64(l.Pending()) }))
+	}
+	return m
+}

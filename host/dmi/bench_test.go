@@ -60,15 +60,9 @@ func BenchmarkOutbox(b *testing.B) {
 // each op is one RegisterDevice on a host that already holds the earlier
 // ones.
 func BenchmarkRegisterDevice(b *testing.B) {
-	dir := shortDir(b)
-	ec := dmitest.Start(b, filepath.Join(dir, "dmi.sock"))
-	newTestHost(b, dir)
-	ec.WaitFor("MapperRegister", func() bool { return len(ec.Registrations) > 0 })
-	mapper := ec.Mapper()
-	ctx := context.Background()
-	if _, err := mapper.CreateDeviceModel(ctx, &pb.CreateDeviceModelRequest{Model: dmitest.Model(b, dmitest.JSONRoundTrip(b, simModel()))}); err != nil {
-		b.Fatal(err)
-	}
+	r := newRig(b, nil)
+	r.createModel(b)
+	mapper, ctx := r.mapper, context.Background()
 	n := 0
 	for b.Loop() {
 		d := simDevice(fmt.Sprintf("bench-%06d", n), "")

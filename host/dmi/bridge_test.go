@@ -199,24 +199,58 @@ func simDevice(name, desiredLevel string) *v1beta1.Device {
 	}
 }
 
+// rig is a stand-in edgecore and a host registered with it.
+type rig struct {
+	ec     *dmitest.Edgecore
+	h      *testHost
+	mapper pb.DeviceMapperServiceClient
+}
+
+// newRig starts a stand-in edgecore (refusing calls beyond limiter, when
+// not nil) and a host, and waits for the host's first registration.
+func newRig(t testing.TB, limiter *rate.Limiter) *rig {
+	dir := shortDir(t)
+	ec := dmitest.Start(t, filepath.Join(dir, "dmi.sock"))
+	if limiter != nil {
+		ec.SetLimiter(limiter)
+	}
+	h := newTestHost(t, dir)
+	ec.WaitFor("MapperRegister", func() bool { return len(ec.Registrations) > 0 })
+	return &rig{ec: ec, h: h, mapper: ec.Mapper()}
+}
+
+// createModel creates sim-model through DMI, as edgecore does.
+func (r *rig) createModel(t testing.TB) *pb.DeviceModel {
+	t.Helper()
+	m := dmitest.Model(t, dmitest.JSONRoundTrip(t, simModel()))
+	if _, err := r.mapper.CreateDeviceModel(context.Background(), &pb.CreateDeviceModelRequest{Model: m}); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// register registers a sim device of model m through DMI, as edgecore
+// does, and holds it in the stand-in.
+func (r *rig) register(t testing.TB, m *pb.DeviceModel, name, desired string) *pb.Device {
+	t.Helper()
+	d := dmitest.Device(t, dmitest.JSONRoundTrip(t, simDevice(name, desired)))
+	resp, err := r.mapper.RegisterDevice(context.Background(), &pb.RegisterDeviceRequest{Device: d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.DeviceName != name || resp.DeviceNamespace != "default" {
+		t.Fatalf("RegisterDevice = %v", resp)
+	}
+	r.ec.Hold("default", name, d, m)
+	return d
+}
+
 // TestHostRestartKeepsQueuedReports stops the host while edgecore is down
 // and checks that a new host on the same state sends what was queued.
 func TestHostRestartKeepsQueuedReports(t *testing.T) {
-	dir := shortDir(t)
-	ec := dmitest.Start(t, filepath.Join(dir, "dmi.sock"))
-	h := newTestHost(t, dir)
-	ec.WaitFor("MapperRegister", func() bool { return len(ec.Registrations) > 0 })
-	mapper := ec.Mapper()
-	ctx := context.Background()
-	model := dmitest.Model(t, dmitest.JSONRoundTrip(t, simModel()))
-	dev := dmitest.Device(t, dmitest.JSONRoundTrip(t, simDevice("keep", "")))
-	if _, err := mapper.CreateDeviceModel(ctx, &pb.CreateDeviceModelRequest{Model: model}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := mapper.RegisterDevice(ctx, &pb.RegisterDeviceRequest{Device: dev}); err != nil {
-		t.Fatal(err)
-	}
-	ec.Hold("default", "keep", dev, model)
+	r := newRig(t, nil)
+	ec, h, ctx := r.ec, r.h, context.Background()
+	r.register(t, r.createModel(t), "keep", "")
 	ec.WaitFor("a report", func() bool { return ec.LastTwin("keep") != nil })
 
 	ec.Stop()
@@ -259,19 +293,9 @@ func TestHostRestartKeepsQueuedReports(t *testing.T) {
 // TestBadRequests checks that bad requests get gRPC errors that say what
 // is wrong, and that they do not disturb a good device.
 func TestBadRequests(t *testing.T) {
-	dir := shortDir(t)
-	ec := dmitest.Start(t, filepath.Join(dir, "dmi.sock"))
-	h := newTestHost(t, dir)
-	ec.WaitFor("MapperRegister", func() bool { return len(ec.Registrations) > 0 })
-	mapper := ec.Mapper()
-	ctx := context.Background()
-	if _, err := mapper.CreateDeviceModel(ctx, &pb.CreateDeviceModelRequest{Model: dmitest.Model(t, dmitest.JSONRoundTrip(t, simModel()))}); err != nil {
-		t.Fatal(err)
-	}
-	good := dmitest.Device(t, dmitest.JSONRoundTrip(t, simDevice("good", "")))
-	if _, err := mapper.RegisterDevice(ctx, &pb.RegisterDeviceRequest{Device: good}); err != nil {
-		t.Fatal(err)
-	}
+	r := newRig(t, nil)
+	ec, h, mapper, ctx := r.ec, r.h, r.mapper, context.Background()
+	r.register(t, r.createModel(t), "good", "")
 	// A manifests device holds the name "taken".
 	taken := simDevice("taken", "")
 	if err := h.mgr.Apply(ctx, "manifests", devices.ResourceSet{Plugins: h.plugins, Devices: []*v1beta1.Device{taken}, Models: []*v1beta1.DeviceModel{}}); err != nil {
@@ -379,23 +403,11 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 // fast: refused reports are kept and retried, none is dropped, and values
 // keep flowing.
 func TestRateLimitedEdgecore(t *testing.T) {
-	dir := shortDir(t)
-	ec := dmitest.Start(t, filepath.Join(dir, "dmi.sock"))
-	ec.SetLimiter(rate.NewLimiter(rate.Every(50*time.Millisecond), 3))
-	h := newTestHost(t, dir)
-	ec.WaitFor("MapperRegister", func() bool { return len(ec.Registrations) > 0 })
-	mapper := ec.Mapper()
-	ctx := context.Background()
-	model := dmitest.Model(t, dmitest.JSONRoundTrip(t, simModel()))
-	if _, err := mapper.CreateDeviceModel(ctx, &pb.CreateDeviceModelRequest{Model: model}); err != nil {
-		t.Fatal(err)
-	}
+	r := newRig(t, rate.NewLimiter(rate.Every(50*time.Millisecond), 3))
+	ec, h := r.ec, r.h
+	model := r.createModel(t)
 	for _, name := range []string{"r1", "r2", "r3"} {
-		d := dmitest.Device(t, dmitest.JSONRoundTrip(t, simDevice(name, "")))
-		if _, err := mapper.RegisterDevice(ctx, &pb.RegisterDeviceRequest{Device: d}); err != nil {
-			t.Fatal(err)
-		}
-		ec.Hold("default", name, d, model)
+		r.register(t, model, name, "")
 	}
 	counter := func(r *pb.ReportDeviceStatusRequest) int {
 		v, _, _ := dmitest.TwinValue(r, "counter")

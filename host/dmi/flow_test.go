@@ -3,7 +3,6 @@ package dmi
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"testing"
@@ -19,19 +18,14 @@ import (
 // made of KubeEdge's generated stubs, with the real device manager and
 // the virtual plugin.
 func TestEdgecoreFlow(t *testing.T) {
-	dir := shortDir(t)
-	ec := dmitest.Start(t, filepath.Join(dir, "dmi.sock"))
-	h := newTestHost(t, dir)
-	ctx := context.Background()
-
 	// 1. The host registers its protocol, naming its own socket.
-	ec.WaitFor("MapperRegister", func() bool { return len(ec.Registrations) > 0 })
+	r := newRig(t, nil)
+	ec, h, mapper, ctx := r.ec, r.h, r.mapper, context.Background()
 	var reg *pb.MapperRegisterRequest
 	ec.With(func() { reg = ec.Registrations[0] })
 	if reg.Mapper.Protocol != "virtual" || string(reg.Mapper.Address) != h.b.Socket() || !reg.WithData || reg.Mapper.Name != "wapper-virtual" {
 		t.Fatalf("registration = %v", reg)
 	}
-	mapper := ec.Mapper()
 
 	// A new plugin's protocol is registered as it appears.
 	h.setPlugins(mapperPlugin("virtual", "virtual"), mapperPlugin("virtual-b", "sim"))
@@ -40,21 +34,9 @@ func TestEdgecoreFlow(t *testing.T) {
 	})
 
 	// 2. The stand-in creates a model and registers two devices.
-	model := dmitest.Model(t, dmitest.JSONRoundTrip(t, simModel()))
-	if _, err := mapper.CreateDeviceModel(ctx, &pb.CreateDeviceModelRequest{Model: model}); err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range []string{"sim-1", "sim-2"} {
-		d := dmitest.Device(t, dmitest.JSONRoundTrip(t, simDevice(name, "")))
-		resp, err := mapper.RegisterDevice(ctx, &pb.RegisterDeviceRequest{Device: d})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if resp.DeviceName != name || resp.DeviceNamespace != "default" {
-			t.Fatalf("RegisterDevice = %v", resp)
-		}
-		ec.Hold("default", name, d, model)
-	}
+	model := r.createModel(t)
+	r.register(t, model, "sim-1", "")
+	r.register(t, model, "sim-2", "")
 
 	// 3. Reports arrive carrying values: the counter goes up, the state is
 	// reported.
@@ -82,9 +64,9 @@ func TestEdgecoreFlow(t *testing.T) {
 		})
 	})
 	t.Logf("first counter value reported: %d", first)
-	var r *pb.ReportDeviceStatusRequest
-	ec.With(func() { r = ec.LastTwin("sim-1") })
-	for _, tw := range r.ReportedDevice.Twins {
+	var last *pb.ReportDeviceStatusRequest
+	ec.With(func() { last = ec.LastTwin("sim-1") })
+	for _, tw := range last.ReportedDevice.Twins {
 		if tw.Reported.Metadata["type"] != "int" || tw.Reported.Metadata["timestamp"] == "" {
 			t.Errorf("twin %s metadata = %v, want type int and a timestamp", tw.PropertyName, tw.Reported.Metadata)
 		}

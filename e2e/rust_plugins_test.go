@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"wapper.dev/wapper/abi"
+	"wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
 	"wapper.dev/wapper/host/conformance"
 	"wapper.dev/wapper/host/runtime"
 	"wapper.dev/wapper/internal/testenv"
@@ -214,7 +215,12 @@ func TestRustNMEAPluginWithGpsfake(t *testing.T) {
 	path := testenv.Plugin(t, "nmea-rust")
 	gpsfake := testenv.Bin(t, "gpsfake")
 	testenv.Bin(t, "gpsd")
-	p := loadRust(t, path, func(c *runtime.Config) { c.Instances = 1; c.MemoryMiB = 2 })
+	p := loadRust(t, path, func(c *runtime.Config) {
+		c.Instances, c.MemoryMiB = 1, 2
+		if err := runtime.WithGrants(c, v1alpha1.Grants{Network: []string{"tcp://127.0.0.1:*"}}); err != nil {
+			t.Fatal(err)
+		}
+	})
 
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -51,6 +51,7 @@ type Status struct {
 
 // Twin is one property's desired and reported value.
 type Twin struct {
+	// Property is the property name.
 	Property string
 	// Type is the model's property type (INT, FLOAT, ...).
 	Type string

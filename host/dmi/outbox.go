@@ -53,12 +53,13 @@ type outbox struct {
 	order  *list.List               // of *report, oldest first
 	byKey  map[string]*list.Element // key → element of order
 	dirty  map[string]bool          // keys changed since the last sync
+	stored map[string]bool          // keys saved in the bucket
 	notify chan struct{}            // has a token when the queue may be non-empty
 }
 
 // openOutbox loads the reports saved in db.
 func openOutbox(db *bolt.DB) (*outbox, error) {
-	o := &outbox{db: db, order: list.New(), byKey: map[string]*list.Element{}, dirty: map[string]bool{}, notify: make(chan struct{}, 1)}
+	o := &outbox{db: db, order: list.New(), byKey: map[string]*list.Element{}, dirty: map[string]bool{}, stored: map[string]bool{}, notify: make(chan struct{}, 1)}
 	var loaded []*report
 	err := db.Update(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(outboxBucket)
@@ -79,6 +80,7 @@ func openOutbox(db *bolt.DB) (*outbox, error) {
 	}
 	sort.Slice(loaded, func(i, j int) bool { return loaded[i].seq < loaded[j].seq })
 	for _, r := range loaded {
+		o.stored[r.key] = true
 		o.byKey[r.key] = o.order.PushBack(r)
 		o.seq = max(o.seq, r.seq)
 	}
@@ -242,12 +244,15 @@ func (o *outbox) sync() error {
 				return err
 			}
 			puts[k] = v
-		} else {
+		} else if o.stored[k] {
 			dels = append(dels, k)
 		}
 	}
 	o.dirty = map[string]bool{}
 	o.mu.Unlock()
+	if len(puts) == 0 && len(dels) == 0 {
+		return nil // sent before it was ever saved
+	}
 	err := o.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(outboxBucket)
 		for _, k := range dels {
@@ -274,6 +279,14 @@ func (o *outbox) sync() error {
 		o.mu.Unlock()
 		return fmt.Errorf("save DMI report outbox: %w", err)
 	}
+	o.mu.Lock()
+	for k := range puts {
+		o.stored[k] = true
+	}
+	for _, k := range dels {
+		delete(o.stored, k)
+	}
+	o.mu.Unlock()
 	return nil
 }
 

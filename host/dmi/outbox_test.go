@@ -82,4 +82,25 @@ func TestOutboxCoalescesAndPersists(t *testing.T) {
 			t.Fatalf("restored %v, want %v", got, want)
 		}
 	}
+
+	// Sent reports leave the database; one sent before it was ever saved
+	// costs no write.
+	o.putTwins(twinReq("quick", "t", "1"))
+	o.pop()
+	if err := o.sync(); err != nil {
+		t.Fatal(err)
+	}
+	if o, err = openOutbox(db); err != nil {
+		t.Fatal(err)
+	}
+	if n := o.len(); n != 0 {
+		t.Fatalf("%d reports left in the database after all were sent", n)
+	}
+	if tx, err := db.Begin(false); err == nil {
+		n := tx.Bucket(outboxBucket).Stats().KeyN
+		tx.Rollback()
+		if n != 0 {
+			t.Fatalf("%d keys left in bucket %s", n, outboxBucket)
+		}
+	}
 }

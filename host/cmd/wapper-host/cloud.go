@@ -1,0 +1,199 @@
+package main
+
+// The cloud link (host/cloudlink, issue 8): with --cloud, wapper-host takes
+// devices, models and plugins from wapper-cloud as source "cloud" (beside
+// --manifests; a name both provide is refused by the device manager),
+// fetches modules through the cloud when the registry is out of reach, and
+// reports twins, device states and plugin states back.
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	devicesv1beta1 "github.com/kubeedge/api/apis/devices/v1beta1"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/pflag"
+
+	"wapper.dev/wapper/abi"
+	mappersv1alpha1 "wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/cloud/linkproto"
+	"wapper.dev/wapper/host/cloudlink"
+	"wapper.dev/wapper/host/devices"
+	"wapper.dev/wapper/host/store"
+)
+
+// cloudOptions are the cloud link's flags.
+type cloudOptions struct {
+	url, node, tokenFile, caFile string
+}
+
+func addCloudFlags(f *pflag.FlagSet, o *cloudOptions) {
+	f.StringVar(&o.url, "cloud", "", "wapper-cloud URL (https://host:8443); empty runs without a cloud")
+	f.StringVar(&o.node, "node", "", "this host's node name in the cluster (with --cloud)")
+	f.StringVar(&o.tokenFile, "token-file", "", "file holding the node's bearer token (wapper-cloud token NODE prints it)")
+	f.StringVar(&o.caFile, "ca-file", "", "PEM certificate(s) to trust for wapper-cloud (its --ca-out, or tls.crt of its TLS Secret)")
+}
+
+// cloudModules resolves modules from the registry directly and, once the
+// link is up, falls back to the cloud's pull-through endpoint.
+type cloudModules struct {
+	direct devices.ModuleResolver
+	link   atomic.Pointer[cloudlink.Link]
+}
+
+// Module implements devices.ModuleResolver.
+func (c *cloudModules) Module(ctx context.Context, p *mappersv1alpha1.MapperPlugin) ([]byte, error) {
+	if l := c.link.Load(); l != nil {
+		return l.Module(ctx, p)
+	}
+	return c.direct.Module(ctx, p)
+}
+
+// startCloud starts the link when --cloud is set; stop ends it.
+func startCloud(ctx context.Context, o cloudOptions, st *store.Store, mgr *devices.Manager, mods *cloudModules, stateDir string, reg prometheus.Registerer, log *slog.Logger) (stop func(), err error) {
+	if o.url == "" {
+		if o.node != "" || o.tokenFile != "" {
+			return nil, fmt.Errorf("--node and --token-file need --cloud")
+		}
+		return func() {}, nil
+	}
+	if o.node == "" || o.tokenFile == "" {
+		return nil, fmt.Errorf("--cloud needs --node and --token-file")
+	}
+	tok, err := os.ReadFile(o.tokenFile)
+	if err != nil {
+		return nil, fmt.Errorf("read --token-file: %w", err)
+	}
+	opts := cloudlink.Options{
+		URL: o.url, Node: o.node, Token: strings.TrimSpace(string(tok)), DB: st.DB(),
+		Direct: mods.direct, ModuleDir: filepath.Join(stateDir, "modules"),
+		Logger: log, Registerer: reg,
+		Sink: cloudlink.SinkFunc(func(ctx context.Context, s cloudlink.Set) error {
+			return mgr.Apply(ctx, cloudlink.Source, devices.ResourceSet{Devices: s.Devices, Models: s.Models, Plugins: s.Plugins})
+		}),
+	}
+	if o.caFile != "" {
+		if opts.TLS, err = cloudlink.LoadCA(o.caFile); err != nil {
+			return nil, err
+		}
+	}
+	link, err := cloudlink.New(opts)
+	if err != nil {
+		return nil, err
+	}
+	mods.link.Store(link)
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{}, 2)
+	go func() {
+		defer func() { done <- struct{}{} }()
+		if err := link.Run(ctx); err != nil {
+			log.Error("cloud link stopped", "err", err)
+		}
+	}()
+	events, unsubscribe := mgr.SubscribeFunc("cloud", 4096, func(ev *devices.Event) bool {
+		return ev.Type == devices.EventReport || ev.Type == devices.EventState && ev.Changed
+	})
+	go func() {
+		defer func() { done <- struct{}{} }()
+		forwardReports(ctx, mgr, link, events, log)
+	}()
+	log.Info("cloud link started", "cloud", o.url, "node", o.node)
+	return func() {
+		cancel()
+		unsubscribe()
+		<-done
+		<-done
+	}, nil
+}
+
+// forwardReports sends the twins and states of the cloud's devices, and
+// the state of the cloud's plugins, to the link.
+func forwardReports(ctx context.Context, mgr *devices.Manager, link *cloudlink.Link, events <-chan devices.Event, log *slog.Logger) {
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+	plugins := map[string]linkproto.PluginReport{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			reportPlugins(mgr, link, plugins, log)
+		case ev, ok := <-events:
+			if !ok {
+				return
+			}
+			d, err := mgr.Device(ev.Namespace, ev.Name)
+			if err != nil || d.Source != cloudlink.Source {
+				continue
+			}
+			r := linkproto.DeviceReport{Namespace: ev.Namespace, Name: ev.Name}
+			switch ev.Type {
+			case devices.EventReport:
+				for _, t := range ev.Twins {
+					r.Twins = append(r.Twins, kubeedgeTwin(t))
+				}
+			case devices.EventState:
+				r.State = ev.State.String()
+				if ev.State == abi.StateOK || ev.State == abi.StateOnline {
+					r.LastOnlineTime = ev.Time.UTC().Format(time.RFC3339)
+				}
+			}
+			if err := link.ReportDevice(r); err != nil {
+				log.Warn("cloud report not queued", "device", ev.Device, "err", err)
+			}
+		}
+	}
+}
+
+func kubeedgeTwin(t devices.TwinStatus) devicesv1beta1.Twin {
+	tw := devicesv1beta1.Twin{PropertyName: t.Property}
+	tw.Reported.Value = t.Reported
+	tw.Reported.Metadata = map[string]string{"type": t.Type}
+	if !t.ReportedTime.IsZero() {
+		tw.Reported.Metadata["timestamp"] = fmt.Sprint(t.ReportedTime.UnixMilli())
+	}
+	if t.Desired != "" {
+		tw.ObservedDesired.Value = t.Desired
+		tw.ObservedDesired.Metadata = map[string]string{"type": t.Type}
+	}
+	return tw
+}
+
+// reportPlugins derives each cloud plugin's state from its devices:
+// Loaded when one runs on it, Failed with the reason when its devices fail
+// because of it, Pending otherwise. Only changes are reported.
+func reportPlugins(mgr *devices.Manager, link *cloudlink.Link, last map[string]linkproto.PluginReport, log *slog.Logger) {
+	cur := map[string]linkproto.PluginReport{}
+	for _, d := range mgr.Devices() {
+		if d.Source != cloudlink.Source || d.Plugin == "" {
+			continue
+		}
+		r, seen := cur[d.Plugin]
+		switch {
+		case d.Phase == devices.PhaseRunning:
+			r = linkproto.PluginReport{Name: d.Plugin, Phase: string(mappersv1alpha1.PhaseLoaded)}
+		case r.Phase == string(mappersv1alpha1.PhaseLoaded):
+		case d.Phase == devices.PhaseError && strings.Contains(d.Reason, d.Plugin):
+			r = linkproto.PluginReport{Name: d.Plugin, Phase: string(mappersv1alpha1.PhaseFailed), Message: d.Reason}
+		case !seen:
+			r = linkproto.PluginReport{Name: d.Plugin, Phase: string(mappersv1alpha1.PhasePending)}
+		}
+		cur[d.Plugin] = r
+	}
+	for name, r := range cur {
+		if last[name] == r {
+			continue
+		}
+		if err := link.ReportPlugin(r); err != nil {
+			log.Warn("cloud plugin report not queued", "plugin", name, "err", err)
+			continue
+		}
+		last[name] = r
+	}
+}

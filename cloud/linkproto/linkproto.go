@@ -41,6 +41,10 @@ const (
 	// ModuleDigestHeader carries the digest of a module served by
 	// ModulesPath (sha256 of the body), checked by the host.
 	ModuleDigestHeader = "Wapper-Module-Digest"
+	// ModulePinHeader carries the spec.module.digest the cloud checked the
+	// module against (a manifest or module digest), for the host to
+	// compare with its own copy of the MapperPlugin.
+	ModulePinHeader = "Wapper-Module-Pin"
 )
 
 // Message types.

@@ -112,6 +112,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.requests.WithLabelValues("ok").Inc()
 	w.Header().Set("Content-Type", "application/wasm")
 	w.Header().Set(linkproto.ModuleDigestHeader, digest.FromBytes(b).String())
+	w.Header().Set(linkproto.ModulePinHeader, p.Spec.Module.Digest)
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	if r.Method == http.MethodGet {
 		_, _ = w.Write(b)

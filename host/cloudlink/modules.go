@@ -87,10 +87,12 @@ func (l *Link) moduleViaCloud(ctx context.Context, p *mappersv1alpha1.MapperPlug
 	if want := digest.Digest(resp.Header.Get(linkproto.ModuleDigestHeader)); want != got {
 		return nil, fmt.Errorf("MapperPlugin %s: module from the cloud is %s but the cloud said %s; refusing it", p.Name, got, want)
 	}
-	// When the pin differs from the module's digest it names the
-	// artifact's manifest, which the cloud checked when it pulled the
-	// manifest and its layer (registry/fetch); the host then trusts its
-	// authenticated cloud for that one step.
+	// The cloud checked the module against the pin it holds (through the
+	// artifact's manifest when the pin names one); that must be the pin
+	// this host holds, and a pin naming the module itself is checked here.
+	if got != pin && digest.Digest(resp.Header.Get(linkproto.ModulePinHeader)) != pin {
+		return nil, fmt.Errorf("MapperPlugin %s: the cloud checked the module against %q but this host pins %s; refusing it (the plugin is being changed; it is fetched again with the new object)", p.Name, resp.Header.Get(linkproto.ModulePinHeader), pin)
+	}
 	if err := l.save(got, pin, body); err != nil {
 		l.log.Warn("cloudlink: module not cached", "plugin", p.Name, "err", err)
 	}

@@ -296,9 +296,17 @@ func TestBadRequests(t *testing.T) {
 	r := newRig(t, nil)
 	ec, h, mapper, ctx := r.ec, r.h, r.mapper, context.Background()
 	r.register(t, r.createModel(t), "good", "")
-	// A manifests device holds the name "taken".
+	// The manifests hold the device name "taken" and the model name
+	// "taken-model"; edgecore's model of that name is accepted, but a
+	// device using it is refused rather than run on the manifests' model.
 	taken := simDevice("taken", "")
-	if err := h.mgr.Apply(ctx, "manifests", devices.ResourceSet{Plugins: h.plugins, Devices: []*v1beta1.Device{taken}, Models: []*v1beta1.DeviceModel{}}); err != nil {
+	takenModel := simModel()
+	takenModel.Name = "taken-model"
+	if err := h.mgr.Apply(ctx, "manifests", devices.ResourceSet{Plugins: h.plugins, Devices: []*v1beta1.Device{taken}, Models: []*v1beta1.DeviceModel{takenModel}}); err != nil {
+		t.Fatal(err)
+	}
+	dmiTakenModel := dmitest.Model(t, dmitest.JSONRoundTrip(t, takenModel))
+	if _, err := mapper.CreateDeviceModel(ctx, &pb.CreateDeviceModelRequest{Model: dmiTakenModel}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -350,6 +358,10 @@ func TestBadRequests(t *testing.T) {
 			_, err := mapper.RegisterDevice(ctx, &pb.RegisterDeviceRequest{Device: mod("taken", func(*pb.Device) {})})
 			return err
 		}, codes.AlreadyExists, []string{"default/taken", `owned by source "manifests"`}},
+		{"model name held by the manifests", func() error {
+			_, err := mapper.RegisterDevice(ctx, &pb.RegisterDeviceRequest{Device: mod("tm", func(d *pb.Device) { d.Spec.DeviceModelReference = "taken-model" })})
+			return err
+		}, codes.AlreadyExists, []string{"device default/tm: apply device model default/taken-model", `owned by source "manifests"`}},
 		{"no device", func() error {
 			_, err := mapper.RegisterDevice(ctx, &pb.RegisterDeviceRequest{})
 			return err

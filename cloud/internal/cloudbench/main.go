@@ -1,0 +1,423 @@
+// Command cloudbench measures one wapper-cloud serving many hosts
+// (`make bench-cloud`, part of `make bench`).
+//
+// It starts a real etcd and kube-apiserver (internal/k8stest), the real
+// bin/wapper-cloud as a process, and -hosts lightweight link clients in
+// this process (the linkproto protocol only: hello, acknowledge every
+// batch, report). Once every client is connected it creates -devices
+// Devices spread evenly over the clients' nodes (one DeviceModel and one
+// MapperPlugin shared by all), and reports:
+//
+//   - the time from the first create until every client has acknowledged
+//     all of its devices (and the time the creates alone took);
+//   - wapper-cloud's CPU time over that interval, and its RSS (current and
+//     peak);
+//   - the status write rate: every client then reports a twin for each of
+//     its devices, and the time until the cloud has acknowledged them all
+//     (each acknowledgement means the DeviceStatus is written).
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	devicesv1beta1 "github.com/kubeedge/api/apis/devices/v1beta1"
+	kubeedge "github.com/kubeedge/api/client/clientset/versioned"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+
+	mappersv1alpha1 "wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/cloud/linkproto"
+	"wapper.dev/wapper/cloud/nodeauth"
+	"wapper.dev/wapper/deploy/crds"
+	"wapper.dev/wapper/internal/k8stest"
+	"wapper.dev/wapper/internal/testenv"
+)
+
+func main() {
+	hosts := flag.Int("hosts", 1000, "simulated hosts (link clients)")
+	devices := flag.Int("devices", 10000, "Devices spread over the hosts")
+	statusQPS := flag.Int("status-qps", 500, "wapper-cloud --status-qps")
+	flag.Parse()
+	if err := run(*hosts, *devices, *statusQPS); err != nil {
+		fmt.Fprintln(os.Stderr, "cloudbench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(nHosts, nDevices, statusQPS int) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	all, err := crds.All()
+	if err != nil {
+		return err
+	}
+	env, err := k8stest.Start(ctx, k8stest.Options{CRDs: all, Logger: quiet})
+	if err != nil {
+		return err
+	}
+	defer env.Stop()
+	cfg := env.Config()
+	kc := kubernetes.NewForConfigOrDie(cfg)
+	ke := kubeedge.NewForConfigOrDie(cfg)
+	dyn := dynamic.NewForConfigOrDie(cfg)
+	const ns = "bench"
+	if _, err := kc.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+
+	// Tokens, one Secret per node.
+	tokens := make([]string, nHosts)
+	if err := parallel(32, nHosts, func(i int) error {
+		t, err := nodeauth.Ensure(ctx, kc, ns, node(i))
+		tokens[i] = t
+		return err
+	}); err != nil {
+		return err
+	}
+
+	// wapper-cloud as a real process.
+	bin := filepath.Join(testenv.Root(), "bin", "wapper-cloud")
+	if _, err := os.Stat(bin); err != nil {
+		return fmt.Errorf("%s missing: run make bin/wapper-cloud", bin)
+	}
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "cloudbench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	ca := filepath.Join(dir, "ca.crt")
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	logf, err := os.Create(filepath.Join(dir, "wapper-cloud.log"))
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, bin, "--kubeconfig", env.Kubeconfig, "--namespace", ns, "--listen", addr,
+		"--ca-out", ca, "--module-cache", filepath.Join(dir, "modules"), "--log-level", "warn",
+		"--status-qps", strconv.Itoa(statusQPS), "--status-burst", strconv.Itoa(statusQPS), "--kube-api-qps", strconv.Itoa(2*statusQPS))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	tlsCfg, err := waitReady(ctx, addr, ca)
+	if err != nil {
+		return fmt.Errorf("%w (log: %s)", err, logf.Name())
+	}
+
+	// Connect the clients.
+	per := make([]int, nHosts)
+	for i := range nDevices {
+		per[i%nHosts]++
+	}
+	clients := make([]*simHost, nHosts)
+	if err := parallel(64, nHosts, func(i int) error {
+		c, err := dialHost(ctx, addr, tlsCfg, node(i), tokens[i], per[i])
+		clients[i] = c
+		return err
+	}); err != nil {
+		return err
+	}
+	defer func() {
+		for _, c := range clients {
+			c.conn.Close()
+		}
+	}()
+	fmt.Printf("wapper-cloud: %d simulated hosts connected, creating %d Devices\n", nHosts, nDevices)
+	cpu0, _ := procCPU(cmd.Process.Pid)
+
+	// The objects.
+	start := time.Now()
+	plugin := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": mappersv1alpha1.SchemeGroupVersion.String(), "kind": "MapperPlugin",
+		"metadata": map[string]any{"name": "virtual"},
+		"spec":     map[string]any{"protocols": []any{"virtual"}, "module": map[string]any{"file": "virtual.wasm"}},
+	}}
+	if _, err := dyn.Resource(mappersv1alpha1.GroupVersionResource).Create(ctx, plugin, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	model := &devicesv1beta1.DeviceModel{ObjectMeta: metav1.ObjectMeta{Name: "thermo", Namespace: ns}, Spec: devicesv1beta1.DeviceModelSpec{
+		Protocol: "virtual", Properties: []devicesv1beta1.ModelProperty{{Name: "temperature", Type: "INT", AccessMode: "ReadOnly"}}}}
+	if _, err := ke.DevicesV1beta1().DeviceModels(ns).Create(ctx, model, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	if err := parallel(64, nDevices, func(i int) error {
+		d := &devicesv1beta1.Device{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("d%05d", i), Namespace: ns}, Spec: devicesv1beta1.DeviceSpec{
+			NodeName: node(i % nHosts), DeviceModelRef: &corev1.LocalObjectReference{Name: "thermo"},
+			Protocol: devicesv1beta1.ProtocolConfig{ProtocolName: "virtual"},
+			Properties: []devicesv1beta1.DeviceProperty{{Name: "temperature", Visitors: devicesv1beta1.VisitorConfig{ProtocolName: "virtual",
+				ConfigData: &devicesv1beta1.CustomizedValue{Data: map[string]any{"kind": "counter"}}}}},
+		}}
+		_, err := ke.DevicesV1beta1().Devices(ns).Create(ctx, d, metav1.CreateOptions{})
+		return err
+	}); err != nil {
+		return err
+	}
+	created := time.Since(start)
+	for _, c := range clients {
+		select {
+		case <-c.complete:
+		case <-ctx.Done():
+			return fmt.Errorf("not every host acknowledged its devices: %w", ctx.Err())
+		}
+	}
+	converged := time.Since(start)
+	cpu1, _ := procCPU(cmd.Process.Pid)
+	rss, hwm := procRSS(cmd.Process.Pid)
+
+	// Upstream: one twin report per device.
+	upStart := time.Now()
+	for i, c := range clients {
+		if err := c.reportAll(ns, i, nHosts); err != nil {
+			return err
+		}
+	}
+	for _, c := range clients {
+		select {
+		case <-c.reported:
+		case <-ctx.Done():
+			return fmt.Errorf("not every report was acknowledged: %w", ctx.Err())
+		}
+	}
+	upTime := time.Since(upStart)
+	cpu2, _ := procCPU(cmd.Process.Pid)
+	rss2, hwm2 := procRSS(cmd.Process.Pid)
+
+	fmt.Printf("wapper-cloud, %d hosts, %d devices (one process, real kube-apiserver + etcd, %d cores)\n", nHosts, nDevices, numCPU())
+	fmt.Printf("  creates took                      %8.2f s  (%.0f Devices/s through client-go)\n", created.Seconds(), float64(nDevices)/created.Seconds())
+	fmt.Printf("  every host acknowledged after     %8.2f s  from the first create (%.0f ms after the last)\n", converged.Seconds(), float64((converged-created).Milliseconds()))
+	fmt.Printf("  cloud CPU during convergence      %8.2f s  (%.0f%% of one core)\n", cpu1-cpu0, 100*(cpu1-cpu0)/converged.Seconds())
+	fmt.Printf("  cloud RSS after convergence       %8.1f MiB (peak %.1f MiB)\n", rss, hwm)
+	fmt.Printf("  status writes: %d reports written in %.2f s = %.0f writes/s (limit --status-qps %d); cloud CPU %.2f s, RSS %.1f MiB (peak %.1f)\n",
+		nDevices, upTime.Seconds(), float64(nDevices)/upTime.Seconds(), statusQPS, cpu2-cpu1, rss2, hwm2)
+	return nil
+}
+
+func node(i int) string { return fmt.Sprintf("edge-%04d", i) }
+
+// simHost is a link client that acknowledges every batch.
+type simHost struct {
+	conn     *websocket.Conn
+	wmu      sync.Mutex
+	want     int
+	held     map[string]string
+	complete chan struct{}
+	reported chan struct{}
+	pending  atomic.Int64
+	once     sync.Once
+}
+
+func dialHost(ctx context.Context, addr string, tlsCfg *tls.Config, node, token string, want int) (*simHost, error) {
+	d := websocket.Dialer{TLSClientConfig: tlsCfg, Subprotocols: []string{linkproto.Subprotocol}, HandshakeTimeout: time.Minute}
+	h := http.Header{}
+	h.Set("Authorization", "Bearer "+token)
+	h.Set(linkproto.NodeHeader, node)
+	conn, _, err := d.DialContext(ctx, "wss://"+addr+linkproto.LinkPath, h)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", node, err)
+	}
+	s := &simHost{conn: conn, want: want, held: map[string]string{}, complete: make(chan struct{}), reported: make(chan struct{})}
+	if err := s.write(linkproto.Message{Type: linkproto.TypeHello}); err != nil {
+		return nil, err
+	}
+	go s.read()
+	return s, nil
+}
+
+func (s *simHost) write(m linkproto.Message) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.conn.WriteJSON(m)
+}
+
+func (s *simHost) read() {
+	devices := 0
+	for {
+		var m linkproto.Message
+		if err := s.conn.ReadJSON(&m); err != nil {
+			return
+		}
+		switch m.Type {
+		case linkproto.TypeApply:
+			for _, it := range m.Items {
+				kind, _, _ := linkproto.SplitKey(it.Key)
+				_, had := s.held[it.Key]
+				if it.Deleted() {
+					delete(s.held, it.Key)
+					if had && kind == linkproto.KindDevice {
+						devices--
+					}
+					continue
+				}
+				s.held[it.Key] = it.Version
+				if !had && kind == linkproto.KindDevice {
+					devices++
+				}
+			}
+			_ = s.write(linkproto.Message{Type: linkproto.TypeAck, Seq: m.Seq})
+			if devices >= s.want && s.held[linkproto.Key(linkproto.KindMapperPlugin, "", "virtual")] != "" {
+				s.once.Do(func() { close(s.complete) })
+			}
+		case linkproto.TypeReportAck:
+			if s.pending.Add(-int64(len(m.Acked))) == 0 {
+				close(s.reported)
+			}
+		}
+	}
+}
+
+func (s *simHost) reportAll(ns string, i, nHosts int) error {
+	var rs []linkproto.Report
+	seq := uint64(0)
+	for k := range s.held {
+		kind, _, name := linkproto.SplitKey(k)
+		if kind != linkproto.KindDevice {
+			continue
+		}
+		seq++
+		rs = append(rs, linkproto.Report{Seq: seq, Device: &linkproto.DeviceReport{Namespace: ns, Name: name, State: "ok",
+			Twins: []devicesv1beta1.Twin{{PropertyName: "temperature", Reported: devicesv1beta1.TwinProperty{Value: strconv.Itoa(i)}}}}})
+	}
+	if len(rs) == 0 {
+		close(s.reported)
+		return nil
+	}
+	s.pending.Store(int64(len(rs)))
+	return s.write(linkproto.Message{Type: linkproto.TypeReport, Reports: rs})
+}
+
+func waitReady(ctx context.Context, addr, ca string) (*tls.Config, error) {
+	deadline := time.Now().Add(2 * time.Minute)
+	for time.Now().Before(deadline) {
+		if b, err := os.ReadFile(ca); err == nil && len(b) > 0 {
+			cfg, err := loadCA(b)
+			if err != nil {
+				return nil, err
+			}
+			cl := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 5 * time.Second}
+			if resp, err := cl.Get("https://" + addr + "/readyz"); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					return cfg, nil
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return nil, fmt.Errorf("wapper-cloud not ready in 2 minutes")
+}
+
+func parallel(workers, n int, fn func(i int) error) error {
+	var (
+		wg    sync.WaitGroup
+		next  atomic.Int64
+		mu    sync.Mutex
+		first error
+	)
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				if err := fn(i); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+					}
+					mu.Unlock()
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return first
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// procCPU returns a process's user+system CPU seconds.
+func procCPU(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100, nil // USER_HZ is 100 on Linux
+}
+
+// procRSS returns a process's current and peak RSS in MiB.
+func procRSS(pid int) (rss, hwm float64) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseFloat(f[1], 64)
+		switch f[0] {
+		case "VmRSS:":
+			rss = kb / 1024
+		case "VmHWM:":
+			hwm = kb / 1024
+		}
+	}
+	return rss, hwm
+}
+
+func numCPU() int {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return 0
+	}
+	return strings.Count(string(b), "processor\t:")
+}
+
+func loadCA(pem []byte) (*tls.Config, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("wapper-cloud's --ca-out holds no certificate")
+	}
+	return &tls.Config{RootCAs: pool}, nil
+}

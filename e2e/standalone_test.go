@@ -91,8 +91,17 @@ const thermo = "$hw/events/device/default/thermostat"
 // checkEventBus exercises the KubeEdge topics over a broker at addr.
 func checkEventBus(t *testing.T, h *saHost, addr string) {
 	// Debian's mosquitto_sub sees KubeEdge twin updates with actual values.
-	lines := mosquittoSub(t, addr, thermo+"/twin/update", 1)
-	topic, payload, _ := strings.Cut(lines[0], " ")
+	// A twin/update may carry some twins only (the read-back after a
+	// desired write has just that property): take one with temperature.
+	lines := mosquittoSub(t, addr, thermo+"/twin/update", 3)
+	line := lines[len(lines)-1]
+	for _, l := range lines {
+		if strings.Contains(l, `"temperature"`) {
+			line = l
+			break
+		}
+	}
+	topic, payload, _ := strings.Cut(line, " ")
 	if topic != thermo+"/twin/update" {
 		t.Fatalf("topic %q", topic)
 	}
@@ -366,13 +375,26 @@ func TestStandaloneREST(t *testing.T) {
 	if d, _ := h.device("default/thermostat"); d.twin("setpoint").Reported != "19.5" {
 		t.Errorf("after method write the reported setpoint is %q", d.twin("setpoint").Reported)
 	}
+	// mapper-framework's common.DeviceModel, inline.
 	var model struct {
-		Kind     string                    `json:"kind"`
-		Metadata struct{ Name string }     `json:"metadata"`
-		Spec     struct{ Protocol string } `json:"spec"`
+		StatusCode int    `json:"statusCode"`
+		ID         string `json:"id"`
+		Name       string `json:"name"`
+		Namespace  string `json:"namespace"`
+		Properties []struct {
+			Name       string `json:"name"`
+			DataType   string `json:"dataType"`
+			AccessMode string `json:"accessMode"`
+		} `json:"properties"`
 	}
-	if _, err := h.get("/api/v1/meta/model/default/thermostat", &model); err != nil || model.Metadata.Name != "thermostat-model" || model.Spec.Protocol != "virtual" {
+	if _, err := h.get("/api/v1/meta/model/default/thermostat", &model); err != nil || model.StatusCode != 200 ||
+		model.ID != "default/thermostat-model" || model.Name != "thermostat-model" || model.Namespace != "default" || len(model.Properties) == 0 {
 		t.Fatalf("model: %v %+v", err, model)
+	}
+	for _, p := range model.Properties {
+		if p.Name == "setpoint" && (p.DataType != "DOUBLE" || p.AccessMode != "ReadWrite") {
+			t.Fatalf("model property %+v", p)
+		}
 	}
 	// Metrics.
 	resp, err := http.Get("http://" + h.http + "/metrics")

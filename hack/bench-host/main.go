@@ -35,9 +35,10 @@ import (
 )
 
 var (
-	native = flag.Int("native", 0, "internal: run the native baseline with this many devices")
-	counts = flag.String("devices", "1000,10000", "device counts to run")
-	window = flag.Duration("window", 10*time.Second, "measurement window")
+	native  = flag.Int("native", 0, "internal: run the native baseline with this many devices")
+	counts  = flag.String("devices", "1000,10000", "device counts to run")
+	window  = flag.Duration("window", 10*time.Second, "measurement window")
+	cpuProf = flag.String("cpuprofile", "", "save a CPU profile of wapper-host over each window to FILE.N (N devices)")
 )
 
 func main() {
@@ -97,7 +98,7 @@ metadata: {name: virtual}
 spec:
   protocols: [virtual]
   module: {file: virtual.wasm}
-  limits: {memoryMiB: 256, callTimeout: 5s, instances: 2}
+  limits: {memoryMiB: 256, callTimeout: 5s, instances: 4}
 ---
 apiVersion: devices.kubeedge.io/v1beta1
 kind: DeviceModel
@@ -133,7 +134,7 @@ func measureHost(bin, plugins string, n int) sample {
 	writeManifests(man, n)
 	httpAddr := freeAddr()
 	cmd := exec.Command(bin, "--manifests", man, "--plugin-dir", plugins, "--state-dir", filepath.Join(dir, "state"),
-		"--mqtt-listen", freeAddr(), "--http-listen", httpAddr, "--log-level", "warn")
+		"--mqtt-listen", freeAddr(), "--http-listen", httpAddr, "--log-level", "warn", "--pprof")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		fail(err.Error())
@@ -151,6 +152,9 @@ func measureHost(bin, plugins string, n int) sample {
 		}
 	}
 	time.Sleep(2 * time.Second) // let the startup settle
+	if *cpuProf != "" {
+		go saveProfile(httpAddr, fmt.Sprintf("%s.%d", *cpuProf, n))
+	}
 	return measure(cmd.Process.Pid, func() float64 { return readings(httpAddr) })
 }
 
@@ -284,5 +288,19 @@ func runNative(n int) {
 	for {
 		time.Sleep(200 * time.Millisecond)
 		fmt.Println(total.Load())
+	}
+}
+
+// saveProfile saves a CPU profile of the host over the window.
+func saveProfile(addr, file string) {
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, int(window.Seconds())))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench-host: profile:", err)
+		return
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if err := os.WriteFile(file, b, 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-host: profile:", err)
 	}
 }

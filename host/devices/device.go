@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"sort"
 	"sync"
@@ -21,9 +22,14 @@ type Phase string
 
 // Device phases.
 const (
-	PhasePending Phase = "Pending" // not configured yet
-	PhaseRunning Phase = "Running" // added to its plugin and polled
-	PhaseError   Phase = "Error"   // cannot run; Reason says why
+	// PhasePending: being added to its plugin, or waiting to retry after a
+	// transient failure (Reason and DeviceStatus.Attempts say so).
+	PhasePending Phase = "Pending"
+	// PhaseRunning: added to its plugin and polled.
+	PhaseRunning Phase = "Running"
+	// PhaseError: cannot run until its objects change or its plugin
+	// loads; Reason says why.
+	PhaseError Phase = "Error"
 )
 
 // TwinStatus is the twin of one property.
@@ -51,14 +57,18 @@ type TwinStatus struct {
 
 // DeviceStatus is a device with its state and twins.
 type DeviceStatus struct {
-	Namespace   string       `json:"namespace"`
-	Name        string       `json:"name"`
-	Source      string       `json:"source"`
-	Model       string       `json:"model,omitempty"`
-	Protocol    string       `json:"protocol,omitempty"`
-	Plugin      string       `json:"plugin,omitempty"`
-	Phase       Phase        `json:"phase"`
-	Reason      string       `json:"reason,omitempty"`
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	Source    string `json:"source"`
+	Model     string `json:"model,omitempty"`
+	Protocol  string `json:"protocol,omitempty"`
+	Plugin    string `json:"plugin,omitempty"`
+	Phase     Phase  `json:"phase"`
+	Reason    string `json:"reason,omitempty"`
+	// Attempts counts the failed attempts in a row to add the device to
+	// its plugin; NextAttempt is when it is tried again (phase Pending).
+	Attempts    int          `json:"attempts,omitempty"`
+	NextAttempt time.Time    `json:"nextAttempt,omitzero"`
 	State       string       `json:"state"`
 	StateReason string       `json:"stateReason,omitempty"`
 	StateTime   time.Time    `json:"stateTime,omitzero"`
@@ -96,16 +106,23 @@ type device struct {
 	twins     map[string]*twinState
 	added     bool
 	appliedCh chan struct{}
+	// attempts is the number of failed adds in a row, nextAttempt when
+	// the next one is due (zero when not retrying).
+	attempts    int
+	nextAttempt time.Time
 
-	cancel context.CancelFunc
-	done   chan struct{}
-	wake   chan struct{}
+	cancel  context.CancelFunc
+	done    chan struct{}
+	settled chan struct{} // closed after the first attempt to add
+	wake    chan struct{}
 }
 
 func newDevice(m *Manager, key string, id uint32) *device {
 	ns, name := splitKey(key)
-	return &device{m: m, key: key, ns: ns, name: name, id: id, handles: map[string]uint32{},
+	d := &device{m: m, key: key, ns: ns, name: name, id: id, handles: map[string]uint32{},
 		phase: PhasePending, appliedCh: make(chan struct{}), wake: make(chan struct{}, 1)}
+	m.met.phases.WithLabelValues(string(PhasePending)).Inc()
+	return d
 }
 
 func splitKey(k string) (string, string) {
@@ -143,7 +160,9 @@ func (d *device) phaseReason() (Phase, string) {
 	return d.phase, d.reason
 }
 
-// configure (re)starts the device with cfg. Callers hold recMu.
+// configure (re)starts the device with cfg. Callers hold recMu. It does
+// not wait for the plugin: the device's goroutine adds (or updates) it, with
+// retries, and then polls it.
 func (d *device) configure(ctx context.Context, cfg config) {
 	d.stop()
 	m := d.m
@@ -159,29 +178,13 @@ func (d *device) configure(ctx context.Context, cfg config) {
 	if cfg.plugin != nil {
 		newPlugin = cfg.plugin.p
 	}
-	err := cfg.err
-	switch {
-	case err != nil:
-		if added && oldPlugin != nil {
-			_ = oldPlugin.RemoveDevice(ctx, d.id)
+	if added && oldPlugin != nil && (cfg.err != nil || oldPlugin != newPlugin) {
+		rctx, cancel := context.WithTimeout(ctx, m.opts.AddTimeout)
+		if err := oldPlugin.RemoveDevice(rctx, d.id); err != nil {
+			m.log.Debug("remove device from its previous plugin", "device", d.key, "err", err)
 		}
+		cancel()
 		added = false
-	case added && oldPlugin == newPlugin:
-		if e := newPlugin.UpdateDevice(ctx, cfg.desc); e != nil {
-			err = fmt.Errorf("MapperPlugin %s refused the updated device: %s", cfg.plugin.name, abi.MessageOf(e))
-			_ = newPlugin.RemoveDevice(ctx, d.id)
-			added = false
-		}
-	default:
-		if added && oldPlugin != nil {
-			_ = oldPlugin.RemoveDevice(ctx, d.id)
-		}
-		added = false
-		if e := newPlugin.AddDevice(ctx, cfg.desc); e != nil {
-			err = fmt.Errorf("MapperPlugin %s refused the device: %s", cfg.plugin.name, abi.MessageOf(e))
-		} else {
-			added = true
-		}
 	}
 	d.mu.Lock()
 	if d.twins == nil {
@@ -204,11 +207,13 @@ func (d *device) configure(ctx context.Context, cfg config) {
 	d.source = cfg.source
 	d.model = cfg.model
 	d.added = added
+	d.attempts, d.nextAttempt = 0, time.Time{}
+	err := cfg.err
 	if err != nil {
-		d.phase, d.reason = PhaseError, err.Error()
+		d.setPhaseLocked(PhaseError, err.Error())
 		d.state, d.stReason, d.stTime = abi.StateUnknown, err.Error(), time.Now()
 	} else {
-		d.phase, d.reason = PhaseRunning, ""
+		d.setPhaseLocked(PhasePending, fmt.Sprintf("being added to MapperPlugin %s", cfg.plugin.name))
 	}
 	var specDesired []propConfig
 	if err == nil {
@@ -229,10 +234,145 @@ func (d *device) configure(ctx context.Context, cfg config) {
 			m.log.Error("store desired value from the Device spec", "device", d.key, "property", pc.Name, "err", e)
 		}
 	}
-	m.log.Info("device running", "device", d.key, "source", cfg.source, "plugin", cfg.plugin.name, "properties", len(cfg.props))
 	runCtx, cancel := context.WithCancel(m.ctx)
-	d.cancel, d.done = cancel, make(chan struct{})
+	d.cancel, d.done, d.settled = cancel, make(chan struct{}), make(chan struct{})
 	go d.run(runCtx, &c, d.done)
+}
+
+// waitSettled waits until the first attempt to add the device since its
+// last configure has an outcome (running, refused or retrying later), or
+// ctx ends. Callers hold recMu.
+func (d *device) waitSettled(ctx context.Context) {
+	if d.settled == nil {
+		return
+	}
+	select {
+	case <-d.settled:
+	case <-d.done:
+	case <-ctx.Done():
+	}
+}
+
+// setPhaseLocked changes the phase and reason, keeping the phase gauge in
+// step. Callers hold d.mu.
+func (d *device) setPhaseLocked(ph Phase, reason string) {
+	if ph != d.phase {
+		d.m.met.phases.WithLabelValues(string(d.phase)).Dec()
+		d.m.met.phases.WithLabelValues(string(ph)).Inc()
+		d.phase = ph
+	}
+	d.reason = reason
+}
+
+// transient tells whether a failed add or update may succeed if tried
+// again unchanged: the pool was busy or restarting, a call timed out, the
+// device was unreachable. Refusals of the description (invalid, denied,
+// unsupported, too large) are not: they need a changed object.
+func transient(err error) bool {
+	switch abi.CodeOf(err) {
+	case abi.ErrInvalid, abi.ErrNotFound, abi.ErrUnsupported, abi.ErrDenied, abi.ErrReadOnly, abi.ErrTooLarge:
+		return false
+	}
+	return true
+}
+
+// retryDelay is the wait before attempt n+1 (n ≥ 1): exponential from
+// RetryMin to RetryMax, with up to ±25% jitter so that devices that failed
+// together do not retry together.
+func (m *Manager) retryDelay(n int) time.Duration {
+	d := m.opts.RetryMin << min(n-1, 20)
+	if d > m.opts.RetryMax || d <= 0 {
+		d = m.opts.RetryMax
+	}
+	return d - d/4 + time.Duration(rand.Int64N(int64(d/2)+1))
+}
+
+// attach adds the device to its plugin (or updates it there), retrying
+// transient failures with backoff until it succeeds, the plugin refuses
+// the device, or ctx ends. It reports whether the device runs.
+func (d *device) attach(ctx context.Context, cfg *config) bool {
+	m := d.m
+	p := cfg.plugin.p
+	settled := sync.OnceFunc(func() { close(d.settled) })
+	defer settled()
+	for attempt := 1; ; attempt++ {
+		if attempt > 1 {
+			settled()
+		}
+		select {
+		case m.addSem <- struct{}{}:
+		case <-ctx.Done():
+			return false
+		}
+		d.mu.Lock()
+		added := d.added
+		d.mu.Unlock()
+		actx, cancel := context.WithTimeout(ctx, m.opts.AddTimeout)
+		var err error
+		if added {
+			err = p.UpdateDevice(actx, cfg.desc)
+			if abi.CodeOf(err) == abi.ErrNotFound {
+				err = p.AddDevice(actx, cfg.desc) // the plugin lost it (a failed add)
+			}
+		} else {
+			err = p.AddDevice(actx, cfg.desc)
+		}
+		cancel()
+		<-m.addSem
+		if ctx.Err() != nil {
+			return false
+		}
+		if err == nil {
+			d.mu.Lock()
+			d.added = true
+			d.attempts, d.nextAttempt = 0, time.Time{}
+			d.setPhaseLocked(PhaseRunning, "")
+			d.mu.Unlock()
+			m.log.Info("device running", "device", d.key, "source", cfg.source, "plugin", cfg.plugin.name, "properties", len(cfg.props), "attempts", attempt)
+			settled()
+			return true
+		}
+		verb := "add"
+		if added {
+			verb = "update"
+		}
+		if !transient(err) {
+			if added {
+				rctx, cancel := context.WithTimeout(ctx, m.opts.AddTimeout)
+				_ = p.RemoveDevice(rctx, d.id)
+				cancel()
+			}
+			reason := fmt.Sprintf("MapperPlugin %s refused to %s the device: %s (fix the Device or DeviceModel)", cfg.plugin.name, verb, abi.MessageOf(err))
+			now := time.Now()
+			d.mu.Lock()
+			d.added = false
+			d.setPhaseLocked(PhaseError, reason)
+			d.state, d.stReason, d.stTime = abi.StateUnknown, reason, now
+			d.mu.Unlock()
+			m.log.Error("device cannot run", "device", d.key, "source", cfg.source, "reason", reason)
+			m.emit(Event{Type: EventState, Device: d.key, Namespace: d.ns, Name: d.name, Time: now, State: abi.StateUnknown, Reason: reason})
+			return false
+		}
+		delay := m.retryDelay(attempt)
+		m.met.addRetries.WithLabelValues(cfg.plugin.name, abi.CodeOf(err).String()).Inc()
+		d.mu.Lock()
+		d.attempts, d.nextAttempt = attempt, time.Now().Add(delay)
+		d.setPhaseLocked(PhasePending, fmt.Sprintf("retrying in %s (attempt %d failed): MapperPlugin %s could not %s the device: %s",
+			delay.Round(time.Millisecond), attempt, cfg.plugin.name, verb, abi.MessageOf(err)))
+		d.mu.Unlock()
+		lvl := slog.LevelDebug
+		if attempt == 1 || attempt%10 == 0 {
+			lvl = slog.LevelWarn
+		}
+		m.log.Log(ctx, lvl, "device not added yet; retrying", "device", d.key, "plugin", cfg.plugin.name, "attempt", attempt, "retry-in", delay.Round(time.Millisecond), "err", err)
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-t.C:
+		}
+	}
 }
 
 // stop ends the device's loops and waits for them.
@@ -250,11 +390,14 @@ func (d *device) remove(ctx context.Context) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.added && d.cfg != nil && d.cfg.plugin != nil && d.cfg.plugin.p != nil {
-		if err := d.cfg.plugin.p.RemoveDevice(ctx, d.id); err != nil {
+		rctx, cancel := context.WithTimeout(ctx, d.m.opts.AddTimeout)
+		defer cancel()
+		if err := d.cfg.plugin.p.RemoveDevice(rctx, d.id); err != nil {
 			d.m.log.Warn("plugin failed to remove device", "device", d.key, "err", err)
 		}
 	}
 	d.added = false
+	d.m.met.phases.WithLabelValues(string(d.phase)).Dec()
 }
 
 func (d *device) wakeup() {
@@ -273,11 +416,19 @@ type group struct {
 
 func (d *device) run(ctx context.Context, cfg *config, done chan struct{}) {
 	defer close(done)
+	if !d.attach(ctx, cfg) {
+		return
+	}
 	p := cfg.plugin.p
 	var wg sync.WaitGroup
 	if p.HasPoll() {
-		wg.Add(1)
-		go func() { defer wg.Done(); d.pollLoop(ctx, p) }()
+		// Most plugins export wapper_poll (the Go SDK always does) but
+		// poll nothing: ask once before spending a goroutine on it.
+		next, err := p.Poll(ctx, d.id, d.m.opts.PollBudget)
+		if err != nil || next > 0 {
+			wg.Add(1)
+			go func() { defer wg.Done(); d.pollLoop(ctx, p, next) }()
+		}
 	}
 	defer wg.Wait()
 	now := time.Now()
@@ -337,7 +488,7 @@ func (d *device) run(ctx context.Context, cfg *config, done chan struct{}) {
 		}
 		d.applyPending(ctx, p, cfg)
 		if !now.Before(nextState) {
-			d.pollState(ctx, p)
+			d.pollState(ctx, p, cfg)
 			nextState = now.Add(cfg.state)
 		}
 		if !now.Before(nextReport) {
@@ -353,8 +504,13 @@ func (d *device) run(ctx context.Context, cfg *config, done chan struct{}) {
 	}
 }
 
-func (d *device) pollLoop(ctx context.Context, p *runtime.Plugin) {
+func (d *device) pollLoop(ctx context.Context, p *runtime.Plugin, first time.Duration) {
 	backoff := 100 * time.Millisecond
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(first):
+	}
 	for ctx.Err() == nil {
 		next, err := p.Poll(ctx, d.id, d.m.opts.PollBudget)
 		if err != nil {
@@ -379,20 +535,47 @@ func (d *device) pollLoop(ctx context.Context, p *runtime.Plugin) {
 	}
 }
 
+// collect reads a group of properties. Waiting for a free instance is
+// bounded by the group's cycle: when the pool stays busy that long, the
+// reading is skipped (counted in wapper_reads_skipped_total) rather than
+// queued behind the next one.
 func (d *device) collect(ctx context.Context, p *runtime.Plugin, cfg *config, g *group) {
-	now := time.Now()
-	if len(g.handles) == 1 {
-		v, err := p.Read(ctx, d.id, g.handles[0])
-		d.readResult(cfg, g.props[0], v, err, now)
+	rctx, cancel := context.WithTimeout(ctx, g.cycle)
+	defer cancel()
+	skipped := func(err error) bool {
+		if err != nil && rctx.Err() != nil && ctx.Err() == nil {
+			d.m.met.skipped.WithLabelValues(cfg.plugin.name).Inc()
+			return true
+		}
+		return false
+	}
+	rc := &cfg.plugin.reads
+	batch := len(g.handles) > 1 && rc.batch()
+	start := time.Now()
+	if !batch {
+		for i, h := range g.handles {
+			v, err := p.Read(rctx, d.id, h)
+			if skipped(err) {
+				return
+			}
+			d.readResult(cfg, g.props[i], v, err, time.Now())
+		}
+		if len(g.handles) > 1 {
+			rc.record(false, time.Since(start), len(g.handles))
+		}
 		return
 	}
-	entries, err := p.ReadBatch(ctx, d.id, g.handles)
+	entries, err := p.ReadBatch(rctx, d.id, g.handles)
+	if skipped(err) {
+		return
+	}
+	rc.record(true, time.Since(start), len(g.handles))
 	for i, pc := range g.props {
 		if err != nil {
-			d.readResult(cfg, pc, abi.Value{}, err, now)
+			d.readResult(cfg, pc, abi.Value{}, err, start)
 			continue
 		}
-		d.readResult(cfg, pc, entries[i].Value, entries[i].Err, now)
+		d.readResult(cfg, pc, entries[i].Value, entries[i].Err, start)
 	}
 }
 
@@ -463,11 +646,17 @@ func (d *device) report(cfg *config, only map[string]bool) {
 	d.m.emit(Event{Type: EventReport, Device: d.key, Namespace: d.ns, Name: d.name, Time: time.Now(), Twins: twins})
 }
 
-func (d *device) pollState(ctx context.Context, p *runtime.Plugin) {
-	st, reason, err := p.State(ctx, d.id)
+func (d *device) pollState(ctx context.Context, p *runtime.Plugin, cfg *config) {
+	sctx, cancel := context.WithTimeout(ctx, cfg.state)
+	st, reason, err := p.State(sctx, d.id)
+	cancel()
 	if err != nil {
 		if ctx.Err() != nil {
 			return
+		}
+		if sctx.Err() != nil {
+			d.m.met.skipped.WithLabelValues(cfg.plugin.name).Inc()
+			return // the pool was busy all along; ask at the next cycle
 		}
 		st, reason = abi.StateUnknown, "state call failed: "+abi.MessageOf(err)
 	}
@@ -581,7 +770,7 @@ func (d *device) setDesired(prop, value, by string, spec bool) (TwinStatus, erro
 func (d *device) status() DeviceStatus {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	s := DeviceStatus{Namespace: d.ns, Name: d.name, Source: d.source, Phase: d.phase, Reason: d.reason,
+	s := DeviceStatus{Namespace: d.ns, Name: d.name, Source: d.source, Phase: d.phase, Reason: d.reason, Attempts: d.attempts, NextAttempt: d.nextAttempt,
 		State: d.state.String(), StateReason: d.stReason, StateTime: d.stTime, Twins: []TwinStatus{}}
 	if c := d.cfg; c != nil {
 		if c.model != nil {

@@ -21,7 +21,13 @@ import (
 
 func newManager(t *testing.T, state string) *devices.Manager {
 	t.Helper()
-	wasm := testenv.Plugin(t, "virtual")
+	return newManagerWith(t, state, filepath.Dir(testenv.Plugin(t, "virtual")), nil)
+}
+
+// newManagerWith is newManager with plugins from pluginDir and options
+// changed by mod.
+func newManagerWith(t *testing.T, state, pluginDir string, mod func(*devices.Options)) *devices.Manager {
+	t.Helper()
 	st, err := store.Open(state)
 	if err != nil {
 		t.Fatal(err)
@@ -33,9 +39,13 @@ func newManager(t *testing.T, state string) *devices.Manager {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { eng.Close(context.Background()) })
-	m, err := devices.New(devices.Options{Engine: eng, Store: st, Logger: log,
-		Modules:             devices.ModuleLoader{PluginDir: filepath.Dir(wasm)},
-		DefaultCollectCycle: 50 * time.Millisecond, DefaultReportCycle: 50 * time.Millisecond})
+	opts := devices.Options{Engine: eng, Store: st, Logger: log,
+		Modules:             devices.ModuleLoader{PluginDir: pluginDir},
+		DefaultCollectCycle: 50 * time.Millisecond, DefaultReportCycle: 50 * time.Millisecond}
+	if mod != nil {
+		mod(&opts)
+	}
+	m, err := devices.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,6 +45,27 @@ func (t EventType) String() string {
 	return "unknown"
 }
 
+// PushesMQTT reports whether a reading event carries a twin with a
+// pushMethod.mqtt; PushesHTTP the same for pushMethod.http.
+func (ev *Event) PushesMQTT() bool {
+	for i := range ev.Twins {
+		if p := ev.Twins[i].Push; p != nil && p.MQTT != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// PushesHTTP: see [Event.PushesMQTT].
+func (ev *Event) PushesHTTP() bool {
+	for i := range ev.Twins {
+		if p := ev.Twins[i].Push; p != nil && p.HTTP != nil {
+			return true
+		}
+	}
+	return false
+}
+
 // Event is something that happened to a device.
 type Event struct {
 	Type EventType
@@ -62,6 +83,7 @@ type Event struct {
 type subscription struct {
 	name string
 	ch   chan Event
+	keep func(*Event) bool
 }
 
 // Subscribe returns a channel of every device event and a function that
@@ -69,7 +91,15 @@ type subscription struct {
 // counter; buffer is the channel size (at least 1024 is wise with many
 // devices). Events are dropped, never waited for, when the channel is full.
 func (m *Manager) Subscribe(name string, buffer int) (<-chan Event, func()) {
-	s := &subscription{name: name, ch: make(chan Event, max(buffer, 1))}
+	return m.SubscribeFunc(name, buffer, nil)
+}
+
+// SubscribeFunc is [Manager.Subscribe] for the events keep accepts only
+// (nil keeps every event). keep runs on the device's goroutine, so it must
+// be quick and must not modify the event; filtering there saves waking the
+// subscriber for events it would throw away (most readings).
+func (m *Manager) SubscribeFunc(name string, buffer int, keep func(*Event) bool) (<-chan Event, func()) {
+	s := &subscription{name: name, ch: make(chan Event, max(buffer, 1)), keep: keep}
 	m.subMu.Lock()
 	m.subs[s] = struct{}{}
 	m.subMu.Unlock()
@@ -89,6 +119,9 @@ func (m *Manager) emit(ev Event) {
 	m.subMu.RLock()
 	defer m.subMu.RUnlock()
 	for s := range m.subs {
+		if s.keep != nil && !s.keep(&ev) {
+			continue
+		}
 		select {
 		case s.ch <- ev:
 		default:

@@ -73,6 +73,18 @@ type Options struct {
 	FlushInterval time.Duration
 	// PollBudget bounds one wapper_poll call (default 1 s).
 	PollBudget time.Duration
+	// AddTimeout bounds one attempt to add, update or remove a device,
+	// waiting for a free instance included (default 30 s).
+	AddTimeout time.Duration
+	// AddConcurrency is how many devices are added to plugins at once
+	// (default 32); the others wait their turn.
+	AddConcurrency int
+	// RetryMin and RetryMax bound the exponential backoff (with jitter)
+	// between attempts to add a device after a transient failure (the
+	// plugin's instances busy or restarting, a timeout, an unreachable
+	// device) and between attempts to load a failed plugin (defaults 1 s
+	// and 30 s).
+	RetryMin, RetryMax time.Duration
 }
 
 // ModuleResolver returns the wasm module of a MapperPlugin.
@@ -112,6 +124,8 @@ type Manager struct {
 	subs  map[*subscription]struct{}
 
 	flushDone chan struct{}
+	retryDone chan struct{}
+	addSem    chan struct{} // bounds concurrent adds
 }
 
 type sourceObjs struct {
@@ -148,23 +162,38 @@ func New(opts Options) (*Manager, error) {
 	if opts.PollBudget <= 0 {
 		opts.PollBudget = time.Second
 	}
+	if opts.AddTimeout <= 0 {
+		opts.AddTimeout = 30 * time.Second
+	}
+	if opts.AddConcurrency <= 0 {
+		opts.AddConcurrency = 32
+	}
+	if opts.RetryMin <= 0 {
+		opts.RetryMin = time.Second
+	}
+	if opts.RetryMax < opts.RetryMin {
+		opts.RetryMax = max(30*time.Second, opts.RetryMin)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{
 		opts: opts, log: opts.Logger, met: newMetrics(opts.Registerer),
 		ctx: ctx, cancel: cancel,
 		sources: map[string]*sourceObjs{}, owners: map[string]string{}, conflicts: map[string][]Problem{},
 		plugins: map[string]*pluginEntry{}, devices: map[string]*device{}, byID: map[uint32]*device{},
-		subs: map[*subscription]struct{}{}, flushDone: make(chan struct{}),
+		subs: map[*subscription]struct{}{}, flushDone: make(chan struct{}), retryDone: make(chan struct{}),
+		addSem: make(chan struct{}, opts.AddConcurrency),
 	}
 	go m.flushLoop()
+	go m.retryLoop()
 	return m, nil
 }
 
 // Close stops every device, saves the reported values and closes the plugins.
 func (m *Manager) Close(ctx context.Context) error {
+	m.cancel()
+	<-m.retryDone // before recMu: a retry takes it
 	m.recMu.Lock()
 	defer m.recMu.Unlock()
-	m.cancel()
 	<-m.flushDone
 	m.mu.Lock()
 	devs := make([]*device, 0, len(m.devices))

@@ -9,6 +9,8 @@ type metrics struct {
 	readErrors   *prometheus.CounterVec
 	writes       *prometheus.CounterVec
 	dropped      *prometheus.CounterVec
+	skipped      *prometheus.CounterVec
+	addRetries   *prometheus.CounterVec
 	pluginErrors prometheus.Counter
 	phases       *prometheus.GaugeVec
 	plugins      *prometheus.GaugeVec
@@ -24,6 +26,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Desired values written to devices, by plugin and result (ok, error)."}, []string{"plugin", "result"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wapper_device_events_dropped_total",
 			Help: "Device events a slow subscriber missed, by subscriber."}, []string{"subscriber"}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wapper_reads_skipped_total",
+			Help: "Collect-cycle reads (and state queries) skipped because every instance of the plugin stayed busy for a whole cycle, by plugin; raise limits.instances when it grows."}, []string{"plugin"}),
+		addRetries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wapper_device_add_retries_total",
+			Help: "Transient failures to add or update a device in its plugin, each retried with backoff, by plugin and ABI error code."}, []string{"plugin", "code"}),
 		pluginErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "wapper_plugin_load_errors_total",
 			Help: "MapperPlugins that failed to load (missing module, digest mismatch, refused module)."}),
 		phases: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "wapper_devices",
@@ -31,24 +37,20 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		plugins: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "wapper_plugins",
 			Help: "MapperPlugins by status (loaded, failed)."}, []string{"status"}),
 	}
+	for _, ph := range []Phase{PhasePending, PhaseRunning, PhaseError} {
+		m.phases.WithLabelValues(string(ph))
+	}
 	if reg != nil {
-		reg.MustRegister(m.readings, m.readErrors, m.writes, m.dropped, m.pluginErrors, m.phases, m.plugins)
+		reg.MustRegister(m.readings, m.readErrors, m.writes, m.dropped, m.skipped, m.addRetries, m.pluginErrors, m.phases, m.plugins)
 	}
 	return m
 }
 
-// updateGauges recounts devices and plugins. Callers hold recMu.
+// updateGauges recounts plugins (devices count their phase changes
+// themselves). Callers hold recMu.
 func (m *Manager) updateGauges() {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	counts := map[Phase]int{PhasePending: 0, PhaseRunning: 0, PhaseError: 0}
-	for _, d := range m.devices {
-		ph, _ := d.phaseReason()
-		counts[ph]++
-	}
-	for ph, n := range counts {
-		m.met.phases.WithLabelValues(string(ph)).Set(float64(n))
-	}
 	loaded, failed := 0, 0
 	for _, p := range m.plugins {
 		if p.err != nil {

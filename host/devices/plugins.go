@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -30,6 +31,63 @@ type pluginEntry struct {
 	gen    uint64
 	p      *runtime.Plugin
 	err    error
+	// failures counts failed loads in a row; retryAt is when a failed
+	// plugin is loaded again.
+	failures int
+	retryAt  time.Time
+	reads    readChooser
+}
+
+// readChooser picks, for one plugin, how a device's properties that share
+// a collect cycle are read: one wapper_read_batch call, or one wapper_read
+// per property. A plugin that merges requests (Modbus) is faster in a
+// batch; one whose batch only loops over reads (the Go SDK's default) is
+// slower, as passing the handle list costs more guest calls than it saves.
+// It compares the fastest time per property seen in each mode (the fastest
+// is the one least disturbed by waiting for an instance) over a window of
+// reads, probing both modes again at the start of every window.
+type readChooser struct {
+	mu     sync.Mutex
+	n      int
+	best   [2]time.Duration // by mode (0 single, 1 batch); 0 = none yet
+	counts [2]int
+}
+
+const (
+	chooserProbes = 8    // samples of each mode before choosing
+	chooserWindow = 8192 // group reads before probing again
+)
+
+// batch tells whether the next group read should be one batch call.
+func (c *readChooser) batch() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n++
+	if c.n > chooserWindow {
+		c.n, c.best, c.counts = 1, [2]time.Duration{}, [2]int{}
+	}
+	switch {
+	case c.counts[1] < chooserProbes && c.counts[1] <= c.counts[0]:
+		return true
+	case c.counts[0] < chooserProbes:
+		return false
+	}
+	return c.best[1] <= c.best[0]
+}
+
+// record notes how long a group read of n properties took.
+func (c *readChooser) record(batch bool, took time.Duration, n int) {
+	mode := 0
+	if batch {
+		mode = 1
+	}
+	per := took / time.Duration(n)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.counts[mode]++
+	if c.best[mode] == 0 || per < c.best[mode] {
+		c.best[mode] = per
+	}
 }
 
 func (e *pluginEntry) close(ctx context.Context) {
@@ -40,13 +98,25 @@ func (e *pluginEntry) close(ctx context.Context) {
 	}
 }
 
-func (m *Manager) loadPlugin(ctx context.Context, source string, obj *v1alpha1.MapperPlugin, spec string) *pluginEntry {
+// loadPlugin loads a MapperPlugin. failures is the number of failed loads
+// of the same spec before this one: a failed plugin is loaded again after
+// a backoff (see [Manager.retryPlugins]), so that fixing its module file or
+// bringing its registry back recovers its devices without a restart.
+func (m *Manager) loadPlugin(ctx context.Context, source string, obj *v1alpha1.MapperPlugin, spec string, failures int) *pluginEntry {
 	e := &pluginEntry{name: obj.Name, source: source, spec: spec, obj: obj.DeepCopy(), gen: pluginGen.Add(1)}
 	start := time.Now()
 	e.p, e.err = m.startPlugin(ctx, e.obj)
 	if e.err != nil {
 		m.met.pluginErrors.Inc()
-		m.log.Error("plugin not loaded; its devices are in error", "plugin", obj.Name, "source", source, "err", e.err)
+		e.failures = failures + 1
+		delay := m.retryDelay(e.failures)
+		e.retryAt = time.Now().Add(delay)
+		e.err = fmt.Errorf("%w (loading again in %s)", e.err, delay.Round(time.Second))
+		if failures == 0 {
+			m.log.Error("plugin not loaded; its devices are in error until it loads", "plugin", obj.Name, "source", source, "retry-in", delay.Round(time.Millisecond), "err", e.err)
+		} else {
+			m.log.Debug("plugin still not loaded", "plugin", obj.Name, "attempt", e.failures, "retry-in", delay.Round(time.Millisecond), "err", e.err)
+		}
 	} else {
 		m.log.Info("plugin loaded", "plugin", obj.Name, "source", source, "protocols", obj.Spec.Protocols, "took", time.Since(start).Round(time.Millisecond))
 	}

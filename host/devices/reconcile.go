@@ -59,7 +59,7 @@ func (m *Manager) reconcile(ctx context.Context) {
 		if old != nil && old.spec == string(spec) && old.source == op.source {
 			continue
 		}
-		e := m.loadPlugin(ctx, op.source, op.p, string(spec))
+		e := m.loadPlugin(ctx, op.source, op.p, string(spec), 0)
 		m.mu.Lock()
 		m.plugins[name] = e
 		m.mu.Unlock()
@@ -86,6 +86,7 @@ func (m *Manager) reconcile(ctx context.Context) {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
+	var configured []*device
 	for _, k := range keys {
 		od := devs[k]
 		m.mu.RLock()
@@ -105,9 +106,16 @@ func (m *Manager) reconcile(ctx context.Context) {
 			continue
 		}
 		d.configure(ctx, cfg)
+		configured = append(configured, d)
 		if fresh {
 			m.emit(Event{Type: EventDeviceAdded, Device: k, Namespace: d.ns, Name: d.name, Time: time.Now()})
 		}
+	}
+	// Devices are added concurrently (AddConcurrency at a time); wait for
+	// the first outcome of each, so that a source learns at once of a
+	// device its plugin refused.
+	for _, d := range configured {
+		d.waitSettled(ctx)
 	}
 	m.mu.Lock()
 	var gone []*device
@@ -131,6 +139,60 @@ func (m *Manager) reconcile(ctx context.Context) {
 		e.close(ctx)
 	}
 	m.updateGauges()
+}
+
+// retryLoop loads failed plugins again when their backoff ends.
+func (m *Manager) retryLoop() {
+	defer close(m.retryDone)
+	t := time.NewTicker(m.opts.RetryMin)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-t.C:
+			m.retryPlugins(m.ctx)
+		}
+	}
+}
+
+// retryPlugins loads every failed plugin whose backoff has ended, and
+// reconciles when one now loads, so that its devices start.
+func (m *Manager) retryPlugins(ctx context.Context) {
+	now := time.Now()
+	m.mu.RLock()
+	due := false
+	for _, e := range m.plugins {
+		due = due || (e.err != nil && !now.Before(e.retryAt))
+	}
+	m.mu.RUnlock()
+	if !due {
+		return
+	}
+	m.recMu.Lock()
+	defer m.recMu.Unlock()
+	if ctx.Err() != nil {
+		return
+	}
+	m.mu.RLock()
+	var retry []*pluginEntry
+	for _, e := range m.plugins {
+		if e.err != nil && !now.Before(e.retryAt) {
+			retry = append(retry, e)
+		}
+	}
+	m.mu.RUnlock()
+	for _, old := range retry {
+		e := m.loadPlugin(ctx, old.source, old.obj, old.spec, old.failures)
+		m.mu.Lock()
+		if m.plugins[old.name] == old {
+			m.plugins[old.name] = e
+		} else {
+			e.close(ctx) // replaced meanwhile
+		}
+		m.mu.Unlock()
+	}
+	m.reconcile(ctx)
 }
 
 // config is what a device runs with; sig tells whether it changed.

@@ -1,10 +1,12 @@
 package mqtt
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -79,7 +81,9 @@ func (b *Bridge) Start(ctx context.Context) error {
 	if err := b.conn.Subscribe(topicPrefix+"+/+/twin/get", 1, b.onTwinGet); err != nil {
 		return err
 	}
-	events, cancel := b.mgr.Subscribe("mqtt", b.opts.Buffer)
+	events, cancel := b.mgr.SubscribeFunc("mqtt", b.opts.Buffer, func(ev *devices.Event) bool {
+		return ev.Type != devices.EventReading || ev.PushesMQTT()
+	})
 	b.cancel, b.done = cancel, make(chan struct{})
 	go func() {
 		defer close(b.done)
@@ -106,7 +110,7 @@ func (b *Bridge) Stop() {
 }
 
 func base(t time.Time) BaseMessage {
-	return BaseMessage{EventID: uuid.NewString(), Timestamp: t.UnixMilli()}
+	return BaseMessage{EventID: eventID(), Timestamp: t.UnixMilli()}
 }
 
 func strp(s string) *string { return &s }
@@ -127,6 +131,14 @@ func (b *Bridge) publish(kind, topic string, qos byte, retain bool, v any) {
 	if err == nil {
 		err = b.conn.Publish(topic, qos, retain, payload)
 	}
+	b.count(kind, topic, err)
+}
+
+func (b *Bridge) publishRaw(kind, topic string, payload []byte) {
+	b.count(kind, topic, b.conn.Publish(topic, 0, false, payload))
+}
+
+func (b *Bridge) count(kind, topic string, err error) {
 	if err != nil {
 		b.failures.WithLabelValues(kind).Inc()
 		b.log.Debug("MQTT publish failed", "topic", topic, "err", err)
@@ -138,32 +150,35 @@ func (b *Bridge) publish(kind, topic string, qos byte, retain bool, v any) {
 func (b *Bridge) handle(ev devices.Event) {
 	switch ev.Type {
 	case devices.EventReport:
-		actual := map[string]*MsgTwin{}
-		docs := map[string]*TwinDoc{}
 		last := b.last[ev.Device]
 		if last == nil {
 			last = map[string]*MsgTwin{}
 			b.last[ev.Device] = last
 		}
+		actual := make([]namedTwin, 0, len(ev.Twins))
+		docs := make([]namedTwin, 0, len(ev.Twins))
 		pending := false
 		for _, t := range ev.Twins {
 			if t.ReportedTime.IsZero() {
 				continue
 			}
-			actual[t.Property] = &MsgTwin{
+			actual = append(actual, namedTwin{name: t.Property, twin: &MsgTwin{
 				Actual:   &TwinValue{Value: strp(t.Reported), Metadata: &ValueMetadata{Timestamp: t.ReportedTime.UnixMilli()}},
 				Metadata: &TypeMetadata{Type: t.Type},
-			}
+			}})
 			cur := msgTwin(t)
-			docs[t.Property] = &TwinDoc{LastState: last[t.Property], CurrentState: cur}
+			docs = append(docs, namedTwin{name: t.Property, twin: cur, last: last[t.Property]})
 			last[t.Property] = cur
 			pending = pending || (t.Desired != "" && t.Desired != t.Reported)
 		}
 		if len(actual) == 0 {
 			return
 		}
-		b.publish("twin", TwinUpdateTopic(ev.Device), 0, false, DeviceTwinUpdate{BaseMessage: base(ev.Time), Twin: actual})
-		b.publish("document", TwinDocumentTopic(ev.Device), 0, false, DeviceTwinDocument{BaseMessage: base(ev.Time), Twin: docs})
+		byName := func(a, c namedTwin) int { return strings.Compare(a.name, c.name) }
+		slices.SortFunc(actual, byName)
+		slices.SortFunc(docs, byName)
+		b.publishRaw("twin", TwinUpdateTopic(ev.Device), encodeTwinUpdate(base(ev.Time), actual))
+		b.publishRaw("document", TwinDocumentTopic(ev.Device), encodeTwinDocument(base(ev.Time), docs))
 		if pending {
 			b.publishDelta(ev)
 		}
@@ -260,6 +275,9 @@ func splitTopic(topic string) (ns, name, rest string, ok bool) {
 }
 
 func (b *Bridge) onTwinUpdate(topic string, payload []byte) {
+	if !bytes.Contains(payload, []byte(`"expected"`)) && json.Valid(payload) {
+		return // our own reports (actual values only): nothing to set
+	}
 	ns, name, _, ok := splitTopic(topic)
 	if !ok {
 		return

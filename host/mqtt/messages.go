@@ -91,8 +91,8 @@ type DeviceStateUpdate struct {
 // keys are the Go field names).
 type DataModel struct {
 	DeviceName   string
-	Namespace    string
 	PropertyName string
+	Namespace    string
 	Value        string
 	Type         string
 	TimeStamp    int64

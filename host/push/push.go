@@ -24,8 +24,8 @@ import (
 // JSON keys are its Go field names.
 type Reading struct {
 	DeviceName   string
-	Namespace    string
 	PropertyName string
+	Namespace    string
 	Value        string
 	Type         string
 	TimeStamp    int64
@@ -102,7 +102,9 @@ func URL(p *v1beta1.PushMethodHTTP) string {
 
 // Start subscribes to readings and starts the workers.
 func (h *HTTP) Start(ctx context.Context) {
-	events, cancel := h.mgr.Subscribe("http-push", 1<<14)
+	events, cancel := h.mgr.SubscribeFunc("http-push", 1<<14, func(ev *devices.Event) bool {
+		return ev.Type == devices.EventReading && ev.PushesHTTP()
+	})
 	h.cancel = cancel
 	h.queue = make(chan job, h.opts.Queue)
 	for range h.opts.Workers {

@@ -32,6 +32,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -57,6 +58,9 @@ type Options struct {
 	Problems *Problems
 	// WriteTimeout bounds the device-method write route (default 10 s).
 	WriteTimeout time.Duration
+	// Pprof serves Go's profiles under /debug/pprof/ (for operators
+	// measuring the host; keep the API on a private address then).
+	Pprof bool
 }
 
 // Server is the HTTP API.
@@ -86,6 +90,13 @@ func New(mgr *devices.Manager, o Options) *Server {
 	s.route("/api/v1/devicemethod/{ns}/{name}/{method}/{property}/{data}", s.methodWrite, http.MethodGet, http.MethodPut, http.MethodPost)
 	s.route("/api/v1/meta/model/{ns}/{name}", s.model, http.MethodGet)
 	s.route("/api/v1/manifests/errors", s.problems, http.MethodGet)
+	if o.Pprof {
+		s.mux.HandleFunc("/debug/pprof/", pprof.Index)
+		s.mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		s.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		s.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		s.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	if o.Gatherer != nil {
 		s.mux.Handle("/metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
 	}
@@ -159,11 +170,12 @@ type PingResponse struct {
 	Message string
 }
 
-// DataModel is a property value, mapper-framework's common.DataModel.
+// DataModel is a property value, mapper-framework's common.DataModel (no
+// JSON tags there either, so the keys are the field names, in its order).
 type DataModel struct {
 	DeviceName   string
-	Namespace    string
 	PropertyName string
+	Namespace    string
 	Value        string
 	Type         string
 	TimeStamp    int64
@@ -205,11 +217,42 @@ type DeviceMethodReadResponse struct {
 	Data *DataMethod
 }
 
-// MetaGetModelResponse answers the model route: the DeviceModel's fields
-// inline after the base fields.
+// MetaGetModelResponse answers the model route: mapper-framework's
+// common.DeviceModel inline after the base fields.
 type MetaGetModelResponse struct {
 	*BaseResponse
-	*v1beta1.DeviceModel
+	*DeviceModel
+}
+
+// DeviceModel is mapper-framework's common.DeviceModel: a DeviceModel as
+// mappers see it. ID is "namespace/name".
+type DeviceModel struct {
+	ID          string          `json:"id,omitempty"`
+	Name        string          `json:"name,omitempty"`
+	Namespace   string          `json:"namespace,omitempty"`
+	Description string          `json:"description,omitempty"`
+	Properties  []ModelProperty `json:"properties,omitempty"`
+}
+
+// ModelProperty is mapper-framework's common.ModelProperty.
+type ModelProperty struct {
+	Name        string `json:"name,omitempty"`
+	DataType    string `json:"dataType,omitempty"`
+	Description string `json:"description,omitempty"`
+	AccessMode  string `json:"accessMode,omitempty"`
+	Minimum     string `json:"minimum,omitempty"`
+	Maximum     string `json:"maximum,omitempty"`
+	Unit        string `json:"unit,omitempty"`
+}
+
+// modelOf converts a KubeEdge DeviceModel as mapper-framework does.
+func modelOf(m *v1beta1.DeviceModel) *DeviceModel {
+	out := &DeviceModel{ID: m.Namespace + "/" + m.Name, Name: m.Name, Namespace: m.Namespace}
+	for _, p := range m.Spec.Properties {
+		out.Properties = append(out.Properties, ModelProperty{Name: p.Name, DataType: string(p.Type), Description: p.Description,
+			AccessMode: string(p.AccessMode), Minimum: p.Minimum, Maximum: p.Maximum, Unit: p.Unit})
+	}
+	return out
 }
 
 // DevicesResponse answers /api/v1/devices.
@@ -469,7 +512,7 @@ func (s *Server) model(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, statusOf(err), err)
 		return
 	}
-	s.reply(w, http.StatusOK, MetaGetModelResponse{BaseResponse: newBase(http.StatusOK), DeviceModel: m})
+	s.reply(w, http.StatusOK, MetaGetModelResponse{BaseResponse: newBase(http.StatusOK), DeviceModel: modelOf(m)})
 }
 
 func (s *Server) problems(w http.ResponseWriter, r *http.Request) {

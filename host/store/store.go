@@ -14,10 +14,12 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -26,8 +28,12 @@ import (
 var (
 	bucketObjects = []byte("objects")
 	bucketTwins   = []byte("twins")
-	bucketMeta    = []byte("meta")
-	keySeq        = []byte("desired-seq")
+	// bucketReported holds the reported values (8-byte big-endian Unix
+	// nanoseconds, then the value), apart from the JSON twins, so that
+	// saving thousands of readings does not decode and encode each twin.
+	bucketReported = []byte("reported")
+	bucketMeta     = []byte("meta")
+	keySeq         = []byte("desired-seq")
 )
 
 // Store is the host's bbolt state. Its methods are safe for concurrent use.
@@ -46,7 +52,7 @@ func Open(dir string) (*Store, error) {
 		return nil, fmt.Errorf("open state database %s: %w (is another wapper-host using this --state-dir?)", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketObjects, bucketTwins, bucketMeta} {
+		for _, b := range [][]byte{bucketObjects, bucketTwins, bucketReported, bucketMeta} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -172,6 +178,16 @@ func (s *Store) Twins(device string) (map[string]Twin, error) {
 			}
 			out[string(k[len(prefix):])] = t
 		}
+		c = tx.Bucket(bucketReported).Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			if len(v) < 8 {
+				continue
+			}
+			name := string(k[len(prefix):])
+			t := out[name]
+			t.Reported, t.ReportedTime = string(v[8:]), time.Unix(0, int64(beUint64(v[:8])))
+			out[name] = t
+		}
 		return nil
 	})
 	return out, err
@@ -255,16 +271,19 @@ func (s *Store) SaveReported(batch []Reported) error {
 	if len(batch) == 0 {
 		return nil
 	}
+	type kv struct{ k, v []byte }
+	puts := make([]kv, len(batch))
+	for i, r := range batch {
+		v := make([]byte, 8, 8+len(r.Value))
+		binary.BigEndian.PutUint64(v, uint64(r.Time.UnixNano()))
+		puts[i] = kv{twinKey(r.Device, r.Property), append(v, r.Value...)}
+	}
+	// bbolt inserts in key order fastest.
+	slices.SortFunc(puts, func(a, b kv) int { return bytes.Compare(a.k, b.k) })
 	return s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketTwins)
-		for _, r := range batch {
-			k := twinKey(r.Device, r.Property)
-			t, err := getTwin(b, k)
-			if err != nil {
-				return err
-			}
-			t.Reported, t.ReportedTime = r.Value, r.Time
-			if err := putTwin(b, k, t); err != nil {
+		b := tx.Bucket(bucketReported)
+		for _, p := range puts {
+			if err := b.Put(p.k, p.v); err != nil {
 				return err
 			}
 		}
@@ -276,10 +295,12 @@ func (s *Store) SaveReported(batch []Reported) error {
 func (s *Store) DeleteTwins(device string) error {
 	prefix := []byte(device + "\x00")
 	return s.db.Update(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketTwins).Cursor()
-		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Seek(prefix) {
-			if err := c.Delete(); err != nil {
-				return err
+		for _, name := range [][]byte{bucketTwins, bucketReported} {
+			c := tx.Bucket(name).Cursor()
+			for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Seek(prefix) {
+				if err := c.Delete(); err != nil {
+					return err
+				}
 			}
 		}
 		return nil

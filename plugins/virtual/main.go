@@ -1,6 +1,6 @@
 // Command virtual is wapper's simulated-device mapper plugin, used by the
-// demo and the tests. Each property picks a behaviour through its visitor
-// configData field "kind":
+// demo, the tests and the benchmark. Each property picks a behaviour
+// through its visitor configData field "kind":
 //
 //   - counter: increases by "step" (default 1) on every read
 //   - sine: "amplitude" * sin(2π t / "periodMs") + "offset"
@@ -9,8 +9,25 @@
 //   - switch: a writable boolean
 //   - setpoint: a writable number (or any type), with "initial"
 //
-// State (counters, walks, written values) lives in the plugin's kv store, so
-// it survives instance restarts and is shared by every instance.
+// Any kind also takes "delayMs": every read of the property then takes
+// that long, like a slow device (tests use it to keep instances busy).
+//
+// # State
+//
+// Written values (switch, setpoint) are saved in the plugin's kv store on
+// every write, and read from it, so they survive restarts and every
+// instance of the plugin sees the same value.
+//
+// Counters and random walks change on every read, so they live in the
+// memory of the instance serving the device, keyed by device and property:
+// a read costs no store write. An instance seeds them from the kv store
+// when it is given the device, and writes them back at most every
+// [saveEvery] (on a read that comes later than that). So after an instance
+// restart or a host restart a counter resumes from its last saved value (it
+// can repeat up to saveEvery worth of reads), and with several instances
+// each instance that serves a device continues from what was saved last:
+// use limits.instances: 1 when a counter must never repeat a value.
+// Removing the device deletes its saved state.
 package main
 
 import (
@@ -31,12 +48,28 @@ type visitor struct {
 	Min       *float64 `json:"min"`
 	Max       *float64 `json:"max"`
 	Initial   any      `json:"initial"`
+	DelayMs   float64  `json:"delayMs"`
 }
 
 type property struct {
 	visitor
-	key string
+	key  string
+	cell *cell // counter and random: the value in memory
 }
+
+// cell is a counter or random-walk value held in instance memory.
+type cell struct {
+	v       float64
+	seeded  bool
+	savedAt time.Time
+}
+
+// saveEvery is how often a counter or walk is written back to kv at most.
+const saveEvery = 5 * time.Second
+
+// cells holds this instance's counters and walks by kv key, so that an
+// update of the device keeps them.
+var cells = map[string]*cell{}
 
 type virtual struct{ wapper.Base }
 
@@ -63,6 +96,14 @@ func setup(d *wapper.Device) error {
 			wapper.Log.Warn("writable kind on a ReadOnly property", "property", p.Name, "kind", pr.Kind)
 		}
 		pr.key = d.Namespace + "/" + d.Name + "/" + p.Name
+		if pr.Kind == "counter" || pr.Kind == "random" {
+			c := cells[pr.key]
+			if c == nil {
+				c = &cell{}
+				cells[pr.key] = c
+			}
+			pr.cell = c
+		}
 		props[p.Handle] = &pr
 	}
 	d.Data = props
@@ -85,6 +126,28 @@ func storeFloat(key string, f float64) error {
 	return wapper.KVSet(key, binary.LittleEndian.AppendUint64(nil, math.Float64bits(f)))
 }
 
+// advance moves a counter or walk by next, seeding it from kv first (with
+// def when nothing is saved) and writing it back when the last write is
+// older than saveEvery.
+func advance(pr *property, def float64, next func(float64) float64) (float64, error) {
+	c := pr.cell
+	if !c.seeded {
+		v, err := loadFloat(pr.key, def)
+		if err != nil {
+			return 0, err
+		}
+		c.v, c.seeded, c.savedAt = v, true, time.Now()
+	}
+	c.v = next(c.v)
+	if now := time.Now(); now.Sub(c.savedAt) >= saveEvery {
+		if err := storeFloat(pr.key, c.v); err != nil {
+			return 0, err
+		}
+		c.savedAt = now
+	}
+	return c.v, nil
+}
+
 func or(p *float64, def float64) float64 {
 	if p == nil {
 		return def
@@ -94,15 +157,15 @@ func or(p *float64, def float64) float64 {
 
 func (virtual) Read(d *wapper.Device, p *wapper.Property) (wapper.Value, error) {
 	pr := prop(d, p)
+	if pr.DelayMs > 0 {
+		time.Sleep(time.Duration(pr.DelayMs * float64(time.Millisecond)))
+	}
 	var f float64
 	switch pr.Kind {
 	case "counter":
-		n, err := loadFloat(pr.key, 0)
+		step := or(pr.Step, 1)
+		n, err := advance(pr, 0, func(n float64) float64 { return n + step })
 		if err != nil {
-			return wapper.Value{}, err
-		}
-		n += or(pr.Step, 1)
-		if err := storeFloat(pr.key, n); err != nil {
 			return wapper.Value{}, err
 		}
 		f = n
@@ -115,13 +178,11 @@ func (virtual) Read(d *wapper.Device, p *wapper.Property) (wapper.Value, error) 
 		f = or(pr.Amplitude, 1)*math.Sin(2*math.Pi*t/period) + pr.Offset
 	case "random":
 		lo, hi := or(pr.Min, 0), or(pr.Max, 100)
-		cur, err := loadFloat(pr.key, (lo+hi)/2)
-		if err != nil {
-			return wapper.Value{}, err
-		}
 		step := or(pr.Step, (hi-lo)/20)
-		cur = math.Max(lo, math.Min(hi, cur+(rand.Float64()*2-1)*step))
-		if err := storeFloat(pr.key, cur); err != nil {
+		cur, err := advance(pr, (lo+hi)/2, func(cur float64) float64 {
+			return math.Max(lo, math.Min(hi, cur+(rand.Float64()*2-1)*step))
+		})
+		if err != nil {
 			return wapper.Value{}, err
 		}
 		f = cur
@@ -171,6 +232,7 @@ func (virtual) Write(d *wapper.Device, p *wapper.Property, v wapper.Value) error
 
 func (virtual) RemoveDevice(d *wapper.Device) error {
 	for _, pr := range d.Data.(map[uint32]*property) {
+		delete(cells, pr.key)
 		if err := wapper.KVDelete(pr.key); err != nil {
 			return err
 		}

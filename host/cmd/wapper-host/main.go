@@ -53,6 +53,7 @@ type options struct {
 	reportCycle   time.Duration
 	stateCycle    time.Duration
 	flushInterval time.Duration
+	pprof         bool
 }
 
 func main() {
@@ -93,6 +94,7 @@ func command() *cobra.Command {
 	f.DurationVar(&o.collectCycle, "default-collect-cycle", time.Second, "collect cycle of properties that set none")
 	f.DurationVar(&o.reportCycle, "default-report-cycle", time.Second, "report cycle of properties that set none")
 	f.DurationVar(&o.stateCycle, "state-cycle", 10*time.Second, "how often device state is asked for and published, unless spec.stateReport sets it")
+	f.BoolVar(&o.pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on --http-listen")
 	f.DurationVar(&o.flushInterval, "flush-interval", 2*time.Second, "how often reported values are saved to the state database")
 	return cmd
 }
@@ -223,7 +225,7 @@ func run(o options) error {
 	// Serve REST before reading manifests, so that a host with many
 	// devices can be watched while it starts them.
 	if o.httpListen != "" {
-		srv := rest.New(mgr, rest.Options{Logger: log, Gatherer: reg, Problems: problems})
+		srv := rest.New(mgr, rest.Options{Logger: log, Gatherer: reg, Problems: problems, Pprof: o.pprof})
 		addr, err := srv.Listen(o.httpListen)
 		if err != nil {
 			return err

@@ -1,0 +1,191 @@
+package devices_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kubeedge/api/apis/devices/v1beta1"
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/host/devices"
+	"wapper.dev/wapper/internal/testenv"
+)
+
+// virtualDevice is a device of model m whose properties have the given
+// visitor configData.
+func virtualDevice(name string, visitors ...map[string]any) *v1beta1.Device {
+	d := &v1beta1.Device{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
+		Spec: v1beta1.DeviceSpec{DeviceModelRef: &corev1.LocalObjectReference{Name: "m"}}}
+	for i, v := range visitors {
+		d.Spec.Properties = append(d.Spec.Properties, v1beta1.DeviceProperty{Name: []string{"n", "sp"}[i],
+			Visitors: v1beta1.VisitorConfig{ConfigData: &v1beta1.CustomizedValue{Data: v}}})
+	}
+	return d
+}
+
+func phases(m *devices.Manager) map[devices.Phase]int {
+	out := map[devices.Phase]int{}
+	for _, d := range m.Devices() {
+		out[d.Phase]++
+	}
+	return out
+}
+
+// TestAddRetriesWhileInstanceBusy: a plugin with one instance, kept busy by
+// a device whose reads are slow, while more devices are added with an add
+// timeout far shorter than a read. Adds that find the instance busy are
+// retried with backoff (visible in the status and the metric) instead of
+// leaving the devices in Error: every device ends up running and reading.
+func TestAddRetriesWhileInstanceBusy(t *testing.T) {
+	ctx := context.Background()
+	reg := prometheus.NewRegistry()
+	m := newManagerWith(t, t.TempDir(), filepath.Dir(testenv.Plugin(t, "virtual")), func(o *devices.Options) {
+		o.Registerer = reg
+		o.AddTimeout = 20 * time.Millisecond
+		o.RetryMin, o.RetryMax = 10*time.Millisecond, 200*time.Millisecond
+		o.AddConcurrency = 4
+	})
+	set := set("slow")
+	set.Plugins[0].Spec.Limits = v1alpha1.Limits{Instances: 1, CallTimeout: metav1.Duration{Duration: 30 * time.Second}}
+	set.Devices = []*v1beta1.Device{virtualDevice("slow", map[string]any{"kind": "counter", "delayMs": 300})}
+	if err := m.Apply(ctx, "manifests", set); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the slow device reading", func() bool {
+		d, _ := m.Device("default", "slow")
+		return d.Phase == devices.PhaseRunning && len(d.Twins) > 0 && d.Twins[0].Reported != ""
+	})
+	const n = 12
+	for i := range n {
+		set.Devices = append(set.Devices, virtualDevice(fmt.Sprint("d", i), map[string]any{"kind": "counter"}, map[string]any{"kind": "setpoint"}))
+	}
+	if err := m.Apply(ctx, "manifests", set); err != nil {
+		t.Fatal(err)
+	}
+	sawRetrying := false
+	waitFor(t, "every device running and read", func() bool {
+		ok := 0
+		for _, d := range m.Devices() {
+			if d.Phase == devices.PhaseError {
+				t.Fatalf("device %s in Error: %s", d.Name, d.Reason)
+			}
+			if d.Phase == devices.PhasePending && d.Attempts > 0 {
+				sawRetrying = true
+				if !strings.Contains(d.Reason, "retrying in") || d.NextAttempt.IsZero() {
+					t.Fatalf("retrying device %s: reason %q, next attempt %v", d.Name, d.Reason, d.NextAttempt)
+				}
+			}
+			if d.Phase == devices.PhaseRunning && d.Twins[0].Reported != "" {
+				ok++
+			}
+		}
+		return ok == n+1
+	})
+	retries := 0.0
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "wapper_device_add_retries_total" {
+			for _, x := range mf.GetMetric() {
+				retries += x.GetCounter().GetValue()
+			}
+		}
+	}
+	t.Logf("add retries: %v (a device seen retrying in its status: %v); phases now %v", retries, sawRetrying, phases(m))
+	if got := gaugeValue(t, reg, "wapper_devices", "Running"); got != n+1 {
+		t.Fatalf("wapper_devices{phase=Running} = %v, want %d", got, n+1)
+	}
+}
+
+// TestPluginFileAppearsLater: a MapperPlugin whose module file is missing
+// leaves its devices in Error with the reason; when the file appears, the
+// plugin is loaded again on its own and the devices run, without any
+// change to the objects or a restart.
+func TestPluginFileAppearsLater(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	m := newManagerWith(t, t.TempDir(), dir, func(o *devices.Options) {
+		o.RetryMin, o.RetryMax = 20*time.Millisecond, 100*time.Millisecond
+	})
+	if err := m.Apply(ctx, "manifests", set("d1")); err != nil {
+		t.Fatal(err)
+	}
+	d, err := m.Device("default", "d1")
+	if err != nil || d.Phase != devices.PhaseError || !strings.Contains(d.Reason, "module file") {
+		t.Fatalf("device of a missing module: %+v %v", d, err)
+	}
+	if ps := m.Problems(); len(ps) == 0 || !strings.Contains(fmt.Sprint(ps), "loading again in") {
+		t.Fatalf("problems %v: want the plugin failure with its retry", ps)
+	}
+	wasm, err := os.ReadFile(testenv.Plugin(t, "virtual"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "virtual.wasm"), wasm, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the device running once its module exists", func() bool {
+		d, _ := m.Device("default", "d1")
+		return d.Phase == devices.PhaseRunning && d.Twins[0].Reported != ""
+	})
+	if ps := m.Problems(); len(ps) != 0 {
+		t.Fatalf("problems left after recovery: %v", ps)
+	}
+}
+
+// TestRefusedDeviceIsNotRetried: a device its plugin refuses (a bad
+// visitor) is in Error at once, with the plugin's reason, and runs as soon
+// as the Device is fixed; the other devices never stop.
+func TestRefusedDeviceIsNotRetried(t *testing.T) {
+	ctx := context.Background()
+	m := newManager(t, t.TempDir())
+	s := set("good")
+	s.Devices = append(s.Devices, virtualDevice("bad", map[string]any{"kind": "warp"}))
+	if err := m.Apply(ctx, "manifests", s); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := m.Device("default", "bad")
+	if d.Phase != devices.PhaseError || !strings.Contains(d.Reason, `unknown kind "warp"`) || d.Attempts != 0 {
+		t.Fatalf("refused device: %+v", d)
+	}
+	if g, _ := m.Device("default", "good"); g.Phase != devices.PhaseRunning {
+		t.Fatalf("good device: %+v", g)
+	}
+	s.Devices[1] = virtualDevice("bad", map[string]any{"kind": "counter"})
+	if err := m.Apply(ctx, "manifests", s); err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := m.Device("default", "bad"); d.Phase != devices.PhaseRunning {
+		t.Fatalf("fixed device: %+v", d)
+	}
+}
+
+// gaugeValue returns the value of a gauge with the given phase label.
+func gaugeValue(t *testing.T, reg *prometheus.Registry, name, phase string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, x := range mf.GetMetric() {
+			for _, l := range x.GetLabel() {
+				if mf.GetName() == name && l.GetName() == "phase" && l.GetValue() == phase {
+					return x.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	t.Fatalf("no %s{phase=%q}", name, phase)
+	return 0
+}

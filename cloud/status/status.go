@@ -63,7 +63,7 @@ type Options struct {
 	// FlushInterval is how long reports for one object are gathered
 	// before it is written (default 1s).
 	FlushInterval time.Duration
-	// Workers is the number of concurrent writers (default 4).
+	// Workers is the number of concurrent writers (default 16).
 	Workers int
 	// FieldManager names the writer in managed fields (default
 	// "wapper-cloud").
@@ -99,6 +99,10 @@ type Writer struct {
 	limiter flowcontrol.RateLimiter
 	queue   workqueue.TypedRateLimitingInterface[string]
 
+	// exists holds the DeviceStatus objects known to exist, so that the
+	// first write of any other is a create rather than a failed patch.
+	exists sync.Map // "ns/name" → struct{}
+
 	mu      sync.Mutex
 	devices map[string]*deviceEntry // "ns/name"
 	plugins map[string]*pluginEntry // plugin name
@@ -131,7 +135,7 @@ func New(opts Options) *Writer {
 		opts.FlushInterval = time.Second
 	}
 	if opts.Workers <= 0 {
-		opts.Workers = 4
+		opts.Workers = 16
 	}
 	if opts.FieldManager == "" {
 		opts.FieldManager = "wapper-cloud"
@@ -339,9 +343,13 @@ func (w *Writer) patchDevice(ctx context.Context, r linkproto.DeviceReport) erro
 		return err
 	}
 	api := w.opts.Dynamic.Resource(DeviceStatuses).Namespace(r.Namespace)
-	_, err = api.Patch(ctx, r.Name, types.MergePatchType, patch, po)
-	if !apierrors.IsNotFound(err) {
-		return err
+	key := r.Namespace + "/" + r.Name
+	if _, ok := w.exists.Load(key); ok {
+		_, err = api.Patch(ctx, r.Name, types.MergePatchType, patch, po)
+		if !apierrors.IsNotFound(err) {
+			return err
+		}
+		w.exists.Delete(key)
 	}
 	uid, ok := w.opts.Device(r.Namespace, r.Name)
 	if !ok {
@@ -360,7 +368,13 @@ func (w *Writer) patchDevice(ctx context.Context, r linkproto.DeviceReport) erro
 	}
 	_, err = api.Create(ctx, &unstructured.Unstructured{Object: u}, metav1.CreateOptions{FieldManager: w.opts.FieldManager})
 	if apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("DeviceStatus %s/%s appeared while being created; will patch it", r.Namespace, r.Name)
+		// Written before (by this replica before a restart, or another).
+		w.exists.Store(key, struct{}{})
+		_, err = api.Patch(ctx, r.Name, types.MergePatchType, patch, po)
+		return err
+	}
+	if err == nil {
+		w.exists.Store(key, struct{}{})
 	}
 	return err
 }

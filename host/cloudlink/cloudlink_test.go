@@ -375,6 +375,14 @@ func TestEachNodeGetsItsOwnObjects(t *testing.T) {
 	c.apply(t, names(t, c, device("a1", c.node("a"), "30")))
 	a.sink.wait(t, "the new desired value", func(s cloudlink.Set) bool { return desiredOf(s, "a1", "setpoint") == "30" })
 
+	// A model change reaches every host using it.
+	c.apply(t, names(t, c, strings.Replace(model, "accessMode: ReadOnly}", "accessMode: ReadOnly, unit: C}", 1)))
+	for _, h := range []*host{a, b} {
+		h.sink.wait(t, "the changed model", func(s cloudlink.Set) bool {
+			return len(s.Models) == 1 && len(s.Models[0].Spec.Properties) > 0 && s.Models[0].Spec.Properties[0].Unit == "C"
+		})
+	}
+
 	// Moving a device moves it between hosts.
 	c.apply(t, names(t, c, device("a2", c.node("b"), "21")))
 	a.sink.wait(t, "a2 gone from node-a", has(dev("a1"), mo, pl))
@@ -434,6 +442,49 @@ func TestReportsReachTheCluster(t *testing.T) {
 		return na["node"] == c.node("a") && na["phase"] == "Loaded" && nb["node"] == c.node("b") && nb["phase"] == "Failed" && nb["message"] == "no memory", nil
 	})
 	waitUntil(t, "empty outboxes", func() (bool, error) { return a.link.Pending() == 0 && b.link.Pending() == 0, nil })
+}
+
+// TestTwoReplicas: hosts on different replicas each get their own objects,
+// and both replicas write their nodes' entries of one MapperPlugin status.
+func TestTwoReplicas(t *testing.T) {
+	c := newCluster(t)
+	one := c.startCloud(t, "", nil)
+	two := c.startCloud(t, "", nil)
+	if a, b := readFile(t, one.ca), readFile(t, two.ca); a != b {
+		t.Fatal("the replicas serve different certificates; they must share the one kept in the TLS Secret")
+	}
+	c.apply(t, names(t, c, plugin+"\n---\n"+model+"\n---\n"+device("a1", c.node("a"), "20")+"\n---\n"+device("b1", c.node("b"), "20")))
+	a := startHost(t, one.url, c.node("a"), c.token(t, c.node("a")), one.ca, filepath.Join(t.TempDir(), "a.db"), nil)
+	b := startHost(t, two.url, c.node("b"), c.token(t, c.node("b")), two.ca, filepath.Join(t.TempDir(), "b.db"), nil)
+	a.sink.wait(t, "a1 via replica one", func(s cloudlink.Set) bool { return len(s.Devices) == 1 && s.Devices[0].Name == "a1" })
+	b.sink.wait(t, "b1 via replica two", func(s cloudlink.Set) bool { return len(s.Devices) == 1 && s.Devices[0].Name == "b1" })
+	for i := range 5 {
+		phase := []string{"Loaded", "Pending"}[i%2] // the last (i=4) is Loaded
+		must(t, a.link.ReportPlugin(linkproto.PluginReport{Name: "virtual-" + c.ns, Phase: phase}))
+		must(t, b.link.ReportPlugin(linkproto.PluginReport{Name: "virtual-" + c.ns, Phase: phase, Message: "b"}))
+	}
+	waitUntil(t, "both replicas' entries", func() (bool, error) {
+		u, err := c.dyn.Resource(mappersv1alpha1.GroupVersionResource).Get(context.Background(), "virtual-"+c.ns, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		nodes, _, _ := unstructured.NestedSlice(u.Object, "status", "nodes")
+		if len(nodes) != 2 {
+			return false, nil
+		}
+		na, nb := nodes[0].(map[string]any), nodes[1].(map[string]any)
+		return na["node"] == c.node("a") && na["phase"] == "Loaded" && nb["node"] == c.node("b") && nb["phase"] == "Loaded" && nb["message"] == "b", nil
+	})
+	waitUntil(t, "empty outboxes", func() (bool, error) { return a.link.Pending() == 0 && b.link.Pending() == 0, nil })
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 // TestCloudRestartLosesNothing: with the cloud down, reports pile up in

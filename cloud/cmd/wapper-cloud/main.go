@@ -78,6 +78,7 @@ func serve(ctx context.Context, args []string) error {
 		regCA      = fs.String("registry-ca-file", "", "PEM certificates to trust for the registry")
 		qps        = fs.Float64("status-qps", 50, "status writes per second to the API server")
 		burst      = fs.Int("status-burst", 100, "status write burst")
+		sworkers   = fs.Int("status-workers", 16, "concurrent status writers")
 		flush      = fs.Duration("status-flush", time.Second, "how long reports for one object gather before a write")
 		window     = fs.Int("window", 4, "unacknowledged batches per host before the hub waits (backpressure)")
 		batch      = fs.Int("batch", 256, "most objects in one batch")
@@ -112,7 +113,7 @@ func serve(ctx context.Context, args []string) error {
 		cfg.TLSHosts = strings.Split(*hosts, ",")
 	}
 	cfg.Fetch = fetch.Options{Client: client.Options{PlainHTTP: *plainHTTP, Insecure: *insecure, CAFile: *regCA}}
-	cfg.Status.QPS, cfg.Status.Burst, cfg.Status.FlushInterval = float32(*qps), *burst, *flush
+	cfg.Status.QPS, cfg.Status.Burst, cfg.Status.FlushInterval, cfg.Status.Workers = float32(*qps), *burst, *flush, *sworkers
 	cfg.Hub.Window, cfg.Hub.BatchSize = *window, *batch
 	return server.Run(ctx, cfg)
 }

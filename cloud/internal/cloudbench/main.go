@@ -208,7 +208,7 @@ func run(nHosts, nDevices, statusQPS int) error {
 
 	fmt.Printf("wapper-cloud, %d hosts, %d devices (one process, real kube-apiserver + etcd, %d cores)\n", nHosts, nDevices, numCPU())
 	fmt.Printf("  creates took                      %8.2f s  (%.0f Devices/s through client-go)\n", created.Seconds(), float64(nDevices)/created.Seconds())
-	fmt.Printf("  every host acknowledged after     %8.2f s  from the first create (%.0f ms after the last)\n", converged.Seconds(), float64((converged-created).Milliseconds()))
+	fmt.Printf("  every host acknowledged after     %8.2f s  from the first create (%.0f ms after the last)\n", converged.Seconds(), float64((converged - created).Milliseconds()))
 	fmt.Printf("  cloud CPU during convergence      %8.2f s  (%.0f%% of one core)\n", cpu1-cpu0, 100*(cpu1-cpu0)/converged.Seconds())
 	fmt.Printf("  cloud RSS after convergence       %8.1f MiB (peak %.1f MiB)\n", rss, hwm)
 	fmt.Printf("  status writes: %d reports written in %.2f s = %.0f writes/s (limit --status-qps %d); cloud CPU %.2f s, RSS %.1f MiB (peak %.1f)\n",

@@ -1,0 +1,61 @@
+// Package cloud_test checks the wapper-cloud deployment manifests.
+package cloud_test
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/client-go/kubernetes/scheme"
+)
+
+// TestManifestsDecode decodes every document strictly and checks that the
+// RBAC covers what wapper-cloud does.
+func TestManifestsDecode(t *testing.T) {
+	b, err := os.ReadFile("wapper-cloud.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := serializer.NewCodecFactory(scheme.Scheme, serializer.EnableStrict).UniversalDeserializer()
+	var kinds []string
+	granted := map[string]bool{}
+	for _, doc := range strings.Split(string(b), "\n---\n") {
+		obj, gvk, err := dec.Decode([]byte(doc), nil, nil)
+		if err != nil {
+			t.Fatalf("decode: %v\n%s", err, doc)
+		}
+		kinds = append(kinds, gvk.Kind)
+		var rules []rbacv1.PolicyRule
+		switch o := obj.(type) {
+		case *rbacv1.ClusterRole:
+			rules = o.Rules
+		case *rbacv1.Role:
+			rules = o.Rules
+		case *appsv1.Deployment:
+			if o.Spec.Template.Spec.ServiceAccountName != "wapper-cloud" {
+				t.Error("the Deployment does not run as the wapper-cloud ServiceAccount")
+			}
+		}
+		for _, r := range rules {
+			for _, res := range r.Resources {
+				for _, v := range r.Verbs {
+					granted[res+":"+v] = true
+				}
+			}
+		}
+	}
+	for _, need := range []string{
+		"devices:watch", "devicemodels:watch", "mapperplugins:watch", "secrets:watch",
+		"devicestatuses:create", "devicestatuses:patch", "devices:patch", "mapperplugins/status:update", "secrets:create",
+	} {
+		if !granted[need] {
+			t.Errorf("RBAC does not grant %s", need)
+		}
+	}
+	if len(kinds) != 8 {
+		t.Errorf("kinds %v", kinds)
+	}
+}

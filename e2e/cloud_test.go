@@ -16,16 +16,11 @@ import (
 	"testing"
 	"time"
 
-	devicesv1beta1 "github.com/kubeedge/api/apis/devices/v1beta1"
 	kubeedge "github.com/kubeedge/api/client/clientset/versioned"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"sigs.k8s.io/yaml"
 
-	mappersv1alpha1 "wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
 	"wapper.dev/wapper/deploy/crds"
 	"wapper.dev/wapper/host/cloudlink"
 	"wapper.dev/wapper/internal/k8stest"
@@ -42,7 +37,6 @@ type cloudEnv struct {
 	t   *testing.T
 	env *k8stest.Env
 	ns  string
-	dyn dynamic.Interface
 	ke  kubeedge.Interface
 
 	addr, url, ca string
@@ -76,7 +70,7 @@ func newCloudEnv(t *testing.T) *cloudEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = env.Stop() })
-	c := &cloudEnv{t: t, env: env, ns: "e2e", dyn: dynamic.NewForConfigOrDie(env.Config()), ke: kubeedge.NewForConfigOrDie(env.Config())}
+	c := &cloudEnv{t: t, env: env, ns: "e2e", ke: kubeedge.NewForConfigOrDie(env.Config())}
 	kc := kubernetes.NewForConfigOrDie(env.Config())
 	if _, err := kc.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: c.ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -174,33 +168,9 @@ func (c *cloudEnv) token(node string) string {
 
 // apply creates or replaces objects from YAML through client-go.
 func (c *cloudEnv) apply(doc string) {
-	t := c.t
-	t.Helper()
-	ctx := context.Background()
-	for _, part := range strings.Split(doc, "\n---\n") {
-		u := &unstructured.Unstructured{}
-		if err := yaml.Unmarshal([]byte(part), &u.Object); err != nil {
-			t.Fatalf("yaml: %v\n%s", err, part)
-		}
-		var api dynamic.ResourceInterface
-		switch u.GetKind() {
-		case "MapperPlugin":
-			api = c.dyn.Resource(mappersv1alpha1.GroupVersionResource)
-		case "DeviceModel":
-			api = c.dyn.Resource(devicesv1beta1.SchemeGroupVersion.WithResource("devicemodels")).Namespace(c.ns)
-		case "Device":
-			api = c.dyn.Resource(devicesv1beta1.SchemeGroupVersion.WithResource("devices")).Namespace(c.ns)
-		}
-		cur, err := api.Get(ctx, u.GetName(), metav1.GetOptions{})
-		if err == nil {
-			u.SetResourceVersion(cur.GetResourceVersion())
-			_, err = api.Update(ctx, u, metav1.UpdateOptions{})
-		} else {
-			_, err = api.Create(ctx, u, metav1.CreateOptions{})
-		}
-		if err != nil {
-			t.Fatalf("apply %s %s: %v", u.GetKind(), u.GetName(), err)
-		}
+	c.t.Helper()
+	if err := c.env.Apply(context.Background(), c.ns, doc); err != nil {
+		c.t.Fatal(err)
 	}
 }
 

@@ -166,3 +166,33 @@ func KindOrder(kind string) int {
 	}
 	return 3
 }
+
+// Merge lays a newer report of the same device over an older one, twin by
+// twin (a property in cur replaces the same property in old), keeping
+// old's state and time where cur has none.
+func (old DeviceReport) Merge(cur DeviceReport) DeviceReport {
+	if old.Name == "" {
+		return cur
+	}
+	out := old
+	out.Twins = append(out.Twins[:0:0], old.Twins...)
+	idx := make(map[string]int, len(out.Twins))
+	for i, t := range out.Twins {
+		idx[t.PropertyName] = i
+	}
+	for _, t := range cur.Twins {
+		if i, ok := idx[t.PropertyName]; ok {
+			out.Twins[i] = t
+		} else {
+			idx[t.PropertyName] = len(out.Twins)
+			out.Twins = append(out.Twins, t)
+		}
+	}
+	if cur.State != "" {
+		out.State = cur.State
+	}
+	if cur.LastOnlineTime != "" {
+		out.LastOnlineTime = cur.LastOnlineTime
+	}
+	return out
+}

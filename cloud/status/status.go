@@ -168,7 +168,7 @@ func (w *Writer) Submit(node string, reports []linkproto.Report, done func([]uin
 				e = &deviceEntry{}
 				w.devices[k[2:]] = e
 			}
-			e.report = mergeDevice(e.report, *r.Device)
+			e.report = e.report.Merge(*r.Device)
 			e.waiters = append(e.waiters, wt)
 			w.queue.AddAfter(k, w.opts.FlushInterval)
 		case r.Plugin != nil && r.Plugin.Name != "":
@@ -189,34 +189,6 @@ func (w *Writer) Submit(node string, reports []linkproto.Report, done func([]uin
 		w.log.Warn("status: acknowledging empty reports", "node", node, "count", len(bad))
 		done(bad)
 	}
-}
-
-// mergeDevice lays a newer report over an older one, twin by twin.
-func mergeDevice(old, cur linkproto.DeviceReport) linkproto.DeviceReport {
-	if old.Name == "" {
-		return cur
-	}
-	byName := map[string]int{}
-	out := old
-	out.Twins = append([]devicesv1beta1.Twin(nil), old.Twins...)
-	for i, t := range out.Twins {
-		byName[t.PropertyName] = i
-	}
-	for _, t := range cur.Twins {
-		if i, ok := byName[t.PropertyName]; ok {
-			out.Twins[i] = t
-		} else {
-			byName[t.PropertyName] = len(out.Twins)
-			out.Twins = append(out.Twins, t)
-		}
-	}
-	if cur.State != "" {
-		out.State = cur.State
-	}
-	if cur.LastOnlineTime != "" {
-		out.LastOnlineTime = cur.LastOnlineTime
-	}
-	return out
 }
 
 // Pending returns how many objects wait to be written.
@@ -302,7 +274,7 @@ func (w *Writer) putBackDevice(k string, e *deviceEntry) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if cur := w.devices[k]; cur != nil {
-		e.report = mergeDevice(e.report, cur.report)
+		e.report = e.report.Merge(cur.report)
 		e.waiters = append(e.waiters, cur.waiters...)
 	}
 	w.devices[k] = e

@@ -20,13 +20,11 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"sigs.k8s.io/yaml"
 
 	mappersv1alpha1 "wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
 	"wapper.dev/wapper/cloud/linkproto"
 	"wapper.dev/wapper/cloud/nodeauth"
 	"wapper.dev/wapper/cloud/server"
-	"wapper.dev/wapper/cloud/status"
 	"wapper.dev/wapper/host/cloudlink"
 	"wapper.dev/wapper/internal/k8stest"
 )
@@ -54,36 +52,8 @@ func newCluster(t *testing.T) *cluster {
 // apply creates (or replaces) objects from YAML, through client-go.
 func (c *cluster) apply(t *testing.T, doc string) {
 	t.Helper()
-	ctx := context.Background()
-	for _, part := range strings.Split(doc, "\n---\n") {
-		u := &unstructured.Unstructured{}
-		if err := yaml.Unmarshal([]byte(part), &u.Object); err != nil {
-			t.Fatalf("yaml: %v\n%s", err, part)
-		}
-		var api dynamic.ResourceInterface
-		switch u.GetKind() {
-		case "MapperPlugin":
-			api = c.dyn.Resource(mappersv1alpha1.GroupVersionResource)
-		case "DeviceModel":
-			api = c.dyn.Resource(devicesv1beta1.SchemeGroupVersion.WithResource("devicemodels")).Namespace(c.ns)
-		case "Device":
-			api = c.dyn.Resource(status.Devices).Namespace(c.ns)
-		default:
-			t.Fatalf("unknown kind %q", u.GetKind())
-		}
-		if u.GetNamespace() == "" && u.GetKind() != "MapperPlugin" {
-			u.SetNamespace(c.ns)
-		}
-		cur, err := api.Get(ctx, u.GetName(), metav1.GetOptions{})
-		if err == nil {
-			u.SetResourceVersion(cur.GetResourceVersion())
-			_, err = api.Update(ctx, u, metav1.UpdateOptions{})
-		} else {
-			_, err = api.Create(ctx, u, metav1.CreateOptions{})
-		}
-		if err != nil {
-			t.Fatalf("apply %s %s: %v", u.GetKind(), u.GetName(), err)
-		}
+	if err := c.env.Apply(context.Background(), c.ns, doc); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -429,17 +399,8 @@ func TestReportsReachTheCluster(t *testing.T) {
 		return got["temperature"] == "1" && got["setpoint"] == "20" && ds.Status.State == "ok" &&
 			len(ds.OwnerReferences) == 1 && ds.OwnerReferences[0].Name == "a1", nil
 	})
-	waitUntil(t, "MapperPlugin status for both nodes", func() (bool, error) {
-		u, err := c.dyn.Resource(mappersv1alpha1.GroupVersionResource).Get(context.Background(), "virtual-"+c.ns, metav1.GetOptions{})
-		if err != nil {
-			return false, err
-		}
-		nodes, _, _ := unstructured.NestedSlice(u.Object, "status", "nodes")
-		if len(nodes) != 2 {
-			return false, nil
-		}
-		na, nb := nodes[0].(map[string]any), nodes[1].(map[string]any)
-		return na["node"] == c.node("a") && na["phase"] == "Loaded" && nb["node"] == c.node("b") && nb["phase"] == "Failed" && nb["message"] == "no memory", nil
+	c.pluginNodes(t, func(na, nb map[string]any) bool {
+		return na["node"] == c.node("a") && na["phase"] == "Loaded" && nb["node"] == c.node("b") && nb["phase"] == "Failed" && nb["message"] == "no memory"
 	})
 	waitUntil(t, "empty outboxes", func() (bool, error) { return a.link.Pending() == 0 && b.link.Pending() == 0, nil })
 }
@@ -463,7 +424,17 @@ func TestTwoReplicas(t *testing.T) {
 		must(t, a.link.ReportPlugin(linkproto.PluginReport{Name: "virtual-" + c.ns, Phase: phase}))
 		must(t, b.link.ReportPlugin(linkproto.PluginReport{Name: "virtual-" + c.ns, Phase: phase, Message: "b"}))
 	}
-	waitUntil(t, "both replicas' entries", func() (bool, error) {
+	c.pluginNodes(t, func(na, nb map[string]any) bool {
+		return na["node"] == c.node("a") && na["phase"] == "Loaded" && nb["node"] == c.node("b") && nb["phase"] == "Loaded" && nb["message"] == "b"
+	})
+	waitUntil(t, "empty outboxes", func() (bool, error) { return a.link.Pending() == 0 && b.link.Pending() == 0, nil })
+}
+
+// pluginNodes waits until the MapperPlugin's status lists exactly two
+// nodes and ok accepts them.
+func (c *cluster) pluginNodes(t *testing.T, ok func(a, b map[string]any) bool) {
+	t.Helper()
+	waitUntil(t, "MapperPlugin status for both nodes", func() (bool, error) {
 		u, err := c.dyn.Resource(mappersv1alpha1.GroupVersionResource).Get(context.Background(), "virtual-"+c.ns, metav1.GetOptions{})
 		if err != nil {
 			return false, err
@@ -472,10 +443,8 @@ func TestTwoReplicas(t *testing.T) {
 		if len(nodes) != 2 {
 			return false, nil
 		}
-		na, nb := nodes[0].(map[string]any), nodes[1].(map[string]any)
-		return na["node"] == c.node("a") && na["phase"] == "Loaded" && nb["node"] == c.node("b") && nb["phase"] == "Loaded" && nb["message"] == "b", nil
+		return ok(nodes[0].(map[string]any), nodes[1].(map[string]any)), nil
 	})
-	waitUntil(t, "empty outboxes", func() (bool, error) { return a.link.Pending() == 0 && b.link.Pending() == 0, nil })
 }
 
 func readFile(t *testing.T, path string) string {

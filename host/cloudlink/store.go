@@ -123,7 +123,7 @@ func putReport(tx *bolt.Tx, r linkproto.Report) error {
 		if old := rep.Get(k); old != nil {
 			var prev linkproto.Report
 			if json.Unmarshal(old, &prev) == nil && prev.Device != nil {
-				merged := mergeDevice(*prev.Device, *r.Device)
+				merged := prev.Device.Merge(*r.Device)
 				r.Device = &merged
 			}
 		}
@@ -147,32 +147,6 @@ func putReport(tx *bolt.Tx, r linkproto.Report) error {
 		return err
 	}
 	return tx.Bucket(bucketOutbox).Put(k, sb)
-}
-
-// mergeDevice lays a newer device report over an older one, twin by twin,
-// so the outbox always holds the device's full reported set.
-func mergeDevice(old, cur linkproto.DeviceReport) linkproto.DeviceReport {
-	out := old
-	out.Twins = append(out.Twins[:0:0], old.Twins...)
-	idx := map[string]int{}
-	for i, t := range out.Twins {
-		idx[t.PropertyName] = i
-	}
-	for _, t := range cur.Twins {
-		if i, ok := idx[t.PropertyName]; ok {
-			out.Twins[i] = t
-		} else {
-			idx[t.PropertyName] = len(out.Twins)
-			out.Twins = append(out.Twins, t)
-		}
-	}
-	if cur.State != "" {
-		out.State = cur.State
-	}
-	if cur.LastOnlineTime != "" {
-		out.LastOnlineTime = cur.LastOnlineTime
-	}
-	return out
 }
 
 // pendingReports returns up to max outbox reports not in skip (seqs

@@ -137,6 +137,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	if !useDS {
+		log.Warn("wapper-cloud: the DeviceStatus CRD (KubeEdge 1.23) is not installed; writing twins to Device status, which keeps them only where the Device CRD defines status.twins (KubeEdge before 1.23); install deploy/crds to use DeviceStatus")
+	}
 	var ctl *controller.Controller
 	sopts := cfg.Status
 	sopts.Dynamic, sopts.UseDeviceStatus, sopts.Logger = dc, useDS, log

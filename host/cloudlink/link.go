@@ -355,13 +355,19 @@ func (s *linkSession) write(m linkproto.Message) error {
 	return s.conn.WriteMessage(websocket.TextMessage, b)
 }
 
+// silence is how long the host waits without a message or ping from the
+// cloud (which pings every 20 s) before it drops the connection.
+const silence = 90 * time.Second
+
 func (s *linkSession) readLoop(ctx context.Context) error {
 	s.conn.SetPingHandler(func(data string) error {
+		_ = s.conn.SetReadDeadline(time.Now().Add(silence))
 		s.wmu.Lock()
 		defer s.wmu.Unlock()
 		return s.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(10*time.Second))
 	})
 	for {
+		_ = s.conn.SetReadDeadline(time.Now().Add(silence))
 		var m linkproto.Message
 		if err := s.conn.ReadJSON(&m); err != nil {
 			return err

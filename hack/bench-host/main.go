@@ -2,14 +2,21 @@
 // the same work driven natively in Go, in the same run (`make bench`).
 //
 // For each device count (1,000 then 10,000) it starts the real
-// bin/wapper-host on generated manifests: every device has two simulated
-// sine properties read at a 1 s collectCycle and reported (twin/update on
-// the embedded broker) every second. It waits until every device reads,
-// then samples CPU time, RSS and readings per second over a window. The
-// baseline is this program re-run as a child process (-native N): N
-// goroutines computing the same sine values on a 1 s ticker, keeping the
-// latest values and marshalling the same KubeEdge twin-update JSON once a
-// second. Ratios are host / native.
+// bin/wapper-host on generated manifests, as an operator would configure
+// it for that many devices (the MapperPlugin has limits.instances: 4):
+// every device has two simulated sine properties read at a 1 s
+// collectCycle and reported (twin/update on the embedded broker) every
+// second. It waits until every device runs and has read (reporting how
+// long the start took), then samples CPU time, RSS and readings per second
+// over a window, and counts the reads skipped because the plugin's
+// instances stayed busy. The baseline is this program re-run as a child
+// process (-native N): N goroutines computing the same sine values on a
+// 1 s ticker, keeping the latest values and marshalling the same KubeEdge
+// twin-update JSON once a second. Ratios are host / native.
+//
+// Every wait is bounded (the start by -start-timeout per 1,000 devices,
+// the whole run by -timeout), so it ends by itself, with an error when
+// the host is too slow.
 package main
 
 import (
@@ -39,6 +46,8 @@ var (
 	counts  = flag.String("devices", "1000,10000", "device counts to run")
 	window  = flag.Duration("window", 10*time.Second, "measurement window")
 	cpuProf = flag.String("cpuprofile", "", "save a CPU profile of wapper-host over each window to FILE.N (N devices)")
+	startTO = flag.Duration("start-timeout", time.Minute, "longest start allowed per 1,000 devices")
+	timeout = flag.Duration("timeout", 30*time.Minute, "longest whole run")
 )
 
 func main() {
@@ -47,6 +56,7 @@ func main() {
 		runNative(*native)
 		return
 	}
+	time.AfterFunc(*timeout, func() { fail(fmt.Sprintf("run took longer than -timeout %s", *timeout)) })
 	root := testenv.Root()
 	host := filepath.Join(root, "bin/wapper-host")
 	plugins := filepath.Join(root, "bin/plugins")
@@ -60,11 +70,12 @@ func main() {
 		if err != nil || n <= 0 {
 			fail("bad -devices " + s)
 		}
-		h := measureHost(host, plugins, n)
+		h, started, skipped := measureHost(host, plugins, n)
 		nat := measureNative(n)
 		h.print(n, "wasm")
 		nat.print(n, "native")
 		fmt.Printf("%-7d %-7s %10.2fx %10.2fx %12.2fx %12.2fx\n", n, "ratio", h.cpu/nat.cpu, h.rss/nat.rss, h.rate/nat.rate, h.perRead()/nat.perRead())
+		fmt.Printf("%-7d started every device in %s; %.0f reads skipped in the window (instances busy)\n", n, started.Round(100*time.Millisecond), skipped)
 	}
 }
 
@@ -126,7 +137,7 @@ spec:
 	}
 }
 
-func measureHost(bin, plugins string, n int) sample {
+func measureHost(bin, plugins string, n int) (s sample, started time.Duration, skipped float64) {
 	dir, _ := os.MkdirTemp("", "bench-host")
 	defer os.RemoveAll(dir)
 	man := filepath.Join(dir, "manifests")
@@ -139,23 +150,42 @@ func measureHost(bin, plugins string, n int) sample {
 	if err := cmd.Start(); err != nil {
 		fail(err.Error())
 	}
-	defer func() { cmd.Process.Signal(syscall.SIGINT); cmd.Wait() }()
-	// Wait until every device has read once.
-	start := time.Now()
-	for {
-		if time.Since(start) > 10*time.Minute {
-			fail("host did not start every device within 10 minutes")
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	defer func() {
+		cmd.Process.Signal(syscall.SIGINT)
+		select {
+		case <-exited:
+		case <-time.After(30 * time.Second):
+			fmt.Fprintln(os.Stderr, "bench-host: wapper-host did not stop within 30 s of SIGINT; killing it")
+			cmd.Process.Kill()
+			<-exited
 		}
-		time.Sleep(500 * time.Millisecond)
+	}()
+	// Wait until every device runs and has read once.
+	start := time.Now()
+	limit := *startTO * time.Duration(max(1, n/1000))
+	for {
+		select {
+		case <-exited:
+			fail("wapper-host exited during the start")
+		case <-time.After(500 * time.Millisecond):
+		}
 		if running(httpAddr) >= float64(n) && readings(httpAddr) >= float64(2*n) {
 			break
 		}
+		if time.Since(start) > limit {
+			fail(fmt.Sprintf("host did not start %d devices within %s (%.0f running)", n, limit, running(httpAddr)))
+		}
 	}
+	started = time.Since(start)
 	time.Sleep(2 * time.Second) // let the startup settle
 	if *cpuProf != "" {
 		go saveProfile(httpAddr, fmt.Sprintf("%s.%d", *cpuProf, n))
 	}
-	return measure(cmd.Process.Pid, func() float64 { return readings(httpAddr) })
+	sk0 := metric(httpAddr, "wapper_reads_skipped_total")
+	s = measure(cmd.Process.Pid, func() float64 { return readings(httpAddr) })
+	return s, started, metric(httpAddr, "wapper_reads_skipped_total") - sk0
 }
 
 func metric(addr, name string) float64 {

@@ -536,18 +536,19 @@ func (d *device) pollLoop(ctx context.Context, p *runtime.Plugin, first time.Dur
 }
 
 // collect reads a group of properties. Waiting for a free instance is
-// bounded by the group's cycle: when the pool stays busy that long, the
+// bounded (see [Manager.waitCtx]): when the pool stays busy that long, the
 // reading is skipped (counted in wapper_reads_skipped_total) rather than
 // queued behind the next one.
 func (d *device) collect(ctx context.Context, p *runtime.Plugin, cfg *config, g *group) {
-	rctx, cancel := context.WithTimeout(ctx, g.cycle)
-	defer cancel()
+	rctx := d.m.waitCtx()
 	skipped := func(err error) bool {
-		if err != nil && rctx.Err() != nil && ctx.Err() == nil {
-			d.m.met.skipped.WithLabelValues(cfg.plugin.name).Inc()
-			return true
+		if err == nil || rctx.Err() == nil {
+			return false
 		}
-		return false
+		if ctx.Err() == nil { // not stopping: the pool stayed busy
+			d.m.met.skipped.WithLabelValues(cfg.plugin.name).Inc()
+		}
+		return true
 	}
 	rc := &cfg.plugin.reads
 	batch := len(g.handles) > 1 && rc.batch()
@@ -647,9 +648,8 @@ func (d *device) report(cfg *config, only map[string]bool) {
 }
 
 func (d *device) pollState(ctx context.Context, p *runtime.Plugin, cfg *config) {
-	sctx, cancel := context.WithTimeout(ctx, cfg.state)
+	sctx := d.m.waitCtx()
 	st, reason, err := p.State(sctx, d.id)
-	cancel()
 	if err != nil {
 		if ctx.Err() != nil {
 			return

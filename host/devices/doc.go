@@ -28,6 +28,27 @@
 // module) or that its plugin refused is in phase [PhaseError] with a reason;
 // the other devices are not affected.
 //
+// # Starting devices, failures and recovery
+//
+// Devices are added to their plugins concurrently, [Options.AddConcurrency]
+// at a time; Apply and the Upsert methods return once each changed device
+// has had its first attempt, so a refusal is known at once. A failure that
+// may pass by itself (every instance busy or restarting, a timeout, an
+// unreachable device: any ABI code but invalid, not found, unsupported,
+// denied, read-only and too large) is retried with exponential backoff and
+// jitter between [Options.RetryMin] and [Options.RetryMax]; meanwhile the
+// device is [PhasePending] with the reason, [DeviceStatus.Attempts] and
+// [DeviceStatus.NextAttempt], and wapper_device_add_retries_total counts
+// the failures. A plugin that failed to load is loaded again on the same
+// backoff, so fixing its module file or bringing its registry back starts
+// its devices without a restart; a device refused by its plugin runs once
+// its Device or DeviceModel changes.
+//
+// Twins live as long as the device does: a restarted host restores every
+// device, with its twins, from the store (Restore), and re-applying the
+// same objects keeps them; a device its source deletes loses its twins, so
+// one added again later under the same name starts afresh.
+//
 // # Observing and driving devices
 //
 // [Manager.Subscribe] returns a channel of [Event]: a reading at each
@@ -50,7 +71,13 @@
 //
 // collectCycle and reportCycle are in milliseconds, as in KubeEdge's
 // mapper-framework; zero takes the defaults in [Options]. Each device has one
-// goroutine; a device's properties that share a collect cycle are read with
-// one batch call. Plugins exporting wapper_poll are also polled, and the
-// readings they push are handled like collected ones.
+// goroutine; a device's properties that share a collect cycle are read
+// together, with one batch call or one call each, whichever has been faster
+// per property for that plugin (a plugin that merges requests wins with
+// batches, the Go SDK's looping default loses). A read waits for a free
+// plugin instance at most [Options.ReadWait] to twice that; when the pool
+// stays busy longer the reading is skipped (wapper_reads_skipped_total), not
+// queued, so a saturated plugin slows its readings down instead of piling
+// up work. Plugins that poll (wapper_poll asks to be called again) are also
+// polled, and the readings they push are handled like collected ones.
 package devices

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kubeedge/api/apis/devices/v1beta1"
@@ -73,6 +74,10 @@ type Options struct {
 	FlushInterval time.Duration
 	// PollBudget bounds one wapper_poll call (default 1 s).
 	PollBudget time.Duration
+	// ReadWait bounds how long a collect-cycle read or a state query waits
+	// for a free plugin instance before it is skipped: between ReadWait
+	// and twice that (default 1 s).
+	ReadWait time.Duration
 	// AddTimeout bounds one attempt to add, update or remove a device,
 	// waiting for a free instance included (default 30 s).
 	AddTimeout time.Duration
@@ -126,6 +131,7 @@ type Manager struct {
 	flushDone chan struct{}
 	retryDone chan struct{}
 	addSem    chan struct{} // bounds concurrent adds
+	waits     atomic.Pointer[context.Context]
 }
 
 type sourceObjs struct {
@@ -162,6 +168,9 @@ func New(opts Options) (*Manager, error) {
 	if opts.PollBudget <= 0 {
 		opts.PollBudget = time.Second
 	}
+	if opts.ReadWait <= 0 {
+		opts.ReadWait = time.Second
+	}
 	if opts.AddTimeout <= 0 {
 		opts.AddTimeout = 30 * time.Second
 	}
@@ -183,8 +192,11 @@ func New(opts Options) (*Manager, error) {
 		subs: map[*subscription]struct{}{}, flushDone: make(chan struct{}), retryDone: make(chan struct{}),
 		addSem: make(chan struct{}, opts.AddConcurrency),
 	}
+	first, cancelFirst := context.WithCancel(ctx)
+	m.waits.Store(&first)
 	go m.flushLoop()
 	go m.retryLoop()
+	go m.waitLoop(cancelFirst)
 	return m, nil
 }
 
@@ -546,4 +558,31 @@ func (m *Manager) get(namespace, name string) (*device, error) {
 		return nil, fmt.Errorf("%w: no device %s", ErrNotFound, nsName(namespace, name))
 	}
 	return d, nil
+}
+
+// waitCtx returns the context that bounds waiting for a plugin instance in
+// the device loops. Rather than a timer per read (which costs more than
+// the read), one context is made every ReadWait and cancelled after the
+// next one: a wait started now ends within one to two ReadWait.
+func (m *Manager) waitCtx() context.Context { return *m.waits.Load() }
+
+func (m *Manager) waitLoop(cancelFirst context.CancelFunc) {
+	t := time.NewTicker(m.opts.ReadWait)
+	defer t.Stop()
+	// older is cancelled at the next tick; cur (the context handed out
+	// now) at the one after.
+	older, cur := context.CancelFunc(func() {}), cancelFirst
+	for {
+		select {
+		case <-m.ctx.Done():
+			older()
+			cur()
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithCancel(m.ctx)
+		m.waits.Store(&ctx)
+		older()
+		older, cur = cur, cancel
+	}
 }

@@ -3,6 +3,7 @@ package devices_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +17,8 @@ import (
 
 	"wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
 	"wapper.dev/wapper/host/devices"
+	"wapper.dev/wapper/host/runtime"
+	"wapper.dev/wapper/host/store"
 	"wapper.dev/wapper/internal/testenv"
 )
 
@@ -52,6 +55,7 @@ func TestAddRetriesWhileInstanceBusy(t *testing.T) {
 		o.AddTimeout = 20 * time.Millisecond
 		o.RetryMin, o.RetryMax = 10*time.Millisecond, 200*time.Millisecond
 		o.AddConcurrency = 4
+		o.ReadWait = 50 * time.Millisecond
 	})
 	set := set("slow")
 	set.Plugins[0].Spec.Limits = v1alpha1.Limits{Instances: 1, CallTimeout: metav1.Duration{Duration: 30 * time.Second}}
@@ -85,6 +89,11 @@ func TestAddRetriesWhileInstanceBusy(t *testing.T) {
 			}
 			if d.Phase == devices.PhaseRunning && d.Twins[0].Reported != "" {
 				ok++
+			}
+			for _, tw := range d.Twins {
+				if tw.Error != "" {
+					t.Fatalf("device %s property %s: %s (a read that found the instance busy must be skipped, not failed)", d.Name, tw.Property, tw.Error)
+				}
 			}
 		}
 		return ok == n+1
@@ -188,4 +197,86 @@ func gaugeValue(t *testing.T, reg *prometheus.Registry, name, phase string) floa
 	}
 	t.Fatalf("no %s{phase=%q}", name, phase)
 	return 0
+}
+
+// TestTwinsSurviveRestartNotDeletion: a restarted manager restores its
+// devices with their twins (desired and reported) before any source
+// applies again, and applying the same objects keeps them; a device its
+// source deletes loses its twins, so a device added later under the same
+// name starts afresh.
+func TestTwinsSurviveRestartNotDeletion(t *testing.T) {
+	ctx := context.Background()
+	state := t.TempDir()
+	pluginDir := filepath.Dir(testenv.Plugin(t, "virtual"))
+	st, err := store.Open(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := runtime.NewEngine(runtime.EngineOptions{CacheDir: filepath.Join(state, "cache"), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close(ctx)
+	start := func() *devices.Manager {
+		m, err := devices.New(devices.Options{Engine: eng, Store: st, Logger: slog.New(slog.DiscardHandler),
+			Modules:             devices.ModuleLoader{PluginDir: pluginDir},
+			DefaultCollectCycle: 50 * time.Millisecond, DefaultReportCycle: 50 * time.Millisecond, FlushInterval: 50 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Restore(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	twin := func(m *devices.Manager, prop string) devices.TwinStatus {
+		d, err := m.Device("default", "d1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tw := range d.Twins {
+			if tw.Property == prop {
+				return tw
+			}
+		}
+		t.Fatalf("no twin %s", prop)
+		return devices.TwinStatus{}
+	}
+	m := start()
+	if err := m.Apply(ctx, "manifests", set("d1")); err != nil {
+		t.Fatal(err)
+	}
+	tw, err := m.SetDesired(ctx, "default", "d1", "sp", "7", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.WaitApplied(ctx, "default", "d1", "sp", tw.DesiredSeq); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a counter reading", func() bool { return twin(m, "n").Reported != "" })
+	m.Close(ctx)
+
+	// Restart: the device and its twins come back from the store alone.
+	m = start()
+	if got := twin(m, "sp"); got.Desired != "7" || got.AppliedSeq != tw.DesiredSeq || got.Reported == "" {
+		t.Fatalf("after restart, sp twin %+v", got)
+	}
+	if err := m.Apply(ctx, "manifests", set("d1")); err != nil {
+		t.Fatal(err)
+	}
+	if got := twin(m, "sp"); got.Desired != "7" {
+		t.Fatalf("after re-applying the same manifests, sp twin %+v", got)
+	}
+	// Deleted: the twins go with the device.
+	if err := m.DeleteDevice(ctx, "manifests", "default", "d1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.UpsertDevice(ctx, "manifests", device1("d1")); err != nil {
+		t.Fatal(err)
+	}
+	if got := twin(m, "sp"); got.Desired != "" || got.DesiredSeq != 0 {
+		t.Fatalf("a device added again after its deletion kept the old twin %+v", got)
+	}
+	m.Close(ctx)
+	st.Close()
 }

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -18,7 +17,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"wapper.dev/wapper/host/dmi/dmitest"
-	"wapper.dev/wapper/internal/testenv"
 )
 
 // dmiDir returns a folder with a short path for unix sockets (at most 107
@@ -65,12 +63,6 @@ func dmiDevice(name, model, setpoint string) *v1beta1.Device {
 // examples/standalone: devices from both sources at once, conflicts
 // refused, reports and desired values, edgecore restarts and a host restart.
 func TestDMIWithWapperHost(t *testing.T) {
-	bin := testenv.Artifact(t, "wapper-host")
-	if out, _ := exec.Command(bin, "--help").CombinedOutput(); !strings.Contains(string(out), "--edgecore-socket") {
-		// TODO(issue 5): remove once host/cmd/wapper-host/main.go calls
-		// addDMIFlags and startDMI (host/cmd/wapper-host/dmi.go).
-		t.Skip("bin/wapper-host has no --dmi flags yet: main.go does not call addDMIFlags/startDMI")
-	}
 	dir := dmiDir(t)
 	ecSock, hostSock := filepath.Join(dir, "dmi.sock"), filepath.Join(dir, "wapper.sock")
 	ec := dmitest.Start(t, ecSock)

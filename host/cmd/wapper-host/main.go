@@ -33,6 +33,7 @@ import (
 	"wapper.dev/wapper/host/rest"
 	"wapper.dev/wapper/host/runtime"
 	"wapper.dev/wapper/host/store"
+	"wapper.dev/wapper/registry/client"
 	"wapper.dev/wapper/registry/fetch"
 )
 
@@ -54,6 +55,9 @@ type options struct {
 	stateCycle    time.Duration
 	flushInterval time.Duration
 	pprof         bool
+	registry      client.Options
+	dmi           dmiOptions
+	cloud         cloudOptions
 }
 
 func main() {
@@ -96,6 +100,11 @@ func command() *cobra.Command {
 	f.DurationVar(&o.stateCycle, "state-cycle", 10*time.Second, "how often device state is asked for and published, unless spec.stateReport sets it")
 	f.BoolVar(&o.pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on --http-listen")
 	f.DurationVar(&o.flushInterval, "flush-interval", 2*time.Second, "how often reported values are saved to the state database")
+	f.BoolVar(&o.registry.PlainHTTP, "registry-plain-http", false, "pull spec.module.image over plain HTTP (loopback registries only)")
+	f.StringVar(&o.registry.CAFile, "registry-ca-file", "", "PEM certificates to trust for OCI registries")
+	f.StringVar(&o.registry.DockerConfig, "registry-config", "", "docker config file with registry credentials (default: $DOCKER_CONFIG/config.json or ~/.docker/config.json)")
+	addDMIFlags(f, &o.dmi)
+	addCloudFlags(f, &o.cloud)
 	return cmd
 }
 
@@ -171,9 +180,11 @@ func run(o options) error {
 			return err
 		}
 	}
+	mods := &cloudModules{direct: devices.ModuleLoader{PluginDir: pluginDir, CacheDir: filepath.Join(o.stateDir, "modules"),
+		Fetch: fetch.Options{Logger: log, Client: o.registry}}}
 	mgr, err := devices.New(devices.Options{
 		Engine: eng, Store: st, Logger: log, Registerer: reg,
-		Modules:             devices.ModuleLoader{PluginDir: pluginDir, CacheDir: filepath.Join(o.stateDir, "modules"), Fetch: fetch.Options{Logger: log}},
+		Modules:             mods,
 		DefaultCollectCycle: o.collectCycle, DefaultReportCycle: o.reportCycle, StateCycle: o.stateCycle, FlushInterval: o.flushInterval,
 	})
 	if err != nil {
@@ -257,6 +268,19 @@ func run(o options) error {
 			}
 		}()
 	}
+
+	// Devices from KubeEdge edgecore (DMI) and from wapper-cloud, beside the
+	// manifests; the manager refuses a name two sources provide.
+	waitDMI, err := startDMI(ctx, o.dmi, mgr, st, log, reg)
+	if err != nil {
+		return err
+	}
+	defer waitDMI()
+	stopCloud, err := startCloud(ctx, o.cloud, st, mgr, mods, o.stateDir, reg, log)
+	if err != nil {
+		return err
+	}
+	defer stopCloud()
 
 	log.Info("wapper-host running", "state-dir", o.stateDir, "manifests", o.manifests, "plugin-dir", pluginDir)
 	<-ctx.Done()

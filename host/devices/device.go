@@ -956,17 +956,17 @@ func (m *Manager) CallMethod(ctx context.Context, namespace, name, method string
 	return out, nil
 }
 
-// flushLoop saves reported values every FlushInterval.
-func (m *Manager) flushLoop() {
-	defer close(m.flushDone)
-	t := time.NewTicker(m.opts.FlushInterval)
+// every calls fn every period until the manager closes, then closes done.
+func (m *Manager) every(period time.Duration, done chan struct{}, fn func()) {
+	defer close(done)
+	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
 		select {
 		case <-m.ctx.Done():
 			return
 		case <-t.C:
-			m.flush()
+			fn()
 		}
 	}
 }

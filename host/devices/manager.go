@@ -194,8 +194,8 @@ func New(opts Options) (*Manager, error) {
 	}
 	first, cancelFirst := context.WithCancel(ctx)
 	m.waits.Store(&first)
-	go m.flushLoop()
-	go m.retryLoop()
+	go m.every(opts.FlushInterval, m.flushDone, m.flush)                     // save reported values
+	go m.every(opts.RetryMin, m.retryDone, func() { m.retryPlugins(m.ctx) }) // reload failed plugins
 	go m.waitLoop(cancelFirst)
 	return m, nil
 }

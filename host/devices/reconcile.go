@@ -141,21 +141,6 @@ func (m *Manager) reconcile(ctx context.Context) {
 	m.updateGauges()
 }
 
-// retryLoop loads failed plugins again when their backoff ends.
-func (m *Manager) retryLoop() {
-	defer close(m.retryDone)
-	t := time.NewTicker(m.opts.RetryMin)
-	defer t.Stop()
-	for {
-		select {
-		case <-m.ctx.Done():
-			return
-		case <-t.C:
-			m.retryPlugins(m.ctx)
-		}
-	}
-}
-
 // retryPlugins loads every failed plugin whose backoff has ended, and
 // reconciles when one now loads, so that its devices start.
 func (m *Manager) retryPlugins(ctx context.Context) {

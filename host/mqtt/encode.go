@@ -120,7 +120,25 @@ type namedTwin struct {
 // encodeTwinUpdate encodes a DeviceTwinUpdate whose twins are sorted by
 // name.
 func encodeTwinUpdate(base BaseMessage, twins []namedTwin) []byte {
-	b := make([]byte, 0, 64+len(twins)*128)
+	return encodeTwins(base, twins, 128, func(b []byte, t namedTwin) []byte { return appendMsgTwin(b, t.twin) })
+}
+
+// encodeTwinDocument encodes a DeviceTwinDocument whose twins are sorted
+// by name (twin is the current state, last the previous one).
+func encodeTwinDocument(base BaseMessage, twins []namedTwin) []byte {
+	return encodeTwins(base, twins, 256, func(b []byte, t namedTwin) []byte {
+		b = append(b, `{"last":`...)
+		b = appendMsgTwin(b, t.last)
+		b = append(b, `,"current":`...)
+		b = appendMsgTwin(b, t.twin)
+		return append(b, '}')
+	})
+}
+
+// encodeTwins encodes a message with a "twin" map, each value written by
+// value.
+func encodeTwins(base BaseMessage, twins []namedTwin, size int, value func([]byte, namedTwin) []byte) []byte {
+	b := make([]byte, 0, 64+len(twins)*size)
 	b = appendBase(b, base)
 	b = append(b, `,"twin":{`...)
 	for i, t := range twins {
@@ -129,27 +147,7 @@ func encodeTwinUpdate(base BaseMessage, twins []namedTwin) []byte {
 		}
 		b = appendString(b, t.name)
 		b = append(b, ':')
-		b = appendMsgTwin(b, t.twin)
-	}
-	return append(b, "}}"...)
-}
-
-// encodeTwinDocument encodes a DeviceTwinDocument whose twins are sorted
-// by name (twin is the current state, last the previous one).
-func encodeTwinDocument(base BaseMessage, twins []namedTwin) []byte {
-	b := make([]byte, 0, 64+len(twins)*256)
-	b = appendBase(b, base)
-	b = append(b, `,"twin":{`...)
-	for i, t := range twins {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendString(b, t.name)
-		b = append(b, `:{"last":`...)
-		b = appendMsgTwin(b, t.last)
-		b = append(b, `,"current":`...)
-		b = appendMsgTwin(b, t.twin)
-		b = append(b, '}')
+		b = value(b, t)
 	}
 	return append(b, "}}"...)
 }

@@ -1,6 +1,10 @@
 // Package push sends readings of properties that have a pushMethod.http to
-// their endpoint: an HTTP POST of the reading as JSON to
-// hostName:port/requestPath, within the property's timeout (milliseconds).
+// their endpoint: an HTTP POST of the reading as JSON (mapper-framework's
+// common.DataModel, see [Reading]) to hostName:port/requestPath, within
+// the property's timeout (milliseconds). mapper-framework's generated
+// mappers post a form instead ("PROPERTY=VALUE&time=2006-01-02 15:04:05",
+// unescaped), which loses the device and type; wapper sends the whole data
+// model.
 package push
 
 import (
@@ -20,8 +24,8 @@ import (
 	"wapper.dev/wapper/host/devices"
 )
 
-// Reading is the JSON body of a push: mapper-framework's data model, whose
-// JSON keys are its Go field names.
+// Reading is the JSON body of a push: mapper-framework's common.DataModel,
+// whose JSON keys are its Go field names (in its order).
 type Reading struct {
 	DeviceName   string
 	PropertyName string

@@ -327,7 +327,8 @@ type session struct {
 	inflight map[uint64]map[string]string // seq → key → version ("" removes)
 	pending  map[string]string            // key → version in flight
 	seq      uint64
-	acks     []uint64 // report seqs to acknowledge
+	acks     []uint64           // report seqs to acknowledge
+	stash    []linkproto.Report // reports received before the desired set was known
 }
 
 func newSession(h *Hub, node string, conn *websocket.Conn, inv map[string]string) *session {
@@ -440,6 +441,10 @@ func (s *session) ack(seq uint64) error {
 	return nil
 }
 
+// report passes the host's reports on. A node may report only on the
+// devices and plugins of its own desired set: anything else is dropped
+// (and acknowledged, so the host forgets it). Reports that arrive before
+// the controller has computed the node wait for it.
 func (s *session) report(rs []linkproto.Report) {
 	if len(rs) == 0 {
 		return
@@ -447,21 +452,58 @@ func (s *session) report(rs []linkproto.Report) {
 	if m := s.h.opts.Metrics; m != nil {
 		m.reports.Add(float64(len(rs)))
 	}
+	s.forward(rs)
+}
+
+func (s *session) forward(rs []linkproto.Report) {
+	desired := s.h.desired(s.node)
+	if desired == nil {
+		s.mu.Lock()
+		s.stash = append(s.stash, rs...)
+		s.mu.Unlock()
+		return
+	}
 	done := func(seqs []uint64) {
 		s.mu.Lock()
 		s.acks = append(s.acks, seqs...)
 		s.mu.Unlock()
 		s.wakeUp()
 	}
+	ok := rs[:0:0]
+	var refused []uint64
+	for _, r := range rs {
+		var key string
+		switch {
+		case r.Device != nil:
+			key = linkproto.Key(linkproto.KindDevice, r.Device.Namespace, r.Device.Name)
+		case r.Plugin != nil:
+			key = linkproto.Key(linkproto.KindMapperPlugin, "", r.Plugin.Name)
+		}
+		if _, mine := desired[key]; !mine {
+			refused = append(refused, r.Seq)
+			continue
+		}
+		ok = append(ok, r)
+	}
+	if len(refused) > 0 {
+		s.log.Warn("hub: dropping reports on objects outside the node's desired set", "count", len(refused))
+		if m := s.h.opts.Metrics; m != nil {
+			m.refusedReports.Add(float64(len(refused)))
+		}
+		done(refused)
+	}
+	if len(ok) == 0 {
+		return
+	}
 	if s.h.opts.Upstream == nil {
-		seqs := make([]uint64, len(rs))
-		for i, r := range rs {
+		seqs := make([]uint64, len(ok))
+		for i, r := range ok {
 			seqs[i] = r.Seq
 		}
 		done(seqs)
 		return
 	}
-	s.h.opts.Upstream.Submit(s.node, rs, done)
+	s.h.opts.Upstream.Submit(s.node, ok, done)
 }
 
 func (s *session) writeLoop() error {
@@ -482,7 +524,14 @@ func (s *session) writeLoop() error {
 		s.mu.Lock()
 		acks := s.acks
 		s.acks = nil
+		var stash []linkproto.Report
+		if len(s.stash) > 0 && s.h.desired(s.node) != nil {
+			stash, s.stash = s.stash, nil
+		}
 		s.mu.Unlock()
+		if len(stash) > 0 {
+			s.forward(stash)
+		}
 		if len(acks) > 0 {
 			if err := s.write(linkproto.Message{Type: linkproto.TypeReportAck, Acked: acks}); err != nil {
 				return err

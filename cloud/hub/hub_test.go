@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -235,26 +236,65 @@ func TestResyncFromInventory(t *testing.T) {
 	waitFor(t, func() bool { return h.InSync("node-a") })
 }
 
-// TestNothingBeforeDesired: until the controller has computed a node, the
-// hub sends nothing, and in particular removes nothing the host holds.
-func TestNothingBeforeDesired(t *testing.T) {
-	h, srv := start(t, hub.Options{})
-	inv := map[string]string{linkproto.Key(linkproto.KindDevice, "ns", "kept"): "v1"}
-	c, _, err := dial(t, srv, "node-a", "tok-a", inv)
+// recorder is an Upstream that writes nothing and acknowledges at once.
+type recorder struct {
+	mu   sync.Mutex
+	seqs []uint64
+}
+
+func (r *recorder) Submit(_ string, rs []linkproto.Report, done func([]uint64)) {
+	var seqs []uint64
+	for _, x := range rs {
+		seqs = append(seqs, x.Seq)
+	}
+	r.mu.Lock()
+	r.seqs = append(r.seqs, seqs...)
+	r.mu.Unlock()
+	done(seqs)
+}
+
+// TestReportsAndRemovalsWaitForTheDesiredSet: until the controller has
+// computed a node, the hub removes nothing the host holds and passes no
+// report on; then a node's reports on objects outside its set are dropped.
+func TestReportsAndRemovalsWaitForTheDesiredSet(t *testing.T) {
+	rec := &recorder{}
+	h, srv := start(t, hub.Options{Upstream: rec})
+	kept := linkproto.Key(linkproto.KindDevice, "ns", "kept")
+	c, _, err := dial(t, srv, "node-a", "tok-a", map[string]string{kept: "v1"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	waitConnected(t, h, "node-a")
-	// Reports are still acknowledged (no Upstream configured), which
-	// proves the session is live while no apply arrives.
-	if err := c.WriteJSON(linkproto.Message{Type: linkproto.TypeReport, Reports: []linkproto.Report{{Seq: 7, Plugin: &linkproto.PluginReport{Name: "p", Phase: "Loaded"}}}}); err != nil {
+	if err := c.WriteJSON(linkproto.Message{Type: linkproto.TypeReport, Reports: []linkproto.Report{
+		{Seq: 7, Plugin: &linkproto.PluginReport{Name: "p", Phase: "Loaded"}},
+		{Seq: 8, Device: &linkproto.DeviceReport{Namespace: "ns", Name: "node-b-device"}},
+	}}); err != nil {
 		t.Fatal(err)
 	}
-	m := read(t, c)
-	if m.Type != linkproto.TypeReportAck || len(m.Acked) != 1 || m.Acked[0] != 7 {
-		t.Fatalf("got %+v, want a reportAck of 7 and no apply", m)
+	plugin := linkproto.Key(linkproto.KindMapperPlugin, "", "p")
+	h.SetDesired("node-a", map[string]linkproto.Item{
+		kept:   {Key: kept, Version: "v1", Object: json.RawMessage(`{}`)},
+		plugin: {Key: plugin, Version: "v1", Object: json.RawMessage(`{}`)},
+	})
+	acked := map[uint64]bool{}
+	applied := false
+	for !applied || len(acked) < 2 {
+		m := read(t, c)
+		switch m.Type {
+		case linkproto.TypeReportAck:
+			for _, q := range m.Acked {
+				acked[q] = true
+			}
+		case linkproto.TypeApply:
+			if len(m.Items) != 1 || m.Items[0].Key != plugin {
+				t.Fatalf("apply %+v, want only %s (the host holds %s already)", m.Items, plugin, kept)
+			}
+			applied = true
+		}
 	}
-	if h.InSync("node-a") {
-		t.Fatal("in sync before the desired set is known")
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.seqs) != 1 || rec.seqs[0] != 7 {
+		t.Fatalf("passed on reports %v, want only 7 (8 names a device outside node-a's set)", rec.seqs)
 	}
 }

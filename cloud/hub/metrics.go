@@ -10,6 +10,8 @@ type Metrics struct {
 	items        prometheus.Counter
 	acks         prometheus.Counter
 	reports      prometheus.Counter
+	// refusedReports counts reports on objects outside a node's set.
+	refusedReports prometheus.Counter
 }
 
 // NewMetrics registers the hub's metrics with reg.
@@ -26,8 +28,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "wapper_cloud_hub_batches_acked_total", Help: "Apply batches hosts acknowledged."}),
 		reports: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "wapper_cloud_hub_reports_received_total", Help: "Upstream reports received from hosts."}),
+		refusedReports: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wapper_cloud_hub_reports_refused_total", Help: "Reports dropped because they name a device or plugin outside the node's desired set."}),
 	}
-	reg.MustRegister(m.authFailures, m.batches, m.items, m.acks, m.reports)
+	reg.MustRegister(m.authFailures, m.batches, m.items, m.acks, m.reports, m.refusedReports)
 	return m
 }
 

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -64,7 +65,7 @@ func newCloudEnv(t *testing.T) *cloudEnv {
 	}
 	env, err := k8stest.Start(context.Background(), k8stest.Options{CRDs: all})
 	if err != nil {
-		if strings.Contains(err.Error(), k8stest.ErrBinariesMissing.Error()) {
+		if errors.Is(err, k8stest.ErrBinariesMissing) {
 			testenv.Missing(t, "a kube-apiserver and etcd build", "run hack/k8s/ensure-k8s-bins.sh (make test runs it)")
 		}
 		t.Fatal(err)

@@ -519,7 +519,8 @@ func (m *Manager) Problems() []Problem {
 	}
 	for _, p := range m.plugins {
 		if p.err != nil {
-			out = append(out, Problem{Source: p.source, Kind: KindMapperPlugin, Name: p.name, Reason: p.err.Error()})
+			out = append(out, Problem{Source: p.source, Kind: KindMapperPlugin, Name: p.name,
+				Reason: fmt.Sprintf("%v (loading it again in %s, attempt %d)", p.err, max(0, time.Until(p.retryAt)).Round(time.Second), p.failures+1)})
 		}
 	}
 	for _, d := range m.devices {

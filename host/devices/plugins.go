@@ -111,7 +111,6 @@ func (m *Manager) loadPlugin(ctx context.Context, source string, obj *v1alpha1.M
 		e.failures = failures + 1
 		delay := m.retryDelay(e.failures)
 		e.retryAt = time.Now().Add(delay)
-		e.err = fmt.Errorf("%w (loading again in %s)", e.err, delay.Round(time.Second))
 		if failures == 0 {
 			m.log.Error("plugin not loaded; its devices are in error until it loads", "plugin", obj.Name, "source", source, "retry-in", delay.Round(time.Millisecond), "err", e.err)
 		} else {

@@ -209,8 +209,11 @@ func (m *Manager) plan(d *device, od ownedDevice, models map[string]*v1beta1.Dev
 		cfg.state = time.Duration(sr.ReportCycle) * time.Millisecond
 	}
 	defer func() {
+		// A plugin that failed keeps failing with new generations while
+		// it is loaded again; its devices change only when it loads or
+		// its error does (Err).
 		var pgen uint64
-		if cfg.plugin != nil {
+		if cfg.plugin != nil && cfg.plugin.err == nil {
 			pgen = cfg.plugin.gen
 		}
 		b, _ := json.Marshal(struct {

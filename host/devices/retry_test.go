@@ -133,7 +133,7 @@ func TestPluginFileAppearsLater(t *testing.T) {
 	if err != nil || d.Phase != devices.PhaseError || !strings.Contains(d.Reason, "module file") {
 		t.Fatalf("device of a missing module: %+v %v", d, err)
 	}
-	if ps := m.Problems(); len(ps) == 0 || !strings.Contains(fmt.Sprint(ps), "loading again in") {
+	if ps := m.Problems(); len(ps) == 0 || !strings.Contains(fmt.Sprint(ps), "loading it again in") {
 		t.Fatalf("problems %v: want the plugin failure with its retry", ps)
 	}
 	wasm, err := os.ReadFile(testenv.Plugin(t, "virtual"))

@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	mappersv1alpha1 "wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/cloud/certs"
 	"wapper.dev/wapper/cloud/linkproto"
 	"wapper.dev/wapper/cloud/nodeauth"
 	"wapper.dev/wapper/cloud/server"
@@ -598,4 +599,25 @@ func TestNoClientGo(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestOperatorCertificate: with --tls-cert/--tls-key the cloud serves the
+// operator's certificate, and a host trusting only that connects.
+func TestOperatorCertificate(t *testing.T) {
+	c := newCluster(t)
+	certPEM, keyPEM, err := certs.SelfSigned([]string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	must(t, os.WriteFile(certFile, certPEM, 0o600))
+	must(t, os.WriteFile(keyFile, keyPEM, 0o600))
+	cl := c.startCloud(t, "", func(cfg *server.Config) { cfg.TLSCert, cfg.TLSKey = certFile, keyFile })
+	if readFile(t, cl.ca) != string(certPEM) {
+		t.Fatal("--ca-out does not hold the operator's certificate")
+	}
+	c.apply(t, names(t, c, plugin+"\n---\n"+model+"\n---\n"+device("a1", c.node("a"), "20")))
+	a := startHost(t, cl.url, c.node("a"), c.token(t, c.node("a")), certFile, filepath.Join(dir, "a.db"), nil)
+	a.sink.wait(t, "a1", func(s cloudlink.Set) bool { return len(s.Devices) == 1 })
 }

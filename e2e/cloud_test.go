@@ -47,16 +47,6 @@ type cloudEnv struct {
 	log           strings.Builder
 }
 
-// requireCloudHost skips until bin/wapper-host has the cloud link flags
-// (host/cmd/wapper-host/cloud.go is wired into main.go).
-func requireCloudHost(t *testing.T) {
-	t.Helper()
-	out, _ := exec.Command(testenv.Artifact(t, "wapper-host"), "--help").CombinedOutput()
-	if !strings.Contains(string(out), "--cloud") {
-		t.Skip("bin/wapper-host has no --cloud flag yet: main.go must call addCloudFlags and startCloud (host/cmd/wapper-host/cloud.go)")
-	}
-}
-
 func newCloudEnv(t *testing.T) *cloudEnv {
 	t.Helper()
 	all, err := crds.All()
@@ -275,7 +265,6 @@ func reportedInCluster(t *testing.T, c *cloudEnv, device, prop, want string) {
 // bin/wapper-host processes through delivery, reports, desired values and
 // the faults of issue 8.
 func TestCloudTwoHosts(t *testing.T) {
-	requireCloudHost(t)
 	c := newCloudEnv(t)
 	ref, manifest := cloudRegistry(t)
 	c.start("--registry-plain-http")

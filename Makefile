@@ -23,7 +23,7 @@ all: build plugins
 
 build:
 	@mkdir -p bin
-	$(GO) build -o bin/ ./host/cmd/wapper-host ./registry/cmd/wapper
+	$(GO) build -o bin/ ./host/cmd/wapper-host ./registry/cmd/wapper ./cloud/cmd/wapper-cloud
 
 plugins: $(PLUGIN_WASM) $(EXTRA_PLUGINS)
 

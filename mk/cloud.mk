@@ -1,15 +1,10 @@
 # wapper-cloud (issue 8): the Kubernetes controller and the cloud ↔ edge
-# link. make test builds bin/wapper-cloud (the e2e tests run it as a real
+# link. make build builds bin/wapper-cloud (the e2e tests run it as a real
 # process); make bench connects 1,000 simulated hosts to one wapper-cloud.
-TEST_PREREQS += bin/wapper-cloud
 BENCH_STEPS += bench-cloud
 
-.PHONY: bin/wapper-cloud bench-cloud
-
-bin/wapper-cloud:
-	@mkdir -p bin
-	$(GO) build -o bin/ ./cloud/cmd/wapper-cloud
+.PHONY: bench-cloud
 
 # BENCH_CLOUD_HOSTS and BENCH_CLOUD_DEVICES override the defaults.
-bench-cloud: bin/wapper-cloud k8s-bins
+bench-cloud: build k8s-bins
 	$(GO) run ./cloud/internal/cloudbench $(if $(BENCH_CLOUD_HOSTS),-hosts $(BENCH_CLOUD_HOSTS)) $(if $(BENCH_CLOUD_DEVICES),-devices $(BENCH_CLOUD_DEVICES))

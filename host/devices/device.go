@@ -551,26 +551,46 @@ func (d *device) collect(ctx context.Context, p *runtime.Plugin, cfg *config, g 
 		return true
 	}
 	rc := &cfg.plugin.reads
-	batch := len(g.handles) > 1 && rc.batch()
-	start := time.Now()
+	batch, probing := len(g.handles) > 1, false
+	if batch {
+		batch, probing = rc.pick()
+	}
 	if !batch {
+		var wall, cpu time.Duration
 		for i, h := range g.handles {
-			v, err := p.Read(rctx, d.id, h)
+			var v abi.Value
+			var err error
+			if probing {
+				w, c := probe(func() { v, err = p.Read(rctx, d.id, h) })
+				wall, cpu = wall+w, cpu+c
+			} else {
+				v, err = p.Read(rctx, d.id, h)
+			}
 			if skipped(err) {
 				return
 			}
 			d.readResult(cfg, g.props[i], v, err, time.Now())
 		}
-		if len(g.handles) > 1 {
-			rc.record(false, time.Since(start), len(g.handles))
+		if probing {
+			rc.record(false, wall, cpu, len(g.handles))
 		}
 		return
 	}
-	entries, err := p.ReadBatch(rctx, d.id, g.handles)
+	start := time.Now()
+	var entries []abi.BatchEntry
+	var err error
+	read := func() { entries, err = p.ReadBatch(rctx, d.id, g.handles) }
+	if probing {
+		wall, cpu := probe(read)
+		if err == nil {
+			rc.record(true, wall, cpu, len(g.handles))
+		}
+	} else {
+		read()
+	}
 	if skipped(err) {
 		return
 	}
-	rc.record(true, time.Since(start), len(g.handles))
 	for i, pc := range g.props {
 		if err != nil {
 			d.readResult(cfg, pc, abi.Value{}, err, start)
@@ -596,7 +616,7 @@ func (d *device) readResult(cfg *config, pc *propConfig, v abi.Value, err error,
 		d.mu.Unlock()
 		return
 	}
-	m.met.readings.WithLabelValues(cfg.plugin.name).Inc()
+	cfg.plugin.readings.Inc()
 	ts := d.setReported(pc, v.Text(), now)
 	m.emit(Event{Type: EventReading, Device: d.key, Namespace: d.ns, Name: d.name, Time: now, Twins: []TwinStatus{ts}})
 }

@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
 	"wapper.dev/wapper/host/kv"
@@ -36,57 +38,85 @@ type pluginEntry struct {
 	failures int
 	retryAt  time.Time
 	reads    readChooser
+	readings prometheus.Counter // wapper_readings_total of this plugin
 }
 
 // readChooser picks, for one plugin, how a device's properties that share
 // a collect cycle are read: one wapper_read_batch call, or one wapper_read
-// per property. A plugin that merges requests (Modbus) is faster in a
-// batch; one whose batch only loops over reads (the Go SDK's default) is
-// slower, as passing the handle list costs more guest calls than it saves.
-// It compares the fastest time per property seen in each mode (the fastest
-// is the one least disturbed by waiting for an instance) over a window of
-// reads, probing both modes again at the start of every window.
+// per property. A plugin that merges requests (Modbus) saves device round
+// trips in a batch; one whose batch only loops over reads (the Go SDK's
+// default) spends more CPU on it, as passing the handle list costs more
+// guest calls (and guest allocations) than it saves. At the start of every
+// window of reads it probes both modes, measuring per property the wall
+// time and the CPU time of the calling thread (where the OS tells it).
+// When even the quickest single read took far longer than the CPU it used
+// (a device round trip: the quickest is the least disturbed by a busy pool
+// or a loaded machine), it compares the quickest wall times, else the mean
+// CPU times, and takes the batch only when it is clearly cheaper (by a
+// fifth).
 type readChooser struct {
 	mu     sync.Mutex
 	n      int
-	best   [2]time.Duration // by mode (0 single, 1 batch); 0 = none yet
+	quick  [2]time.Duration // quickest wall time by mode (0 single, 1 batch)
+	cpu    [2]time.Duration // sums by mode
 	counts [2]int
 }
 
 const (
-	chooserProbes = 8    // samples of each mode before choosing
+	chooserProbes = 16   // samples of each mode before choosing
 	chooserWindow = 8192 // group reads before probing again
 )
 
-// batch tells whether the next group read should be one batch call.
-func (c *readChooser) batch() bool {
+// pick tells whether the next group read should be one batch call, and
+// whether it is a probe to measure and [readChooser.record].
+func (c *readChooser) pick() (batch, probe bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.n++
 	if c.n > chooserWindow {
-		c.n, c.best, c.counts = 1, [2]time.Duration{}, [2]int{}
+		c.n, c.quick, c.cpu, c.counts = 1, [2]time.Duration{}, [2]time.Duration{}, [2]int{}
 	}
 	switch {
 	case c.counts[1] < chooserProbes && c.counts[1] <= c.counts[0]:
-		return true
+		return true, true
 	case c.counts[0] < chooserProbes:
-		return false
+		return false, true
 	}
-	return c.best[1] <= c.best[0]
+	if c.quick[0] > 2*c.cpu[0]/chooserProbes { // waiting for the device
+		return c.quick[1] < c.quick[0]*4/5, false
+	}
+	return c.cpu[1] < c.cpu[0]*4/5, false // equal counts: compare sums
 }
 
-// record notes how long a group read of n properties took.
-func (c *readChooser) record(batch bool, took time.Duration, n int) {
+// probe runs fn and returns its wall time and the CPU time of the thread
+// that ran it (the wall time where the OS does not tell).
+func probe(fn func()) (wall, cpu time.Duration) {
+	goruntime.LockOSThread()
+	defer goruntime.UnlockOSThread()
+	c0, ok := threadCPU()
+	w0 := time.Now()
+	fn()
+	wall = time.Since(w0)
+	if c1, ok1 := threadCPU(); ok && ok1 {
+		return wall, c1 - c0
+	}
+	return wall, wall
+}
+
+// record notes what a probe read of n properties cost.
+func (c *readChooser) record(batch bool, wall, cpu time.Duration, n int) {
 	mode := 0
 	if batch {
 		mode = 1
 	}
-	per := took / time.Duration(n)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.counts[mode]++
-	if c.best[mode] == 0 || per < c.best[mode] {
-		c.best[mode] = per
+	if c.counts[mode] < chooserProbes {
+		c.counts[mode]++
+		if w := wall / time.Duration(n); c.quick[mode] == 0 || w < c.quick[mode] {
+			c.quick[mode] = w
+		}
+		c.cpu[mode] += cpu / time.Duration(n)
 	}
 }
 
@@ -103,7 +133,8 @@ func (e *pluginEntry) close(ctx context.Context) {
 // a backoff (see [Manager.retryPlugins]), so that fixing its module file or
 // bringing its registry back recovers its devices without a restart.
 func (m *Manager) loadPlugin(ctx context.Context, source string, obj *v1alpha1.MapperPlugin, spec string, failures int) *pluginEntry {
-	e := &pluginEntry{name: obj.Name, source: source, spec: spec, obj: obj.DeepCopy(), gen: pluginGen.Add(1)}
+	e := &pluginEntry{name: obj.Name, source: source, spec: spec, obj: obj.DeepCopy(), gen: pluginGen.Add(1),
+		readings: m.met.readings.WithLabelValues(obj.Name)}
 	start := time.Now()
 	e.p, e.err = m.startPlugin(ctx, e.obj)
 	if e.err != nil {

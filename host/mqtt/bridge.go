@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -38,6 +39,11 @@ type Bridge struct {
 	received  *prometheus.CounterVec
 
 	last map[string]map[string]*MsgTwin // device -> property -> last twin sent
+
+	// self is the first byte of the twin update being published, so that
+	// the embedded broker's synchronous delivery of our own message to our
+	// own twin/update subscription is recognised without parsing it.
+	self atomic.Pointer[byte]
 
 	extMu sync.Mutex
 	ext   map[string]*extConn // pushMethod.mqtt brokers by address
@@ -135,7 +141,10 @@ func (b *Bridge) publish(kind, topic string, qos byte, retain bool, v any) {
 }
 
 func (b *Bridge) publishRaw(kind, topic string, payload []byte) {
-	b.count(kind, topic, b.conn.Publish(topic, 0, false, payload))
+	b.self.Store(&payload[0])
+	err := b.conn.Publish(topic, 0, false, payload)
+	b.self.Store(nil)
+	b.count(kind, topic, err)
 }
 
 func (b *Bridge) count(kind, topic string, err error) {
@@ -275,6 +284,9 @@ func splitTopic(topic string) (ns, name, rest string, ok bool) {
 }
 
 func (b *Bridge) onTwinUpdate(topic string, payload []byte) {
+	if len(payload) > 0 && b.self.Load() == &payload[0] {
+		return // our own report
+	}
 	if !bytes.Contains(payload, []byte(`"expected"`)) && json.Valid(payload) {
 		return // our own reports (actual values only): nothing to set
 	}

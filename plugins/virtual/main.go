@@ -20,8 +20,8 @@
 //
 // Counters and random walks change on every read, so they live in the
 // memory of the instance serving the device, keyed by device and property:
-// a read costs no store write. An instance seeds them from the kv store
-// when it is given the device, and writes them back at most every
+// a read costs no store write. An instance seeds them from the kv store on
+// its first read of the device, and writes them back at most every
 // [saveEvery] (on a read that comes later than that). So after an instance
 // restart or a host restart a counter resumes from its last saved value (it
 // can repeat up to saveEvery worth of reads), and with several instances

@@ -13,9 +13,10 @@
 //	GET|PUT /api/v1/devicemethod/{ns}/{name}/{method}/{property}/{data}
 //	                                                      write through a method (mapper-framework)
 //	POST /api/v1/devicemethod/{ns}/{name}/{method}        call a plugin method with a JSON body
-//	GET  /api/v1/meta/model/{ns}/{name}                   the DeviceModel of a device
+//	GET  /api/v1/meta/model/{ns}/{name}                   the DeviceModel of a device (mapper-framework shape)
 //	GET  /api/v1/manifests/errors                         bad manifests and refused objects
 //	GET  /metrics                                         Prometheus
+//	GET  /debug/pprof/...                                 Go profiles (Options.Pprof, wapper-host --pprof)
 //
 // Every error is JSON: {"apiVersion","statusCode","timeStamp","error"} with
 // 400 (bad value), 403 (read-only property), 404 (no such device, property,

@@ -454,8 +454,21 @@ func (d *device) run(ctx context.Context, cfg *config, done chan struct{}) {
 	if reportCycle == 0 {
 		reportCycle = d.m.opts.DefaultReportCycle
 	}
-	nextReport := now.Add(reportCycle)
-	nextState := now
+	// Report and ask the state in the same wakeups as the first collect
+	// (a report just after the reads it carries): one timer wakeup per
+	// device and cycle instead of three, which is most of the scheduler's
+	// work with thousands of devices.
+	first := now
+	if len(groups) > 0 {
+		first = groups[0].next
+		for _, g := range groups {
+			if g.next.Before(first) {
+				first = g.next
+			}
+		}
+	}
+	nextReport := first.Add(reportCycle)
+	nextState := first
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	d.applyPending(ctx, p, cfg)
@@ -489,7 +502,10 @@ func (d *device) run(ctx context.Context, cfg *config, done chan struct{}) {
 		d.applyPending(ctx, p, cfg)
 		if !now.Before(nextState) {
 			d.pollState(ctx, p, cfg)
-			nextState = now.Add(cfg.state)
+			nextState = nextState.Add(cfg.state)
+			if nextState.Before(now) {
+				nextState = now.Add(cfg.state)
+			}
 		}
 		if !now.Before(nextReport) {
 			d.report(cfg, nil)

@@ -319,12 +319,16 @@ func (d *device) attach(ctx context.Context, cfg *config) bool {
 		}
 		cancel()
 		<-m.addSem
+		if err == nil {
+			d.mu.Lock()
+			d.added = true // even if stopping now: the plugin has it
+			d.mu.Unlock()
+		}
 		if ctx.Err() != nil {
 			return false
 		}
 		if err == nil {
 			d.mu.Lock()
-			d.added = true
 			d.attempts, d.nextAttempt = 0, time.Time{}
 			d.setPhaseLocked(PhaseRunning, "")
 			d.mu.Unlock()

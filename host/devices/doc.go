@@ -32,7 +32,8 @@
 //
 // Devices are added to their plugins concurrently, [Options.AddConcurrency]
 // at a time; Apply and the Upsert methods return once each changed device
-// has had its first attempt, so a refusal is known at once. A failure that
+// has had its first attempt (or after [Options.AddTimeout] at most), so a
+// refusal is known at once. A failure that
 // may pass by itself (every instance busy or restarting, a timeout, an
 // unreachable device: any ABI code but invalid, not found, unsupported,
 // denied, read-only and too large) is retried with exponential backoff and

@@ -113,10 +113,13 @@ func (m *Manager) reconcile(ctx context.Context) {
 	}
 	// Devices are added concurrently (AddConcurrency at a time); wait for
 	// the first outcome of each, so that a source learns at once of a
-	// device its plugin refused.
+	// device its plugin refused, but no longer than one AddTimeout in all:
+	// a plugin that hangs must not hold every source up.
+	wctx, cancel := context.WithTimeout(ctx, m.opts.AddTimeout)
 	for _, d := range configured {
-		d.waitSettled(ctx)
+		d.waitSettled(wctx)
 	}
+	cancel()
 	m.mu.Lock()
 	var gone []*device
 	for k, d := range m.devices {

@@ -340,7 +340,7 @@ func opReadBatch(dst []byte, id uint32, handles []uint32) ([]byte, error) {
 			dst = abi.AppendBatchEntry(dst, abi.CodeOf(e), []byte(abi.MessageOf(e)))
 			continue
 		}
-		dst = abi.AppendBatchEntry(dst, OK, vals[i].Encode())
+		dst = appendValueEntry(dst, vals[i])
 	}
 	return dst, nil
 }
@@ -387,4 +387,12 @@ func opPoll(id uint32, budgetMS uint32) (uint32, error) {
 // panicError turns a recovered panic into an ErrPanic error with a stack.
 func panicError(r any, stack []byte) error {
 	return Errorf(ErrPanic, "%v\n%s", r, stack)
+}
+
+// appendValueEntry appends a successful batch entry without an
+// intermediate buffer: code, length, then the encoded value.
+func appendValueEntry(dst []byte, v Value) []byte {
+	n := v.EncodedLen()
+	dst = append(dst, byte(OK), byte(n), byte(n>>8), byte(n>>16), byte(n>>24))
+	return v.AppendEncode(dst)
 }

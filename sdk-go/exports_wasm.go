@@ -21,19 +21,45 @@ var result []byte
 //go:wasmexport wapper_abi_v1
 func wapperABIv1() uint32 { return abi.Minor }
 
+// spare holds freed buffers for reuse, so the host's argument buffers do
+// not feed the garbage collector on every call.
+var spare [][]byte
+
+const maxSpare = 8
+
 //go:wasmexport wapper_alloc
 func wapperAlloc(size uint32) uint32 {
 	if size > abi.MaxMessage {
 		return 0
 	}
-	b := make([]byte, size, size+1) // capacity ≥ 1 so even size 0 has an address
+	var b []byte
+	for i, s := range spare {
+		if uint32(cap(s)) > size {
+			b = s[:size]
+			spare[i] = spare[len(spare)-1]
+			spare = spare[:len(spare)-1]
+			break
+		}
+	}
+	if b == nil {
+		b = make([]byte, size, max(size+1, 64)) // capacity ≥ 1 so even size 0 has an address
+	}
 	p := uintptr(unsafe.Pointer(unsafe.SliceData(b[:1])))
 	pinned[p] = b
 	return uint32(p)
 }
 
 //go:wasmexport wapper_free
-func wapperFree(ptr uint32) { delete(pinned, uintptr(ptr)) }
+func wapperFree(ptr uint32) {
+	b, ok := pinned[uintptr(ptr)]
+	if !ok {
+		return
+	}
+	delete(pinned, uintptr(ptr))
+	if len(spare) < maxSpare && cap(b) <= 64<<10 {
+		spare = append(spare, b)
+	}
+}
 
 // arg returns the host-written buffer at ptr. It must have come from
 // wapper_alloc; anything else is refused rather than read.

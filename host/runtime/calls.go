@@ -96,7 +96,7 @@ func (p *Plugin) ReadBatch(ctx context.Context, dev uint32, props []uint32) (out
 		}
 		for i := range entries {
 			if entries[i].Err == nil {
-				entries[i].Value, entries[i].Err = decodeFor(pds[i], entries[i].Value.Encode())
+				entries[i].Value, entries[i].Err = convertFor(pds[i], entries[i].Value)
 			}
 		}
 		out = entries

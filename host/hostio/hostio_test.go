@@ -20,6 +20,7 @@ import (
 	"wapper.dev/wapper/abi"
 	"wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
 	"wapper.dev/wapper/host/hostio"
+	"wapper.dev/wapper/internal/testenv"
 )
 
 // fakeResolver answers from a map, as a DNS server would.
@@ -264,7 +265,7 @@ func TestUDP(t *testing.T) {
 func TestSerialPty(t *testing.T) {
 	ptmx, tty, err := pty.Open()
 	if err != nil {
-		t.Skipf("no pseudo-terminals: %v", err)
+		testenv.Missing(t, "a pseudo-terminal", err.Error())
 	}
 	defer ptmx.Close()
 	path := tty.Name()

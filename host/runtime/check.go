@@ -92,6 +92,11 @@ type ModuleInfo struct {
 	// MemoryMinPages is the initial size of the module's memory in 64 KiB
 	// pages.
 	MemoryMinPages uint32
+	// TableMaxElements is the sum of the maxima of the module's tables,
+	// once the loader capped them (a table with no maximum keeps its
+	// initial size); each element costs the host 8 bytes, counted against
+	// limits.memoryMiB.
+	TableMaxElements uint64
 	// Problems lists every reason the loader refuses the module; empty
 	// when it loads.
 	Problems []string
@@ -178,10 +183,20 @@ func compileChecked(ctx context.Context, r wazero.Runtime, wasm []byte) (*Module
 		info.Problems = append(info.Problems, "not a WebAssembly module (no \\0asm header)")
 		return info, nil, info.err()
 	}
+	wasm, tables, err := boundTables(wasm)
+	if err != nil {
+		info.Problems = append(info.Problems, "invalid or truncated module: "+err.Error())
+		return info, nil, info.err()
+	}
+	info.TableMaxElements = tables.maxElements
+	if len(tables.problems) > 0 {
+		info.Problems = append(info.Problems, tables.problems...)
+		return info, nil, info.err()
+	}
 	compiled, err := r.CompileModule(ctx, wasm)
 	if err != nil {
 		if strings.Contains(err.Error(), "over limit") {
-			info.Problems = append(info.Problems, "the module's initial memory is larger than limits.memoryMiB allows: "+err.Error())
+			info.Problems = append(info.Problems, "the module's initial memory is larger than limits.memoryMiB allows once its tables are counted: "+err.Error())
 			return info, nil, info.err()
 		}
 		info.Problems = append(info.Problems, "invalid or truncated module: "+err.Error())

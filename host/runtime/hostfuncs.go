@@ -63,7 +63,7 @@ func hostLog(_ context.Context, in *instance, mem api.Memory, stack []uint64) {
 	if !ok {
 		return
 	}
-	in.logger().Log(context.Background(), slog.Level(level*4), string(msg))
+	in.p.logs.log(in, slog.Level(level*4), string(msg))
 }
 
 func hostClock(_ context.Context, in *instance, _ api.Memory, stack []uint64) {
@@ -121,7 +121,7 @@ func hostKVSet(_ context.Context, in *instance, mem api.Memory, stack []uint64) 
 	}
 	if err := in.p.kv.Set(key, val); err != nil {
 		if errors.Is(err, kv.ErrTooLarge) {
-			in.logger().Warn("kv set refused", "err", err)
+			in.p.logs.log(in, slog.LevelWarn, "kv set refused", "err", err)
 			stack[0] = errno(abi.ErrTooLarge)
 			return
 		}
@@ -158,7 +158,7 @@ func hostReport(_ context.Context, in *instance, mem api.Memory, stack []uint64)
 	}
 	v, err := abi.DecodeValue(raw)
 	if err != nil {
-		in.logger().Warn("plugin reported a malformed value", "device", dev, "property", prop, "err", err)
+		in.p.logs.log(in, slog.LevelWarn, "plugin reported a malformed value", "device", dev, "property", prop, "err", err)
 		stack[0] = errno(abi.ErrInvalid)
 		return
 	}
@@ -168,7 +168,7 @@ func hostReport(_ context.Context, in *instance, mem api.Memory, stack []uint64)
 		return
 	}
 	if v, err = convertFor(d.desc.Property(prop), v); err != nil {
-		in.logger().Warn("plugin reported a value of the wrong type", "device", dev, "property", prop, "err", err)
+		in.p.logs.log(in, slog.LevelWarn, "plugin reported a value of the wrong type", "device", dev, "property", prop, "err", err)
 		stack[0] = errno(abi.ErrInvalid)
 		return
 	}

@@ -79,21 +79,27 @@ const (
 
 func (p *Plugin) newInstance(id int) (_ *instance, err error) {
 	in := &instance{p: p, id: id, known: map[uint32]known{}}
-	in.ctx, in.cancel = context.WithCancel(context.WithValue(context.Background(), instKey{}, in))
+	in.ctx, in.cancel = context.WithCancel(context.WithValue(p.stopCtx, instKey{}, in))
 	in.watchdog = time.AfterFunc(time.Hour, func() { in.timedOut.Store(true); in.cancel() })
 	in.watchdog.Stop()
 	cfg := wazero.NewModuleConfig().
 		WithName("").
 		WithStartFunctions().
-		WithStdout(&lineWriter{log: in.logger, level: slog.LevelInfo}).
-		WithStderr(&lineWriter{log: in.logger, level: slog.LevelWarn}).
-		WithSysWalltime().WithSysNanotime().WithSysNanosleep().
+		WithStdout(&lineWriter{in: in, level: slog.LevelInfo}).
+		WithStderr(&lineWriter{in: in, level: slog.LevelWarn}).
+		WithSysWalltime().WithSysNanotime().
+		WithNanosleep(in.sleep).
 		WithRandSource(rand.Reader)
-	ctx, cancel := context.WithTimeout(in.ctx, 2*p.timeout)
-	defer cancel()
-	mod, err := p.rt.InstantiateModule(ctx, p.compiled, cfg)
+	// Instantiation, _initialize and the marker share one deadline of
+	// twice the call timeout (SPEC.md §9): a Go runtime starts there. The
+	// watchdog guards it as it guards every call, so WASI sleeps and device
+	// I/O in _initialize end with it too.
+	in.deadline = time.Now().Add(2 * p.timeout)
+	in.watchdog.Reset(2 * p.timeout)
+	mod, err := p.rt.InstantiateModule(in.ctx, p.compiled, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("instantiate: %w", err)
+		in.close()
+		return nil, fmt.Errorf("instantiate: %w", in.describe(err))
 	}
 	in.mod, in.mem = mod, mod.Memory()
 	defer func() {
@@ -107,13 +113,16 @@ func (p *Plugin) newInstance(id int) (_ *instance, err error) {
 	in.read, in.write, in.state = fn(abi.ExportRead), fn(abi.ExportWrite), fn(abi.ExportState)
 	in.batch, in.method, in.poll = fn(abi.ExportReadBatch), fn(abi.ExportMethod), fn(abi.ExportPoll)
 	if f := fn(abi.ExportInitialize); f != nil {
-		if err := f.CallWithStack(ctx, in.stack[:]); err != nil {
-			return nil, fmt.Errorf("%s: %w", abi.ExportInitialize, describe(err))
+		if err := f.CallWithStack(in.ctx, in.stack[:]); err != nil {
+			return nil, fmt.Errorf("%s: %w", abi.ExportInitialize, in.describe(err))
 		}
 	}
 	in.marker = fn(abi.ExportMarker)
-	if err := in.marker.CallWithStack(ctx, in.stack[:]); err != nil {
-		return nil, fmt.Errorf("%s: %w", abi.ExportMarker, describe(err))
+	if err := in.marker.CallWithStack(in.ctx, in.stack[:]); err != nil {
+		return nil, fmt.Errorf("%s: %w", abi.ExportMarker, in.describe(err))
+	}
+	if !in.watchdog.Stop() {
+		return nil, fmt.Errorf("%s: %w", abi.ExportMarker, describe(sys.NewExitError(sys.ExitCodeDeadlineExceeded)))
 	}
 	in.minor = uint32(in.stack[0])
 	if p.skipInit {
@@ -123,6 +132,31 @@ func (p *Plugin) newInstance(id int) (_ *instance, err error) {
 		return nil, fmt.Errorf("%s: %w", abi.ExportInit, err)
 	}
 	return in, nil
+}
+
+// sleep is the instance's WASI nanosleep (poll_oneoff with a clock). It
+// ends early when the call's deadline passes or the instance is closed:
+// wazero's own sleep ignores both, so a guest sleeping for an hour would
+// hold its call, and the host's shutdown, for an hour.
+func (in *instance) sleep(ns int64) {
+	if ns <= 0 {
+		return
+	}
+	t := time.NewTimer(time.Duration(ns))
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-in.ctx.Done():
+	}
+}
+
+// describe is the package's describe, with a timeout seen by the watchdog
+// named as one even when wazero reports the cancellation it caused.
+func (in *instance) describe(err error) error {
+	if in.timedOut.Load() {
+		err = sys.NewExitError(sys.ExitCodeDeadlineExceeded)
+	}
+	return describe(err)
 }
 
 // describe turns an error from a guest call into something a user can act
@@ -178,6 +212,7 @@ func (in *instance) close() {
 	if in.watchdog != nil {
 		in.watchdog.Stop()
 	}
+	in.cancel() // wakes a guest sleeping in WASI
 	for _, c := range in.closer {
 		c()
 	}
@@ -289,10 +324,11 @@ func (in *instance) put(b []byte) (uint32, error) {
 	return ptr, nil
 }
 
-// lineWriter turns a guest's stdout or stderr into log lines.
+// lineWriter turns a guest's stdout or stderr into log lines, under the
+// plugin's log rate limit.
 type lineWriter struct {
-	mu    sync.Mutex
-	log   func() *slog.Logger
+	mu    sync.Mutex // guards buf
+	in    *instance
 	level slog.Level
 	buf   []byte
 }
@@ -310,7 +346,7 @@ func (w *lineWriter) Write(b []byte) (int, error) {
 				return len(b), nil
 			}
 		}
-		w.log().Log(context.Background(), w.level, string(w.buf[:i]), "stream", streamName(w.level))
+		w.in.p.logs.log(w.in, w.level, string(w.buf[:i]), "stream", streamName(w.level))
 		w.buf = w.buf[min(i+1, len(w.buf)):]
 	}
 }

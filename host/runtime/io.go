@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"errors"
+	"log/slog"
 
 	"github.com/tetratelabs/wazero/api"
 
@@ -80,7 +81,7 @@ func (in *instance) ioResult(stack []uint64, n int32, err error, op string) {
 	switch {
 	case errors.As(err, &denied):
 		in.p.m.m.Denials.WithLabelValues(in.p.name, denied.Kind).Inc()
-		in.logger().Warn("device I/O refused by grants", "op", op, "kind", denied.Kind, "resource", denied.Resource, "reason", denied.Reason)
+		in.p.logs.log(in, slog.LevelWarn, "device I/O refused by grants", "op", op, "kind", denied.Kind, "resource", denied.Resource, "reason", denied.Reason)
 	case code == abi.ErrTimeout || code == abi.ErrClosed:
 		// Routine for a device that is slow or hangs up; the plugin sees it.
 	default:

@@ -11,6 +11,7 @@ type Metrics struct {
 	Instances *prometheus.GaugeVec
 	Reports   *prometheus.CounterVec
 	Denials   *prometheus.CounterVec
+	LogDrops  *prometheus.CounterVec
 }
 
 // NewMetrics creates the collectors and registers them with reg (nil: not
@@ -38,9 +39,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Denials: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "wapper_plugin_grant_denials_total", Help: "Resource opens refused by the plugin's grants.",
 		}, []string{"plugin", "kind"}),
+		LogDrops: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wapper_plugin_log_lines_dropped_total", Help: "Plugin log lines (log host function, stdout, stderr) dropped by the per-plugin rate limit.",
+		}, []string{"plugin"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Calls, m.Errors, m.Traps, m.Restarts, m.Instances, m.Reports, m.Denials)
+		reg.MustRegister(m.Calls, m.Errors, m.Traps, m.Restarts, m.Instances, m.Reports, m.Denials, m.LogDrops)
 	}
 	return m
 }

@@ -65,6 +65,10 @@ type Config struct {
 	// Report receives readings pushed by the plugin. It must not block for
 	// long: it runs inside a guest call.
 	Report func(Reading)
+	// LogBytesPerSecond limits what the plugin writes to the host log
+	// (log host function, stdout and stderr together); zero means
+	// DefaultLogBytesPerSecond.
+	LogBytesPerSecond int
 	// Ext holds settings for host-function extensions (such as device I/O
 	// grants), keyed by the extension's own key type.
 	Ext map[any]any
@@ -83,6 +87,7 @@ type Plugin struct {
 	timeout  time.Duration
 	kv       KV
 	m        pluginMetrics
+	logs     *logLimiter
 
 	initConfig []byte
 	skipInit   bool // Verify: instantiate and ask the marker only
@@ -101,6 +106,10 @@ type Plugin struct {
 
 	closeOnce sync.Once
 	closed    chan struct{}
+	// stopCtx is the parent of every instance's context; stop cancels it
+	// when Close stops waiting for calls in progress.
+	stopCtx context.Context
+	stop    context.CancelFunc
 	wg        sync.WaitGroup
 }
 
@@ -161,17 +170,24 @@ func (e *Engine) load(ctx context.Context, cfg Config, skipInit bool) (*Plugin, 
 		ready:      make(chan struct{}, cfg.Instances),
 		closed:     make(chan struct{}),
 	}
+	p.logs = newLogLimiter(p, cfg.LogBytesPerSecond)
+	p.stopCtx, p.stop = context.WithCancel(context.Background())
 	if len(p.initConfig) == 0 {
 		p.initConfig = []byte("{}")
 	}
+	pages, err := memoryPages(cfg)
+	if err != nil {
+		return nil, err
+	}
 	rc := wazero.NewRuntimeConfig().
 		WithCloseOnContextDone(true).
-		WithMemoryLimitPages(uint32(cfg.MemoryMiB) * 16).
+		WithMemoryLimitPages(pages).
 		WithCompilationCache(e.cache)
 	p.rt = wazero.NewRuntimeWithConfig(ctx, rc)
 	ok := false
 	defer func() {
 		if !ok {
+			p.stop()
 			p.rt.Close(context.Background())
 		}
 	}()
@@ -202,6 +218,22 @@ func (e *Engine) load(ctx context.Context, cfg Config, skipInit bool) (*Plugin, 
 	p.log.Info("plugin loaded", "abi", fmt.Sprintf("%d.%d", abi.Major, p.info.ABIMinor), "bytes", len(cfg.Wasm),
 		"compile", compileTime.Round(time.Millisecond), "instances", cfg.Instances, "memoryMiB", cfg.MemoryMiB, "callTimeout", cfg.CallTimeout)
 	return p, nil
+}
+
+// memoryPages is the linear-memory limit of one instance in 64 KiB pages:
+// limits.memoryMiB less what the module's tables can take (SPEC.md §10).
+// A module whose tables are refused gets the whole budget here; the loader
+// refuses it right after with the reason.
+func memoryPages(cfg Config) (uint32, error) {
+	budget := uint64(cfg.MemoryMiB) << 20
+	_, tables, err := boundTables(cfg.Wasm)
+	if err != nil || len(tables.problems) > 0 {
+		return uint32(budget >> 16), nil
+	}
+	if tables.bytes() >= budget {
+		return 0, fmt.Errorf("plugin %s: the module's tables can take %d MiB (%d elements of 8 bytes), more than limits.memoryMiB %d: raise the limit", cfg.Name, tables.bytes()>>20, tables.maxElements, cfg.MemoryMiB)
+	}
+	return uint32((budget - tables.bytes()) >> 16), nil
 }
 
 func (p *Plugin) instantiateHost(ctx context.Context) error {
@@ -241,23 +273,48 @@ func (p *Plugin) Restarts() int64 { return p.restarts.Load() }
 // HasPoll reports whether the plugin exports wapper_poll.
 func (p *Plugin) HasPoll() bool { return p.info.Has(abi.ExportPoll) }
 
-// Close stops every instance. Calls in progress finish or hit their
-// deadline first.
+// closeGrace is how long Close waits for calls it has cancelled to return.
+const closeGrace = 2 * time.Second
+
+// Close stops every instance. Calls in progress may finish until ctx ends;
+// then they are cancelled (guest code, WASI sleeps and device I/O stop at
+// once). A call that still has not returned after a short grace is left
+// running, with its runtime, for the process to end: closing compiled code
+// under a running guest is not safe.
 func (p *Plugin) Close(ctx context.Context) error {
 	p.closeOnce.Do(func() {
 		close(p.closed)
 		// Take every live slot so no call is in progress.
-		for range p.liveSlots() {
-			select {
-			case <-p.ready:
-			case <-ctx.Done():
-			}
+		left := p.drain(ctx, len(p.liveSlots()))
+		p.stop()
+		if left > 0 {
+			grace, cancel := context.WithTimeout(context.Background(), closeGrace)
+			left = p.drain(grace, left)
+			cancel()
 		}
 		p.wg.Wait()
 		p.closeInstances()
-		p.rt.Close(ctx)
+		p.logs.flush()
+		if left > 0 {
+			p.log.Warn("plugin closed with calls still running; they end with the process", "calls", left)
+			return
+		}
+		p.rt.Close(context.Background())
 	})
 	return nil
+}
+
+// drain takes n ready tokens, or fewer when ctx ends; it returns how many
+// it did not get.
+func (p *Plugin) drain(ctx context.Context, n int) int {
+	for ; n > 0; n-- {
+		select {
+		case <-p.ready:
+		case <-ctx.Done():
+			return n
+		}
+	}
+	return 0
 }
 
 func (p *Plugin) liveSlots() []*slot {
@@ -272,11 +329,12 @@ func (p *Plugin) liveSlots() []*slot {
 	return out
 }
 
+// closeInstances closes the instances no call is using.
 func (p *Plugin) closeInstances() {
 	p.poolMu.Lock()
 	defer p.poolMu.Unlock()
 	for _, s := range p.slots {
-		if s.in != nil {
+		if s.in != nil && !s.busy {
 			s.in.close()
 			s.in = nil
 			p.m.instances.Dec()
@@ -320,6 +378,19 @@ func (p *Plugin) acquire(ctx context.Context, prefer *slot) (*slot, error) {
 // background and becomes ready again when its new instance is.
 func (p *Plugin) release(s *slot) {
 	p.poolMu.Lock()
+	select {
+	case <-p.closed:
+		// Closing: no restarts; Close closes what is left.
+		if s.in.dead {
+			s.in = nil
+			p.m.instances.Dec()
+		}
+		s.busy = false
+		p.poolMu.Unlock()
+		p.ready <- struct{}{}
+		return
+	default:
+	}
 	if !s.in.dead {
 		s.busy = false
 		p.poolMu.Unlock()

@@ -17,6 +17,7 @@ type pluginMetrics struct {
 	reports   prometheus.Counter
 	restarts  prometheus.Counter
 	instances prometheus.Gauge
+	logDrops  prometheus.Counter
 }
 
 var exportNames = []string{
@@ -31,6 +32,7 @@ func newPluginMetrics(m *Metrics, plugin string) pluginMetrics {
 		reports:   m.Reports.WithLabelValues(plugin),
 		restarts:  m.Restarts.WithLabelValues(plugin),
 		instances: m.Instances.WithLabelValues(plugin),
+		logDrops:  m.LogDrops.WithLabelValues(plugin),
 	}
 	for _, e := range exportNames {
 		pm.calls[e] = m.Calls.WithLabelValues(plugin, e)

@@ -40,10 +40,11 @@ func (s *syncBuf) String() string {
 }
 
 type env struct {
-	t    testing.TB
-	eng  *runtime.Engine
-	db   *bolt.DB
-	logs *syncBuf
+	t       testing.TB
+	eng     *runtime.Engine
+	metrics *runtime.Metrics
+	db      *bolt.DB
+	logs    *syncBuf
 }
 
 // cacheDir is shared by the package's tests, as a host shares it across
@@ -68,7 +69,8 @@ func newEnvB(t testing.TB) *env {
 	dir := t.TempDir()
 	logs := &syncBuf{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	eng, err := runtime.NewEngine(runtime.EngineOptions{CacheDir: cacheDir, Logger: logger})
+	metrics := runtime.NewMetrics(nil)
+	eng, err := runtime.NewEngine(runtime.EngineOptions{CacheDir: cacheDir, Logger: logger, Metrics: metrics})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +85,7 @@ func newEnvB(t testing.TB) *env {
 			t.Logf("host log:\n%s", logs.String())
 		}
 	})
-	return &env{t: t, eng: eng, db: db, logs: logs}
+	return &env{t: t, eng: eng, metrics: metrics, db: db, logs: logs}
 }
 
 func (e *env) load(name, path string, mod func(*runtime.Config)) *runtime.Plugin {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"wapper.dev/wapper/abi"
 )
@@ -78,7 +79,7 @@ func (p *Plugin) ReadBatch(ctx context.Context, dev uint32, props []uint32) (out
 				if err == nil {
 					out[i].Value, err = decodeFor(pds[i], payload)
 				}
-				out[i].Err = err
+				out[i].Err = clipErr(err)
 				if in.dead {
 					return err
 				}
@@ -98,6 +99,7 @@ func (p *Plugin) ReadBatch(ctx context.Context, dev uint32, props []uint32) (out
 			if entries[i].Err == nil {
 				entries[i].Value, entries[i].Err = convertFor(pds[i], entries[i].Value)
 			}
+			entries[i].Err = clipErr(entries[i].Err)
 		}
 		out = entries
 		return nil
@@ -141,6 +143,7 @@ func (p *Plugin) State(ctx context.Context, dev uint32) (st abi.State, reason st
 		if err != nil {
 			return abi.Errorf(abi.ErrInvalid, "plugin returned a malformed state: %v", err)
 		}
+		reason = clipText(reason)
 		return nil
 	})
 	return st, reason, err
@@ -189,4 +192,30 @@ func (p *Plugin) Poll(ctx context.Context, dev uint32, budget time.Duration) (ne
 		return nil
 	})
 	return next, err
+}
+
+// MaxGuestText bounds the text a plugin can put in an error message or a
+// state reason (SPEC.md §10): past it the text is cut, so that one result
+// cannot fill the host log, the twin store and every client's screen.
+const MaxGuestText = 1024
+
+// clipText cuts s to MaxGuestText bytes on a rune boundary and says how
+// much it cut.
+func clipText(s string) string {
+	if len(s) <= MaxGuestText {
+		return s
+	}
+	cut := MaxGuestText
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + fmt.Sprintf("… (%d bytes cut)", len(s)-cut)
+}
+
+// clipErr clips the message of an ABI error.
+func clipErr(err error) error {
+	if ae, ok := err.(*abi.Error); ok && len(ae.Message) > MaxGuestText {
+		return &abi.Error{Code: ae.Code, Message: clipText(ae.Message)}
+	}
+	return err
 }

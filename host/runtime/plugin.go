@@ -92,12 +92,12 @@ type Plugin struct {
 	initConfig []byte
 	skipInit   bool // Verify: instantiate and ask the marker only
 
-	devMu     sync.RWMutex
+	devMu     sync.RWMutex // guards devices
 	devices   map[uint32]*device
 	version   atomic.Uint64
 	removeGen atomic.Uint64 // bumped on every removal; instances sweep when it moves
 
-	poolMu   sync.Mutex
+	poolMu   sync.Mutex // guards slots (their in and busy), failures and lastFail
 	slots    []*slot
 	ready    chan struct{} // one token per idle live slot
 	failures int
@@ -110,7 +110,7 @@ type Plugin struct {
 	// when Close stops waiting for calls in progress.
 	stopCtx context.Context
 	stop    context.CancelFunc
-	wg        sync.WaitGroup
+	wg      sync.WaitGroup
 }
 
 type slot struct {
@@ -559,7 +559,7 @@ func (p *Plugin) withDevice(ctx context.Context, id uint32, fn func(in *instance
 	if d.removed {
 		return abi.Errorf(abi.ErrNotFound, "device %s was removed", d.name())
 	}
-	return p.onSlot(ctx, d, fn)
+	return clipErr(p.onSlot(ctx, d, fn))
 }
 
 func (p *Plugin) onSlot(ctx context.Context, d *device, fn func(in *instance, d *device) error) error {

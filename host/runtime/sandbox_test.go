@@ -2,6 +2,7 @@ package runtime_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -307,5 +308,26 @@ func TestLogFloodIsLimited(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(e.metrics.LogDrops.WithLabelValues("flood")); n == 0 {
 		t.Fatal("wapper_plugin_log_lines_dropped_total did not count the dropped lines")
+	}
+}
+
+// TestGuestTextIsClipped: a plugin's error message or value of 4 MiB does
+// not reach the log, the twins and the clients whole.
+func TestGuestTextIsClipped(t *testing.T) {
+	// An error result: status byte 14 (device failed) and a 3 MiB message.
+	read := `(i32.store8 (i32.const 4096) (i32.const 14))
+	  (memory.fill (i32.const 4097) (i32.const 65) (i32.const 3145728))
+	  (i64.or (i64.shl (i64.const 4096) (i64.const 32)) (i64.const 3145729))`
+	e := newEnv(t)
+	p, err := e.loadWasm("t", hostile{read: read, memory: `(memory (export "memory") 64)`}.build(t), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AddDevice(ctx(t), abi.Device{ID: 1, Name: "d", Properties: []abi.Property{prop(0, "p", "INT", "ReadOnly", `{}`)}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = p.Read(ctx(t), 1, 0)
+	if err == nil || len(err.Error()) > runtime.MaxGuestText+100 || !strings.Contains(err.Error(), "bytes cut") {
+		t.Fatalf("read error of %d bytes: %.200v", len(fmt.Sprint(err)), err)
 	}
 }

@@ -96,14 +96,14 @@ func MetadataFrom(a map[string]string) (Metadata, error) {
 	m := Metadata{ABIMinor: -1}
 	if v := a[AnnotationABI]; v != "" {
 		maj, min, hasMin := strings.Cut(v, ".")
-		var err error
-		if m.ABIMajor, err = strconv.Atoi(maj); err != nil {
-			return m, fmt.Errorf("annotation %s=%q: want MAJOR or MAJOR.MINOR", AnnotationABI, v)
+		var ok bool
+		m.ABIMajor, ok = decimal(maj)
+		if ok && hasMin {
+			m.ABIMinor, ok = decimal(min)
 		}
-		if hasMin {
-			if m.ABIMinor, err = strconv.Atoi(min); err != nil {
-				return m, fmt.Errorf("annotation %s=%q: want MAJOR or MAJOR.MINOR", AnnotationABI, v)
-			}
+		// ABI majors start at 1; a 0 is what ABIVersion leaves out.
+		if !ok || m.ABIMajor == 0 {
+			return Metadata{ABIMinor: -1}, fmt.Errorf("annotation %s=%q: want MAJOR or MAJOR.MINOR, in decimal with MAJOR at least 1", AnnotationABI, v)
 		}
 	}
 	m.Protocols = splitList(a[AnnotationProtocols])
@@ -121,6 +121,15 @@ func MetadataFrom(a map[string]string) (Metadata, error) {
 	m.Exports = splitList(a[AnnotationExports])
 	m.Imports = splitList(a[AnnotationImports])
 	return m, nil
+}
+
+// decimal parses a non-negative decimal number without sign.
+func decimal(s string) (int, bool) {
+	if s == "" || strings.TrimLeft(s, "0123456789") != "" {
+		return 0, false
+	}
+	n, err := strconv.Atoi(s)
+	return n, err == nil
 }
 
 func splitList(s string) []string {
@@ -197,6 +206,12 @@ func Build(wasm []byte, meta Metadata, created time.Time) (*Built, error) {
 // Wasm OCI artifact.
 var ErrNotWapperArtifact = errors.New("not a wasm plugin artifact")
 
+// MaxModuleSize bounds the module size a manifest may declare. A client
+// allocates the declared size before it reads the module, so a hostile
+// registry could otherwise make it allocate any amount. It matches the
+// bound the host puts on modules it downloads from the cloud.
+const MaxModuleSize = 512 << 20
+
 // Artifact is a parsed plugin manifest.
 type Artifact struct {
 	Manifest ocispec.Manifest
@@ -243,9 +258,12 @@ func Parse(mediaType string, manifest []byte) (*Artifact, error) {
 	if err := layers[0].Digest.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: wasm layer digest: %v", ErrNotWapperArtifact, err)
 	}
+	if n := layers[0].Size; n <= 0 || n > MaxModuleSize {
+		return nil, fmt.Errorf("%w: wasm layer size %d is not between 1 and %d bytes", ErrNotWapperArtifact, n, MaxModuleSize)
+	}
 	meta, err := MetadataFrom(m.Annotations)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrNotWapperArtifact, err)
 	}
 	return &Artifact{Manifest: m, Module: layers[0], Metadata: meta}, nil
 }

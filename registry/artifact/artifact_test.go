@@ -49,3 +49,28 @@ func TestParseRefusesOtherManifests(t *testing.T) {
 		}
 	}
 }
+
+// TestParseRefusesBadModuleOrMetadata refuses a module size a client could
+// not safely allocate and ABI versions that do not read back the same.
+func TestParseRefusesBadModuleOrMetadata(t *testing.T) {
+	const d = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+	man := func(size, annotations string) string {
+		return `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.wasm.config.v0+json","digest":"` + d +
+			`","size":2},"layers":[{"mediaType":"application/wasm","digest":"` + d + `","size":` + size + `}],"annotations":{` + annotations + `}}`
+	}
+	for name, m := range map[string]string{
+		"huge module":   man("1099511627776", ""),
+		"empty module":  man("0", ""),
+		"negative size": man("-1", ""),
+		"abi 0":         man("2", `"dev.wapper.abi.version":"0.5"`),
+		"abi sign":      man("2", `"dev.wapper.abi.version":"1.-1"`),
+		"abi plus":      man("2", `"dev.wapper.abi.version":"+1"`),
+	} {
+		if _, err := artifact.Parse("", []byte(m)); !errors.Is(err, artifact.ErrNotWapperArtifact) {
+			t.Errorf("%s: want ErrNotWapperArtifact, got %v", name, err)
+		}
+	}
+	if _, err := artifact.Parse("", []byte(man("2", `"dev.wapper.abi.version":"1.0"`))); err != nil {
+		t.Fatalf("valid manifest refused: %v", err)
+	}
+}

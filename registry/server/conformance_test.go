@@ -9,17 +9,21 @@ import (
 	"strconv"
 	"testing"
 
+	"wapper.dev/wapper/internal/testenv"
 	"wapper.dev/wapper/registry/internal/regtest"
 )
 
 // TestOCIConformance runs the official distribution-spec conformance
-// program, with every workflow and data set enabled, against
+// program, with every workflow and every data set but one enabled, against
 // `wapper registry serve` running as its own process with basic auth and
 // anonymous reads off. Every check must pass.
+//
+// The one data set left out is "sparse" (manifests naming blobs and
+// manifests that were never pushed; off by default in the suite): the
+// registry refuses those with MANIFEST_BLOB_UNKNOWN, as the spec allows
+// and the distribution reference registry does.
 func TestOCIConformance(t *testing.T) {
-	if testing.Short() {
-		t.Skip("the conformance run takes a while; not in -short")
-	}
+	testenv.Slow(t, "the OCI conformance run takes a while")
 	bin := regtest.ConformanceBin(t)
 	p := regtest.Serve(t, t.TempDir(), "")
 	results := t.TempDir()
@@ -43,7 +47,7 @@ func TestOCIConformance(t *testing.T) {
 		"OCI_API_TAGS_ATOMIC=true", "OCI_API_TAGS_DELETE=true", "OCI_API_TAGS_LIST=true",
 		"OCI_API_REFERRER=true",
 		"OCI_DATA_IMAGE=true", "OCI_DATA_INDEX=true", "OCI_DATA_INDEX_LIST=true",
-		"OCI_DATA_SPARSE=true", "OCI_DATA_ARTIFACT=true", "OCI_DATA_SUBJECT=true",
+		"OCI_DATA_SPARSE=false", "OCI_DATA_ARTIFACT=true", "OCI_DATA_SUBJECT=true",
 		"OCI_DATA_SUBJECT_MISSING=true", "OCI_DATA_ARTIFACT_LIST=true",
 		"OCI_DATA_SUBJECT_LIST=true", "OCI_DATA_DATA_FIELD=true",
 		"OCI_DATA_NONDISTRIBUTABLE=true", "OCI_DATA_CUSTOM_FIELDS=true",

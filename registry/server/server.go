@@ -86,9 +86,13 @@ type apiError struct {
 }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeErrors(w, status, []apiError{{Code: code, Message: msg}})
+}
+
+func writeErrors(w http.ResponseWriter, status int, errs []apiError) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string][]apiError{"errors": {{Code: code, Message: msg}}})
+	_ = json.NewEncoder(w).Encode(map[string][]apiError{"errors": errs})
 }
 
 // ServeHTTP implements http.Handler.
@@ -393,12 +397,115 @@ func (h *Handler) startUpload(w http.ResponseWriter, r *http.Request, name strin
 
 // manifestFields are the parts of a manifest or index the registry reads.
 type manifestFields struct {
-	SchemaVersion int                 `json:"schemaVersion"`
-	MediaType     string              `json:"mediaType"`
-	ArtifactType  string              `json:"artifactType"`
-	Config        *ocispec.Descriptor `json:"config"`
-	Subject       *ocispec.Descriptor `json:"subject"`
-	Annotations   map[string]string   `json:"annotations"`
+	SchemaVersion int                  `json:"schemaVersion"`
+	MediaType     string               `json:"mediaType"`
+	ArtifactType  string               `json:"artifactType"`
+	Config        *ocispec.Descriptor  `json:"config"`
+	Layers        []ocispec.Descriptor `json:"layers"`
+	Manifests     []ocispec.Descriptor `json:"manifests"`
+	Subject       *ocispec.Descriptor  `json:"subject"`
+	Annotations   map[string]string    `json:"annotations"`
+}
+
+// Docker media types the registry knows beside the OCI ones.
+const (
+	mediaTypeDockerManifest     = "application/vnd.docker.distribution.manifest.v2+json"
+	mediaTypeDockerManifestList = "application/vnd.docker.distribution.manifest.list.v2+json"
+	mediaTypeDockerForeignLayer = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+)
+
+// externalLayer reports whether desc is a non-distributable layer that
+// names where it is kept: such a layer is not pushed to the registry, so
+// its absence is no error (as in the distribution reference registry).
+func externalLayer(desc ocispec.Descriptor) bool {
+	if len(desc.URLs) == 0 {
+		return false
+	}
+	switch desc.MediaType {
+	case ocispec.MediaTypeImageLayerNonDistributable, //nolint:staticcheck // deprecated, still pushed by older tools
+		ocispec.MediaTypeImageLayerNonDistributableGzip, //nolint:staticcheck // idem
+		ocispec.MediaTypeImageLayerNonDistributableZstd, //nolint:staticcheck // idem
+		mediaTypeDockerForeignLayer:
+		return true
+	}
+	return false
+}
+
+// maxMissingReported bounds the errors a refused manifest push answers
+// with, so that a manifest naming thousands of missing blobs costs neither
+// thousands of lookups nor a response larger than itself.
+const maxMissingReported = 100
+
+// checkReferences makes sure that repository name holds everything a
+// manifest of media type mt names: the config and layers of an image
+// manifest (as blobs), the manifests of an image index. The subject is
+// not checked: the referrers API lets a referrer be pushed before its
+// subject. Other media types are not checked. It writes the error
+// response (400 MANIFEST_BLOB_UNKNOWN for each missing digest, as the
+// distribution-spec asks, up to maxMissingReported of them) and returns
+// false when something is missing.
+func (h *Handler) checkReferences(w http.ResponseWriter, name, mt string, m *manifestFields) bool {
+	type ref struct {
+		field    string
+		desc     ocispec.Descriptor
+		manifest bool // must be a manifest of the repository, not a blob
+	}
+	var refs []ref
+	switch mt {
+	case ocispec.MediaTypeImageManifest, mediaTypeDockerManifest:
+		if m.Config == nil {
+			writeError(w, http.StatusBadRequest, codeManifestInvalid, "image manifest has no config")
+			return false
+		}
+		refs = append(refs, ref{field: "config", desc: *m.Config})
+		for i, l := range m.Layers {
+			if !externalLayer(l) {
+				refs = append(refs, ref{field: fmt.Sprintf("layers[%d]", i), desc: l})
+			}
+		}
+	case ocispec.MediaTypeImageIndex, mediaTypeDockerManifestList:
+		for i, c := range m.Manifests {
+			refs = append(refs, ref{field: fmt.Sprintf("manifests[%d]", i), desc: c, manifest: true})
+		}
+	}
+	var missing []apiError
+	seen := make(map[digest.Digest]bool, len(refs))
+	for _, r := range refs {
+		if len(missing) == maxMissingReported {
+			break
+		}
+		d, err := store.ParseDigest(r.desc.Digest.String())
+		if err != nil {
+			writeError(w, http.StatusBadRequest, codeManifestInvalid, r.field+": "+err.Error())
+			return false
+		}
+		if seen[d] {
+			continue
+		}
+		seen[d] = true
+		what := "manifest"
+		if !r.manifest {
+			// A layer may itself be a manifest (nested artifacts), as
+			// the reference registry allows.
+			if _, err := h.cfg.Store.StatBlob(name, d); err == nil {
+				continue
+			}
+			what = "blob"
+		}
+		if h.cfg.Store.HasManifest(name, d) {
+			continue
+		}
+		missing = append(missing, apiError{
+			Code:    codeManifestBlobUnknown,
+			Message: fmt.Sprintf("%s names %s %s, which repository %s does not hold; push it first", r.field, what, d, name),
+			Detail:  d.String(),
+		})
+	}
+	if len(missing) > 0 {
+		writeErrors(w, http.StatusBadRequest, missing)
+		return false
+	}
+	return true
 }
 
 func isDigest(ref string) bool { return strings.Contains(ref, ":") }
@@ -472,7 +579,9 @@ func (h *Handler) manifest(w http.ResponseWriter, r *http.Request, name, ref str
 		_ = json.Unmarshal(body, &m)
 		var subject digest.Digest
 		if m.Subject != nil {
-			subject = m.Subject.Digest
+			// Stores written before subjects were checked on push may
+			// hold a malformed one: such a manifest has no referrer entry.
+			subject, _ = store.ParseDigest(m.Subject.Digest.String())
 		}
 		if err := h.cfg.Store.DeleteManifest(name, d, subject); err != nil {
 			h.storeError(w, err, codeManifestUnknown)
@@ -498,7 +607,7 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, name, ref 
 	ct := r.Header.Get("Content-Type")
 	var m manifestFields
 	if err := json.Unmarshal(body, &m); err != nil {
-		writeError(w, http.StatusBadRequest, codeManifestInvalid, "manifest is not valid JSON: "+err.Error())
+		writeError(w, http.StatusBadRequest, codeManifestInvalid, "manifest does not parse: "+err.Error())
 		return
 	}
 	if ct == "" {
@@ -540,15 +649,20 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, name, ref 
 		}
 		tags = append(tags, t)
 	}
-	if err := h.cfg.Store.PutManifest(name, d, ct, body, tags); err != nil {
-		h.storeError(w, err, codeManifestBlobUnknown)
-		return
-	}
 	if m.Subject != nil {
 		if _, err := store.ParseDigest(m.Subject.Digest.String()); err != nil {
 			writeError(w, http.StatusBadRequest, codeManifestInvalid, "subject: "+err.Error())
 			return
 		}
+	}
+	if !h.checkReferences(w, name, ct, &m) {
+		return
+	}
+	if err := h.cfg.Store.PutManifest(name, d, ct, body, tags); err != nil {
+		h.storeError(w, err, codeManifestInvalid)
+		return
+	}
+	if m.Subject != nil {
 		at := m.ArtifactType
 		if at == "" && m.Config != nil {
 			at = m.Config.MediaType

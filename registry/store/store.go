@@ -82,8 +82,9 @@ const UploadTTL = 7 * 24 * time.Hour
 type Store struct {
 	root string
 	lock *os.File
-	// mu orders content removal against link creation: links take it
-	// shared, removal exclusively.
+	// mu guards the content files under blobs/ against removal while a
+	// link to them is being made: writers of blob and manifest links hold
+	// it shared, collect (which removes unlinked content) exclusively.
 	mu sync.RWMutex
 }
 
@@ -450,6 +451,15 @@ func (s *Store) Resolve(name, tag string) (digest.Digest, error) {
 		return "", ErrNotFound
 	}
 	return digest.Parse(strings.TrimSpace(string(b)))
+}
+
+// HasManifest reports whether repository name holds manifest d.
+func (s *Store) HasManifest(name string, d digest.Digest) bool {
+	if _, err := os.Stat(linkPath(s, name, "_manifests", d)); err != nil {
+		return false
+	}
+	_, ok := s.HasContent(d)
+	return ok
 }
 
 // GetManifest returns manifest d of repository name and its media type.

@@ -9,13 +9,13 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/simonvetter/modbus"
 
 	"wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/internal/testenv"
 )
 
 // benchBlock is the block read on every iteration: 16 holding registers.
@@ -79,9 +79,7 @@ func BenchmarkModbusReadNative(b *testing.B) { benchModbusNative(b, benchServer(
 
 // TestModbusThroughput prints the side-by-side numbers for make bench.
 func TestModbusThroughput(t *testing.T) {
-	if os.Getenv("WAPPER_BENCH") != "1" {
-		t.Skip("a benchmark; make bench runs it with WAPPER_BENCH=1")
-	}
+	testenv.Opt(t, "WAPPER_BENCH", "a benchmark that prints wasm and native reads/s for make bench (mk/io.mk); go test -bench 'ModbusRead' gives the same numbers")
 	port := benchServer(t)
 	// Interleave the two sides and keep each side's best of three, so
 	// that a busy moment on the machine does not decide the ratio.

@@ -48,9 +48,7 @@ func TestAllDecodes(t *testing.T) {
 // TestUpToDate regenerates the CRDs with hack/k8s/gen-crds.sh (controller-gen
 // from the Go module proxy) and compares them with the committed files.
 func TestUpToDate(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs controller-gen; skipped with -short")
-	}
+	testenv.Slow(t, "runs controller-gen from the Go module proxy")
 	goBin := testenv.Bin(t, "go")
 	out := t.TempDir()
 	cmd := exec.Command(filepath.Join(testenv.Root(), "hack", "k8s", "gen-crds.sh"), out)

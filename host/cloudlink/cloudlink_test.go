@@ -28,6 +28,7 @@ import (
 	"wapper.dev/wapper/cloud/server"
 	"wapper.dev/wapper/host/cloudlink"
 	"wapper.dev/wapper/internal/k8stest"
+	"wapper.dev/wapper/internal/testenv"
 )
 
 func TestMain(m *testing.M) { os.Exit(k8stest.Run(m)) }
@@ -584,10 +585,7 @@ func must(t *testing.T, err error) {
 // TestNoClientGo guards DESIGN §3: the edge binary links cloudlink and must
 // not link client-go.
 func TestNoClientGo(t *testing.T) {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("go tool not on PATH")
-	}
+	goBin := testenv.Bin(t, "go")
 	for _, pkg := range []string{"wapper.dev/wapper/host/cloudlink", "wapper.dev/wapper/cloud/linkproto"} {
 		out, err := exec.Command(goBin, "list", "-deps", pkg).CombinedOutput()
 		if err != nil {

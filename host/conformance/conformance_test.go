@@ -23,7 +23,7 @@ func run(t *testing.T, plugin string, caseTimeout time.Duration) conformance.Rep
 	}
 	var logs bytes.Buffer
 	opts := conformance.Options{CaseTimeout: caseTimeout, Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))}
-	if testing.Short() {
+	if testenv.Short() {
 		opts.Cycles = 20
 	}
 	rep := conformance.Run(context.Background(), wasm, opts)

@@ -17,6 +17,7 @@ import (
 
 	"wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
 	"wapper.dev/wapper/host/devices"
+	"wapper.dev/wapper/host/kv"
 	"wapper.dev/wapper/host/runtime"
 	"wapper.dev/wapper/host/store"
 	"wapper.dev/wapper/internal/testenv"
@@ -42,50 +43,96 @@ func phases(m *devices.Manager) map[devices.Phase]int {
 	return out
 }
 
-// TestAddRetriesWhileInstanceBusy: a plugin with one instance, kept busy by
-// a device whose reads are slow, while more devices are added with an add
-// timeout far shorter than a read. Adds that find the instance busy are
-// retried with backoff (visible in the status and the metric) instead of
-// leaving the devices in Error: every device ends up running and reading.
+// TestAddRetriesWhileInstanceBusy: a plugin with one instance, held busy
+// by a device's read until the test lets it go, while more devices are
+// added with an add timeout far shorter than that. Every add finds the
+// instance busy, so every new device is retried with backoff, visible in
+// its status (Pending, attempts, "retrying in", the next attempt) and in
+// wapper_device_add_retries_total, instead of landing in Error; once the
+// instance is free, every device ends up running and reading. The hold
+// (the faulty test plugin's "hold" fault, released through the plugin's kv
+// store) makes this independent of the machine's speed.
 func TestAddRetriesWhileInstanceBusy(t *testing.T) {
 	ctx := context.Background()
 	reg := prometheus.NewRegistry()
-	m := newManagerWith(t, t.TempDir(), filepath.Dir(testenv.Plugin(t, "virtual")), func(o *devices.Options) {
+	var st *store.Store
+	m := newManagerWith(t, t.TempDir(), filepath.Dir(testenv.TestPlugin(t, "faulty")), func(o *devices.Options) {
 		o.Registerer = reg
 		o.AddTimeout = 20 * time.Millisecond
 		o.RetryMin, o.RetryMax = 10*time.Millisecond, 200*time.Millisecond
 		o.AddConcurrency = 4
 		o.ReadWait = 50 * time.Millisecond
+		st = o.Store
 	})
-	set := set("slow")
-	set.Plugins[0].Spec.Limits = v1alpha1.Limits{Instances: 1, CallTimeout: metav1.Duration{Duration: 30 * time.Second}}
-	set.Devices = []*v1beta1.Device{virtualDevice("slow", map[string]any{"kind": "counter", "delayMs": 300})}
+	pluginKV, err := kv.Open(st.DB(), "faulty", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := func() {
+		if err := pluginKV.Set([]byte("h/release"), []byte{1}); err != nil {
+			t.Error(err)
+		}
+	}
+	t.Cleanup(release) // before the manager closes, also when the test fails
+	faultyDevice := func(name, visitor string) *v1beta1.Device {
+		return &v1beta1.Device{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
+			Spec: v1beta1.DeviceSpec{DeviceModelRef: &corev1.LocalObjectReference{Name: "fm"}, Properties: []v1beta1.DeviceProperty{{Name: "n",
+				Visitors: v1beta1.VisitorConfig{ConfigData: &v1beta1.CustomizedValue{Data: map[string]any{"fault": visitor, "key": "h"}}}}}}}
+	}
+	set := devices.ResourceSet{
+		Plugins: []*v1alpha1.MapperPlugin{{ObjectMeta: metav1.ObjectMeta{Name: "faulty"},
+			Spec: v1alpha1.MapperPluginSpec{Protocols: []string{"faulty"}, Module: v1alpha1.Module{File: "faulty.wasm"},
+				// The call timeout only bounds a hang: the test releases
+				// the hold long before.
+				Limits: v1alpha1.Limits{Instances: 1, CallTimeout: metav1.Duration{Duration: 5 * time.Minute}}}}},
+		Models: []*v1beta1.DeviceModel{{ObjectMeta: metav1.ObjectMeta{Name: "fm", Namespace: "default"},
+			Spec: v1beta1.DeviceModelSpec{Protocol: "faulty", Properties: []v1beta1.ModelProperty{
+				{Name: "n", Type: v1beta1.INT, AccessMode: v1beta1.ReadOnly}}}}},
+		Devices: []*v1beta1.Device{faultyDevice("holder", "hold")},
+	}
 	if err := m.Apply(ctx, "manifests", set); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the slow device reading", func() bool {
-		d, _ := m.Device("default", "slow")
-		return d.Phase == devices.PhaseRunning && len(d.Twins) > 0 && d.Twins[0].Reported != ""
+	waitFor(t, "the holder's read to hold the only instance", func() bool {
+		_, ok, _ := pluginKV.Get([]byte("h/held"))
+		return ok
 	})
 	const n = 12
 	for i := range n {
-		set.Devices = append(set.Devices, virtualDevice(fmt.Sprint("d", i), map[string]any{"kind": "counter"}, map[string]any{"kind": "setpoint"}))
+		set.Devices = append(set.Devices, faultyDevice(fmt.Sprint("d", i), "none"))
 	}
 	if err := m.Apply(ctx, "manifests", set); err != nil {
 		t.Fatal(err)
 	}
-	sawRetrying := false
+	// While the instance is held, no add can succeed: every new device
+	// fails its first attempt and waits for the next, never in Error.
+	waitFor(t, "every new device retrying", func() bool {
+		retrying := 0
+		for _, d := range m.Devices() {
+			if d.Name == "holder" {
+				continue
+			}
+			switch {
+			case d.Phase == devices.PhaseError || d.Phase == devices.PhaseRunning:
+				t.Fatalf("device %s is %s while the only instance is held: %s", d.Name, d.Phase, d.Reason)
+			case d.Phase == devices.PhasePending && d.Attempts > 0:
+				if !strings.Contains(d.Reason, "retrying in") || d.NextAttempt.IsZero() {
+					t.Fatalf("retrying device %s: reason %q, next attempt %v", d.Name, d.Reason, d.NextAttempt)
+				}
+				retrying++
+			}
+		}
+		return retrying == n
+	})
+	if got := counterSum(t, reg, "wapper_device_add_retries_total"); got < n {
+		t.Fatalf("wapper_device_add_retries_total = %v with %d devices retrying, want at least %d", got, n, n)
+	}
+	release()
 	waitFor(t, "every device running and read", func() bool {
 		ok := 0
 		for _, d := range m.Devices() {
 			if d.Phase == devices.PhaseError {
 				t.Fatalf("device %s in Error: %s", d.Name, d.Reason)
-			}
-			if d.Phase == devices.PhasePending && d.Attempts > 0 {
-				sawRetrying = true
-				if !strings.Contains(d.Reason, "retrying in") || d.NextAttempt.IsZero() {
-					t.Fatalf("retrying device %s: reason %q, next attempt %v", d.Name, d.Reason, d.NextAttempt)
-				}
 			}
 			if d.Phase == devices.PhaseRunning && d.Twins[0].Reported != "" {
 				ok++
@@ -98,22 +145,28 @@ func TestAddRetriesWhileInstanceBusy(t *testing.T) {
 		}
 		return ok == n+1
 	})
-	retries := 0.0
+	t.Logf("add retries: %v; phases now %v", counterSum(t, reg, "wapper_device_add_retries_total"), phases(m))
+	if got := gaugeValue(t, reg, "wapper_devices", "Running"); got != n+1 {
+		t.Fatalf("wapper_devices{phase=Running} = %v, want %d", got, n+1)
+	}
+}
+
+// counterSum is the sum of a counter over all its labels.
+func counterSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
+	sum := 0.0
 	for _, mf := range mfs {
-		if mf.GetName() == "wapper_device_add_retries_total" {
+		if mf.GetName() == name {
 			for _, x := range mf.GetMetric() {
-				retries += x.GetCounter().GetValue()
+				sum += x.GetCounter().GetValue()
 			}
 		}
 	}
-	t.Logf("add retries: %v (a device seen retrying in its status: %v); phases now %v", retries, sawRetrying, phases(m))
-	if got := gaugeValue(t, reg, "wapper_devices", "Running"); got != n+1 {
-		t.Fatalf("wapper_devices{phase=Running} = %v, want %d", got, n+1)
-	}
+	return sum
 }
 
 // TestPluginFileAppearsLater: a MapperPlugin whose module file is missing

@@ -170,7 +170,7 @@ func describe(err error) error {
 		case sys.ExitCodeContextCanceled:
 			return fmt.Errorf("call cancelled")
 		}
-		return fmt.Errorf("plugin exited with code %d (a Go plugin exits 2 on a fatal runtime error such as out of memory; see the plugin's stderr in the log)", exit.ExitCode())
+		return fmt.Errorf("plugin exited with code %d (see the plugin's stderr in the log)", exit.ExitCode())
 	}
 	return fmt.Errorf("trap: %w", err)
 }
@@ -233,8 +233,11 @@ func (in *instance) call(export string, f api.Function) ([]byte, error) {
 		return nil, nil
 	}
 	ptr, n := abi.Unpack(r)
-	if n == 0 || n > abi.MaxMessage {
-		return nil, in.kill(export, reasonMalformed, abi.ErrInternal, fmt.Errorf("result length %d is outside 1..%d", n, abi.MaxMessage))
+	switch {
+	case n == 0:
+		return nil, in.kill(export, reasonMalformed, abi.ErrInternal, fmt.Errorf("result of length 0 (a result buffer holds at least its status byte)"))
+	case n > abi.MaxMessage:
+		return nil, in.kill(export, reasonMalformed, abi.ErrTooLarge, fmt.Errorf("result of %d bytes exceeds the ABI limit of %d", n, abi.MaxMessage))
 	}
 	buf, ok := in.mem.Read(ptr, n)
 	if !ok {
@@ -325,30 +328,35 @@ func (in *instance) put(b []byte) (uint32, error) {
 }
 
 // lineWriter turns a guest's stdout or stderr into log lines, under the
-// plugin's log rate limit.
+// plugin's log rate limit. A line longer than abi.MaxLogMessage is cut
+// there, as the log host function cuts it: the rest of it is dropped.
 type lineWriter struct {
-	mu    sync.Mutex // guards buf
+	mu    sync.Mutex // guards buf and cut
 	in    *instance
 	level slog.Level
 	buf   []byte
+	cut   bool // the line in progress was logged cut: drop the rest of it
 }
 
 func (w *lineWriter) Write(b []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.buf = append(w.buf, b...)
-	for {
-		i := bytes.IndexByte(w.buf, '\n')
-		if i < 0 {
-			if len(w.buf) > abi.MaxLogMessage {
-				i = abi.MaxLogMessage
-			} else {
-				return len(b), nil
-			}
+	n := len(b)
+	for len(b) > 0 {
+		line, rest, eol := bytes.Cut(b, []byte{'\n'})
+		b = rest
+		if w.cut {
+			w.cut = !eol
+			continue
 		}
-		w.in.p.logs.log(w.in, w.level, string(w.buf[:i]), "stream", streamName(w.level))
-		w.buf = w.buf[min(i+1, len(w.buf)):]
+		w.buf = append(w.buf, line[:min(len(line), abi.MaxLogMessage-len(w.buf))]...)
+		if eol || len(w.buf) == abi.MaxLogMessage {
+			w.in.p.logs.log(w.in, w.level, string(w.buf), "stream", streamName(w.level))
+			w.buf = w.buf[:0]
+			w.cut = !eol
+		}
 	}
+	return n, nil
 }
 
 func streamName(l slog.Level) string {

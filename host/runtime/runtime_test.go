@@ -277,7 +277,7 @@ func TestLoaderRefusals(t *testing.T) {
 func TestMemoryLimitBelowModuleMinimum(t *testing.T) {
 	e := newEnv(t)
 	wasm, _ := os.ReadFile(testenv.Plugin(t, "virtual"))
-	_, err := e.eng.Load(context.Background(), runtime.Config{Name: "tiny", Wasm: wasm, MemoryMiB: 1})
+	_, err := e.eng.Load(context.Background(), runtime.Config{Name: "tiny", Wasm: wasm, MemoryMiB: 4})
 	if err == nil || !strings.Contains(err.Error(), "initial memory is larger than limits.memoryMiB allows") {
 		t.Fatalf("err = %v", err)
 	}
@@ -285,22 +285,42 @@ func TestMemoryLimitBelowModuleMinimum(t *testing.T) {
 
 // TestFaultsAreContained runs each misbehaving read while a healthy device
 // of the same plugin and a device of another plugin keep being read. Each
-// fault must fail only its own call, be logged with its reason, and the
-// plugin must come back with a new instance that serves the device again.
+// fault must fail only its own call with its own code, be logged with its
+// reason, and the plugin must come back with a new instance that serves the
+// device again.
+//
+// Nothing here depends on the machine's speed: every fault but "loop" ends
+// on its own, at once, under a call timeout far longer than it needs (so a
+// busy machine cannot turn it into a timeout), and "oom" asks for one chunk
+// larger than the whole memory limit, so it fails on its first allocation
+// instead of racing the deadline while the heap fills. "loop" ends only by
+// its deadline, which is long enough that the neighbours' reads are done
+// long before it.
 func TestFaultsAreContained(t *testing.T) {
-	faults := []struct{ fault, reason string }{
-		{"loop", "reason=timeout"},
-		{"trap", "reason=trap"},
-		{"panic", "reason=panic"},
-		{"oom", "out of memory"}, // Go aborts (a trap) after printing this to stderr
-		{"exit", "reason=exit"},
+	faults := []struct {
+		fault, visitor string
+		timeout        time.Duration
+		code           abi.Code
+		err            string // in the call's error
+		log            string // in the host log
+	}{
+		{"loop", `{"fault":"loop"}`, 20 * time.Second, abi.ErrTimeout, "exceeded its deadline", "reason=timeout"},
+		{"trap", `{"fault":"trap"}`, 5 * time.Minute, abi.ErrInternal, "trap", "reason=trap"},
+		{"panic", `{"fault":"panic"}`, 5 * time.Minute, abi.ErrPanic, "faulty plugin panics on purpose", "reason=panic"},
+		// When memory.grow fails, Go's runtime prints "fatal error: out of
+		// memory" to stderr and aborts: a trap (unreachable).
+		{"oom", `{"fault":"oom","mb":256}`, 5 * time.Minute, abi.ErrInternal, "trap", "out of memory"},
+		{"exit", `{"fault":"exit"}`, 5 * time.Minute, abi.ErrInternal, "exited with code 3", "reason=exit"},
 	}
 	for _, f := range faults {
 		t.Run(f.fault, func(t *testing.T) {
 			e := newEnv(t)
-			c := ctx(t)
+			// Bounds a hang only; it outlasts the loop's deadline and a
+			// restart on a busy machine.
+			c, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
 			faulty := e.load("faulty", testenv.TestPlugin(t, "faulty"), func(cfg *runtime.Config) {
-				cfg.CallTimeout = 2 * time.Second
+				cfg.CallTimeout = f.timeout
 				cfg.MemoryMiB = 48
 			})
 			virtual := e.load("virtual", testenv.Plugin(t, "virtual"), nil)
@@ -309,7 +329,7 @@ func TestFaultsAreContained(t *testing.T) {
 				t.Fatal(err)
 			}
 			if err := faulty.AddDevice(c, abi.Device{ID: 1, Name: "bad", Properties: []abi.Property{
-				prop(0, "boom", "INT", "ReadOnly", `{"fault":"`+f.fault+`"}`),
+				prop(0, "boom", "INT", "ReadOnly", f.visitor),
 				prop(1, "ok", "INT", "ReadOnly", `{"fault":"none"}`)}}); err != nil {
 				t.Fatal(err)
 			}
@@ -331,8 +351,8 @@ func TestFaultsAreContained(t *testing.T) {
 				if _, err := virtual.Read(c, 1, 0); err != nil {
 					t.Fatalf("healthy plugin read %d: %v", i, err)
 				}
-				if _, err := faulty.Read(c, 2, 0); err != nil && f.fault == "loop" {
-					t.Fatalf("neighbour read %d during the loop: %v", i, err)
+				if _, err := faulty.Read(c, 2, 0); err != nil {
+					t.Fatalf("neighbour read %d during the %s: %v", i, f.fault, err)
 				}
 			}
 			if f.fault == "loop" {
@@ -347,8 +367,11 @@ func TestFaultsAreContained(t *testing.T) {
 				t.Fatal("faulty read succeeded")
 			}
 			t.Logf("fault %s: %v", f.fault, err)
-			if f.fault == "loop" && abi.CodeOf(err) != abi.ErrTimeout {
-				t.Errorf("loop error code = %v, want timeout", abi.CodeOf(err))
+			if got := abi.CodeOf(err); got != f.code {
+				t.Errorf("error code = %v, want %v (%v)", got, f.code, err)
+			}
+			if !strings.Contains(err.Error(), f.err) {
+				t.Errorf("error %q lacks %q", err, f.err)
 			}
 			// The plugin recovers: the same device is served again, by a
 			// new instance when the old one was thrown away.
@@ -372,11 +395,8 @@ func TestFaultsAreContained(t *testing.T) {
 				time.Sleep(20 * time.Millisecond)
 			}
 			logs := e.logs.String()
-			if !strings.Contains(logs, "throwing it away") || !strings.Contains(logs, f.reason) {
-				t.Fatalf("log lacks the failure with %s:\n%s", f.reason, logs)
-			}
-			if f.fault == "panic" && !strings.Contains(logs, "faulty plugin panics on purpose") {
-				t.Fatalf("log lacks the failure with %s:\n%s", f.reason, logs)
+			if !strings.Contains(logs, "throwing it away") || !strings.Contains(logs, f.log) {
+				t.Fatalf("log lacks the failure with %s:\n%s", f.log, logs)
 			}
 			if _, err := virtual.Read(c, 1, 0); err != nil {
 				t.Fatalf("healthy plugin after the fault: %v", err)

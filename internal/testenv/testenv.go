@@ -1,6 +1,17 @@
 // Package testenv finds the real peers and built artifacts that tests use,
-// and decides what happens when one is missing: under CI=true the test
-// fails, elsewhere it is skipped with the command that would provide it.
+// and decides what happens when one is missing. Every skip in the
+// repository's tests goes through it, so that a green `make test` (which
+// .ci/run runs with CI=true) means what it says:
+//
+//   - A missing peer, tool or artifact ([Missing], [Bin], [Artifact]): under
+//     CI=true the test fails; elsewhere it is skipped with the command that
+//     would provide it.
+//   - A slow test ([Slow]) is skipped under -short with the reason, except
+//     under CI=true, where -short is ignored and it runs.
+//   - An opt-in test ([Opt]), such as a benchmark that prints numbers for
+//     `make bench`, measures rather than checks: it runs only when its
+//     variable is 1, under CI=true too, and says so when skipped. It must
+//     not be the only test of anything.
 package testenv
 
 import (
@@ -11,8 +22,36 @@ import (
 	"testing"
 )
 
-// CI reports whether tests run under CI=true, where nothing may be skipped.
+// CI reports whether tests run under CI=true, where no check is skipped.
 func CI() bool { return os.Getenv("CI") == "true" }
+
+// Short reports whether a test should do less work (fewer cycles, say):
+// under -short, but never under CI=true.
+func Short() bool { return testing.Short() && !CI() }
+
+// Slow skips a slow test under -short, saying why it is slow; under
+// CI=true it always runs.
+func Slow(t testing.TB, why string) {
+	t.Helper()
+	if testing.Short() {
+		if CI() {
+			t.Logf("-short is ignored under CI=true: %s", why)
+			return
+		}
+		t.Skipf("skipped with -short: %s", why)
+	}
+}
+
+// Opt runs an opt-in test only when the environment variable env is "1",
+// and otherwise skips it with why and how to run it. Opt-in tests are
+// measurements (benchmarks for `make bench`), not checks, so they are
+// skipped under CI=true as well.
+func Opt(t testing.TB, env, why string) {
+	t.Helper()
+	if os.Getenv(env) != "1" {
+		t.Skipf("opt-in, runs with %s=1: %s", env, why)
+	}
+}
 
 // Missing fails the test under CI and skips it elsewhere.
 func Missing(t testing.TB, what, hint string) {

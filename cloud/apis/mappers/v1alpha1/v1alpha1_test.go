@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	v1alpha1 "wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/internal/testenv"
 )
 
 const issueYAML = `
@@ -268,10 +269,7 @@ func TestScheme(t *testing.T) {
 // TestNoClientGo guards DESIGN §3: the edge binary imports this package and
 // must not link client-go.
 func TestNoClientGo(t *testing.T) {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("go tool not on PATH")
-	}
+	goBin := testenv.Bin(t, "go")
 	out, err := exec.Command(goBin, "list", "-deps", "wapper.dev/wapper/cloud/apis/mappers/v1alpha1").CombinedOutput()
 	if err != nil {
 		t.Fatalf("go list: %v\n%s", err, out)

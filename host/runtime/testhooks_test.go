@@ -1,0 +1,12 @@
+package runtime
+
+import "time"
+
+// SetFailuresForTest sets what decides the plugin's next restart delay:
+// the failures in a row so far and the time of the last one. Tests use it
+// to reach the backoff's cap and its reset without waiting for them.
+func SetFailuresForTest(p *Plugin, failures int, last time.Time) {
+	p.poolMu.Lock()
+	defer p.poolMu.Unlock()
+	p.failures, p.lastFail = failures, last
+}

@@ -48,12 +48,22 @@ lint:
 	cd abi && $(GO) vet ./...
 	cd sdk-go && $(GO) vet ./... && $(WASMENV) $(GO) vet ./...
 
+# The host, cloud and registry packages run their tests under the race
+# detector (it needs cgo; the plugins stay CGO-free). The others, and the
+# stack guard (a single-threaded binary rewriter whose spec-suite tests the
+# detector would only slow down), run without it.
+RACE_RE := ^wapper.dev/wapper/(host|cloud|registry)(/|$$)
+NO_RACE_RE := /internal/stackguard$$
+RACE_PKGS = $(shell $(GO) list ./... | grep -E '$(RACE_RE)' | grep -vE '$(NO_RACE_RE)')
+RACE_FREE = $(shell $(GO) list ./... | grep -vE '$(RACE_RE)'; $(GO) list ./... | grep -E '$(NO_RACE_RE)')
+
 # Every test. Tests that need a peer fail under CI=true when it is missing.
 test: deps build plugins testplugins $(TEST_PREREQS)
 	cd abi && $(GO) test -count=1 ./...
 	cd sdk-go && $(GO) test -count=1 ./...
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 20m ./...
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 40m $(RACE_PKGS)
+	$(GO) test -count=1 -timeout 20m $(RACE_FREE)
 	$(foreach s,$(TEST_STEPS),$(s) &&) true
 
 bench: build plugins testplugins

@@ -14,6 +14,7 @@ import (
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
 	"wapper.dev/wapper/abi"
+	"wapper.dev/wapper/host/runtime/internal/stackguard"
 )
 
 // sig is a function signature in wasm value types.
@@ -168,7 +169,7 @@ func Verify(ctx context.Context, wasm []byte) (*ModuleInfo, error) {
 }
 
 func checkWith(ctx context.Context, r wazero.Runtime, wasm []byte) (*ModuleInfo, error) {
-	info, compiled, err := compileChecked(ctx, r, wasm)
+	info, compiled, err := compileChecked(ctx, r, wasm, DefaultStackKiB)
 	if compiled != nil {
 		compiled.Close(ctx)
 	}
@@ -177,26 +178,34 @@ func checkWith(ctx context.Context, r wazero.Runtime, wasm []byte) (*ModuleInfo,
 
 // compileChecked compiles a module and checks it; on success the caller
 // owns the compiled module.
-func compileChecked(ctx context.Context, r wazero.Runtime, wasm []byte) (*ModuleInfo, wazero.CompiledModule, error) {
+func compileChecked(ctx context.Context, r wazero.Runtime, wasm []byte, stackKiB int) (*ModuleInfo, wazero.CompiledModule, error) {
 	info := &ModuleInfo{ABIMinor: -1, Size: len(wasm)}
 	if len(wasm) < 8 || string(wasm[:4]) != "\x00asm" {
 		info.Problems = append(info.Problems, "not a WebAssembly module (no \\0asm header)")
 		return info, nil, info.err()
 	}
-	wasm, tables, err := boundTables(wasm)
+	prep, err := prepare(wasm, stackKiB)
 	if err != nil {
 		info.Problems = append(info.Problems, "invalid or truncated module: "+err.Error())
 		return info, nil, info.err()
 	}
-	info.TableMaxElements = tables.maxElements
-	if len(tables.problems) > 0 {
-		info.Problems = append(info.Problems, tables.problems...)
+	info.TableMaxElements = prep.tables.maxElements
+	if len(prep.tables.problems) > 0 {
+		info.Problems = append(info.Problems, prep.tables.problems...)
 		return info, nil, info.err()
 	}
-	compiled, err := r.CompileModule(ctx, wasm)
+	if prep.err != nil {
+		if errors.Is(prep.err, stackguard.ErrUnsupported) {
+			info.Problems = append(info.Problems, "the host cannot bound this module's stack: "+prep.err.Error())
+		} else {
+			info.Problems = append(info.Problems, "invalid or truncated module: "+prep.err.Error())
+		}
+		return info, nil, info.err()
+	}
+	compiled, err := r.CompileModule(ctx, prep.wasm)
 	if err != nil {
 		if strings.Contains(err.Error(), "over limit") {
-			info.Problems = append(info.Problems, "the module's initial memory is larger than limits.memoryMiB allows once its tables are counted: "+err.Error())
+			info.Problems = append(info.Problems, "the module's initial memory is larger than limits.memoryMiB allows once its tables and wasm stacks are counted: "+err.Error())
 			return info, nil, info.err()
 		}
 		info.Problems = append(info.Problems, "invalid or truncated module: "+err.Error())

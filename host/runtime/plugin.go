@@ -65,6 +65,10 @@ type Config struct {
 	// Report receives readings pushed by the plugin. It must not block for
 	// long: it runs inside a guest call.
 	Report func(Reading)
+	// StackKiB is the wasm stack one call may use, in KiB of frames; zero
+	// means DefaultStackKiB. Deeper calls trap. The host memory the stacks
+	// can take counts against MemoryMiB (SPEC.md §9).
+	StackKiB int
 	// LogBytesPerSecond limits what the plugin writes to the host log
 	// (log host function, stdout and stderr together); zero means
 	// DefaultLogBytesPerSecond.
@@ -152,11 +156,16 @@ func (e *Engine) load(ctx context.Context, cfg Config, skipInit bool) (*Plugin, 
 	if cfg.Instances == 0 {
 		cfg.Instances = DefaultInstances
 	}
+	if cfg.StackKiB == 0 {
+		cfg.StackKiB = DefaultStackKiB
+	}
 	switch {
 	case cfg.MemoryMiB < 1 || cfg.MemoryMiB > abi.MaxMemoryBytes>>20:
 		return nil, fmt.Errorf("plugin %s: limits.memoryMiB %d is outside 1..%d", cfg.Name, cfg.MemoryMiB, abi.MaxMemoryBytes>>20)
 	case cfg.CallTimeout < 0:
 		return nil, fmt.Errorf("plugin %s: limits.callTimeout %v must be positive", cfg.Name, cfg.CallTimeout)
+	case cfg.StackKiB < 1 || cfg.StackKiB > 64<<10:
+		return nil, fmt.Errorf("plugin %s: stack of %d KiB is outside 1..%d", cfg.Name, cfg.StackKiB, 64<<10)
 	case cfg.Instances < 1 || cfg.Instances > MaxInstances:
 		return nil, fmt.Errorf("plugin %s: limits.instances %d is outside 1..%d", cfg.Name, cfg.Instances, MaxInstances)
 	}
@@ -192,7 +201,7 @@ func (e *Engine) load(ctx context.Context, cfg Config, skipInit bool) (*Plugin, 
 		}
 	}()
 	start := time.Now()
-	info, compiled, err := compileChecked(ctx, p.rt, cfg.Wasm)
+	info, compiled, err := compileChecked(ctx, p.rt, cfg.Wasm, cfg.StackKiB)
 	if err != nil {
 		return nil, fmt.Errorf("plugin %s: %w", cfg.Name, err)
 	}
@@ -221,19 +230,20 @@ func (e *Engine) load(ctx context.Context, cfg Config, skipInit bool) (*Plugin, 
 }
 
 // memoryPages is the linear-memory limit of one instance in 64 KiB pages:
-// limits.memoryMiB less what the module's tables can take (SPEC.md §10).
-// A module whose tables are refused gets the whole budget here; the loader
-// refuses it right after with the reason.
+// limits.memoryMiB less what the module's tables and wasm stacks can take
+// (SPEC.md §9). A module the loader refuses gets the whole budget here; it
+// is refused right after with the reason.
 func memoryPages(cfg Config) (uint32, error) {
 	budget := uint64(cfg.MemoryMiB) << 20
-	_, tables, err := boundTables(cfg.Wasm)
-	if err != nil || len(tables.problems) > 0 {
+	prep, err := prepare(cfg.Wasm, cfg.StackKiB)
+	if err != nil || len(prep.tables.problems) > 0 || prep.err != nil {
 		return uint32(budget >> 16), nil
 	}
-	if tables.bytes() >= budget {
-		return 0, fmt.Errorf("plugin %s: the module's tables can take %d MiB (%d elements of 8 bytes), more than limits.memoryMiB %d: raise the limit", cfg.Name, tables.bytes()>>20, tables.maxElements, cfg.MemoryMiB)
+	tables, stacks := prep.tables.bytes(), stackReserve(cfg.StackKiB)
+	if tables+stacks+64<<10 > budget {
+		return 0, fmt.Errorf("plugin %s: limits.memoryMiB %d leaves no room for linear memory: the module's tables can take %d KiB (%d elements of 8 bytes) and its wasm stacks %d KiB; raise the limit", cfg.Name, cfg.MemoryMiB, tables>>10, prep.tables.maxElements, stacks>>10)
 	}
-	return uint32((budget - tables.bytes()) >> 16), nil
+	return uint32((budget - tables - stacks) >> 16), nil
 }
 
 func (p *Plugin) instantiateHost(ctx context.Context) error {

@@ -3,6 +3,7 @@ package runtime_test
 import (
 	"context"
 	"fmt"
+	goruntime "runtime"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -185,26 +186,58 @@ func TestTablesAreBounded(t *testing.T) {
 		t.Logf("Go plugin table: %d elements (%d KiB of host memory)", info.TableMaxElements, info.TableMaxElements*8>>10)
 	})
 	t.Run("counted-in-memory", func(t *testing.T) {
-		// 2^20 elements take 8 MiB of the budget: an 8 MiB plugin has no
-		// room left, a 9 MiB one keeps 1 MiB (16 pages) of linear memory.
+		// 2^20 elements take 8 MiB and the wasm stacks 13 × 2 × 128 KiB
+		// (3.25 MiB): an 11 MiB plugin has no room left for linear memory,
+		// a 12 MiB one keeps 12 pages.
 		table := `(table 1 1048576 funcref)`
 		e := newEnv(t)
 		wasm := hostile{table: table}.build(t)
-		_, err := e.eng.Load(context.Background(), runtime.Config{Name: "t", Wasm: wasm, MemoryMiB: 8})
-		if err == nil || !strings.Contains(err.Error(), "tables can take 8 MiB") {
-			t.Fatalf("8 MiB: %v", err)
+		_, err := e.eng.Load(context.Background(), runtime.Config{Name: "t", Wasm: wasm, MemoryMiB: 11})
+		if err == nil || !strings.Contains(err.Error(), "tables can take 8192 KiB") {
+			t.Fatalf("11 MiB: %v", err)
 		}
-		p, err := e.eng.Load(context.Background(), runtime.Config{Name: "t", Wasm: wasm, MemoryMiB: 9})
+		p, err := e.eng.Load(context.Background(), runtime.Config{Name: "t", Wasm: wasm, MemoryMiB: 12})
 		if err != nil {
-			t.Fatalf("9 MiB: %v", err)
+			t.Fatalf("12 MiB: %v", err)
 		}
 		p.Close(context.Background())
-		big := hostile{table: table, memory: `(memory (export "memory") 17)`}.build(t)
-		_, err = e.eng.Load(context.Background(), runtime.Config{Name: "t", Wasm: big, MemoryMiB: 9})
-		if err == nil || !strings.Contains(err.Error(), "once its tables are counted") {
-			t.Fatalf("17 pages in 9 MiB with an 8 MiB table: %v", err)
+		big := hostile{table: table, memory: `(memory (export "memory") 13)`}.build(t)
+		_, err = e.eng.Load(context.Background(), runtime.Config{Name: "t", Wasm: big, MemoryMiB: 12})
+		if err == nil || !strings.Contains(err.Error(), "once its tables and wasm stacks are counted") {
+			t.Fatalf("13 pages in 12 MiB with an 8 MiB table: %v", err)
 		}
 	})
+}
+
+// TestStackIsBounded: unbounded recursion traps at the plugin's stack
+// budget, long before wazero's own ceiling of about 84 MB a stack, and the
+// plugin keeps serving with a new instance.
+func TestStackIsBounded(t *testing.T) {
+	h := hostile{read: "(call $rec (i32.const 0)) i64.const 0"}
+	h.table = `(func $rec (param i32) (call $rec (i32.add (local.get 0) (i32.const 1))))`
+	e := newEnv(t)
+	p, err := e.loadWasm("t", h.build(t), 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AddDevice(ctx(t), abi.Device{ID: 1, Name: "d", Properties: []abi.Property{prop(0, "p", "INT", "ReadOnly", `{}`)}}); err != nil {
+		t.Fatal(err)
+	}
+	var before, after goruntime.MemStats
+	goruntime.ReadMemStats(&before)
+	_, err = p.Read(ctx(t), 1, 0)
+	goruntime.ReadMemStats(&after)
+	if err == nil || !strings.Contains(err.Error(), "unreachable") {
+		t.Fatalf("endless recursion: %v, want the stack guard's trap", err)
+	}
+	if grown := after.TotalAlloc - before.TotalAlloc; grown > 16<<20 {
+		t.Fatalf("endless recursion allocated %d MiB before it was stopped", grown>>20)
+	}
+	// The next read runs on a new instance and traps the same way, not
+	// earlier: the counter of the old instance went with it.
+	if _, err := p.Read(ctx(t), 1, 0); err == nil || !strings.Contains(err.Error(), "unreachable") {
+		t.Fatalf("second read: %v", err)
+	}
 }
 
 // TestSleepsEndAtTheDeadline: a WASI sleep of ten minutes ends at the call

@@ -1,0 +1,74 @@
+package runtime
+
+import (
+	"crypto/sha256"
+	"sync"
+
+	"wapper.dev/wapper/host/runtime/internal/stackguard"
+)
+
+// DefaultStackKiB is the wasm stack one call may use, in KiB of frames, as
+// the stack guard counts them (SPEC.md §9). Real plugins use under 8 KiB.
+const DefaultStackKiB = 128
+
+// stackHandles is how many exports the host calls on an instance. wazero
+// keeps one native stack per export it calls and never shrinks it, and a
+// stack that grew to U bytes takes up to 2·U of host memory.
+var stackHandles = uint64(len(exportNames))
+
+// stackReserve is the host memory the wasm stacks of one instance can
+// take when each call may use stackKiB; it counts against memoryMiB.
+func stackReserve(stackKiB int) uint64 { return stackHandles * 2 * uint64(stackKiB) << 10 }
+
+// prepared is a module as the loader runs it: tables capped and the stack
+// guard in place.
+type prepared struct {
+	wasm   []byte
+	tables tableInfo
+	err    error // a module the stack guard cannot instrument
+}
+
+// prepareCache keeps the last modules prepared, keyed by content and stack
+// budget: instrumenting a Go plugin takes a tenth of a second, and a host
+// loads the same module again at every restart of a plugin and in tests.
+var prepareCache = struct {
+	mu sync.Mutex // guards m
+	m  map[[sha256.Size + 4]byte]*prepared
+}{m: map[[sha256.Size + 4]byte]*prepared{}}
+
+const prepareCacheSize = 16
+
+// prepare caps the module's tables and instruments it with a stack budget
+// of stackKiB. A decoding error is returned as err; problems the user must
+// fix (a table too large, a feature the stack guard refuses) are in the
+// result.
+func prepare(wasm []byte, stackKiB int) (*prepared, error) {
+	var key [sha256.Size + 4]byte
+	sum := sha256.Sum256(wasm)
+	copy(key[:], sum[:])
+	key[sha256.Size], key[sha256.Size+1], key[sha256.Size+2], key[sha256.Size+3] = byte(stackKiB), byte(stackKiB>>8), byte(stackKiB>>16), byte(stackKiB>>24)
+	prepareCache.mu.Lock()
+	p, ok := prepareCache.m[key]
+	prepareCache.mu.Unlock()
+	if ok {
+		return p, nil
+	}
+	bounded, tables, err := boundTables(wasm)
+	if err != nil {
+		return nil, err
+	}
+	p = &prepared{wasm: bounded, tables: tables}
+	if len(tables.problems) == 0 {
+		p.wasm, p.err = stackguard.Instrument(bounded, stackguard.BudgetForBytes(uint64(stackKiB)<<10))
+	}
+	prepareCache.mu.Lock()
+	defer prepareCache.mu.Unlock()
+	if len(prepareCache.m) >= prepareCacheSize {
+		for k := range prepareCache.m {
+			delete(prepareCache.m, k)
+			break
+		}
+	}
+	prepareCache.m[key] = p
+	return p, nil
+}

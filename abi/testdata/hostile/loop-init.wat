@@ -1,0 +1,25 @@
+;; _initialize never returns: an endless loop. The instantiation deadline
+;; (twice limits.callTimeout) must stop it, every time the host retries.
+(module
+  (memory (export "memory") 2)
+  (data (i32.const 16) "\00\01\00\00\00\00\00\00\00\00")
+  (data (i32.const 32) "\00\01")
+  (global $spins (mut i64) (i64.const 0))
+  (func (export "_initialize")
+    (loop $forever
+      (global.set $spins (i64.add (global.get $spins) (i64.const 1)))
+      (br $forever)))
+  (func (export "wapper_abi_v1") (result i32) (i32.const 0))
+  (func (export "wapper_alloc") (param $n i32) (result i32)
+    (if (result i32) (i32.gt_u (local.get $n) (i32.const 65536))
+      (then (i32.const 0)) (else (i32.const 65536))))
+  (func (export "wapper_free") (param i32))
+  (func (export "wapper_init") (param i32 i32) (result i64) (i64.const 0))
+  (func (export "wapper_device_add") (param i32 i32 i32) (result i64) (i64.const 0))
+  (func (export "wapper_device_update") (param i32 i32 i32) (result i64) (i64.const 0))
+  (func (export "wapper_device_remove") (param i32) (result i64) (i64.const 0))
+  (func (export "wapper_read") (param $dev i32) (param $prop i32) (result i64)
+    (i64.const 0x100000000a))
+  (func (export "wapper_write") (param i32 i32 i32 i32) (result i64) (i64.const 0))
+  (func (export "wapper_device_state") (param i32) (result i64) (i64.const 0x2000000002))
+)

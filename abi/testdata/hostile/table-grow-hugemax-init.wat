@@ -1,0 +1,26 @@
+;; A table whose maximum is 0xFFFFFFFF elements, grown by 0xFFFFFF00 in
+;; _initialize: 32 GiB of host memory while the plugin loads, if the host
+;; lets it. The loader should refuse the maximum, or the grow must fail.
+(module
+  (memory (export "memory") 2)
+  (table $t 1 0xFFFFFFFF funcref)
+  (data (i32.const 16) "\00\01\00\00\00\00\00\00\00\00")
+  (data (i32.const 32) "\00\01")
+  (func (export "_initialize")
+    (i64.store (i32.const 18)
+      (i64.extend_i32_s (table.grow $t (ref.null func) (i32.const 0xFFFFFF00)))))
+  (func (export "wapper_abi_v1") (result i32) (i32.const 0))
+  (func (export "wapper_alloc") (param $n i32) (result i32)
+    (if (result i32) (i32.gt_u (local.get $n) (i32.const 65536))
+      (then (i32.const 0)) (else (i32.const 65536))))
+  (func (export "wapper_free") (param i32))
+  (func (export "wapper_init") (param i32 i32) (result i64) (i64.const 0))
+  (func (export "wapper_device_add") (param i32 i32 i32) (result i64) (i64.const 0))
+  (func (export "wapper_device_update") (param i32 i32 i32) (result i64) (i64.const 0))
+  (func (export "wapper_device_remove") (param i32) (result i64) (i64.const 0))
+  ;; The value read is what table.grow answered in _initialize.
+  (func (export "wapper_read") (param $dev i32) (param $prop i32) (result i64)
+    (i64.const 0x100000000a))
+  (func (export "wapper_write") (param i32 i32 i32 i32) (result i64) (i64.const 0))
+  (func (export "wapper_device_state") (param i32) (result i64) (i64.const 0x2000000002))
+)

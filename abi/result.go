@@ -46,6 +46,10 @@ type BatchEntry struct {
 
 // ParseBatch decodes a batch-read payload holding exactly n entries.
 func ParseBatch(payload []byte, n int) ([]BatchEntry, error) {
+	// Every entry takes at least 5 bytes: check before allocating n.
+	if n < 0 || n > len(payload)/5 {
+		return nil, fmt.Errorf("batch result of %d bytes cannot hold %d entries", len(payload), n)
+	}
 	out := make([]BatchEntry, n)
 	for i := range n {
 		if len(payload) < 5 {

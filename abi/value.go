@@ -181,10 +181,10 @@ func ParseText(t Type, s string) (Value, error) {
 		if err != nil {
 			// Accept an integral float such as "12.0".
 			f, ferr := strconv.ParseFloat(s, 64)
-			if ferr != nil || f != math.Trunc(f) || math.Abs(f) > 1<<63 {
+			var ok bool
+			if n, ok = floatToInt(f); ferr != nil || !ok {
 				return Value{}, fmt.Errorf("%q is not an INT", s)
 			}
-			n = int64(f)
 		}
 		return Int(n), nil
 	case TypeFloat:
@@ -234,10 +234,11 @@ func Convert(v Value, t Type) (Value, error) {
 		switch v.t {
 		case TypeFloat, TypeDouble:
 			f := v.Double()
-			if f != math.Trunc(f) {
-				return Value{}, fmt.Errorf("%s %v is not an integer", v.t, f)
+			n, ok := floatToInt(f)
+			if !ok {
+				return Value{}, fmt.Errorf("%s %v is not an integer in INT's range", v.t, f)
 			}
-			return Int(int64(f)), nil
+			return Int(n), nil
 		case TypeBoolean:
 			return Int(int64(v.n)), nil
 		}
@@ -264,6 +265,16 @@ func Convert(v Value, t Type) (Value, error) {
 		return ParseText(t, string(v.b))
 	}
 	return Value{}, fmt.Errorf("cannot convert %s to %s", v.t, t)
+}
+
+// floatToInt returns f as an int64 when f is integral and in int64's
+// range (Go leaves the conversion of anything else undefined: on amd64 it
+// gives math.MinInt64).
+func floatToInt(f float64) (int64, bool) {
+	if f != math.Trunc(f) || f < -(1<<63) || f >= 1<<63 {
+		return 0, false
+	}
+	return int64(f), true
 }
 
 // EncodedLen returns the length of v's encoding.

@@ -125,13 +125,26 @@ type slot struct {
 
 // device is a device known to the plugin.
 type device struct {
-	mu      sync.Mutex // serialises calls for the device
+	mu      sync.Mutex // serialises calls for the device; guards the fields below
 	desc    abi.Device
 	raw     []byte // JSON of desc
 	version uint64
 	last    *slot // the slot that served it last
 	removed bool
+	// strikes counts the device's calls in a row that killed their
+	// instance; until then its calls fail at once, so that one device
+	// that traps or hangs cannot keep the instances its neighbours share
+	// restarting.
+	strikes int
+	until   time.Time
 }
+
+// Quarantine of a device whose calls kill their instance: it doubles from
+// quarantineMin with each call in a row that does, up to quarantineMax.
+const (
+	quarantineMin = time.Second
+	quarantineMax = 5 * time.Minute
+)
 
 // known records which description of a device an instance was given.
 type known struct {
@@ -569,7 +582,20 @@ func (p *Plugin) withDevice(ctx context.Context, id uint32, fn func(in *instance
 	if d.removed {
 		return abi.Errorf(abi.ErrNotFound, "device %s was removed", d.name())
 	}
-	return clipErr(p.onSlot(ctx, d, fn))
+	if left := time.Until(d.until); left > 0 {
+		return abi.Errorf(abi.ErrUnavailable, "device %s is set aside for %v: its last %d calls killed the plugin instance (see the log for the trap or timeout)", d.name(), left.Round(time.Millisecond), d.strikes)
+	}
+	err := p.onSlot(ctx, d, fn)
+	var ce *callErr
+	switch {
+	case errors.As(err, &ce):
+		d.strikes++
+		d.until = time.Now().Add(min(quarantineMin<<min(d.strikes-1, 16), quarantineMax))
+		p.log.Warn("device set aside: its call killed the plugin instance", "device", d.name(), "strikes", d.strikes, "for", time.Until(d.until).Round(time.Millisecond))
+	case err == nil:
+		d.strikes = 0
+	}
+	return clipErr(err)
 }
 
 func (p *Plugin) onSlot(ctx context.Context, d *device, fn func(in *instance, d *device) error) error {

@@ -364,3 +364,38 @@ func TestGuestTextIsClipped(t *testing.T) {
 		t.Fatalf("read error of %d bytes: %.200v", len(fmt.Sprint(err)), err)
 	}
 }
+
+// TestTrappingDeviceIsSetAside: a device whose every read kills the
+// instance is set aside after each failure, with a growing pause, so the
+// neighbours sharing the plugin's one instance keep being served instead of
+// waiting for instance restarts.
+func TestTrappingDeviceIsSetAside(t *testing.T) {
+	e := newEnv(t)
+	c := ctx(t)
+	p := e.load("faulty", testenv.TestPlugin(t, "faulty"), func(cfg *runtime.Config) { cfg.Instances = 1; cfg.CallTimeout = time.Minute })
+	for id, fault := range map[uint32]string{1: "trap", 2: "none"} {
+		if err := p.AddDevice(c, abi.Device{ID: id, Name: fault, Properties: []abi.Property{prop(0, "p", "INT", "ReadOnly", `{"fault":"`+fault+`"}`)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setAside := 0
+	for i := range 10 {
+		_, err := p.Read(c, 1, 0)
+		switch {
+		case err == nil:
+			t.Fatal("trapping read succeeded")
+		case strings.Contains(err.Error(), "set aside"):
+			if abi.CodeOf(err) != abi.ErrUnavailable {
+				t.Fatalf("set-aside read: code %v, want unavailable", abi.CodeOf(err))
+			}
+			setAside++
+		}
+		if _, err := p.Read(c, 2, 0); err != nil {
+			t.Fatalf("neighbour read %d: %v", i, err)
+		}
+	}
+	if setAside == 0 {
+		t.Fatal("the trapping device was never set aside")
+	}
+	t.Logf("%d of 10 trapping reads set aside; %d instance restarts", setAside, p.Restarts())
+}

@@ -132,9 +132,9 @@ type device struct {
 	last    *slot // the slot that served it last
 	removed bool
 	// strikes counts the device's calls in a row that killed their
-	// instance; until then its calls fail at once, so that one device
-	// that traps or hangs cannot keep the instances its neighbours share
-	// restarting.
+	// instance; from the second, its calls fail at once until until, so
+	// that one device that traps or hangs cannot keep the instances its
+	// neighbours share restarting.
 	strikes int
 	until   time.Time
 }
@@ -589,9 +589,12 @@ func (p *Plugin) withDevice(ctx context.Context, id uint32, fn func(in *instance
 	var ce *callErr
 	switch {
 	case errors.As(err, &ce):
-		d.strikes++
-		d.until = time.Now().Add(min(quarantineMin<<min(d.strikes-1, 16), quarantineMax))
-		p.log.Warn("device set aside: its call killed the plugin instance", "device", d.name(), "strikes", d.strikes, "for", time.Until(d.until).Round(time.Millisecond))
+		// One failure may be bad luck; from the second in a row the
+		// device waits.
+		if d.strikes++; d.strikes > 1 {
+			d.until = time.Now().Add(min(quarantineMin<<min(d.strikes-2, 16), quarantineMax))
+			p.log.Warn("device set aside: its calls keep killing the plugin instance", "device", d.name(), "strikes", d.strikes, "for", time.Until(d.until).Round(time.Millisecond))
+		}
 	case err == nil:
 		d.strikes = 0
 	}

@@ -202,7 +202,7 @@ func compileChecked(ctx context.Context, r wazero.Runtime, wasm []byte, stackKiB
 		}
 		return info, nil, info.err()
 	}
-	compiled, err := r.CompileModule(ctx, prep.wasm)
+	compiled, err := compile(ctx, r, prep.wasm)
 	if err != nil {
 		if strings.Contains(err.Error(), "over limit") {
 			info.Problems = append(info.Problems, "the module's initial memory is larger than limits.memoryMiB allows once its tables and wasm stacks are counted: "+err.Error())
@@ -335,3 +335,15 @@ func (e *RefusedError) Error() string {
 
 // Unwrap returns the joined problems.
 func (e *RefusedError) Unwrap() error { return e.err }
+
+// compile is r.CompileModule with a panic in wazero, which fuzzing found
+// for some malformed modules, turned into an error: a module must never
+// take the host down.
+func compile(ctx context.Context, r wazero.Runtime, wasm []byte) (compiled wazero.CompiledModule, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			compiled, err = nil, fmt.Errorf("the WebAssembly compiler failed on it: %v", v)
+		}
+	}()
+	return r.CompileModule(ctx, wasm)
+}

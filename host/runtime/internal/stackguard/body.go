@@ -382,9 +382,16 @@ func (f *funcBody) run() error {
 				return err
 			}
 		case 0xfd:
+			// wazero reads the sub-opcode as one byte, and the second byte
+			// of one above 127 as the next instruction: a nop when it is
+			// 0x01, as in the shortest encoding. Any other encoding
+			// (0x8E 0x00 for 14, say) wazero reads as other instructions.
 			sub, err := r.u32()
 			if err != nil {
 				return err
+			}
+			if b := r.b[start+1]; b >= 0x80 && (r.pos-start != 3 || sub != uint32(b)) {
+				return fmt.Errorf("%w: %w: function %d: opcode 0xFD %d written in %d bytes at code offset %d", ErrUnsupported, errWazeroEncoding, f.fn, sub, r.pos-start-1, start)
 			}
 			if int(sub) >= len(prefixFD) || !prefixFD[sub].ok {
 				return fmt.Errorf("%w: function %d: opcode 0xFD %d", ErrUnsupported, f.fn, sub)

@@ -112,6 +112,10 @@ var hostile = []struct {
 	{"2^28 function bodies", mod(sec(secCode, u(1<<28))), []string{"code section", "268435456 function bodies"}},
 	{"body of 2^31 bytes", mod(sec(secCode, 1, u(1<<31))), []string{"code section", "body of 2147483648 bytes"}},
 	{"2^27 local declarations", mod(sec(secCode, 1, 4, u(1<<27))), []string{"code section", "134217728 local declarations"}},
+	// Not an allocation: wazero's decoder panics on it (makeslice: len
+	// out of range) as the heap type runs past the body.
+	{"local heap type past the body", append(mod(sec(secType, 1, 0x60, 0, 0), sec(secFunction, 1, 0)),
+		secCode, 10, 1, 4, 1, 1, refNullable, 0x80, 0x80, 0x80, 0x80, 0x00), []string{"code section", "local declarations[0]: heap type"}},
 	{"2^32-1 locals", localsModule(1, 1<<32-1), []string{"code section", "4294967295 locals declared", "50000"}},
 	{"50001 locals", localsModule(1, MaxFunctionLocals+1), []string{"code section", "50001 locals declared", "50000"}},
 	{"21 functions of 50000 locals", localsModule(21, MaxFunctionLocals), []string{"code section", "1050000 locals declared by the first 21 functions", "1048576"}},
@@ -250,8 +254,10 @@ func TestCheckAcceptsHonestModules(t *testing.T) {
 	// Quirks of wazero's decoder that Check follows.
 	quirks := map[string][]byte{
 		// The data count section is empty and ends the module: wazero takes
-		// the end of the module for an absent count.
+		// the end of the module for an absent count...
 		"empty data count at the end": mod(sec(12)),
+		// ... or within the count.
+		"unterminated data count at the end": mod(sec(12, 0xe8, 0xe8, 0xe8, 0xe8)),
 		// wazero reads the known name subsections without regard to their
 		// sizes; it only needs the sizes to add up.
 		"name subsection sizes that only add up": mod(nameSec(sec(0, 1, "m", 0x00), sec(1, 0))),
@@ -518,5 +524,42 @@ func TestRefusesTypedRefs(t *testing.T) {
 			}
 			t.Log(err)
 		})
+	}
+}
+
+// TestWazeroDivergences checks Instrument on modules that wazero v1.12.0
+// reads differently from the specification, or panics on.
+func TestWazeroDivergences(t *testing.T) {
+	// One function [v128] -> [v128] with the given body.
+	simd := func(body ...byte) []byte {
+		b := append(appendULEB(nil, uint64(len(body)+1)), 0)
+		b = append(b, body...)
+		return mod(sec(secType, 1, 0x60, 1, valV128, 1, valV128), sec(secFunction, 1, 0), sec(secCode, 1, b))
+	}
+	// i64x2.add (0xFD 206): wazero reads the opcode as the byte 0xCE and
+	// the 0x01 after it as a nop.
+	if _, err := Instrument(simd(0x20, 0, 0x20, 0, 0xfd, 0xce, 0x01, 0x0b), 100); err != nil {
+		t.Errorf("i64x2.add: %v", err)
+	}
+	for name, body := range map[string][]byte{
+		// i8x16.swizzle (0xFD 14) written in two bytes: wazero reads
+		// 0xFD 0x8E (i16x8.extadd_pairwise_i8x16_s), then unreachable.
+		"padded swizzle": {0x20, 0, 0x20, 0, 0xfd, 0x8e, 0x00, 0x0b},
+		// 0xFD 4174: wazero reads i64x2.add, then local.get 0.
+		"0xFD 4174": {0x20, 0, 0x20, 0, 0xfd, 0xce, 0x20, 0x00, 0x1a, 0x0b},
+	} {
+		_, err := Instrument(simd(body...), 100)
+		if !errors.Is(err, ErrUnsupported) || !errors.Is(err, errWazeroEncoding) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	// A call to a function whose type index is out of range makes
+	// wazero's validation panic; Instrument refuses the module.
+	bin := mod(sec(secType, 1, 0x60, 0, 0), sec(secFunction, 2, 0, 48), sec(secCode, 2, 4, 0, 0x10, 1, 0x0b, 2, 0, 0x0b))
+	if err := Check(bin); err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	if _, err := Instrument(bin, 100); err == nil || !strings.Contains(err.Error(), "type index 48 out of range") {
+		t.Errorf("Instrument: %v", err)
 	}
 }

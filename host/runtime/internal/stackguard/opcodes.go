@@ -178,6 +178,13 @@ var unsupported = map[byte]string{
 // compiler panic with an index out of range.
 var errTypedRefs = errors.New("a type encoding of the typed function references, GC or exception handling proposals")
 
+// errWazeroEncoding is wrapped, with ErrUnsupported, by the errors of
+// Instrument for an instruction encoding that the specification allows
+// but wazero reads differently, so that its instructions would not be the
+// ones Instrument accounted for: a 0xFD sub-opcode in other than its
+// shortest LEB128 encoding.
+var errWazeroEncoding = errors.New("an encoding wazero reads differently")
+
 // isTypedRef reports whether a value type starts with b, a prefix or type
 // of errTypedRefs.
 func isTypedRef(b byte) bool { return b == refNullable || b == refNonNullable || b == valExnref }

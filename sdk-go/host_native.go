@@ -18,8 +18,8 @@ import (
 var ReportHook func(dev, prop uint32, v Value)
 
 var native struct {
-	sync.Mutex
-	kv map[string][]byte
+	sync.Mutex // guards kv
+	kv         map[string][]byte
 }
 
 func hostLog(level int32, msg string) {

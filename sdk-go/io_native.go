@@ -19,9 +19,9 @@ import (
 // not available natively.
 
 var nativeIO struct {
-	sync.Mutex
-	next int32
-	m    map[int32]nativeStream
+	sync.Mutex // guards next and m
+	next       int32
+	m          map[int32]nativeStream
 }
 
 type nativeStream interface {

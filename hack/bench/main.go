@@ -150,12 +150,12 @@ func nativeMarker() uint32 { return abi.Minor }
 // nativeDevices is the baseline read path: the same device lookup, lock
 // and value encoding, with the read done by a Go function.
 type nativeDevices struct {
-	mu   sync.RWMutex
+	mu   sync.RWMutex // guards devs
 	devs map[uint32]*nativeDevice
 }
 
 type nativeDevice struct {
-	mu    sync.Mutex
+	mu    sync.Mutex // serialises calls for the device
 	props []abi.Property
 }
 

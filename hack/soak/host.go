@@ -40,8 +40,8 @@ type run struct {
 	exit    string // how it ended
 	final   bool
 
-	mu      sync.Mutex
-	rssPeak int64 // KiB
+	mu      sync.Mutex // guards the samples below
+	rssPeak int64      // KiB
 	rssLast int64
 	cpu     time.Duration // user+system CPU at the last sample
 }

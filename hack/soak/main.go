@@ -181,7 +181,7 @@ type soaker struct {
 
 	runs       []*run
 	cur        atomic.Pointer[run]
-	rssMu      sync.Mutex
+	rssMu      sync.Mutex // guards rss
 	rss        []rssSample
 	window     []windowWrite
 	inspectErr []string

@@ -53,7 +53,7 @@ type writer struct {
 	next   atomic.Int64
 	client *http.Client
 
-	mu     sync.Mutex
+	mu     sync.Mutex // guards writes and byDev
 	writes []*write
 	byDev  map[int][]*write
 }

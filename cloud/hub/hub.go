@@ -75,7 +75,7 @@ type Hub struct {
 	log      *slog.Logger
 	upgrader websocket.Upgrader
 
-	mu    sync.Mutex
+	mu    sync.Mutex // guards nodes and every nodeState in it
 	nodes map[string]*nodeState
 }
 
@@ -224,14 +224,17 @@ func (h *Hub) InSync(node string) bool {
 // InFlight returns how many apply batches node has not acknowledged.
 func (h *Hub) InFlight(node string) int {
 	h.mu.Lock()
-	ns := h.nodes[node]
+	var s *session
+	if ns := h.nodes[node]; ns != nil {
+		s = ns.sess // read under h.mu: attach swaps it
+	}
 	h.mu.Unlock()
-	if ns == nil || ns.sess == nil {
+	if s == nil {
 		return 0
 	}
-	ns.sess.mu.Lock()
-	defer ns.sess.mu.Unlock()
-	return len(ns.sess.inflight)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.inflight)
 }
 
 func (h *Hub) desired(node string) map[string]linkproto.Item {
@@ -322,7 +325,7 @@ type session struct {
 	done chan struct{}
 	once sync.Once
 
-	mu       sync.Mutex
+	mu       sync.Mutex                   // guards the fields below
 	host     map[string]string            // what the host holds: key → version
 	inflight map[uint64]map[string]string // seq → key → version ("" removes)
 	pending  map[string]string            // key → version in flight

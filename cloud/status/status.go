@@ -103,7 +103,7 @@ type Writer struct {
 	// first write of any other is a create rather than a failed patch.
 	exists sync.Map // "ns/name" → struct{}
 
-	mu      sync.Mutex
+	mu      sync.Mutex              // guards devices and plugins
 	devices map[string]*deviceEntry // "ns/name"
 	plugins map[string]*pluginEntry // plugin name
 }

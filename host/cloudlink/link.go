@@ -146,7 +146,7 @@ type Link struct {
 	wake      chan struct{}
 	connected chan struct{} // closed while a session runs; replaced on disconnect
 
-	mu    sync.Mutex
+	mu    sync.Mutex // guards state
 	state bool
 }
 
@@ -338,9 +338,9 @@ func (l *Link) setConnected(v bool) {
 type linkSession struct {
 	l    *Link
 	conn *websocket.Conn
-	wmu  sync.Mutex
+	wmu  sync.Mutex // serialises writes to conn
 
-	mu       sync.Mutex
+	mu       sync.Mutex        // guards inflight
 	inflight map[uint64]string // report seq → report key
 }
 

@@ -14,7 +14,7 @@ import (
 // MemKV is an in-memory runtime.KV shared by every instance of a plugin,
 // like the host's bbolt store.
 type MemKV struct {
-	mu sync.Mutex
+	mu sync.Mutex // guards m
 	m  map[string][]byte
 }
 
@@ -47,7 +47,7 @@ func (k *MemKV) Delete(key []byte) error {
 
 // reports collects the readings a plugin pushes.
 type reports struct {
-	mu  sync.Mutex
+	mu  sync.Mutex // guards all
 	all []runtime.Reading
 }
 

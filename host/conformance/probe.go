@@ -22,7 +22,7 @@ import (
 // compilation, so use one Probe for every Load of a module on an Engine,
 // and Reset it between measurements.
 type Probe struct {
-	mu sync.Mutex
+	mu sync.Mutex // guards memory, last and calls
 	// memory is the memory size of each instance after its last call.
 	memory map[api.Module]uint32
 	last   api.Module

@@ -85,17 +85,19 @@ type twinState struct {
 }
 
 type device struct {
-	m      *Manager
-	key    string
-	ns     string
-	name   string
-	id     uint32
-	source string
+	m    *Manager
+	key  string
+	ns   string
+	name string
+	id   uint32
 
+	// handles and nextHandle belong to reconciliation (the Manager's
+	// reconciliation lock).
 	handles    map[string]uint32
 	nextHandle uint32
 
-	mu        sync.Mutex
+	mu        sync.Mutex // guards every field below
+	source    string
 	cfg       *config
 	model     *v1beta1.DeviceModel
 	phase     Phase
@@ -110,11 +112,13 @@ type device struct {
 	// the next one is due (zero when not retrying).
 	attempts    int
 	nextAttempt time.Time
-
+	// cancel ends the device's loop, done closes when it has ended and
+	// settled after its first attempt to add; nil before the first loop.
 	cancel  context.CancelFunc
 	done    chan struct{}
-	settled chan struct{} // closed after the first attempt to add
-	wake    chan struct{}
+	settled chan struct{}
+
+	wake chan struct{}
 }
 
 func newDevice(m *Manager, key string, id uint32) *device {
@@ -135,7 +139,7 @@ func splitKey(k string) (string, string) {
 }
 
 // handleFor returns the stable handle of a property name. Only
-// reconciliation calls it (under recMu).
+// reconciliation calls it (under the reconciliation lock).
 func (d *device) handleFor(name string) uint32 {
 	if h, ok := d.handles[name]; ok {
 		return h
@@ -160,15 +164,22 @@ func (d *device) phaseReason() (Phase, string) {
 	return d.phase, d.reason
 }
 
-// configure (re)starts the device with cfg. Callers hold recMu. It does
-// not wait for the plugin: the device's goroutine adds (or updates) it, with
-// retries, and then polls it.
+// configure (re)starts the device with cfg. Callers hold the
+// reconciliation lock (Manager.rec). It does not wait for the plugin: the
+// device's goroutine adds (or updates) it, with retries, and then polls it.
+// When the previous loop does not stop before ctx ends (it is stuck in a
+// plugin call), the device keeps its old configuration, and a later
+// reconciliation configures it again.
 func (d *device) configure(ctx context.Context, cfg config) {
-	d.stop()
 	m := d.m
+	if err := d.stop(ctx); err != nil {
+		m.log.Warn("device not reconfigured: its loop did not stop", "device", d.key, "err", err)
+		return
+	}
 	d.mu.Lock()
 	old := d.cfg
 	added := d.added
+	loadTwins := d.twins == nil
 	d.mu.Unlock()
 	var oldPlugin *runtime.Plugin
 	if old != nil && old.plugin != nil {
@@ -186,13 +197,18 @@ func (d *device) configure(ctx context.Context, cfg config) {
 		cancel()
 		added = false
 	}
+	// Read the stored twins before taking d.mu: no lock is held across a
+	// call into the store.
+	var stored map[string]store.Twin
+	if loadTwins {
+		var serr error
+		if stored, serr = m.opts.Store.Twins(d.key); serr != nil {
+			m.log.Error("read stored twins; the device runs without those not read, and they stay stored", "device", d.key, "err", serr)
+		}
+	}
 	d.mu.Lock()
 	if d.twins == nil {
 		d.twins = map[string]*twinState{}
-		stored, serr := m.opts.Store.Twins(d.key)
-		if serr != nil {
-			m.log.Error("read stored twins", "device", d.key, "err", serr)
-		}
 		for k, t := range stored {
 			d.twins[k] = &twinState{Twin: t}
 		}
@@ -234,21 +250,29 @@ func (d *device) configure(ctx context.Context, cfg config) {
 			m.log.Error("store desired value from the Device spec", "device", d.key, "property", pc.Name, "err", e)
 		}
 	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if m.ctx.Err() != nil {
+		return // closing: Close has collected the loops to wait for
+	}
 	runCtx, cancel := context.WithCancel(m.ctx)
 	d.cancel, d.done, d.settled = cancel, make(chan struct{}), make(chan struct{})
-	go d.run(runCtx, &c, d.done)
+	go d.run(runCtx, &c, d.done, d.settled)
 }
 
 // waitSettled waits until the first attempt to add the device since its
 // last configure has an outcome (running, refused or retrying later), or
-// ctx ends. Callers hold recMu.
+// ctx ends.
 func (d *device) waitSettled(ctx context.Context) {
-	if d.settled == nil {
+	d.mu.Lock()
+	settled, done := d.settled, d.done
+	d.mu.Unlock()
+	if settled == nil {
 		return
 	}
 	select {
-	case <-d.settled:
-	case <-d.done:
+	case <-settled:
+	case <-done:
 	case <-ctx.Done():
 	}
 }
@@ -290,10 +314,10 @@ func (m *Manager) retryDelay(n int) time.Duration {
 // attach adds the device to its plugin (or updates it there), retrying
 // transient failures with backoff until it succeeds, the plugin refuses
 // the device, or ctx ends. It reports whether the device runs.
-func (d *device) attach(ctx context.Context, cfg *config) bool {
+func (d *device) attach(ctx context.Context, cfg *config, settledCh chan struct{}) bool {
 	m := d.m
 	p := cfg.plugin.p
-	settled := sync.OnceFunc(func() { close(d.settled) })
+	settled := sync.OnceFunc(func() { close(settledCh) })
 	defer settled()
 	for attempt := 1; ; attempt++ {
 		if attempt > 1 {
@@ -379,29 +403,43 @@ func (d *device) attach(ctx context.Context, cfg *config) bool {
 	}
 }
 
-// stop ends the device's loops and waits for them.
-func (d *device) stop() {
-	if d.cancel != nil {
-		d.cancel()
-		<-d.done
-		d.cancel = nil
+// stop ends the device's loop and waits for it, no longer than ctx: a
+// loop stuck in a plugin call is left to end by itself, and the error
+// says so.
+func (d *device) stop(ctx context.Context) error {
+	d.mu.Lock()
+	cancel, done := d.cancel, d.done
+	d.mu.Unlock()
+	if cancel == nil {
+		return nil
 	}
+	cancel()
+	if !waitDone(ctx, done) {
+		return fmt.Errorf("device %s: its loop is still in a plugin call: %w", d.key, context.Cause(ctx))
+	}
+	return nil
 }
 
 // remove stops the device and removes it from its plugin.
 func (d *device) remove(ctx context.Context) {
-	d.stop()
+	if err := d.stop(ctx); err != nil {
+		d.m.log.Warn("removing a device whose loop has not stopped", "device", d.key, "err", err)
+	}
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.added && d.cfg != nil && d.cfg.plugin != nil && d.cfg.plugin.p != nil {
-		rctx, cancel := context.WithTimeout(ctx, d.m.opts.AddTimeout)
-		defer cancel()
-		if err := d.cfg.plugin.p.RemoveDevice(rctx, d.id); err != nil {
-			d.m.log.Warn("plugin failed to remove device", "device", d.key, "err", err)
-		}
+	var p *runtime.Plugin
+	if d.added && d.cfg != nil && d.cfg.plugin != nil {
+		p = d.cfg.plugin.p
 	}
 	d.added = false
 	d.m.met.phases.WithLabelValues(string(d.phase)).Dec()
+	d.mu.Unlock()
+	if p != nil {
+		rctx, cancel := context.WithTimeout(ctx, d.m.opts.AddTimeout)
+		defer cancel()
+		if err := p.RemoveDevice(rctx, d.id); err != nil {
+			d.m.log.Warn("plugin failed to remove device", "device", d.key, "err", err)
+		}
+	}
 }
 
 func (d *device) wakeup() {
@@ -418,9 +456,9 @@ type group struct {
 	next    time.Time
 }
 
-func (d *device) run(ctx context.Context, cfg *config, done chan struct{}) {
+func (d *device) run(ctx context.Context, cfg *config, done, settled chan struct{}) {
 	defer close(done)
-	if !d.attach(ctx, cfg) {
+	if !d.attach(ctx, cfg, settled) {
 		return
 	}
 	p := cfg.plugin.p
@@ -1011,7 +1049,9 @@ func (m *Manager) every(period time.Duration, done chan struct{}, fn func()) {
 	}
 }
 
-func (m *Manager) flush() {
+// flush saves the reported values read since the last save, and returns
+// how many it saved.
+func (m *Manager) flush() (int, error) {
 	m.mu.RLock()
 	devs := make([]*device, 0, len(m.devices))
 	for _, d := range m.devices {
@@ -1031,5 +1071,7 @@ func (m *Manager) flush() {
 	}
 	if err := m.opts.Store.SaveReported(batch); err != nil {
 		m.log.Error("save reported values", "count", len(batch), "err", err)
+		return 0, fmt.Errorf("save %d reported values: %w", len(batch), err)
 	}
+	return len(batch), nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -114,9 +115,12 @@ type Manager struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	recMu sync.Mutex // serialises reconciliation
+	// rec serialises reconciliation: a one-slot semaphore rather than a
+	// mutex, so that Close and callers with a context stop waiting for a
+	// reconciliation stuck in a plugin call (see [Manager.lockRec]).
+	rec chan struct{}
 
-	mu        sync.RWMutex
+	mu        sync.RWMutex // guards the maps and nextID below
 	sources   map[string]*sourceObjs
 	owners    map[string]string // object key -> source
 	conflicts map[string][]Problem
@@ -125,7 +129,7 @@ type Manager struct {
 	byID      map[uint32]*device
 	nextID    uint32
 
-	subMu sync.RWMutex
+	subMu sync.RWMutex // guards subs
 	subs  map[*subscription]struct{}
 
 	flushDone chan struct{}
@@ -190,23 +194,67 @@ func New(opts Options) (*Manager, error) {
 		sources: map[string]*sourceObjs{}, owners: map[string]string{}, conflicts: map[string][]Problem{},
 		plugins: map[string]*pluginEntry{}, devices: map[string]*device{}, byID: map[uint32]*device{},
 		subs: map[*subscription]struct{}{}, flushDone: make(chan struct{}), retryDone: make(chan struct{}),
+		rec:    make(chan struct{}, 1),
 		addSem: make(chan struct{}, opts.AddConcurrency),
 	}
 	first, cancelFirst := context.WithCancel(ctx)
 	m.waits.Store(&first)
-	go m.every(opts.FlushInterval, m.flushDone, m.flush)                     // save reported values
+	go m.every(opts.FlushInterval, m.flushDone, func() { m.flush() })        // save reported values
 	go m.every(opts.RetryMin, m.retryDone, func() { m.retryPlugins(m.ctx) }) // reload failed plugins
 	go m.waitLoop(cancelFirst)
 	return m, nil
 }
 
-// Close stops every device, saves the reported values and closes the plugins.
+// ErrClosed: the manager is closed.
+var ErrClosed = errors.New("device manager closed")
+
+// lockRec takes the reconciliation lock, waiting no longer than ctx.
+func (m *Manager) lockRec(ctx context.Context) error {
+	select {
+	case m.rec <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the device manager: %w", context.Cause(ctx))
+	}
+}
+
+func (m *Manager) unlockRec() { <-m.rec }
+
+// begin takes the reconciliation lock for a change, waiting no longer than
+// ctx, and returns a context that also ends when the manager closes, so
+// that a reconciliation in progress stops waiting on plugins then. end
+// releases both.
+func (m *Manager) begin(ctx context.Context) (rctx context.Context, end func(), err error) {
+	if err := m.lockRec(ctx); err != nil {
+		return nil, nil, err
+	}
+	if m.ctx.Err() != nil {
+		m.unlockRec()
+		return nil, nil, ErrClosed
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(m.ctx, cancel)
+	return rctx, func() { stop(); cancel(); m.unlockRec() }, nil
+}
+
+// Close stops every device, saves the reported values and closes the
+// plugins. It waits no longer than ctx for any of it: a device whose loop
+// is stuck in a plugin call, a reconciliation or a plugin that does not
+// close in time is left behind, logged, and named in the returned error.
 func (m *Manager) Close(ctx context.Context) error {
-	m.cancel()
-	<-m.retryDone // before recMu: a retry takes it
-	m.recMu.Lock()
-	defer m.recMu.Unlock()
-	<-m.flushDone
+	m.cancel() // ends every device loop, the retry and flush loops and reconciliations
+	var stuck []string
+	if !waitDone(ctx, m.retryDone) {
+		stuck = append(stuck, "the loop that loads failed plugins again")
+	}
+	if m.lockRec(ctx) == nil {
+		defer m.unlockRec()
+	} else {
+		stuck = append(stuck, "a reconciliation of devices and plugins")
+	}
+	if !waitDone(ctx, m.flushDone) {
+		stuck = append(stuck, "the periodic save of reported values")
+	}
 	m.mu.Lock()
 	devs := make([]*device, 0, len(m.devices))
 	for _, d := range m.devices {
@@ -215,14 +263,105 @@ func (m *Manager) Close(ctx context.Context) error {
 	plugs := m.plugins
 	m.plugins = map[string]*pluginEntry{}
 	m.mu.Unlock()
-	for _, d := range devs {
-		d.stop()
+	sort.Slice(devs, func(i, j int) bool { return devs[i].key < devs[j].key })
+	// Save what was read before waiting for the device loops, which a
+	// stuck plugin call may hold until ctx ends; then again after, for
+	// the readings of the loops that did stop.
+	if err := m.flushCtx(ctx); err != nil {
+		stuck = append(stuck, err.Error())
 	}
-	m.flush()
-	for _, p := range plugs {
-		p.close(ctx)
+	// A loop stuck in a plugin call would take all the time left: keep a
+	// fifth of it for the last save and the plugin closes.
+	stopCtx := ctx
+	if dl, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		stopCtx, cancel = context.WithDeadline(ctx, time.Now().Add(time.Until(dl)*4/5))
+		defer cancel()
+	}
+	var running []string
+	for _, d := range devs {
+		if err := d.stop(stopCtx); err != nil {
+			running = append(running, d.key)
+		}
+	}
+	if len(running) > 0 {
+		m.log.Warn("devices did not stop in time: their loops are still in plugin calls", "count", len(running), "devices", running)
+		stuck = append(stuck, fmt.Sprintf("%d device loops in plugin calls (%s)", len(running), strings.Join(running, ", ")))
+	}
+	if ctx.Err() == nil {
+		if err := m.flushCtx(ctx); err != nil {
+			stuck = append(stuck, err.Error())
+		}
+	} else if n := m.unsaved(); n > 0 {
+		m.log.Warn("reported values read while stopping not saved: no time left", "count", n)
+		stuck = append(stuck, fmt.Sprintf("the save of %d reported values", n))
+	}
+	names := make([]string, 0, len(plugs))
+	for n := range plugs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if err := plugs[n].close(ctx); err != nil {
+			m.log.Warn("plugin not closed in time", "plugin", n, "err", err)
+			stuck = append(stuck, "closing MapperPlugin "+n)
+		}
+	}
+	if len(stuck) > 0 {
+		return fmt.Errorf("devices: closed without waiting for %s", strings.Join(stuck, "; "))
 	}
 	return nil
+}
+
+// waitDone waits for ch to close, or ctx to end; it reports whether ch
+// closed.
+func waitDone(ctx context.Context, ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	case <-ctx.Done():
+		select {
+		case <-ch:
+			return true
+		default:
+			return false
+		}
+	}
+}
+
+// unsaved counts the reported values not saved yet.
+func (m *Manager) unsaved() int {
+	m.mu.RLock()
+	devs := make([]*device, 0, len(m.devices))
+	for _, d := range m.devices {
+		devs = append(devs, d)
+	}
+	m.mu.RUnlock()
+	n := 0
+	for _, d := range devs {
+		d.mu.Lock()
+		for _, t := range d.twins {
+			if t.dirty {
+				n++
+			}
+		}
+		d.mu.Unlock()
+	}
+	return n
+}
+
+// flushCtx saves the reported values, waiting no longer than ctx; a save
+// still running then goes on in the background.
+func (m *Manager) flushCtx(ctx context.Context) error {
+	saved := make(chan error, 1)
+	go func() { _, err := m.flush(); saved <- err }()
+	select {
+	case err := <-saved:
+		return err
+	case <-ctx.Done():
+		m.log.Warn("reported values not saved in time; the readings since the previous save may be lost")
+		return errors.New("the save of reported values")
+	}
 }
 
 func objKey(kind, ns, name string) string {
@@ -273,8 +412,11 @@ func (m *Manager) Restore(ctx context.Context) error {
 			}
 		}
 	}
-	m.recMu.Lock()
-	defer m.recMu.Unlock()
+	ctx, end, err := m.begin(ctx)
+	if err != nil {
+		return fmt.Errorf("restore state: %w", err)
+	}
+	defer end()
 	for _, src := range order {
 		m.replaceSource(src, sets[src])
 		m.log.Info("restored from state", "source", src, "devices", len(sets[src].Devices), "models", len(sets[src].Models), "plugins", len(sets[src].Plugins))
@@ -288,8 +430,11 @@ func (m *Manager) Restore(ctx context.Context) error {
 // source owns are refused; the returned error (wrapping ErrConflict) lists
 // them, and the rest of the set is applied anyway.
 func (m *Manager) Apply(ctx context.Context, source string, set ResourceSet) error {
-	m.recMu.Lock()
-	defer m.recMu.Unlock()
+	ctx, end, err := m.begin(ctx)
+	if err != nil {
+		return fmt.Errorf("apply the objects of source %s: %w", source, err)
+	}
+	defer end()
 	conflicts := m.replaceSource(source, &set)
 	if err := m.persist(source); err != nil {
 		m.log.Error("save applied objects", "source", source, "err", err)
@@ -302,7 +447,7 @@ func (m *Manager) Apply(ctx context.Context, source string, set ResourceSet) err
 }
 
 // replaceSource swaps the objects of a source, honouring ownership. It
-// returns the refused objects. Callers hold recMu.
+// returns the refused objects. Callers hold the reconciliation lock (Manager.rec).
 func (m *Manager) replaceSource(source string, set *ResourceSet) []Problem {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -403,15 +548,18 @@ func (m *Manager) persist(source string) error {
 
 // change applies one object change of a source and reconciles.
 func (m *Manager) change(ctx context.Context, source string, fn func(s *sourceObjs) error) error {
-	m.recMu.Lock()
-	defer m.recMu.Unlock()
+	ctx, end, err := m.begin(ctx)
+	if err != nil {
+		return fmt.Errorf("change an object of source %s: %w", source, err)
+	}
+	defer end()
 	m.mu.Lock()
 	s := m.sources[source]
 	if s == nil {
 		s = newSourceObjs()
 		m.sources[source] = s
 	}
-	err := fn(s)
+	err = fn(s)
 	m.mu.Unlock()
 	if err != nil {
 		return err
@@ -524,8 +672,11 @@ func (m *Manager) Problems() []Problem {
 		}
 	}
 	for _, d := range m.devices {
-		if ph, reason := d.phaseReason(); ph == PhaseError {
-			out = append(out, Problem{Source: d.source, Kind: KindDevice, Name: d.key, Reason: reason})
+		d.mu.Lock()
+		ph, reason, source := d.phase, d.reason, d.source
+		d.mu.Unlock()
+		if ph == PhaseError {
+			out = append(out, Problem{Source: source, Kind: KindDevice, Name: d.key, Reason: reason})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool {

@@ -47,7 +47,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 }
 
 // updateGauges recounts plugins (devices count their phase changes
-// themselves). Callers hold recMu.
+// themselves). Callers hold the reconciliation lock (Manager.rec).
 func (m *Manager) updateGauges() {
 	m.mu.RLock()
 	defer m.mu.RUnlock()

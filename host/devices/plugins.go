@@ -55,7 +55,7 @@ type pluginEntry struct {
 // CPU times, and takes the batch only when it is clearly cheaper (by a
 // fifth).
 type readChooser struct {
-	mu     sync.Mutex
+	mu     sync.Mutex // guards the fields below
 	n      int
 	quick  [2]time.Duration // quickest wall time by mode (0 single, 1 batch)
 	cpu    [2]time.Duration // sums by mode
@@ -120,11 +120,21 @@ func (c *readChooser) record(batch bool, wall, cpu time.Duration, n int) {
 	}
 }
 
-func (e *pluginEntry) close(ctx context.Context) {
-	if e.p != nil {
-		if err := e.p.Close(ctx); err != nil {
-			_ = err
-		}
+// close closes the plugin, waiting no longer than ctx: the runtime waits
+// for the calls in progress, and a call stuck in the guest must not hold
+// up its caller. When ctx ends first, the close goes on in the background
+// and the error says so.
+func (e *pluginEntry) close(ctx context.Context) error {
+	if e.p == nil {
+		return nil
+	}
+	done := make(chan error, 1)
+	go func() { done <- e.p.Close(ctx) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("MapperPlugin %s: calls still in progress: %w", e.name, context.Cause(ctx))
 	}
 }
 

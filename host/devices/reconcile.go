@@ -24,7 +24,7 @@ type ownedPlugin struct {
 }
 
 // reconcile brings plugins and devices in line with the objects of every
-// source. Callers hold recMu.
+// source. Callers hold the reconciliation lock (Manager.rec).
 func (m *Manager) reconcile(ctx context.Context) {
 	m.mu.RLock()
 	plugins := map[string]ownedPlugin{}
@@ -139,7 +139,13 @@ func (m *Manager) reconcile(ctx context.Context) {
 		m.emit(Event{Type: EventDeviceRemoved, Device: d.key, Namespace: d.ns, Name: d.name, Time: time.Now()})
 	}
 	for _, e := range retired {
-		e.close(ctx)
+		// Its devices have moved on; a plugin call still running on it
+		// may finish in the background.
+		cctx, cancel := context.WithTimeout(ctx, m.opts.AddTimeout)
+		if err := e.close(cctx); err != nil {
+			m.log.Warn("replaced plugin not closed yet; closing it in the background", "plugin", e.name, "err", err)
+		}
+		cancel()
 	}
 	m.updateGauges()
 }
@@ -157,8 +163,10 @@ func (m *Manager) retryPlugins(ctx context.Context) {
 	if !due {
 		return
 	}
-	m.recMu.Lock()
-	defer m.recMu.Unlock()
+	if m.lockRec(ctx) != nil {
+		return
+	}
+	defer m.unlockRec()
 	if ctx.Err() != nil {
 		return
 	}
@@ -173,12 +181,16 @@ func (m *Manager) retryPlugins(ctx context.Context) {
 	for _, old := range retry {
 		e := m.loadPlugin(ctx, old.source, old.obj, old.spec, old.failures)
 		m.mu.Lock()
-		if m.plugins[old.name] == old {
+		replaced := m.plugins[old.name] != old
+		if !replaced {
 			m.plugins[old.name] = e
-		} else {
-			e.close(ctx) // replaced meanwhile
 		}
 		m.mu.Unlock()
+		if replaced { // meanwhile
+			if err := e.close(ctx); err != nil {
+				m.log.Warn("plugin loaded again but replaced meanwhile; closing it in the background", "plugin", e.name, "err", err)
+			}
+		}
 	}
 	m.reconcile(ctx)
 }

@@ -266,7 +266,7 @@ func (b *Bridge) syncLoop(ctx context.Context) {
 
 // gate is a condition that goroutines wait on.
 type gate struct {
-	mu   sync.Mutex
+	mu   sync.Mutex // guards open and ch
 	open bool
 	ch   chan struct{} // closed while open
 }

@@ -48,7 +48,7 @@ func reportKey(kind byte, namespace, name string) string {
 type outbox struct {
 	db *bolt.DB
 
-	mu     sync.Mutex
+	mu     sync.Mutex // guards the fields below
 	seq    uint64
 	order  *list.List               // of *report, oldest first
 	byKey  map[string]*list.Element // key → element of order

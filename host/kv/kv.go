@@ -11,6 +11,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"wapper.dev/wapper/abi"
+	"wapper.dev/wapper/host/store"
 )
 
 // ErrTooLarge is returned when a key, a value or the whole store would
@@ -23,8 +24,8 @@ type Store struct {
 	bucket []byte
 	max    int64
 
-	mu   sync.Mutex
-	size int64 // bytes of keys and values held
+	mu   sync.Mutex // serialises Set and Delete, keeping size in step with the bucket
+	size int64      // bytes of keys and values held
 }
 
 // Open returns the store of the named plugin inside db, creating its
@@ -34,7 +35,7 @@ func Open(db *bolt.DB, plugin string, maxBytes int64) (*Store, error) {
 		maxBytes = abi.MaxKVBytes
 	}
 	s := &Store{db: db, bucket: []byte("kv/" + plugin), max: maxBytes}
-	err := db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(s.bucket)
 		if err != nil {
 			return err
@@ -50,9 +51,21 @@ func Open(db *bolt.DB, plugin string, maxBytes int64) (*Store, error) {
 	return s, nil
 }
 
+// view and update run fn in a bbolt transaction, turning a panic of bbolt
+// on a damaged page into an error (see store.Guard).
+func (s *Store) view(fn func(*bolt.Tx) error) (err error) {
+	defer store.Guard(s.db.Path(), &err)()
+	return s.db.View(fn)
+}
+
+func (s *Store) update(fn func(*bolt.Tx) error) (err error) {
+	defer store.Guard(s.db.Path(), &err)()
+	return s.db.Update(fn)
+}
+
 // Get returns a copy of the value, and whether the key exists.
 func (s *Store) Get(key []byte) (val []byte, ok bool, err error) {
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.view(func(tx *bolt.Tx) error {
 		if v := tx.Bucket(s.bucket).Get(key); v != nil {
 			val, ok = append([]byte(nil), v...), true
 		}
@@ -68,7 +81,7 @@ func (s *Store) Set(key, val []byte) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(s.bucket)
 		delta := int64(len(key) + len(val))
 		if old := b.Get(key); old != nil {
@@ -89,7 +102,7 @@ func (s *Store) Set(key, val []byte) error {
 func (s *Store) Delete(key []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(s.bucket)
 		old := b.Get(key)
 		if old == nil {

@@ -45,7 +45,7 @@ type Bridge struct {
 	// own twin/update subscription is recognised without parsing it.
 	self atomic.Pointer[byte]
 
-	extMu sync.Mutex
+	extMu sync.Mutex          // guards ext
 	ext   map[string]*extConn // pushMethod.mqtt brokers by address
 
 	cancel func()

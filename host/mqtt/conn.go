@@ -10,6 +10,8 @@ package mqtt
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -36,31 +38,101 @@ type Conn interface {
 }
 
 // Broker is the embedded mochi-mqtt broker, reached in-process through its
-// inline client. It accepts every client: bind it to a local address.
+// inline client (which bypasses authentication and ACLs). Without
+// credentials it accepts every client: bind it to a local address then.
 type Broker struct {
 	srv    *mochi.Server
 	tcp    *listeners.TCP
+	tls    *listeners.TCP
 	nextID atomic.Int64
 }
 
-// Serve starts an embedded broker listening on addr (host:port).
-func Serve(addr string, log *slog.Logger) (*Broker, error) {
-	srv := mochi.New(&mochi.Options{InlineClient: true, Logger: log.With("component", "mqtt-broker")})
-	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
-		return nil, err
-	}
-	tcp := listeners.NewTCP(listeners.Config{ID: "tcp", Address: addr})
-	if err := srv.AddListener(tcp); err != nil {
-		return nil, fmt.Errorf("embedded MQTT broker cannot listen on %s: %w (choose another --mqtt-listen, or use --mqtt-broker)", addr, err)
-	}
-	if err := srv.Serve(); err != nil {
-		return nil, fmt.Errorf("start embedded MQTT broker: %w", err)
-	}
-	return &Broker{srv: srv, tcp: tcp}, nil
+// BrokerOptions configure the embedded broker. At least one of Addr and
+// TLSAddr must be set.
+type BrokerOptions struct {
+	// Addr is the plain MQTT listener (host:port); empty for none.
+	Addr string
+	// TLSAddr is the MQTT-over-TLS listener (host:port); empty for none.
+	// TLS must be set with it.
+	TLSAddr string
+	// TLS holds the broker's certificate for TLSAddr.
+	TLS *tls.Config
+	// Username and Password, when Username is set, are the only
+	// credentials accepted on every listener: anonymous clients and wrong
+	// passwords are refused at CONNECT. Authenticated clients may publish
+	// and subscribe to every topic.
+	Username, Password string
+	Logger             *slog.Logger
 }
 
-// Addr returns the address the broker listens on.
-func (b *Broker) Addr() string { return b.tcp.Address() }
+// Serve starts an embedded broker.
+func Serve(o BrokerOptions) (*Broker, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Addr == "" && o.TLSAddr == "" {
+		return nil, errors.New("embedded MQTT broker needs an address (--mqtt-listen or --mqtt-tls-listen)")
+	}
+	if (o.TLSAddr != "") != (o.TLS != nil) {
+		return nil, errors.New("embedded MQTT broker: a TLS listener needs both an address and a certificate (--mqtt-tls-listen, --mqtt-tls-cert, --mqtt-tls-key)")
+	}
+	if o.Username == "" && o.Password != "" {
+		return nil, errors.New("embedded MQTT broker: a password needs a user name (--mqtt-listen-username)")
+	}
+	srv := mochi.New(&mochi.Options{InlineClient: true, Logger: o.Logger.With("component", "mqtt-broker")})
+	var err error
+	if o.Username != "" {
+		if o.Password == "" {
+			return nil, errors.New("embedded MQTT broker: user name without a password (write it to the file given to --mqtt-listen-password-file)")
+		}
+		// Only the one user in the ledger is let in; with no ACL rules,
+		// it may use every topic.
+		err = srv.AddHook(new(auth.Hook), &auth.Options{Ledger: &auth.Ledger{Users: auth.Users{
+			o.Username: {Username: auth.RString(o.Username), Password: auth.RString(o.Password)},
+		}}})
+	} else {
+		err = srv.AddHook(new(auth.AllowHook), nil)
+	}
+	if err != nil {
+		return nil, err
+	}
+	b := &Broker{srv: srv}
+	if o.Addr != "" {
+		b.tcp = listeners.NewTCP(listeners.Config{ID: "tcp", Address: o.Addr})
+		if err := srv.AddListener(b.tcp); err != nil {
+			srv.Close()
+			return nil, fmt.Errorf("embedded MQTT broker cannot listen on %s: %w (choose another --mqtt-listen, or use --mqtt-broker)", o.Addr, err)
+		}
+	}
+	if o.TLSAddr != "" {
+		b.tls = listeners.NewTCP(listeners.Config{ID: "tls", Address: o.TLSAddr, TLSConfig: o.TLS})
+		if err := srv.AddListener(b.tls); err != nil {
+			srv.Close()
+			return nil, fmt.Errorf("embedded MQTT broker cannot listen for TLS on %s: %w (choose another --mqtt-tls-listen)", o.TLSAddr, err)
+		}
+	}
+	if err := srv.Serve(); err != nil {
+		srv.Close()
+		return nil, fmt.Errorf("start embedded MQTT broker: %w", err)
+	}
+	return b, nil
+}
+
+// Addr returns the address of the plain listener, or "" if there is none.
+func (b *Broker) Addr() string {
+	if b.tcp == nil {
+		return ""
+	}
+	return b.tcp.Address()
+}
+
+// TLSAddr returns the address of the TLS listener, or "" if there is none.
+func (b *Broker) TLSAddr() string {
+	if b.tls == nil {
+		return ""
+	}
+	return b.tls.Address()
+}
 
 // Publish implements Conn.
 func (b *Broker) Publish(topic string, qos byte, retain bool, payload []byte) error {
@@ -92,7 +164,7 @@ type ClientOptions struct {
 type Client struct {
 	c    paho.Client
 	log  *slog.Logger
-	mu   sync.Mutex
+	mu   sync.Mutex // guards subs
 	subs map[string]sub
 }
 

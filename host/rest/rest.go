@@ -19,13 +19,23 @@
 //	GET  /debug/pprof/...                                 Go profiles (Options.Pprof, wapper-host --pprof)
 //
 // Every error is JSON: {"apiVersion","statusCode","timeStamp","error"} with
-// 400 (bad value), 403 (read-only property), 404 (no such device, property,
-// method or route), 405 (wrong method), 409 (conflict), 503 (device not
-// running or failing) or 504 (timed out).
+// 400 (bad value), 401 (token missing or wrong), 403 (read-only property),
+// 404 (no such device, property, method or route), 405 (wrong method), 409
+// (conflict), 503 (device not running or failing) or 504 (timed out).
+//
+// With [Options.Token] set, every write needs "Authorization: Bearer
+// TOKEN": every request whose method is not GET or HEAD, and the
+// mapper-framework method write, which sets values on GET too. Reads stay
+// open unless [Options.AuthReads] is set, which guards everything but
+// /api/v1/ping (kept open for health checks), including /metrics and
+// /debug/pprof. A missing or wrong token is answered 401 with
+// "WWW-Authenticate: Bearer". [Options.TLS] serves HTTPS, and mutual TLS
+// when it verifies client certificates.
 package rest
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -62,6 +72,14 @@ type Options struct {
 	// Pprof serves Go's profiles under /debug/pprof/ (for operators
 	// measuring the host; keep the API on a private address then).
 	Pprof bool
+	// Token, when set, is the bearer token every write must carry.
+	Token string
+	// AuthReads asks for Token on reads as well (all but /api/v1/ping);
+	// it does nothing without Token.
+	AuthReads bool
+	// TLS, when set, makes Listen serve HTTPS with it; set its ClientCAs
+	// and ClientAuth for mutual TLS.
+	TLS *tls.Config
 }
 
 // Server is the HTTP API.
@@ -70,6 +88,7 @@ type Server struct {
 	log  *slog.Logger
 	opts Options
 	mux  *http.ServeMux
+	h    http.Handler
 	srv  *http.Server
 }
 
@@ -82,13 +101,13 @@ func New(mgr *devices.Manager, o Options) *Server {
 		o.WriteTimeout = 10 * time.Second
 	}
 	s := &Server{mgr: mgr, log: o.Logger, opts: o, mux: http.NewServeMux()}
-	s.route("/api/v1/ping", s.ping, http.MethodGet)
+	s.route(pingPath, s.ping, http.MethodGet)
 	s.route("/api/v1/devices", s.list, http.MethodGet)
 	s.route("/api/v1/device/{ns}/{name}", s.device, http.MethodGet)
 	s.route("/api/v1/device/{ns}/{name}/{property}", s.property, http.MethodGet, http.MethodPut)
 	s.route("/api/v1/devicemethod/{ns}/{name}", s.methods, http.MethodGet)
 	s.route("/api/v1/devicemethod/{ns}/{name}/{method}", s.callMethod, http.MethodPost)
-	s.route("/api/v1/devicemethod/{ns}/{name}/{method}/{property}/{data}", s.methodWrite, http.MethodGet, http.MethodPut, http.MethodPost)
+	s.route("/api/v1/devicemethod/{ns}/{name}/{method}/{property}/{data}", s.writes(s.methodWrite), http.MethodGet, http.MethodPut, http.MethodPost)
 	s.route("/api/v1/meta/model/{ns}/{name}", s.model, http.MethodGet)
 	s.route("/api/v1/manifests/errors", s.problems, http.MethodGet)
 	if o.Pprof {
@@ -104,19 +123,25 @@ func New(mgr *devices.Manager, o Options) *Server {
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, http.StatusNotFound, fmt.Errorf("no route %s %s; see /api/v1/devices", r.Method, r.URL.Path))
 	})
+	s.h = s.guard(s.mux)
 	return s
 }
 
-// Handler returns the API's handler.
-func (s *Server) Handler() http.Handler { return s.mux }
+// Handler returns the API's handler, token checks included.
+func (s *Server) Handler() http.Handler { return s.h }
 
-// Listen serves on addr in the background and returns the bound address.
+// Listen serves on addr in the background (HTTPS with Options.TLS) and
+// returns the bound address.
 func (s *Server) Listen(addr string) (string, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return "", fmt.Errorf("REST API cannot listen on %s: %w (choose another --http-listen)", addr, err)
 	}
-	s.srv = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
+	if s.opts.TLS != nil {
+		ln = tls.NewListener(ln, s.opts.TLS)
+	}
+	// TLS handshake failures and the like go to the debug log.
+	s.srv = &http.Server{Handler: s.h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
 	go func() {
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("REST API stopped", "err", err)
@@ -533,7 +558,7 @@ func (s *Server) problems(w http.ResponseWriter, r *http.Request) {
 
 // Problems holds the current manifest problems for REST and metrics.
 type Problems struct {
-	mu    sync.Mutex
+	mu    sync.Mutex // guards list
 	list  []manifest.Problem
 	count prometheus.Gauge
 	info  *prometheus.GaugeVec

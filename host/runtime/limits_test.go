@@ -436,9 +436,14 @@ func TestWASIIsEmpty(t *testing.T) {
 func TestRestartBackoff(t *testing.T) {
 	e := newLimEnv(t)
 	p, _ := e.load("faulty", func(c *runtime.Config) { c.Instances = 2 })
-	e.add(p, abi.Device{ID: 1, Name: "crash", Properties: []abi.Property{
-		prop(0, "boom", "INT", "ReadOnly", `{"fault":"panic"}`),
-		prop(1, "ok", "INT", "ReadOnly", `{"fault":"none"}`)}})
+	// Each failure comes from another device: a device whose calls kill
+	// the instance twice in a row is set aside, and this test is about the
+	// plugin's restarts.
+	for id := uint32(1); id <= 5; id++ {
+		e.add(p, abi.Device{ID: id, Name: fmt.Sprintf("crash%d", id), Properties: []abi.Property{
+			prop(0, "boom", "INT", "ReadOnly", `{"fault":"panic"}`),
+			prop(1, "ok", "INT", "ReadOnly", `{"fault":"none"}`)}})
+	}
 	delays := func() []time.Duration {
 		var out []time.Duration
 		for _, r := range e.logs.all() {
@@ -448,9 +453,9 @@ func TestRestartBackoff(t *testing.T) {
 		}
 		return out
 	}
-	crash := func() {
+	crash := func(dev uint32) {
 		t.Helper()
-		_, err := p.Read(e.ctx, 1, 0)
+		_, err := p.Read(e.ctx, dev, 0)
 		wantCode(t, "panicking read", err, abi.ErrPanic)
 	}
 	restarted := func(n int64) {
@@ -464,19 +469,19 @@ func TestRestartBackoff(t *testing.T) {
 	}
 	// Failures in a row, each after the previous restart: 100, 200, 400 ms.
 	for i := range 3 {
-		crash()
+		crash(uint32(i + 1))
 		restarted(int64(i + 1))
 	}
 	// Many failures in a row: capped at 30 s. The other instance serves
 	// meanwhile.
 	runtime.SetFailuresForTest(p, 20, time.Now())
-	crash()
+	crash(4)
 	if _, err := p.Read(e.ctx, 1, 1); err != nil {
 		t.Fatalf("read while one instance waits 30 s to restart: %v", err)
 	}
 	// The last failure a minute ago or more: back to 100 ms.
 	runtime.SetFailuresForTest(p, 20, time.Now().Add(-61*time.Second))
-	crash()
+	crash(5)
 	restarted(4)
 	want := []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 30 * time.Second, 100 * time.Millisecond}
 	if got := delays(); !slices.Equal(got, want) {

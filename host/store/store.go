@@ -10,12 +10,19 @@
 //
 // The same *bolt.DB also holds the plugins' kv buckets (package host/kv);
 // [Store.DB] returns it.
+//
+// [Open] checks the file before using it (its page structure, bbolt's own
+// consistency check, and that every stored object and twin decodes) and
+// refuses a damaged one with an error wrapping [ErrCorrupt]; it never
+// repairs or empties it. A page damaged later makes the accessors return
+// such an error instead of panicking (see [Guard]).
 package store
 
 import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -23,6 +30,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 var (
@@ -38,20 +46,31 @@ var (
 
 // Store is the host's bbolt state. Its methods are safe for concurrent use.
 type Store struct {
-	db *bolt.DB
+	db   *bolt.DB
+	path string
 }
 
-// Open opens (or creates) state.db in dir.
+// Open opens (or creates) state.db in dir. It checks the database first
+// and refuses a damaged one with an error wrapping [ErrCorrupt] that names
+// the file and says what to do; it never repairs or empties it.
 func Open(dir string) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create state directory %s: %w", dir, err)
 	}
 	path := filepath.Join(dir, "state.db")
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
-	if err != nil {
-		return nil, fmt.Errorf("open state database %s: %w (is another wapper-host using this --state-dir?)", path, err)
+	if err := checkFile(path, openTimeout); err != nil {
+		return nil, err
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
+	db, err := openDB(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := check(db, path); err != nil {
+		db.Close()
+		return nil, err
+	}
+	s := &Store{db: db, path: path}
+	err = s.update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketObjects, bucketTwins, bucketReported, bucketMeta} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
@@ -63,7 +82,39 @@ func Open(dir string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("prepare state database %s: %w", path, err)
 	}
-	return &Store{db: db}, nil
+	return s, nil
+}
+
+// openTimeout bounds the wait for the file lock.
+const openTimeout = 5 * time.Second
+
+// openDB opens the bbolt file, taking its lock. checkFile has checked the
+// pages bbolt reads here (the meta pages and the freelist).
+func openDB(path string) (db *bolt.DB, err error) {
+	defer Guard(path, &err)()
+	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: openTimeout})
+	switch {
+	case errors.Is(err, berrors.ErrTimeout):
+		return nil, fmt.Errorf("open state database %s: %w (is another wapper-host using this --state-dir?)", path, err)
+	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
+		return nil, corruptError(path, err)
+	case err != nil:
+		return nil, fmt.Errorf("open state database %s: %w", path, err)
+	}
+	return db, nil
+}
+
+// view and update run fn in a bbolt transaction, turning a panic of bbolt
+// on a page damaged since Open checked the file into an ErrCorrupt error
+// (bbolt rolls the transaction back as the panic passes).
+func (s *Store) view(fn func(*bolt.Tx) error) (err error) {
+	defer Guard(s.path, &err)()
+	return s.db.View(fn)
+}
+
+func (s *Store) update(fn func(*bolt.Tx) error) (err error) {
+	defer Guard(s.path, &err)()
+	return s.db.Update(fn)
 }
 
 // DB returns the underlying database, shared with host/kv.
@@ -88,7 +139,7 @@ func objectKey(source, kind, key string) []byte {
 // ReplaceObjects stores objs as the complete set of source, removing what
 // the source no longer has, in one transaction.
 func (s *Store) ReplaceObjects(source string, objs []Object) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketObjects)
 		prefix := []byte(source + "\x00")
 		c := b.Cursor()
@@ -112,14 +163,14 @@ func (s *Store) ReplaceObjects(source string, objs []Object) error {
 
 // PutObject stores one object of a source.
 func (s *Store) PutObject(o Object) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketObjects).Put(objectKey(o.Source, o.Kind, o.Key), o.JSON)
 	})
 }
 
 // DeleteObject removes one object of a source.
 func (s *Store) DeleteObject(source, kind, key string) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketObjects).Delete(objectKey(source, kind, key))
 	})
 }
@@ -127,7 +178,7 @@ func (s *Store) DeleteObject(source, kind, key string) error {
 // Objects returns every stored object, ordered by source, kind and key.
 func (s *Store) Objects() ([]Object, error) {
 	var out []Object
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketObjects).ForEach(func(k, v []byte) error {
 			parts := bytes.SplitN(k, []byte{0}, 3)
 			if len(parts) != 3 {
@@ -169,7 +220,7 @@ func twinKey(device, prop string) []byte { return []byte(device + "\x00" + prop)
 func (s *Store) Twins(device string) (map[string]Twin, error) {
 	out := map[string]Twin{}
 	prefix := []byte(device + "\x00")
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketTwins).Cursor()
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 			var t Twin
@@ -216,7 +267,7 @@ func putTwin(b *bolt.Bucket, k []byte, t Twin) error {
 // spec and is recorded as SpecDesired too.
 func (s *Store) SetDesired(device, prop, value, by string, spec bool, now time.Time) (Twin, error) {
 	var t Twin
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		var seq uint64
 		if v := meta.Get(keySeq); len(v) == 8 {
@@ -244,7 +295,7 @@ func (s *Store) SetDesired(device, prop, value, by string, spec bool, now time.T
 // MarkApplied durably records that desired value seq was written to the
 // device. A seq older than the one recorded is ignored.
 func (s *Store) MarkApplied(device, prop string, seq uint64, now time.Time) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketTwins)
 		k := twinKey(device, prop)
 		t, err := getTwin(b, k)
@@ -280,7 +331,7 @@ func (s *Store) SaveReported(batch []Reported) error {
 	}
 	// bbolt inserts in key order fastest.
 	slices.SortFunc(puts, func(a, b kv) int { return bytes.Compare(a.k, b.k) })
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketReported)
 		for _, p := range puts {
 			if err := b.Put(p.k, p.v); err != nil {
@@ -294,7 +345,7 @@ func (s *Store) SaveReported(batch []Reported) error {
 // DeleteTwins removes every twin of a device.
 func (s *Store) DeleteTwins(device string) error {
 	prefix := []byte(device + "\x00")
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		for _, name := range [][]byte{bucketTwins, bucketReported} {
 			c := tx.Bucket(name).Cursor()
 			for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Seek(prefix) {

@@ -240,7 +240,7 @@ func node(i int) string { return fmt.Sprintf("edge-%04d", i) }
 // simHost is a link client that acknowledges every batch.
 type simHost struct {
 	conn     *websocket.Conn
-	wmu      sync.Mutex
+	wmu      sync.Mutex // serialises writes to conn
 	want     int
 	held     map[string]string
 	complete chan struct{}
@@ -372,7 +372,7 @@ func parallel(workers, n int, fn func(i int) error) error {
 	var (
 		wg    sync.WaitGroup
 		next  atomic.Int64
-		mu    sync.Mutex
+		mu    sync.Mutex // guards first
 		first error
 	)
 	for range workers {

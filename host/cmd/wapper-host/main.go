@@ -11,13 +11,10 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -58,6 +55,10 @@ type options struct {
 	registry      client.Options
 	dmi           dmiOptions
 	cloud         cloudOptions
+	sec           securityOptions
+
+	// shutdownTimeout bounds the shutdown after SIGINT/SIGTERM.
+	shutdownTimeout time.Duration
 }
 
 func main() {
@@ -100,11 +101,13 @@ func command() *cobra.Command {
 	f.DurationVar(&o.stateCycle, "state-cycle", 10*time.Second, "how often device state is asked for and published, unless spec.stateReport sets it")
 	f.BoolVar(&o.pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on --http-listen")
 	f.DurationVar(&o.flushInterval, "flush-interval", 2*time.Second, "how often reported values are saved to the state database")
+	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "after SIGINT or SIGTERM, how long to wait for devices, plugins and saves to finish before exiting anyway; a second signal exits at once")
 	f.BoolVar(&o.registry.PlainHTTP, "registry-plain-http", false, "pull spec.module.image over plain HTTP (loopback registries only)")
 	f.StringVar(&o.registry.CAFile, "registry-ca-file", "", "PEM certificates to trust for OCI registries")
 	f.StringVar(&o.registry.DockerConfig, "registry-config", "", "docker config file with registry credentials (default: $DOCKER_CONFIG/config.json or ~/.docker/config.json)")
 	addDMIFlags(f, &o.dmi)
 	addCloudFlags(f, &o.cloud)
+	addSecurityFlags(f, &o.sec)
 	return cmd
 }
 
@@ -158,8 +161,16 @@ func run(o options) error {
 		return err
 	}
 	slog.SetDefault(log)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	sec, err := loadSecurity(o)
+	if err != nil {
+		return err
+	}
+	if o.shutdownTimeout <= 0 {
+		return fmt.Errorf("--shutdown-timeout %s: want a positive duration, such as 10s", o.shutdownTimeout)
+	}
+	sd := handleSignals(log, o.shutdownTimeout)
+	defer sd.end() // last: the deferred closes below run within the shutdown timeout
+	ctx := sd.ctx
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -173,7 +184,13 @@ func run(o options) error {
 	if err != nil {
 		return fmt.Errorf("start plugin engine: %w", err)
 	}
-	defer eng.Close(context.Background())
+	defer func() {
+		cctx, cancel := sd.closeContext()
+		defer cancel()
+		if err := eng.Close(cctx); err != nil {
+			log.Warn("plugin engine closed incompletely", "err", err)
+		}
+	}()
 	pluginDir := o.pluginDir
 	if pluginDir != "" {
 		if pluginDir, err = filepath.Abs(pluginDir); err != nil {
@@ -191,9 +208,11 @@ func run(o options) error {
 		return err
 	}
 	defer func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		cctx, cancel := sd.closeContext()
 		defer cancel()
-		mgr.Close(cctx)
+		if err := mgr.Close(cctx); err != nil {
+			log.Warn("devices closed incompletely", "err", err)
+		}
 	}()
 
 	// Resume from our own state first, so devices run before manifests are
@@ -213,13 +232,15 @@ func run(o options) error {
 			return err
 		}
 		log.Info("using external MQTT broker", "url", o.mqttBroker)
-	case o.mqttListen != "":
-		b, err := mqtt.Serve(o.mqttListen, log)
+	case o.mqttListen != "" || o.sec.mqttTLSListen != "":
+		b, err := mqtt.Serve(mqtt.BrokerOptions{Addr: o.mqttListen, TLSAddr: o.sec.mqttTLSListen, TLS: sec.mqttTLS,
+			Username: sec.mqttUser, Password: sec.mqttPassword, Logger: log})
 		if err != nil {
 			return err
 		}
 		bus = b
-		log.Info("embedded MQTT broker listening", "addr", b.Addr())
+		log.Info("embedded MQTT broker listening", "addr", b.Addr(), "tls-addr", b.TLSAddr(), "password", sec.mqttUser != "")
+		sec.warnBroker(log, b.Addr(), b.TLSAddr())
 	}
 	if bus != nil {
 		defer bus.Close()
@@ -236,12 +257,18 @@ func run(o options) error {
 	// Serve REST before reading manifests, so that a host with many
 	// devices can be watched while it starts them.
 	if o.httpListen != "" {
-		srv := rest.New(mgr, rest.Options{Logger: log, Gatherer: reg, Problems: problems, Pprof: o.pprof})
+		srv := rest.New(mgr, rest.Options{Logger: log, Gatherer: reg, Problems: problems, Pprof: o.pprof,
+			Token: sec.httpToken, AuthReads: sec.httpAuthReads, TLS: sec.httpTLS})
 		addr, err := srv.Listen(o.httpListen)
 		if err != nil {
 			return err
 		}
-		log.Info("REST API listening", "addr", addr, "try", "curl http://"+addr+"/api/v1/devices")
+		scheme := "http"
+		if sec.httpTLS != nil {
+			scheme = "https"
+		}
+		log.Info("REST API listening", "addr", addr, "try", "curl "+scheme+"://"+addr+"/api/v1/devices", "token", sec.httpToken != "", "client-certs", sec.httpClientCerts)
+		sec.warnREST(log, addr)
 		defer srv.Close()
 	}
 	if o.manifests != "" {
@@ -283,7 +310,6 @@ func run(o options) error {
 	defer stopCloud()
 
 	log.Info("wapper-host running", "state-dir", o.stateDir, "manifests", o.manifests, "plugin-dir", pluginDir)
-	<-ctx.Done()
-	log.Info("stopping")
+	<-ctx.Done() // handleSignals logs the signal
 	return nil
 }

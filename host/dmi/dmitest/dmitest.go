@@ -146,7 +146,7 @@ type Edgecore struct {
 	srv  *grpc.Server
 	conn *grpc.ClientConn
 
-	mu            sync.Mutex
+	mu            sync.Mutex // guards the fields below
 	Registrations []*pb.MapperRegisterRequest
 	Twins         []*pb.ReportDeviceStatusRequest
 	States        []*pb.ReportDeviceStatesRequest

@@ -325,8 +325,8 @@ spec:
 			t.Fatalf("a2 runs on %q, want virtual-oci", d.Plugin)
 		}
 		reportedInCluster(t, c, "a2", "setpoint", "5")
-		if len(a.logEntries("cloudlink: registry not usable from here; fetching the module through the cloud")) == 0 {
-			t.Fatalf("host A did not fetch the module through the cloud:\n%s", a.logs())
+		if len(a.Logged("cloudlink: registry not usable from here; fetching the module through the cloud")) == 0 {
+			t.Fatalf("host A did not fetch the module through the cloud:\n%s", a.Logs())
 		}
 		if got := c.metric(`wapper_cloud_module_requests_total{result="ok"}`); got < 1 {
 			t.Fatalf("the cloud served %v modules", got)

@@ -138,7 +138,7 @@ func TestModbusThroughHost(t *testing.T) {
 		}
 		return nil
 	})
-	if !strings.Contains(h.logs(), "refused by grants") {
+	if !strings.Contains(h.Logs(), "refused by grants") {
 		t.Errorf("the host log does not show the refusal")
 	}
 }

@@ -6,7 +6,6 @@ package e2e
 // logged when either listens beyond loopback without authentication.
 
 import (
-	"bufio"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -27,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"wapper.dev/wapper/internal/hostproc"
 	"wapper.dev/wapper/internal/testenv"
 )
 
@@ -82,8 +82,8 @@ func secMosquitto(t *testing.T, name, addr string, args ...string) (string, erro
 // secNoWarning fails if the host warned about an address beyond loopback.
 func secNoWarning(t *testing.T, h *saHost) {
 	t.Helper()
-	if strings.Contains(h.logs(), "non-loopback") {
-		t.Errorf("a host on loopback warned about a non-loopback address:\n%s", h.logs())
+	if strings.Contains(h.Logs(), "non-loopback") {
+		t.Errorf("a host on loopback warned about a non-loopback address:\n%s", h.Logs())
 	}
 }
 
@@ -286,37 +286,16 @@ func TestSecureRESTToken(t *testing.T) {
 // waits until it logs that it runs.
 func secRun(t *testing.T, args ...string) *saHost {
 	t.Helper()
-	h := &saHost{t: t, state: t.TempDir(), done: make(chan struct{})}
-	h.cmd = exec.Command(testenv.Artifact(t, "wapper-host"), append([]string{"--state-dir", h.state, "--log-format", "json"}, args...)...)
-	pr, pw := io.Pipe()
-	h.cmd.Stdout, h.cmd.Stderr = pw, pw
-	if err := h.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			h.logMu.Lock()
-			h.log.Write(sc.Bytes())
-			h.log.WriteByte('\n')
-			h.logMu.Unlock()
-		}
-	}()
-	go func() { h.cmd.Wait(); pw.Close(); close(h.done) }()
-	t.Cleanup(func() {
-		h.stop()
-		if t.Failed() {
-			t.Logf("wapper-host log:\n%s", h.logs())
-		}
-	})
+	h := &saHost{t: t, state: t.TempDir()}
+	h.Proc = hostproc.Start(t, testenv.Artifact(t, "wapper-host"), append([]string{"--state-dir", h.state, "--log-format", "json"}, args...)...)
+	t.Cleanup(h.stop) // before the Proc's cleanup, which then logs the output if the test failed
 	saEventually(t, "wapper-host running", 60*time.Second, func() error {
 		select {
-		case <-h.done:
-			t.Fatalf("wapper-host exited early:\n%s", h.logs())
+		case <-h.Done():
+			t.Fatalf("wapper-host exited early:\n%s", h.Logs())
 		default:
 		}
-		if len(h.logEntries("wapper-host running")) == 0 {
+		if len(h.Logged("wapper-host running")) == 0 {
 			return fmt.Errorf("not yet")
 		}
 		return nil
@@ -327,7 +306,7 @@ func secRun(t *testing.T, args ...string) *saHost {
 // secWarnings returns the messages of the WARN records.
 func secWarnings(h *saHost) []string {
 	var out []string
-	for _, line := range strings.Split(h.logs(), "\n") {
+	for _, line := range strings.Split(h.Logs(), "\n") {
 		var rec map[string]any
 		if json.Unmarshal([]byte(line), &rec) == nil && rec["level"] == "WARN" {
 			out = append(out, fmt.Sprint(rec["msg"]))

@@ -1,35 +1,29 @@
 package e2e
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"wapper.dev/wapper/internal/hostproc"
 	"wapper.dev/wapper/internal/testenv"
 )
 
 // saHost is a running bin/wapper-host process.
 type saHost struct {
+	*hostproc.Proc
 	t     testing.TB
-	cmd   *exec.Cmd
 	http  string
 	mqtt  string
 	state string
-	logMu sync.Mutex
-	log   bytes.Buffer
-	done  chan struct{}
 }
 
 func saPort(t testing.TB) string {
@@ -46,7 +40,7 @@ func saPort(t testing.TB) string {
 func saStart(t testing.TB, state string, args ...string) *saHost {
 	t.Helper()
 	bin := testenv.Artifact(t, "wapper-host")
-	h := &saHost{t: t, http: saPort(t), state: state, done: make(chan struct{})}
+	h := &saHost{t: t, http: saPort(t), state: state}
 	full := []string{"--state-dir", state, "--http-listen", h.http, "--log-format", "json", "--log-level", "debug",
 		"--plugin-dir", filepath.Dir(testenv.Plugin(t, "virtual"))}
 	hasMQTT := false
@@ -58,34 +52,12 @@ func saStart(t testing.TB, state string, args ...string) *saHost {
 		full = append(full, "--mqtt-listen", h.mqtt)
 	}
 	full = append(full, args...)
-	h.cmd = exec.Command(bin, full...)
-	pr, pw := io.Pipe()
-	h.cmd.Stderr = pw
-	h.cmd.Stdout = pw
-	if err := h.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			h.logMu.Lock()
-			h.log.Write(sc.Bytes())
-			h.log.WriteByte('\n')
-			h.logMu.Unlock()
-		}
-	}()
-	go func() { h.cmd.Wait(); pw.Close(); close(h.done) }()
-	t.Cleanup(func() {
-		h.stop()
-		if t.Failed() {
-			t.Logf("wapper-host log:\n%s", h.logs())
-		}
-	})
+	h.Proc = hostproc.Start(t, bin, full...)
+	t.Cleanup(h.stop) // before the Proc's cleanup, which then logs the output if the test failed
 	saEventually(t, "wapper-host answers /api/v1/ping", 60*time.Second, func() error {
 		select {
-		case <-h.done:
-			t.Fatalf("wapper-host exited early:\n%s", h.logs())
+		case <-h.Done():
+			t.Fatalf("wapper-host exited early:\n%s", h.Logs())
 		default:
 		}
 		_, err := h.get("/api/v1/ping", nil)
@@ -94,43 +66,25 @@ func saStart(t testing.TB, state string, args ...string) *saHost {
 	return h
 }
 
-func (h *saHost) logs() string {
-	h.logMu.Lock()
-	defer h.logMu.Unlock()
-	return h.log.String()
-}
-
-// logEntries returns the JSON log records whose msg is msg.
-func (h *saHost) logEntries(msg string) []map[string]any {
-	var out []map[string]any
-	for _, line := range strings.Split(h.logs(), "\n") {
-		var rec map[string]any
-		if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == msg {
-			out = append(out, rec)
-		}
-	}
-	return out
-}
-
 func (h *saHost) stop() {
 	select {
-	case <-h.done:
+	case <-h.Done():
 		return
 	default:
 	}
-	h.cmd.Process.Signal(syscall.SIGINT)
+	h.Cmd.Process.Signal(syscall.SIGINT)
 	select {
-	case <-h.done:
+	case <-h.Done():
 	case <-time.After(20 * time.Second):
 		h.t.Errorf("wapper-host did not stop within 20s of SIGINT")
-		h.cmd.Process.Kill()
-		<-h.done
+		h.Cmd.Process.Kill()
+		<-h.Done()
 	}
 }
 
 func (h *saHost) kill9() {
-	h.cmd.Process.Signal(syscall.SIGKILL)
-	<-h.done
+	h.Cmd.Process.Signal(syscall.SIGKILL)
+	<-h.Done()
 }
 
 // do sends a request and decodes the JSON answer into out; a status other

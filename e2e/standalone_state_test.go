@@ -58,7 +58,7 @@ func TestStandaloneKill9(t *testing.T) {
 	if len(ds) != 6 {
 		t.Fatalf("after restart without manifests, %d devices restored, want 6: %v", len(ds), ds)
 	}
-	if !strings.Contains(h2.logs(), `"msg":"restored from state"`) {
+	if !strings.Contains(h2.Logs(), `"msg":"restored from state"`) {
 		t.Fatalf("no restore logged")
 	}
 	saEventually(t, "restored devices applying every desired value", 60*time.Second, func() error {
@@ -82,7 +82,7 @@ func TestStandaloneKill9(t *testing.T) {
 	}
 	// The first write had completed before the kill: the journal knows it.
 	if len(applied1) == 0 {
-		t.Errorf("no desired value applied before the kill (log:\n%s)", h1.logs())
+		t.Errorf("no desired value applied before the kill (log:\n%s)", h1.Logs())
 	}
 	h2.stop()
 	if err := os.Rename(hidden, dir); err != nil {
@@ -99,7 +99,7 @@ func TestStandaloneKill9(t *testing.T) {
 	if tw := d.twin("level"); tw.Reported != "44" {
 		t.Errorf("dev4 level after third start %+v", tw)
 	}
-	if strings.Contains(h3.logs(), `"msg":"desired value set"`) {
+	if strings.Contains(h3.Logs(), `"msg":"desired value set"`) {
 		t.Errorf("third run set desired values again from the unchanged manifests")
 	}
 }
@@ -109,7 +109,7 @@ func TestStandaloneKill9(t *testing.T) {
 func appliedSeqs(t *testing.T, h *saHost) map[float64]bool {
 	t.Helper()
 	out := map[float64]bool{}
-	for _, rec := range h.logEntries("desired value applied") {
+	for _, rec := range h.Logged("desired value applied") {
 		seq, _ := rec["seq"].(float64)
 		if out[seq] {
 			t.Errorf("seq %v applied twice in one run", seq)
@@ -239,7 +239,7 @@ func TestStandaloneBadManifests(t *testing.T) {
 	}
 	// Bad manifests are in the log with file, field and reason.
 	found := false
-	for _, rec := range h.logEntries("bad manifest") {
+	for _, rec := range h.Logged("bad manifest") {
 		found = found || (strings.HasSuffix(fmt.Sprint(rec["file"]), "c-typo.yaml") && rec["field"] == "spec.properties[0].type")
 	}
 	if !found {

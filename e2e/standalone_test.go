@@ -258,9 +258,9 @@ func TestStandaloneExternalMosquitto(t *testing.T) {
 	}
 	t.Cleanup(func() { broker.Process.Kill(); broker.Wait() })
 	h := saStart(t, t.TempDir(), "--manifests", saManifests(t, nil), "--mqtt-listen", "", "--mqtt-broker", "tcp://"+addr)
-	if !strings.Contains(h.logs(), "connected to MQTT broker") {
+	if !strings.Contains(h.Logs(), "connected to MQTT broker") {
 		saEventually(t, "host connected to mosquitto", 30*time.Second, func() error {
-			if strings.Contains(h.logs(), "connected to MQTT broker") {
+			if strings.Contains(h.Logs(), "connected to MQTT broker") {
 				return nil
 			}
 			return errors.New("not yet")

@@ -5,10 +5,8 @@ package main
 // state database.
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,7 +16,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -26,17 +23,14 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"wapper.dev/wapper/host/store"
+	"wapper.dev/wapper/internal/hostproc"
 	"wapper.dev/wapper/internal/testenv"
 )
 
 // shutdownHost is a running bin/wapper-host.
 type shutdownHost struct {
-	cmd   *exec.Cmd
-	http  string
-	done  chan struct{}
-	err   error // of Wait, once done is closed
-	logMu sync.Mutex
-	log   bytes.Buffer
+	*hostproc.Proc
+	http string
 }
 
 // startShutdownHost starts bin/wapper-host with JSON logs and the given
@@ -44,61 +38,14 @@ type shutdownHost struct {
 func startShutdownHost(t *testing.T, state string, args ...string) *shutdownHost {
 	t.Helper()
 	bin := testenv.Artifact(t, "wapper-host")
-	h := &shutdownHost{done: make(chan struct{})}
-	h.cmd = exec.Command(bin, append([]string{"--state-dir", state, "--log-format", "json", "--mqtt-listen", ""}, args...)...)
-	pr, pw := io.Pipe()
-	h.cmd.Stdout, h.cmd.Stderr = pw, pw
-	if err := h.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			h.logMu.Lock()
-			h.log.Write(sc.Bytes())
-			h.log.WriteByte('\n')
-			h.logMu.Unlock()
-		}
-	}()
-	go func() { h.err = h.cmd.Wait(); pw.Close(); close(h.done) }()
-	t.Cleanup(func() {
-		select {
-		case <-h.done:
-		default:
-			h.cmd.Process.Kill()
-			<-h.done
-		}
-		if t.Failed() {
-			t.Logf("wapper-host output:\n%s", h.logs())
-		}
-	})
-	return h
-}
-
-func (h *shutdownHost) logs() string {
-	h.logMu.Lock()
-	defer h.logMu.Unlock()
-	return h.log.String()
-}
-
-// logged returns the JSON log records whose msg is msg.
-func (h *shutdownHost) logged(msg string) []map[string]any {
-	var out []map[string]any
-	for _, line := range strings.Split(h.logs(), "\n") {
-		var rec map[string]any
-		if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == msg {
-			out = append(out, rec)
-		}
-	}
-	return out
+	return &shutdownHost{Proc: hostproc.Start(t, bin, append([]string{"--state-dir", state, "--log-format", "json", "--mqtt-listen", ""}, args...)...)}
 }
 
 // waitExit waits for the process to exit, at most within.
 func (h *shutdownHost) waitExit(t *testing.T, within time.Duration, after string) {
 	t.Helper()
 	select {
-	case <-h.done:
+	case <-h.Done():
 	case <-time.After(within):
 		t.Fatalf("wapper-host still running %s after %s", within, after)
 	}
@@ -107,10 +54,10 @@ func (h *shutdownHost) waitExit(t *testing.T, within time.Duration, after string
 // exitCode is the exit status, or -1 when killed by a signal.
 func (h *shutdownHost) exitCode() int {
 	var ee *exec.ExitError
-	if errors.As(h.err, &ee) {
+	if errors.As(h.Err(), &ee) {
 		return ee.ExitCode()
 	}
-	if h.err != nil {
+	if h.Err() != nil {
 		return -1
 	}
 	return 0
@@ -122,8 +69,8 @@ func eventually(t *testing.T, what string, within time.Duration, h *shutdownHost
 	var err error
 	for time.Now().Before(deadline) {
 		select {
-		case <-h.done:
-			t.Fatalf("wapper-host exited (%v) while waiting for %s", h.err, what)
+		case <-h.Done():
+			t.Fatalf("wapper-host exited (%v) while waiting for %s", h.Err(), what)
 		default:
 		}
 		if err = fn(); err == nil {
@@ -215,15 +162,15 @@ func startStuck(t *testing.T, args ...string) *shutdownHost {
 // reaches it, and the log names the device left behind.
 func TestSIGTERMWithStuckPlugin(t *testing.T) {
 	h := startStuck(t, "--shutdown-timeout", "2s")
-	if err := h.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := h.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	h.waitExit(t, 30*time.Second, "SIGTERM with --shutdown-timeout 2s")
-	if len(h.logged("stopping; send the signal again to exit at once")) != 1 {
+	if len(h.Logged("stopping; send the signal again to exit at once")) != 1 {
 		t.Fatalf("no stopping record")
 	}
-	left := h.logged("devices did not stop in time: their loops are still in plugin calls")
-	forced := h.logged("shutdown did not finish within --shutdown-timeout; exiting without waiting further (see the warnings above for what was left)")
+	left := h.Logged("devices did not stop in time: their loops are still in plugin calls")
+	forced := h.Logged("shutdown did not finish within --shutdown-timeout; exiting without waiting further (see the warnings above for what was left)")
 	t.Logf("exit status %d; devices left behind logged: %v; forced exit logged: %v", h.exitCode(), len(left) == 1, len(forced) == 1)
 	switch {
 	case len(left) == 1:
@@ -248,20 +195,20 @@ func TestSIGTERMWithStuckPlugin(t *testing.T) {
 // wapper-host at once with status 1.
 func TestSecondSignalExitsAtOnce(t *testing.T) {
 	h := startStuck(t, "--shutdown-timeout", "10m")
-	if err := h.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := h.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "the shutdown to begin", 30*time.Second, h, func() error {
-		if len(h.logged("stopping; send the signal again to exit at once")) == 0 {
+		if len(h.Logged("stopping; send the signal again to exit at once")) == 0 {
 			return errors.New("not stopping yet")
 		}
 		return nil
 	})
-	if err := h.cmd.Process.Signal(syscall.SIGINT); err != nil {
+	if err := h.Cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
 	h.waitExit(t, 30*time.Second, "a second signal")
-	if h.exitCode() != 1 || len(h.logged("second signal: exiting without finishing the shutdown")) != 1 {
+	if h.exitCode() != 1 || len(h.Logged("second signal: exiting without finishing the shutdown")) != 1 {
 		t.Fatalf("exit status %d, want 1 with the second signal logged", h.exitCode())
 	}
 }
@@ -358,7 +305,7 @@ func TestDamagedStateExits(t *testing.T) {
 	}
 	h := startShutdownHost(t, dir, "--http-listen", freePort(t))
 	h.waitExit(t, 30*time.Second, "start on a damaged state database")
-	out := h.logs()
+	out := h.Logs()
 	if h.exitCode() != 1 {
 		t.Fatalf("exit status %d, want 1", h.exitCode())
 	}

@@ -66,7 +66,8 @@ type Config struct {
 	// long: it runs inside a guest call.
 	Report func(Reading)
 	// StackKiB is the wasm stack one call may use, in KiB of frames; zero
-	// means DefaultStackKiB. Deeper calls trap. The host memory the stacks
+	// means an eighth of MemoryMiB over all the instance's stacks, between
+	// MinStackKiB and DefaultStackKiB. Deeper calls trap. The host memory the stacks
 	// can take counts against MemoryMiB (SPEC.md §9).
 	StackKiB int
 	// LogBytesPerSecond limits what the plugin writes to the host log
@@ -170,7 +171,7 @@ func (e *Engine) load(ctx context.Context, cfg Config, skipInit bool) (*Plugin, 
 		cfg.Instances = DefaultInstances
 	}
 	if cfg.StackKiB == 0 {
-		cfg.StackKiB = DefaultStackKiB
+		cfg.StackKiB = defaultStackKiB(cfg.MemoryMiB)
 	}
 	switch {
 	case cfg.MemoryMiB < 1 || cfg.MemoryMiB > abi.MaxMemoryBytes>>20:

@@ -7,9 +7,20 @@ import (
 	"wapper.dev/wapper/host/runtime/internal/stackguard"
 )
 
-// DefaultStackKiB is the wasm stack one call may use, in KiB of frames, as
-// the stack guard counts them (SPEC.md §9). Real plugins use under 8 KiB.
-const DefaultStackKiB = 128
+// The wasm stack one call may use, in KiB of frames as the stack guard
+// counts them (SPEC.md §9): by default the stacks of an instance take at
+// most an eighth of its memory budget, and each call gets between
+// MinStackKiB and DefaultStackKiB. Real plugins use under 8 KiB.
+const (
+	DefaultStackKiB = 128
+	MinStackKiB     = 16
+)
+
+// defaultStackKiB is the stack of a call when the plugin sets none.
+func defaultStackKiB(memoryMiB int) int {
+	perCall := uint64(memoryMiB) << 20 / 8 / (2 * stackHandles) >> 10
+	return int(min(max(perCall, MinStackKiB), DefaultStackKiB))
+}
 
 // stackHandles is how many exports the host calls on an instance. wazero
 // keeps one native stack per export it calls and never shrinks it, and a

@@ -277,7 +277,7 @@ func TestLoaderRefusals(t *testing.T) {
 func TestMemoryLimitBelowModuleMinimum(t *testing.T) {
 	e := newEnv(t)
 	wasm, _ := os.ReadFile(testenv.Plugin(t, "virtual"))
-	_, err := e.eng.Load(context.Background(), runtime.Config{Name: "tiny", Wasm: wasm, MemoryMiB: 4})
+	_, err := e.eng.Load(context.Background(), runtime.Config{Name: "tiny", Wasm: wasm, MemoryMiB: 1})
 	if err == nil || !strings.Contains(err.Error(), "initial memory is larger than limits.memoryMiB allows") {
 		t.Fatalf("err = %v", err)
 	}

@@ -192,17 +192,17 @@ func TestTablesAreBounded(t *testing.T) {
 		table := `(table 1 1048576 funcref)`
 		e := newEnv(t)
 		wasm := hostile{table: table}.build(t)
-		_, err := e.eng.Load(context.Background(), runtime.Config{Name: "t", Wasm: wasm, MemoryMiB: 11})
+		_, err := e.eng.Load(context.Background(), runtime.Config{Name: "t", Wasm: wasm, MemoryMiB: 11, StackKiB: 128})
 		if err == nil || !strings.Contains(err.Error(), "tables can take 8192 KiB") {
 			t.Fatalf("11 MiB: %v", err)
 		}
-		p, err := e.eng.Load(context.Background(), runtime.Config{Name: "t", Wasm: wasm, MemoryMiB: 12})
+		p, err := e.eng.Load(context.Background(), runtime.Config{Name: "t", Wasm: wasm, MemoryMiB: 12, StackKiB: 128})
 		if err != nil {
 			t.Fatalf("12 MiB: %v", err)
 		}
 		p.Close(context.Background())
 		big := hostile{table: table, memory: `(memory (export "memory") 13)`}.build(t)
-		_, err = e.eng.Load(context.Background(), runtime.Config{Name: "t", Wasm: big, MemoryMiB: 12})
+		_, err = e.eng.Load(context.Background(), runtime.Config{Name: "t", Wasm: big, MemoryMiB: 12, StackKiB: 128})
 		if err == nil || !strings.Contains(err.Error(), "once its tables and wasm stacks are counted") {
 			t.Fatalf("13 pages in 12 MiB with an 8 MiB table: %v", err)
 		}

@@ -501,7 +501,8 @@ func (m *module) parseGlobals(p []byte) error {
 		if _, err := r.byte(); err != nil { // mutability
 			return err
 		}
-		if err := skipConstExpr(&r); err != nil {
+		// Check accepted the module, so its initializer decodes the same.
+		if err := checkConstExpr(&r); err != nil {
 			return err
 		}
 		m.globals = append(m.globals, t)
@@ -510,44 +511,4 @@ func (m *module) parseGlobals(p []byte) error {
 		return errors.New("bytes after the last global")
 	}
 	return nil
-}
-
-// skipConstExpr skips a constant expression up to and including its end.
-func skipConstExpr(r *reader) error {
-	for {
-		op, err := r.byte()
-		if err != nil {
-			return err
-		}
-		switch op {
-		case 0x0b:
-			return nil
-		case 0x41:
-			_, err = r.sleb(32)
-		case 0x42:
-			_, err = r.sleb(64)
-		case 0x43:
-			err = r.skip(4)
-		case 0x44:
-			err = r.skip(8)
-		case 0x23, 0xd2: // global.get, ref.func
-			_, err = r.u32()
-		case 0xd0: // ref.null
-			_, err = r.byte()
-		case 0x6a, 0x6b, 0x6c, 0x7c, 0x7d, 0x7e: // extended constant expressions
-		case 0xfd: // v128.const
-			var sub uint32
-			if sub, err = r.u32(); err == nil {
-				if sub != 0x0c {
-					return fmt.Errorf("opcode 0xFD %d in a constant expression", sub)
-				}
-				err = r.skip(16)
-			}
-		default:
-			return fmt.Errorf("opcode %#x in a constant expression", op)
-		}
-		if err != nil {
-			return err
-		}
-	}
 }

@@ -152,16 +152,21 @@ func (v Value) Str() string {
 	return v.Text()
 }
 
-// Text returns the value as a KubeEdge twin string: decimal numbers,
-// "true"/"false", text as-is, bytes in standard base64.
+// Text returns the value as a KubeEdge twin string: INT in decimal; FLOAT
+// and DOUBLE as the shortest plain decimal that parses back to the same
+// number, never with an exponent (2500000.5, 1e20 as
+// 100000000000000000000, 1e-7 as 0.0000001, -0), infinities as "Inf" and
+// "-Inf", NaN as "NaN"; BOOLEAN "true"/"false"; STRING as-is; BYTES and
+// STREAM in standard base64. Numbers thus never contain '+', which
+// edgecore's twin value check refuses.
 func (v Value) Text() string {
 	switch v.t {
 	case TypeInt:
 		return strconv.FormatInt(int64(v.n), 10)
 	case TypeFloat:
-		return strconv.FormatFloat(float64(math.Float32frombits(uint32(v.n))), 'g', -1, 32)
+		return formatFloat(float64(math.Float32frombits(uint32(v.n))), 32)
 	case TypeDouble:
-		return strconv.FormatFloat(math.Float64frombits(v.n), 'g', -1, 64)
+		return formatFloat(math.Float64frombits(v.n), 64)
 	case TypeBoolean:
 		return strconv.FormatBool(v.n != 0)
 	case TypeString:
@@ -172,8 +177,38 @@ func (v Value) Text() string {
 	return ""
 }
 
+// formatFloat formats f as Text does, with the shortest digits for a
+// float of bits bits.
+func formatFloat(f float64, bits int) string {
+	switch {
+	case math.IsInf(f, 1):
+		return "Inf" // strconv says "+Inf"
+	case math.IsInf(f, -1):
+		return "-Inf"
+	}
+	return strconv.FormatFloat(f, 'f', -1, bits) // NaN is "NaN"
+}
+
+// TwinType returns the twin type KubeEdge's edgecore accepts for t in a
+// twin's metadata.type (edgecore's ValidateValue knows only int, integer,
+// float, boolean and string, in lower case): "int" for INT, "float" for
+// FLOAT and DOUBLE, "boolean" for BOOLEAN and "string" for the rest.
+func (t Type) TwinType() string {
+	switch t {
+	case TypeInt:
+		return "int"
+	case TypeFloat, TypeDouble:
+		return "float"
+	case TypeBoolean:
+		return "boolean"
+	}
+	return "string"
+}
+
 // ParseText parses a KubeEdge twin string as a value of type t: the inverse
-// of Text. Booleans also accept "1"/"0", "on"/"off" in any case.
+// of Text. Booleans also accept "1"/"0", "on"/"off" in any case; numbers
+// also accept exponents ("1e+06") and "+Inf"; BYTES and STREAM accept the
+// URL-safe base64 alphabet and missing padding too.
 func ParseText(t Type, s string) (Value, error) {
 	switch t {
 	case TypeInt:
@@ -213,13 +248,32 @@ func ParseText(t Type, s string) (Value, error) {
 		}
 		return String(s), nil
 	case TypeBytes, TypeStream:
-		b, err := base64.StdEncoding.DecodeString(s)
+		b, err := decodeBase64(s)
 		if err != nil {
-			return Value{}, fmt.Errorf("%s value is not standard base64: %v", t, err)
+			return Value{}, fmt.Errorf("%s value is not base64: %v", t, err)
 		}
 		return Value{t: t, b: b}, nil
 	}
 	return Value{}, fmt.Errorf("unknown property type %v", t)
+}
+
+// decodeBase64 decodes the standard or the URL-safe base64 alphabet
+// (RFC 4648 §4 and §5), padded or not. A text using both alphabets is
+// refused.
+func decodeBase64(s string) ([]byte, error) {
+	enc, padded := base64.StdEncoding, false
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '-', '_':
+			enc = base64.URLEncoding
+		case '=':
+			padded = true
+		}
+	}
+	if !padded {
+		enc = enc.WithPadding(base64.NoPadding)
+	}
+	return enc.DecodeString(s)
 }
 
 // Convert returns v as type t when that loses nothing a user would miss:

@@ -51,7 +51,9 @@ type TwinStatus struct {
 	ReportedTime time.Time `json:"reportedTime,omitzero"`
 	// Error is the last read or write error, cleared by a success.
 	Error string `json:"error,omitempty"`
-	// Push is the property's pushMethod from the Device spec.
+	// Push is the property's pushMethod from the Device spec. A reading
+	// event carries it at most once per the property's reportCycle (as
+	// mapper-framework pushes every reportCycle); the others have nil.
 	Push *v1beta1.PushMethod `json:"-"`
 }
 
@@ -82,6 +84,7 @@ type twinState struct {
 	err      string
 	errSeq   uint64 // the desired seq whose write failed last
 	lastRead time.Time
+	pushedAt time.Time // when a reading last carried the pushMethod
 }
 
 type device struct {
@@ -95,6 +98,9 @@ type device struct {
 	// reconciliation lock).
 	handles    map[string]uint32
 	nextHandle uint32
+	// ignored maps a property to the spec desired value last logged as
+	// not written (the property is not ReadWrite); reconciliation owns it.
+	ignored map[string]string
 
 	mu        sync.Mutex // guards every field below
 	source    string
@@ -245,6 +251,7 @@ func (d *device) configure(ctx context.Context, cfg config) {
 		m.emit(Event{Type: EventState, Device: d.key, Namespace: d.ns, Name: d.name, Time: time.Now(), State: abi.StateUnknown, Reason: err.Error()})
 		return
 	}
+	d.logIgnored(&cfg)
 	for _, pc := range specDesired {
 		if _, e := d.setDesired(pc.Name, pc.desired, "spec:"+cfg.source, true); e != nil {
 			m.log.Error("store desired value from the Device spec", "device", d.key, "property", pc.Name, "err", e)
@@ -258,6 +265,24 @@ func (d *device) configure(ctx context.Context, cfg config) {
 	runCtx, cancel := context.WithCancel(m.ctx)
 	d.cancel, d.done, d.settled = cancel, make(chan struct{}), make(chan struct{})
 	go d.run(runCtx, &c, d.done, d.settled)
+}
+
+// logIgnored logs each spec desired value that is not written because its
+// property is not ReadWrite: once per property, and again only when the
+// value changes. Callers hold the reconciliation lock.
+func (d *device) logIgnored(cfg *config) {
+	seen := map[string]string{}
+	for _, pc := range cfg.props {
+		if pc.ignored == "" {
+			continue
+		}
+		seen[pc.Name] = pc.ignored
+		if d.ignored[pc.Name] != pc.ignored {
+			d.m.log.Info("desired value on a ReadOnly property ignored: only ReadWrite properties are written; it is still read and reported",
+				"device", d.key, "property", pc.Name, "accessMode", pc.AccessMode, "value", pc.ignored, "source", cfg.source)
+		}
+	}
+	d.ignored = seen
 }
 
 // waitSettled waits until the first attempt to add the device since its
@@ -684,7 +709,17 @@ func (d *device) setReported(pc *propConfig, text string, now time.Time) TwinSta
 	defer d.mu.Unlock()
 	t := d.twins[pc.Name]
 	t.Reported, t.ReportedTime, t.dirty, t.err = text, now, true, ""
-	return d.twinStatusLocked(pc, t)
+	ts := d.twinStatusLocked(pc, t)
+	// As in mapper-framework, a property's reportCycle paces its
+	// pushMethod: a reading carries it at most once a cycle.
+	if ts.Push != nil {
+		if !t.pushedAt.IsZero() && now.Sub(t.pushedAt) < pc.report {
+			ts.Push = nil
+		} else {
+			t.pushedAt = now
+		}
+	}
+	return ts
 }
 
 // pushed handles a reading a plugin reported itself.
@@ -908,7 +943,9 @@ func (m *Manager) Device(namespace, name string) (DeviceStatus, error) {
 // text, such as "true" or "21.5"). The value is saved durably before
 // SetDesired returns; the device applies it asynchronously (see
 // [Manager.WaitApplied]). by names the writer for logs ("rest", "mqtt", a
-// source name).
+// source name). A write to a ReadOnly property is refused with an error
+// wrapping [ErrReadOnly]; a desired value in a Device spec on such a
+// property, by contrast, is ignored and the device runs.
 func (m *Manager) SetDesired(ctx context.Context, namespace, name, property, value, by string) (TwinStatus, error) {
 	d, err := m.get(namespace, name)
 	if err != nil {

@@ -168,3 +168,37 @@ func TestSourcesOwnNames(t *testing.T) {
 		t.Fatalf("d1 from dmi: %+v", d)
 	}
 }
+
+// TestPushPacedByReportCycle: as in mapper-framework, a property's
+// pushMethod goes at most once per reportCycle, however often it is read.
+func TestPushPacedByReportCycle(t *testing.T) {
+	m := newManager(t, t.TempDir())
+	events, cancel := m.Subscribe("test", 1000)
+	defer cancel()
+	rs := set("pushy")
+	p := &rs.Devices[0].Spec.Properties[0]
+	p.CollectCycle, p.ReportCycle = 20, 3_600_000
+	p.PushMethod = &v1beta1.PushMethod{HTTP: &v1beta1.PushMethodHTTP{HostName: "http://127.0.0.1", Port: 1, RequestPath: "/x"}}
+	if err := m.Apply(context.Background(), "test", rs); err != nil {
+		t.Fatal(err)
+	}
+	readings, pushes := 0, 0
+	waitFor(t, "20 readings of property n", func() bool {
+		for {
+			select {
+			case ev := <-events:
+				if ev.Type == devices.EventReading && ev.Twins[0].Property == "n" {
+					readings++
+					if ev.PushesHTTP() {
+						pushes++
+					}
+				}
+			default:
+				return readings >= 20
+			}
+		}
+	})
+	if pushes != 1 {
+		t.Fatalf("%d of %d readings carry the pushMethod, want 1 (reportCycle is an hour)", pushes, readings)
+	}
+}

@@ -65,6 +65,10 @@
 // records the sequence as applied and the property is read back, so the
 // reported value follows. After a crash, desired values not yet applied are
 // applied once on restart, and those already applied are not applied again.
+// A desired value in a Device's spec.properties is set the same way when it
+// changes; on a property that is not ReadWrite it is ignored (logged once),
+// as KubeEdge's mapper-framework does, while SetDesired on such a property
+// is refused with [ErrReadOnly].
 // [Manager.Devices], [Manager.Device], [Manager.Read], [Manager.CallMethod]
 // and [Manager.Model] serve REST and DMI.
 //

@@ -688,6 +688,24 @@ func (m *Manager) Problems() []Problem {
 	return out
 }
 
+// Owned returns the keys (namespace/name) of the Devices and DeviceModels
+// that source has applied and not deleted, sorted.
+func (m *Manager) Owned(source string) (devices, models []string) {
+	m.mu.RLock()
+	if s := m.sources[source]; s != nil {
+		for k := range s.devices {
+			devices = append(devices, k)
+		}
+		for k := range s.models {
+			models = append(models, k)
+		}
+	}
+	m.mu.RUnlock()
+	sort.Strings(devices)
+	sort.Strings(models)
+	return devices, models
+}
+
 // Model returns the DeviceModel a device uses.
 func (m *Manager) Model(namespace, device string) (*v1beta1.DeviceModel, error) {
 	d, err := m.get(namespace, device)

@@ -214,7 +214,10 @@ type propConfig struct {
 	collect time.Duration
 	report  time.Duration
 	push    *v1beta1.PushMethod
-	desired string // spec desired value, "" if none
+	desired string // spec desired value to write, "" if none
+	// ignored is a spec desired value that is not written because the
+	// property is not ReadWrite, "" if none.
+	ignored string
 }
 
 func (m *Manager) plan(d *device, od ownedDevice, models map[string]*v1beta1.DeviceModel, plugins map[string]*pluginEntry) (cfg config) {
@@ -339,13 +342,15 @@ func (m *Manager) plan(d *device, od ownedDevice, models map[string]*v1beta1.Dev
 		if dp.ReportCycle > 0 {
 			pc.report = time.Duration(dp.ReportCycle) * time.Millisecond
 		}
+		if pc.desired != "" && access != string(v1beta1.ReadWrite) {
+			// As in mapper-framework, a desired value on a ReadOnly
+			// property is not written (KubeEdge's own examples set
+			// them); the property is still read and reported.
+			pc.desired, pc.ignored = "", pc.desired
+		}
 		if pc.desired != "" {
 			if _, err := abi.ParseText(typ, pc.desired); err != nil {
 				cfg.err = fmt.Errorf("spec.properties[%d].desired.value: %q is not a valid %s: %v", i, pc.desired, typ, err)
-				return cfg
-			}
-			if access != string(v1beta1.ReadWrite) {
-				cfg.err = fmt.Errorf("spec.properties[%d].desired.value: property %q is %s in DeviceModel %s; only ReadWrite properties take a desired value", i, dp.Name, access, model.Name)
 				return cfg
 			}
 		}

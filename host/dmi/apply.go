@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/kubeedge/api/apis/devices/v1beta1"
@@ -41,7 +42,7 @@ func statusError(err error, format string, args ...any) error {
 		return status.Error(codes.NotFound, msg)
 	case errors.Is(err, ErrConflict):
 		return status.Error(codes.AlreadyExists, msg)
-	case errors.Is(err, ErrInvalid):
+	case errors.Is(err, ErrInvalid), errors.Is(err, ErrRefused):
 		return status.Error(codes.InvalidArgument, msg)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.Canceled, msg)
@@ -83,6 +84,7 @@ func (b *Bridge) restore(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("load DMI devices and models from the state database: %w", err)
 	}
+	b.forgetStale(ctx, devs)
 	for _, d := range devs {
 		if err := b.applyDevice(ctx, d, false); err != nil {
 			// Its plugin may not be loaded yet: keep reporting it, so
@@ -95,6 +97,42 @@ func (b *Bridge) restore(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// forgetStale removes from the manager the devices and models it holds
+// for DMI that the bridge did not save: left by a crash between the two
+// saves, or by an older version that did not record refused devices.
+// Edgecore sends again whatever it still has at the next MapperRegister.
+func (b *Bridge) forgetStale(ctx context.Context, saved []*pb.Device) {
+	keep := map[string]bool{}
+	for _, d := range saved {
+		keep["device "+id(d.Namespace, d.Name)] = true
+		keep["model "+id(d.Namespace, d.GetSpec().GetDeviceModelReference())] = true
+	}
+	for k := range b.models {
+		keep["model "+k] = true
+	}
+	devs, models := b.o.Devices.Owned(Source)
+	for _, k := range devs {
+		if keep["device "+k] {
+			continue
+		}
+		ns, name, _ := strings.Cut(k, "/")
+		if err := b.o.Devices.RemoveDevice(ctx, Source, ns, name); err != nil {
+			b.log.Warn("remove a stale DMI device", "device", k, "err", err)
+			continue
+		}
+		b.log.Info("removed a DMI device the bridge had not recorded; edgecore sends it again if it still has it", "device", k)
+	}
+	for _, k := range models {
+		if keep["model "+k] {
+			continue
+		}
+		ns, name, _ := strings.Cut(k, "/")
+		if err := b.o.Devices.RemoveModel(ctx, Source, ns, name); err != nil {
+			b.log.Warn("remove a stale DMI device model", "model", k, "err", err)
+		}
+	}
 }
 
 func (b *Bridge) save(bucket []byte, key string, m proto.Message) error {
@@ -183,16 +221,26 @@ func (b *Bridge) applyDevice(ctx context.Context, d *pb.Device, wait bool) error
 	b.mu.Lock()
 	h := b.devices[key]
 	b.mu.Unlock()
-	if modelSame && h != nil && h.protocol == protocol && proto.Equal(h.dev, d) {
+	if modelSame && h != nil && h.protocol == protocol && proto.Equal(h.dev, d) && !b.refused[key] {
 		return nil
 	}
-	if err := b.o.Devices.ApplyDevice(ctx, Source, dev); err != nil {
-		return statusError(err, "device %s", key)
+	aerr := b.o.Devices.ApplyDevice(ctx, Source, dev)
+	if aerr != nil && !errors.Is(aerr, ErrRefused) {
+		return statusError(aerr, "device %s", key)
 	}
+	// A device that cannot run is held by the manager all the same (as
+	// edgecore keeps it in its cache), so it is recorded like a running
+	// one: RemoveDevice removes it, a restart restores it, and
+	// UpdateDevice can correct it.
 	if err := b.save(devicesBucket, key, d); err != nil {
 		return status.Errorf(codes.Internal, "device %s: save to the state database: %v", key, err)
 	}
 	b.startReports(key, d, protocol)
+	if aerr != nil {
+		b.refused[key] = true
+		return statusError(aerr, "device %s", key)
+	}
+	delete(b.refused, key)
 	return nil
 }
 
@@ -220,7 +268,9 @@ func sortedKeys(m map[string]bool) []string {
 	return out
 }
 
-// removeDevice removes a device received from edgecore.
+// removeDevice removes a device received from edgecore. Removing one the
+// bridge does not hold succeeds: edgecore keeps a device in its cache, and
+// lists it at every MapperRegister, until its mapper accepts the removal.
 func (b *Bridge) removeDevice(ctx context.Context, namespace, name string) error {
 	key := id(namespace, name)
 	b.applyMu.Lock()
@@ -228,17 +278,46 @@ func (b *Bridge) removeDevice(ctx context.Context, namespace, name string) error
 	b.mu.Lock()
 	h := b.devices[key]
 	b.mu.Unlock()
+	model := ""
 	if h == nil {
-		return status.Errorf(codes.NotFound, "device %s is not registered with this mapper", key)
+		b.log.Debug("remove of a device this mapper does not hold; nothing to do", "device", key)
+	} else {
+		model = id(h.dev.Namespace, h.dev.GetSpec().GetDeviceModelReference())
+		b.stopReports(key, true)
 	}
-	b.stopReports(key, true)
-	if err := b.o.Devices.RemoveDevice(ctx, Source, h.dev.Namespace, h.dev.Name); err != nil && !errors.Is(err, ErrNotFound) {
+	delete(b.refused, key)
+	// The manager is asked in any case: removing what it lacks is no
+	// error, and it may hold a device the bridge lost track of.
+	if err := b.o.Devices.RemoveDevice(ctx, Source, defaultNS(namespace), name); err != nil && !errors.Is(err, ErrNotFound) {
 		return statusError(err, "remove device %s", key)
 	}
 	if err := b.save(devicesBucket, key, nil); err != nil {
 		return status.Errorf(codes.Internal, "device %s: remove from the state database: %v", key, err)
 	}
+	if model != "" {
+		b.releaseModel(ctx, model)
+	}
 	return nil
+}
+
+// releaseModel removes from the manager a model that edgecore removed
+// while devices used it, once none does. Call with applyMu.
+func (b *Bridge) releaseModel(ctx context.Context, key string) {
+	b.mu.Lock()
+	_, used := b.models[key]
+	for _, h := range b.devices {
+		used = used || id(h.dev.Namespace, h.dev.GetSpec().GetDeviceModelReference()) == key
+	}
+	b.mu.Unlock()
+	if used {
+		return
+	}
+	ns, name, _ := strings.Cut(key, "/")
+	if err := b.o.Devices.RemoveModel(ctx, Source, ns, name); err != nil && !errors.Is(err, ErrNotFound) {
+		b.log.Warn("remove a device model edgecore removed, now unused", "model", key, "err", err)
+		return
+	}
+	delete(b.appliedModels, key)
 }
 
 // putModel stores a model from edgecore and re-applies it to the manager
@@ -281,7 +360,9 @@ func (b *Bridge) putModel(ctx context.Context, m *pb.DeviceModel) error {
 	return nil
 }
 
-// removeModel forgets a model; the manager keeps it while devices use it.
+// removeModel forgets a model; the manager keeps it while devices use it,
+// and removes it with the last of them. Removing a model the bridge does
+// not know succeeds, as removing an unknown device does.
 func (b *Bridge) removeModel(ctx context.Context, namespace, name string) error {
 	key := id(namespace, name)
 	b.applyMu.Lock()
@@ -296,16 +377,18 @@ func (b *Bridge) removeModel(ctx context.Context, namespace, name string) error 
 		}
 	}
 	b.mu.Unlock()
-	if !ok {
-		return status.Errorf(codes.NotFound, "device model %s is not known to this mapper", key)
-	}
 	if err := b.save(modelsBucket, key, nil); err != nil {
 		return status.Errorf(codes.Internal, "device model %s: remove from the state database: %v", key, err)
 	}
 	if len(users) > 0 {
-		sort.Strings(users)
-		b.log.Warn("device model removed while devices use it; they keep running", "model", key, "devices", users)
+		if ok {
+			sort.Strings(users)
+			b.log.Warn("device model removed while devices use it; they keep running", "model", key, "devices", users)
+		}
 		return nil
+	}
+	if !ok {
+		b.log.Debug("remove of a device model this mapper does not know; nothing to do", "model", key)
 	}
 	if err := b.o.Devices.RemoveModel(ctx, Source, defaultNS(namespace), name); err != nil && !errors.Is(err, ErrNotFound) {
 		return statusError(err, "remove device model %s", key)

@@ -32,9 +32,10 @@ const (
 	// for all mappers of a node together.
 	DefaultReportRate  = 1.0
 	DefaultReportBurst = 50
-	// DefaultReportCycle applies to a property or state report whose
-	// cycle is zero.
-	DefaultReportCycle = 10 * time.Second
+	// DefaultReportCycle applies to a property whose collectCycle is
+	// zero and a state whose stateReport cycle is zero, as
+	// mapper-framework's DefaultCollectCycle and DefaultReportCycle.
+	DefaultReportCycle = time.Second
 	// DefaultModelWait is how long RegisterDevice waits for its model, as
 	// mapper-framework does, before failing.
 	DefaultModelWait = 3 * time.Second
@@ -61,7 +62,8 @@ type Options struct {
 	// ReportRate (calls a second) and ReportBurst pace calls to edgecore.
 	ReportRate  float64
 	ReportBurst int
-	// DefaultReportCycle replaces a zero reportCycle.
+	// DefaultReportCycle replaces a zero collectCycle (twin reports) or
+	// stateReport cycle (state reports).
 	DefaultReportCycle time.Duration
 	// ModelWait is how long RegisterDevice waits for a missing model.
 	ModelWait time.Duration
@@ -90,6 +92,7 @@ type Bridge struct {
 
 	applyMu       sync.Mutex        // serialises changes to devices and models
 	appliedModels map[string]string // model key → JSON last applied to the manager; guarded by applyMu
+	refused       map[string]bool   // devices held that cannot run (ErrRefused); guarded by applyMu
 	mu            sync.Mutex        // guards models, devices
 	models        map[string]*pb.DeviceModel
 	devices       map[string]*held
@@ -161,13 +164,14 @@ func New(o Options) (*Bridge, error) {
 		reregister:    make(chan struct{}, 1),
 		models:        map[string]*pb.DeviceModel{},
 		appliedModels: map[string]string{},
+		refused:       map[string]bool{},
 		devices:       map[string]*held{},
 	}
 	b.ready.init()
 	if b.out, err = openOutbox(o.DB); err != nil {
 		return nil, err
 	}
-	b.m.pending.Set(float64(b.out.len()))
+	b.m.observeOutbox(b.out)
 	return b, nil
 }
 
@@ -259,7 +263,7 @@ func (b *Bridge) syncLoop(ctx context.Context) {
 			if err := b.out.sync(); err != nil {
 				b.log.Error("save outbox", "err", err)
 			}
-			b.m.pending.Set(float64(b.out.len()))
+			b.m.observeOutbox(b.out)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package dmi
 
 import (
+	"encoding/base64"
 	"fmt"
 	"math"
 	"sort"
@@ -15,6 +16,8 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"wapper.dev/wapper/abi"
 )
 
 // DecodeConfigData turns a DMI configData map into the value map a
@@ -257,9 +260,8 @@ func ModelFromDMI(m *pb.DeviceModel, protocol string) (*v1beta1.DeviceModel, err
 	return out, nil
 }
 
-// twinsToDMI converts the manager's twins into DMI twins, with the
-// metadata mapper-framework sends: the type (lower case) and the time in
-// milliseconds since the epoch.
+// twinsToDMI converts the manager's twins into DMI twins (see
+// twinToDMI).
 func twinsToDMI(ts []Twin) []*pb.Twin {
 	out := make([]*pb.Twin, 0, len(ts))
 	for _, t := range ts {
@@ -268,13 +270,32 @@ func twinsToDMI(ts []Twin) []*pb.Twin {
 	return out
 }
 
+// twinToDMI converts one of the manager's twins into a DMI twin, with the
+// metadata mapper-framework sends: the type as edgecore spells it (see
+// [abi.Type.TwinType]; edgecore 1.23 does not read it, but a twin created
+// over MQTT gets its type from there) and the time in milliseconds since
+// the epoch. BYTES and STREAM values become unpadded URL-safe base64,
+// the only form of bytes edgecore's twin value check lets through.
 func twinToDMI(t Twin) *pb.Twin {
-	typ := strings.ToLower(t.Type)
+	ty, _ := abi.ParseType(t.Type)
+	typ := ty.TwinType()
 	return &pb.Twin{
 		PropertyName:    t.Property,
-		ObservedDesired: &pb.TwinProperty{Value: t.Desired, Metadata: twinMeta(typ, t.DesiredAt)},
-		Reported:        &pb.TwinProperty{Value: t.Reported, Metadata: twinMeta(typ, t.ReportedAt)},
+		ObservedDesired: &pb.TwinProperty{Value: dmiValue(ty, t.Desired), Metadata: twinMeta(typ, t.DesiredAt)},
+		Reported:        &pb.TwinProperty{Value: dmiValue(ty, t.Reported), Metadata: twinMeta(typ, t.ReportedAt)},
 	}
+}
+
+// dmiValue is a twin text as sent over DMI: BYTES and STREAM re-encoded
+// as unpadded URL-safe base64 (a text that is not base64 is left alone),
+// anything else as it is.
+func dmiValue(ty abi.Type, s string) string {
+	if (ty == abi.TypeBytes || ty == abi.TypeStream) && s != "" {
+		if v, err := abi.ParseText(ty, s); err == nil {
+			return base64.RawURLEncoding.EncodeToString(v.Bytes())
+		}
+	}
+	return s
 }
 
 func twinMeta(typ string, at time.Time) map[string]string {
@@ -283,4 +304,72 @@ func twinMeta(typ string, at time.Time) map[string]string {
 		m["timestamp"] = strconv.FormatInt(at.UnixMilli(), 10)
 	}
 	return m
+}
+
+// Edgecore's limits on twins (edge/pkg/devicetwin/dtcommon in KubeEdge
+// v1.23: ValidateTwinKey and ValidateTwinValue).
+const (
+	maxTwinName  = 128
+	maxTwinValue = 512
+	// twinChars are the characters edgecore allows besides ASCII letters
+	// and digits.
+	twinChars = "-_.,:/@#"
+)
+
+// Reasons edgecore would drop a twin, as unreportable gives them (the
+// reason label of wapper_dmi_twins_unreportable_total).
+const (
+	reasonName     = "name"     // the property name fails ValidateTwinKey
+	reasonReported = "reported" // the reported value fails ValidateTwinValue
+	reasonDesired  = "desired"  // the observed desired value fails ValidateTwinValue
+	reasonType     = "type"     // the reported value fails ValidateValue for its type
+)
+
+// unreportable tells why edgecore would drop a DMI twin: the reason and
+// the rule it breaks, or "" when edgecore takes it. The checks are
+// edgecore's: the property name and every non-empty value must be 1 to
+// 128 (name) or 512 (value) characters from a-z A-Z 0-9 and twinChars,
+// and the reported value must parse as the twin's type (edgecore's
+// ValidateValue). The observed desired value is not checked against the
+// type: edgecore checks it only against a type the twin got over MQTT.
+func unreportable(tw *pb.Twin) (reason, rule string) {
+	const chars = "from a-z A-Z 0-9 " + twinChars
+	switch {
+	case !twinText(tw.PropertyName, maxTwinName):
+		return reasonName, "edgecore takes twin names of 1 to 128 characters " + chars
+	case tw.Reported.Value != "" && !twinText(tw.Reported.Value, maxTwinValue):
+		return reasonReported, "edgecore takes twin values of up to 512 characters " + chars
+	case tw.ObservedDesired.Value != "" && !twinText(tw.ObservedDesired.Value, maxTwinValue):
+		return reasonDesired, "edgecore takes observed desired values of up to 512 characters " + chars
+	}
+	switch typ, v := tw.Reported.Metadata["type"], tw.Reported.Value; typ {
+	case "int":
+		if _, err := strconv.ParseInt(v, 10, 64); err != nil {
+			return reasonType, "edgecore takes only a decimal integer as an int twin's value"
+		}
+	case "float":
+		if _, err := strconv.ParseFloat(v, 64); err != nil {
+			return reasonType, "edgecore takes only a number as a float twin's value"
+		}
+	case "boolean":
+		if v != "true" && v != "false" {
+			return reasonType, "edgecore takes only true or false as a boolean twin's value"
+		}
+	}
+	return "", ""
+}
+
+// twinText reports whether s passes edgecore's twin name or value check:
+// 1 to max characters, each an ASCII letter or digit or in twinChars.
+func twinText(s string, max int) bool {
+	if len(s) == 0 || len(s) > max {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte(twinChars, c) >= 0) {
+			return false
+		}
+	}
+	return true
 }

@@ -22,6 +22,11 @@ var (
 	ErrConflict = errors.New("name conflict")
 	// ErrInvalid: the object is malformed.
 	ErrInvalid = errors.New("invalid")
+	// ErrRefused: the device was applied and is held, but cannot run (an
+	// invalid desired value, its plugin refused it or failed to load). The
+	// bridge keeps it like a running one, so that RemoveDevice removes it
+	// and UpdateDevice can correct it.
+	ErrRefused = errors.New("cannot run")
 )
 
 // Devices is the part of the host's device manager the bridge uses.
@@ -30,13 +35,20 @@ type Devices interface {
 	Protocols() []string
 	// ApplyModel creates or replaces a DeviceModel owned by source.
 	ApplyModel(ctx context.Context, source string, m *v1beta1.DeviceModel) error
-	// RemoveModel removes a DeviceModel owned by source.
+	// RemoveModel removes a DeviceModel owned by source; removing one that
+	// source does not have is not an error.
 	RemoveModel(ctx context.Context, source, namespace, name string) error
 	// ApplyDevice creates or replaces a Device owned by source. A changed
-	// desired value in spec.properties is written to the device.
+	// desired value in spec.properties is written to the device (one on a
+	// ReadOnly property is ignored). A device applied but unable to run is
+	// reported with an error wrapping ErrRefused.
 	ApplyDevice(ctx context.Context, source string, d *v1beta1.Device) error
-	// RemoveDevice removes a Device owned by source.
+	// RemoveDevice removes a Device owned by source; removing one that
+	// source does not have is not an error.
 	RemoveDevice(ctx context.Context, source, namespace, name string) error
+	// Owned lists the keys (namespace/name) of the Devices and
+	// DeviceModels source has applied.
+	Owned(source string) (devices, models []string)
 	// Status returns a device's live state and twins.
 	Status(namespace, name string) (Status, error)
 }

@@ -220,7 +220,7 @@ func checkDevice(t *testing.T, d *v1beta1.Device) {
 		at := time.UnixMilli(1767323045000)
 		tw := twinToDMI(Twin{Property: p.Name, Type: "DOUBLE", Reported: p.Desired.Value, ReportedAt: at, Desired: p.Desired.Value})
 		if tw.PropertyName != p.Name || tw.Reported.Value != p.Desired.Value || tw.ObservedDesired.Value != p.Desired.Value ||
-			tw.Reported.Metadata["type"] != "double" || tw.Reported.Metadata["timestamp"] != strconv.FormatInt(at.UnixMilli(), 10) {
+			tw.Reported.Metadata["type"] != "float" || tw.Reported.Metadata["timestamp"] != strconv.FormatInt(at.UnixMilli(), 10) {
 			t.Fatalf("twin %+v", tw)
 		}
 		if _, ok := tw.ObservedDesired.Metadata["timestamp"]; ok {

@@ -58,8 +58,8 @@ func (d *managerDevices) RemoveModel(ctx context.Context, source, namespace, nam
 	return wrap(d.m.DeleteModel(ctx, source, namespace, name))
 }
 
-// ApplyDevice upserts the device and reports a device its plugin refused
-// (it stays applied, so that a corrected UpdateDevice can fix it).
+// ApplyDevice upserts the device and reports one that cannot run with
+// ErrRefused (it stays applied, so that a corrected UpdateDevice can fix it).
 func (d *managerDevices) ApplyDevice(ctx context.Context, source string, dev *v1beta1.Device) error {
 	if err := d.m.UpsertDevice(ctx, source, dev); err != nil {
 		return wrap(err)
@@ -69,13 +69,17 @@ func (d *managerDevices) ApplyDevice(ctx context.Context, source string, dev *v1
 		return wrap(err)
 	}
 	if st.Phase == devices.PhaseError {
-		return fmt.Errorf("%w: %s", ErrInvalid, st.Reason)
+		return fmt.Errorf("%w: %s", ErrRefused, st.Reason)
 	}
 	return nil
 }
 
 func (d *managerDevices) RemoveDevice(ctx context.Context, source, namespace, name string) error {
 	return wrap(d.m.DeleteDevice(ctx, source, namespace, name))
+}
+
+func (d *managerDevices) Owned(source string) (devices, models []string) {
+	return d.m.Owned(source)
 }
 
 func (d *managerDevices) Status(namespace, name string) (Status, error) {

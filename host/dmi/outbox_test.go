@@ -18,9 +18,9 @@ func twinReq(name string, kv ...string) *pb.ReportDeviceStatusRequest {
 	return r
 }
 
-// TestOutboxCoalescesAndPersists checks the outbox keeps arrival order,
-// merges twin reports per device, replaces states, and restores exactly
-// what was pending after a reopen.
+// TestOutboxCoalescesAndPersists checks the outbox merges twin reports
+// per device, replaces states, puts failed reports back first, and
+// restores exactly what was pending after a reopen.
 func TestOutboxCoalescesAndPersists(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	db, err := bolt.Open(path, 0o600, nil)
@@ -41,10 +41,24 @@ func TestOutboxCoalescesAndPersists(t *testing.T) {
 	if n := o.len(); n != 3 {
 		t.Fatalf("pending = %d, want 3", n)
 	}
-	// A report that failed goes back in front, under a newer one if any.
-	r := o.pop()
+	// Reports that failed go back in front, under a newer one if any.
+	st, tw := o.pop(), o.pop()
+	if st.state == nil || tw.twins == nil || tw.twins.DeviceName != "a" {
+		t.Fatalf("popped %v and %v, want a's state change, then a's twins", st, tw)
+	}
 	o.putTwins(twinReq("a", "h", "11"))
-	o.requeue(r)
+	o.putTwins(twinReq("c", "t", "7"))
+	o.requeue(tw)
+	o.requeue(st)
+	if r := o.pop(); r.state == nil {
+		t.Fatalf("after requeue popped %v first, want a's state", r)
+	}
+	if r := o.pop(); r.twins == nil || r.twins.DeviceName != "a" || len(r.twins.ReportedDevice.Twins) != 2 {
+		t.Fatalf("after requeue popped %v second, want a's merged twins", r)
+	} else {
+		o.requeue(r)
+	}
+	o.requeue(st)
 	if err := o.sync(); err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +87,9 @@ func TestOutboxCoalescesAndPersists(t *testing.T) {
 			got = append(got, r.state.DeviceName+":"+r.state.State)
 		}
 	}
-	want := []string{"a:t=2,h=11,", "a:offline", "b:t=5,h=,"}
+	// Never accepted, all are changes: the state first, then the twins by
+	// age of their change.
+	want := []string{"a:offline", "a:t=2,h=11,", "b:t=5,h=,", "c:t=7,h=,"}
 	if len(got) != len(want) {
 		t.Fatalf("restored %v, want %v", got, want)
 	}

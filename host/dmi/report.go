@@ -2,6 +2,7 @@ package dmi
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"time"
 
@@ -57,9 +58,13 @@ func (b *Bridge) stopReports(key string, drop bool) {
 	}
 }
 
-// report queues a device's twins at each property's reportCycle and its
-// state at its stateReport cycle. Like mapper-framework, only properties
-// and states with reportToCloud are reported.
+// report queues a device's twins at each property's collectCycle and its
+// state at its stateReport cycle, DefaultReportCycle when zero. This is
+// mapper-framework's cadence (its TwinData.Run reports every
+// collectCycle, 1 s by default; DeviceStates.Run every stateReport
+// cycle, 1 s by default; reportCycle only paces its pushMethod), so a
+// Device written for it reports alike. Like mapper-framework, only
+// properties and states with reportToCloud are reported.
 func (b *Bridge) report(ctx context.Context, d *pb.Device) {
 	cycle := func(ms int64) time.Duration {
 		if ms <= 0 {
@@ -76,7 +81,7 @@ func (b *Bridge) report(ctx context.Context, d *pb.Device) {
 	var ss []*sched
 	for _, p := range d.GetSpec().GetProperties() {
 		if p.GetReportToCloud() {
-			c := cycle(p.ReportCycle)
+			c := cycle(p.CollectCycle)
 			ss = append(ss, &sched{prop: p.Name, every: c, next: now.Add(c)})
 		}
 	}
@@ -87,6 +92,7 @@ func (b *Bridge) report(ctx context.Context, d *pb.Device) {
 	if len(ss) == 0 {
 		return
 	}
+	left := map[string]string{} // property → why it is left out of reports
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	<-timer.C
@@ -127,7 +133,9 @@ func (b *Bridge) report(ctx context.Context, d *pb.Device) {
 		var twins []*pb.Twin
 		for _, t := range st.Twins {
 			if due[t.Property] && !t.ReportedAt.IsZero() {
-				twins = append(twins, twinToDMI(t))
+				if tw := b.reportable(d, twinToDMI(t), left); tw != nil {
+					twins = append(twins, tw)
+				}
 			}
 		}
 		if len(twins) > 0 {
@@ -142,16 +150,49 @@ func (b *Bridge) report(ctx context.Context, d *pb.Device) {
 	}
 }
 
+// reportable returns tw, or nil when edgecore would drop it (see
+// unreportable): such a twin is left out of the report, so that the
+// device's other twins still arrive, and counted. The first time, and
+// again after it was reportable in between, a warning says why; left
+// holds the properties already warned about.
+func (b *Bridge) reportable(d *pb.Device, tw *pb.Twin, left map[string]string) *pb.Twin {
+	reason, rule := unreportable(tw)
+	if reason == "" {
+		if _, ok := left[tw.PropertyName]; ok {
+			delete(left, tw.PropertyName)
+			b.log.Info("twin reported over DMI again", "device", id(d.Namespace, d.Name), "property", tw.PropertyName)
+		}
+		return tw
+	}
+	b.m.unreportable.WithLabelValues(reason).Inc()
+	if left[tw.PropertyName] != reason {
+		left[tw.PropertyName] = reason
+		b.log.Warn("twin left out of DMI reports: edgecore would drop it",
+			"device", id(d.Namespace, d.Name), "property", tw.PropertyName, "reason", reason, "rule", rule,
+			"reported", clip(tw.Reported.Value), "desired", clip(tw.ObservedDesired.Value),
+			"alternatives", "the value still reaches MQTT, the REST API and wapper-cloud (--cloud); this warning repeats only after the twin was reportable again")
+	}
+	return nil
+}
+
+// clip shortens a value for the log.
+func clip(s string) string {
+	if len(s) <= 80 {
+		return s
+	}
+	return strings.ToValidUTF8(s[:80], "") + fmt.Sprintf("... (%d bytes)", len(s))
+}
+
 // sendLoop drains the outbox to edgecore while registered, paced by the
-// limiter.
+// limiter. It picks a report only once the limiter lets it send, so that
+// what arrived meanwhile competes for the call.
 func (b *Bridge) sendLoop(ctx context.Context, c pb.DeviceManagerServiceClient) {
 	backoff := time.Duration(0)
 	for {
 		if err := b.ready.wait(ctx); err != nil {
 			return
 		}
-		r := b.out.pop()
-		if r == nil {
+		if b.out.len() == 0 {
 			select {
 			case <-ctx.Done():
 				return
@@ -160,8 +201,11 @@ func (b *Bridge) sendLoop(ctx context.Context, c pb.DeviceManagerServiceClient) 
 			continue
 		}
 		if err := b.limiter.Wait(ctx); err != nil {
-			b.out.requeue(r)
 			return
+		}
+		r := b.out.pop()
+		if r == nil {
+			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		var err error
@@ -173,7 +217,8 @@ func (b *Bridge) sendLoop(ctx context.Context, c pb.DeviceManagerServiceClient) 
 		cancel()
 		kind := kindName(r.kind())
 		if err == nil {
-			b.m.reportsSent.WithLabelValues(kind).Inc()
+			b.out.sent(r)
+			b.m.reportsSent.WithLabelValues(kind, classNames[r.class]).Inc()
 			backoff = 0
 			continue
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"wapper.dev/wapper/host/devices"
+	"wapper.dev/wapper/host/push"
 )
 
 // BridgeOptions configure a Bridge.
@@ -24,6 +25,14 @@ type BridgeOptions struct {
 	Registerer prometheus.Registerer
 	// Buffer is the event channel size (default 65536).
 	Buffer int
+	// NoTwinGet leaves $hw/events/device/+/twin/get unanswered, for a
+	// broker where KubeEdge's edgecore answers it (its devicetwin serves
+	// twin/get for every device it holds), so that a requester gets one
+	// answer, not two.
+	NoTwinGet bool
+	// PushFormat is the payload of pushMethod.mqtt messages (default
+	// mapper-framework's text, see [push.MapperFramework]).
+	PushFormat push.Format
 }
 
 // Bridge publishes device events on KubeEdge's EventBus topics and feeds
@@ -84,8 +93,10 @@ func (b *Bridge) Start(ctx context.Context) error {
 	if err := b.conn.Subscribe(topicPrefix+"+/+/twin/update", 1, b.onTwinUpdate); err != nil {
 		return err
 	}
-	if err := b.conn.Subscribe(topicPrefix+"+/+/twin/get", 1, b.onTwinGet); err != nil {
-		return err
+	if !b.opts.NoTwinGet {
+		if err := b.conn.Subscribe(topicPrefix+"+/+/twin/get", 1, b.onTwinGet); err != nil {
+			return err
+		}
 	}
 	events, cancel := b.mgr.SubscribeFunc("mqtt", b.opts.Buffer, func(ev *devices.Event) bool {
 		return ev.Type != devices.EventReading || ev.PushesMQTT()
@@ -122,7 +133,7 @@ func base(t time.Time) BaseMessage {
 func strp(s string) *string { return &s }
 
 func msgTwin(t devices.TwinStatus) *MsgTwin {
-	mt := &MsgTwin{Metadata: &TypeMetadata{Type: t.Type}}
+	mt := &MsgTwin{Metadata: &TypeMetadata{Type: twinType(t.Type)}}
 	if t.Desired != "" {
 		mt.Expected = &TwinValue{Value: strp(t.Desired), Metadata: &ValueMetadata{Timestamp: t.DesiredTime.UnixMilli()}}
 	}
@@ -173,7 +184,7 @@ func (b *Bridge) handle(ev devices.Event) {
 			}
 			actual = append(actual, namedTwin{name: t.Property, twin: &MsgTwin{
 				Actual:   &TwinValue{Value: strp(t.Reported), Metadata: &ValueMetadata{Timestamp: t.ReportedTime.UnixMilli()}},
-				Metadata: &TypeMetadata{Type: t.Type},
+				Metadata: &TypeMetadata{Type: twinType(t.Type)},
 			}})
 			cur := msgTwin(t)
 			docs = append(docs, namedTwin{name: t.Property, twin: cur, last: last[t.Property]})
@@ -233,10 +244,11 @@ func (b *Bridge) pushMQTT(ev devices.Event, t devices.TwinStatus) {
 			return
 		}
 	}
-	b.publish("push", pm.Topic, byte(pm.QoS), pm.Retained, DataModel{
+	payload := b.opts.PushFormat.MQTTPayload(pm.Topic, push.Reading{
 		DeviceName: ev.Name, Namespace: ev.Namespace, PropertyName: t.Property,
 		Value: t.Reported, Type: t.Type, TimeStamp: t.ReportedTime.UnixMilli(),
 	})
+	b.count("push", pm.Topic, conn.Publish(pm.Topic, byte(pm.QoS), pm.Retained, payload))
 }
 
 // extBroker returns the connection to a pushMethod.mqtt address, dialling

@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"unicode/utf8"
+
+	"wapper.dev/wapper/abi"
 )
 
 // The twin reports are the bridge's hot path (every device, every report
@@ -150,6 +152,16 @@ func encodeTwins(base BaseMessage, twins []namedTwin, size int, value func([]byt
 		b = value(b, t)
 	}
 	return append(b, "}}"...)
+}
+
+// twinType is a property type (INT, FLOAT, ..., in any case) as
+// metadata.type of a twin: the lower-case spelling edgecore accepts
+// ("int", "float", "boolean" or "string"; see [abi.Type.TwinType]).
+// Edgecore refuses a twin update whose type it does not know, such as
+// "DOUBLE".
+func twinType(t string) string {
+	ty, _ := abi.ParseType(t)
+	return ty.TwinType()
 }
 
 // eventID returns a random version-4 UUID for event_id. Event ids only

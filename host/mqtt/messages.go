@@ -86,21 +86,6 @@ type DeviceStateUpdate struct {
 	State string `json:"state,omitempty"`
 }
 
-// DataModel is the payload of a pushMethod.mqtt message: mapper-framework's
-// common.DataModel as JSON (it has no JSON tags, so the keys are the Go
-// field names, in its order). Note that mapper-framework's generated
-// mappers publish plain text instead ("time is 2006-01-02 15:04:05  TOPIC:
-// VALUE"), which loses the device, property and type; wapper sends the
-// whole data model.
-type DataModel struct {
-	DeviceName   string
-	PropertyName string
-	Namespace    string
-	Value        string
-	Type         string
-	TimeStamp    int64
-}
-
 // Topics of a device ("namespace/name").
 const topicPrefix = "$hw/events/device/"
 

@@ -1,16 +1,15 @@
-// Package push sends readings of properties that have a pushMethod.http to
-// their endpoint: an HTTP POST of the reading as JSON (mapper-framework's
-// common.DataModel, see [Reading]) to hostName:port/requestPath, within
-// the property's timeout (milliseconds). mapper-framework's generated
-// mappers post a form instead ("PROPERTY=VALUE&time=2006-01-02 15:04:05",
-// unescaped), which loses the device and type; wapper sends the whole data
-// model.
+// Package push sends readings of properties that have a pushMethod: over
+// HTTP here ([HTTP]: a POST to hostName:port/requestPath within the
+// property's timeout, in milliseconds), and over MQTT through the host's
+// MQTT bridge, which takes its payload from [Format.MQTTPayload]. By
+// default the payloads are mapper-framework's ([MapperFramework]), so that
+// consumers written for KubeEdge's generated mappers work unchanged;
+// [JSON] sends the whole reading instead.
 package push
 
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -24,8 +23,9 @@ import (
 	"wapper.dev/wapper/host/devices"
 )
 
-// Reading is the JSON body of a push: mapper-framework's common.DataModel,
-// whose JSON keys are its Go field names (in its order).
+// Reading is a pushed reading: mapper-framework's common.DataModel, which
+// is also the [JSON] payload (its JSON keys are its Go field names, in its
+// order). TimeStamp is in milliseconds since the epoch.
 type Reading struct {
 	DeviceName   string
 	PropertyName string
@@ -44,6 +44,8 @@ type Options struct {
 	// counted as failures).
 	Workers int
 	Queue   int
+	// Format is the body sent (default [MapperFramework]).
+	Format Format
 }
 
 // HTTP pushes readings over HTTP.
@@ -60,9 +62,10 @@ type HTTP struct {
 }
 
 type job struct {
-	url     string
-	timeout time.Duration
-	body    []byte
+	url         string
+	timeout     time.Duration
+	body        []byte
+	contentType string
 }
 
 // NewHTTP returns a pusher; call Start.
@@ -87,7 +90,11 @@ func NewHTTP(mgr *devices.Manager, o Options) *HTTP {
 	return h
 }
 
-// URL returns the endpoint of a pushMethod.http.
+// URL returns the endpoint of a pushMethod.http. For the configurations
+// mapper-framework accepts (hostName with its scheme, a port, requestPath
+// starting with "/") it is mapper-framework's hostName:port+requestPath;
+// beyond that it adds "http://" to a bare host name, leaves out a zero port
+// and puts a "/" before a requestPath that lacks it.
 func URL(p *v1beta1.PushMethodHTTP) string {
 	host := p.HostName
 	if !strings.Contains(host, "://") {
@@ -132,14 +139,14 @@ func (h *HTTP) Start(ctx context.Context) {
 				if t.Push == nil || t.Push.HTTP == nil {
 					continue
 				}
-				body, _ := json.Marshal(Reading{DeviceName: ev.Name, Namespace: ev.Namespace, PropertyName: t.Property,
+				body, ctype := h.opts.Format.HTTPBody(Reading{DeviceName: ev.Name, Namespace: ev.Namespace, PropertyName: t.Property,
 					Value: t.Reported, Type: t.Type, TimeStamp: t.ReportedTime.UnixMilli()})
 				timeout := time.Duration(t.Push.HTTP.Timeout) * time.Millisecond
 				if timeout <= 0 {
 					timeout = 5 * time.Second
 				}
 				select {
-				case h.queue <- job{url: URL(t.Push.HTTP), timeout: timeout, body: body}:
+				case h.queue <- job{url: URL(t.Push.HTTP), timeout: timeout, body: body, contentType: ctype}:
 				default:
 					h.failed.WithLabelValues("queue_full").Inc()
 				}
@@ -165,7 +172,7 @@ func (h *HTTP) post(j job) {
 		h.log.Warn("bad pushMethod.http endpoint", "url", j.url, "err", err)
 		return
 	}
-	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Type", j.contentType)
 	resp, err := h.client.Do(req)
 	if err != nil {
 		h.failed.WithLabelValues("connect").Inc()

@@ -3,10 +3,10 @@ package runtime_test
 import (
 	"context"
 	"fmt"
-	goruntime "runtime"
 	"os"
 	"os/exec"
 	"path/filepath"
+	goruntime "runtime"
 	"strings"
 	"testing"
 	"time"

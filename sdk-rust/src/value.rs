@@ -223,15 +223,16 @@ impl Value {
         }
     }
 
-    /// The KubeEdge twin text (§4): INT decimal, FLOAT and DOUBLE the
-    /// shortest decimal that round-trips in Go's `'g'` format (`1e+06`,
-    /// `0.5`), BOOLEAN `true`/`false`, STRING as-is, BYTES and STREAM
-    /// standard base64.
+    /// The KubeEdge twin text (§4): INT decimal; FLOAT and DOUBLE the
+    /// shortest plain decimal that round-trips, never with an exponent
+    /// (`2500000.5`, `0.0000001`, `-0`), infinities `Inf`/`-Inf` and NaN
+    /// `NaN`, as Go's `strconv.FormatFloat(v, 'f', -1, bits)`; BOOLEAN
+    /// `true`/`false`; STRING as-is; BYTES and STREAM standard base64.
     pub fn text(&self) -> String {
         match self {
             Value::Int(n) => n.to_string(),
-            Value::Float(f) => format_g(format!("{:e}", f), f.is_nan(), f.is_infinite()),
-            Value::Double(f) => format_g(format!("{:e}", f), f.is_nan(), f.is_infinite()),
+            Value::Float(f) => format_float(*f as f64, f.to_string()),
+            Value::Double(f) => format_float(*f, f.to_string()),
             Value::String(s) => s.clone(),
             Value::Boolean(b) => b.to_string(),
             Value::Bytes(b) | Value::Stream(b) => base64_encode(b),
@@ -240,7 +241,9 @@ impl Value {
 
     /// Parses a twin text as a value of type `ty`: the inverse of
     /// [`Value::text`]. BOOLEAN also accepts `1`/`0` and `on`/`off`, in any
-    /// case; INT also accepts an integral decimal such as `12.0`.
+    /// case; INT also accepts an integral decimal such as `12.0`; numbers
+    /// also accept exponents (`1e+06`); BYTES and STREAM accept standard
+    /// and URL-safe base64, padded or not.
     pub fn parse_text(ty: Type, s: &str) -> Result<Value> {
         let bad = || Error::invalid(format!("{:?} is not a{} {}", s, if ty == Type::Int { "n" } else { "" }, ty));
         match ty {
@@ -262,7 +265,7 @@ impl Value {
             Type::Bytes | Type::Stream => match base64_decode(s) {
                 Some(b) if ty == Type::Bytes => Ok(Value::Bytes(b)),
                 Some(b) => Ok(Value::Stream(b)),
-                None => Err(Error::invalid(format!("{} value is not standard base64", ty))),
+                None => Err(Error::invalid(format!("{} value is not base64", ty))),
             },
         }
     }
@@ -366,63 +369,18 @@ fn parse_float(s: &str) -> Option<f64> {
     s.parse().ok()
 }
 
-/// Turns Rust's shortest `{:e}` form (`-1.234567e6`) into Go's
-/// `strconv.FormatFloat(v, 'g', -1, bits)`: exponent form when the decimal
-/// exponent is below -4 or at least 6 (`1e+06`, `123456`, `1e-05`,
-/// `0.0001`), with at least two exponent digits.
-fn format_g(e: String, nan: bool, inf: bool) -> String {
-    if nan {
-        return "NaN".into();
-    }
-    let neg = e.starts_with('-');
-    if inf {
-        return if neg { "-Inf".into() } else { "+Inf".into() };
-    }
-    let body = if neg { &e[1..] } else { &e[..] };
-    let (mant, exp) = body.split_once('e').unwrap_or((body, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let digits: String = mant.chars().filter(|c| *c != '.').collect();
-    let mut out = String::with_capacity(24);
-    if neg {
-        out.push('-');
-    }
-    if digits == "0" {
-        out.push('0');
-        return out;
-    }
-    if exp < -4 || exp >= 6 {
-        out.push_str(&digits[..1]);
-        if digits.len() > 1 {
-            out.push('.');
-            out.push_str(&digits[1..]);
-        }
-        out.push('e');
-        out.push(if exp < 0 { '-' } else { '+' });
-        let a = exp.unsigned_abs();
-        if a < 10 {
-            out.push('0');
-        }
-        out.push_str(&a.to_string());
-    } else if exp < 0 {
-        out.push_str("0.");
-        for _ in 0..(-exp - 1) {
-            out.push('0');
-        }
-        out.push_str(&digits);
+/// Formats a float for [`Value::text`] from Rust's `Display` form
+/// (`shown`, the shortest plain decimal that round-trips, as Go's `'f'`
+/// format with precision -1), spelling the infinities and NaN as Go does
+/// but without a `+`.
+fn format_float(f: f64, shown: String) -> String {
+    if f.is_nan() {
+        "NaN".into()
+    } else if f.is_infinite() {
+        if f < 0.0 { "-Inf".into() } else { "Inf".into() }
     } else {
-        let int_len = exp as usize + 1;
-        if digits.len() <= int_len {
-            out.push_str(&digits);
-            for _ in digits.len()..int_len {
-                out.push('0');
-            }
-        } else {
-            out.push_str(&digits[..int_len]);
-            out.push('.');
-            out.push_str(&digits[int_len..]);
-        }
+        shown
     }
-    out
 }
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -440,10 +398,23 @@ pub fn base64_encode(b: &[u8]) -> String {
     out
 }
 
-/// Decodes standard base64 with padding, strictly (as Go's
-/// `base64.StdEncoding`): `None` for anything else.
+/// The URL-safe base64 alphabet (RFC 4648 §5).
+const B64_URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// Decodes base64 in the standard or the URL-safe alphabet, padded or not
+/// (a text using both alphabets is refused), rejecting non-zero bits
+/// after the last byte: `None` for anything else.
 pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let s = s.as_bytes();
+    let alphabet = if s.bytes().any(|c| c == b'-' || c == b'_') { B64_URL } else { B64 };
+    let mut s = s.as_bytes().to_vec();
+    if !s.contains(&b'=') {
+        // Unpadded: pad it (a remainder of one character is never valid).
+        match s.len() % 4 {
+            1 => return None,
+            r if r > 0 => s.resize(s.len() + 4 - r, b'='),
+            _ => {}
+        }
+    }
     if s.len() % 4 != 0 {
         return None;
     }
@@ -456,7 +427,7 @@ pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
         }
         let mut n = 0u32;
         for &c in &q[..4 - pad] {
-            let d = B64.iter().position(|&x| x == c)? as u32;
+            let d = alphabet.iter().position(|&x| x == c)? as u32;
             n = n << 6 | d;
         }
         n <<= 6 * pad as u32;
@@ -507,24 +478,23 @@ mod tests {
 
     #[test]
     fn text_matches_go() {
+        // Go's strconv.FormatFloat(f, 'f', -1, 64), with Inf for +Inf.
         let cases: &[(f64, &str)] = &[
             (0.0, "0"),
             (-0.0, "-0"),
             (1.0, "1"),
             (0.5, "0.5"),
             (100000.0, "100000"),
-            (123456.0, "123456"),
-            (1e6, "1e+06"),
-            (1234567.0, "1.234567e+06"),
-            (12345678.9, "1.23456789e+07"),
+            (1e6, "1000000"),
+            (2500000.5, "2500000.5"),
+            (-2500000.5, "-2500000.5"),
+            (12345678.9, "12345678.9"),
             (0.0001, "0.0001"),
-            (0.00001, "1e-05"),
-            (1.5e-7, "1.5e-07"),
-            (1e21, "1e+21"),
-            (1e100, "1e+100"),
+            (1.5e-7, "0.00000015"),
+            (1e21, "1000000000000000000000"),
             (-3.25, "-3.25"),
             (0.1, "0.1"),
-            (f64::INFINITY, "+Inf"),
+            (f64::INFINITY, "Inf"),
             (f64::NEG_INFINITY, "-Inf"),
             (f64::NAN, "NaN"),
         ];
@@ -532,10 +502,26 @@ mod tests {
             assert_eq!(Value::Double(*f).text(), *want, "{:?}", f);
         }
         assert_eq!(Value::Float(0.1).text(), "0.1");
-        assert_eq!(Value::Float(16777216.0).text(), "1.6777216e+07");
+        assert_eq!(Value::Float(16777216.0).text(), "16777216");
+        assert_eq!(Value::Float(1e20).text(), "100000000000000000000");
+        assert_eq!(Value::Float(f32::NEG_INFINITY).text(), "-Inf");
         assert_eq!(Value::Int(-7).text(), "-7");
         assert_eq!(Value::Boolean(true).text(), "true");
         assert_eq!(Value::Bytes(b"hi!?".to_vec()).text(), "aGkhPw==");
+        for v in [
+            Value::Double(f64::MAX),
+            Value::Double(-f64::MIN_POSITIVE),
+            Value::Double(5e-324),
+            Value::Double(-0.0),
+            Value::Float(f32::MAX),
+            Value::Float(1e-45),
+            Value::Float(-0.0),
+        ] {
+            let t = v.text();
+            assert!(!t.contains('e') && !t.contains('+'), "{}", t);
+            let back = Value::parse_text(v.ty(), &t).unwrap();
+            assert_eq!(back.encode(), v.encode(), "{}", t);
+        }
     }
 
     #[test]
@@ -549,6 +535,12 @@ mod tests {
         assert_eq!(Value::parse_text(Type::Float, "+Inf").unwrap(), Value::Float(f32::INFINITY));
         assert_eq!(Value::parse_text(Type::Bytes, "aGkhPw==").unwrap(), Value::Bytes(b"hi!?".to_vec()));
         assert_eq!(Value::parse_text(Type::Stream, "").unwrap(), Value::Stream(vec![]));
+        assert_eq!(Value::parse_text(Type::Double, "2.5000005e+06").unwrap(), Value::Double(2500000.5));
+        assert_eq!(Value::parse_text(Type::Double, "Inf").unwrap(), Value::Double(f64::INFINITY));
+        let raw = vec![0xfb, 0xff, 0xbf, b'h', b'i'];
+        for s in ["+/+/aGk=", "+/+/aGk", "-_-_aGk=", "-_-_aGk"] {
+            assert_eq!(Value::parse_text(Type::Bytes, s).unwrap(), Value::Bytes(raw.clone()), "{}", s);
+        }
     }
 
     #[test]
@@ -557,7 +549,12 @@ mod tests {
             let b: Vec<u8> = (0..n).map(|i| i.wrapping_mul(37)).collect();
             assert_eq!(base64_decode(&base64_encode(&b)).unwrap(), b);
         }
-        for bad in ["a", "abc", "ab=c", "a===", "ab==cd==", "YR==", "Y!==", "YWI"] {
+        for n in 0..40u8 {
+            let b: Vec<u8> = (0..n).map(|i| i.wrapping_mul(37)).collect();
+            let url = base64_encode(&b).replace('+', "-").replace('/', "_");
+            assert_eq!(base64_decode(url.trim_end_matches('=')).unwrap(), b);
+        }
+        for bad in ["a", "abcde", "ab=c", "a===", "ab==cd==", "YR==", "YR", "Y!==", "YWI=a", "+/-_", "aGk=="] {
             assert_eq!(base64_decode(bad), None, "{:?}", bad);
         }
         assert_eq!(base64_decode("YQ==").unwrap(), b"a");

@@ -52,6 +52,7 @@ type options struct {
 	stateCycle    time.Duration
 	flushInterval time.Duration
 	pprof         bool
+	pushFormat    push.Format
 	registry      client.Options
 	dmi           dmiOptions
 	cloud         cloudOptions
@@ -99,6 +100,8 @@ func command() *cobra.Command {
 	f.DurationVar(&o.collectCycle, "default-collect-cycle", time.Second, "collect cycle of properties that set none")
 	f.DurationVar(&o.reportCycle, "default-report-cycle", time.Second, "report cycle of properties that set none")
 	f.DurationVar(&o.stateCycle, "state-cycle", 10*time.Second, "how often device state is asked for and published, unless spec.stateReport sets it")
+	o.pushFormat = push.MapperFramework
+	f.Var(&o.pushFormat, "push-format", "payload of pushMethod.http and pushMethod.mqtt: mapper-framework (the form and text of KubeEdge's generated mappers) or json (the whole reading)")
 	f.BoolVar(&o.pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on --http-listen")
 	f.DurationVar(&o.flushInterval, "flush-interval", 2*time.Second, "how often reported values are saved to the state database")
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "after SIGINT or SIGTERM, how long to wait for devices, plugins and saves to finish before exiting anyway; a second signal exits at once")
@@ -244,13 +247,17 @@ func run(o options) error {
 	}
 	if bus != nil {
 		defer bus.Close()
-		bridge := mqtt.NewBridge(mgr, bus, mqtt.BridgeOptions{Logger: log, Registerer: reg})
+		noTwinGet := !o.dmi.twinGet.answers(o.dmi.enabled, o.mqttBroker)
+		if noTwinGet {
+			log.Info("not answering twin/get over MQTT: edgecore answers it on its broker (--mqtt-twin-get=true to answer too)")
+		}
+		bridge := mqtt.NewBridge(mgr, bus, mqtt.BridgeOptions{Logger: log, Registerer: reg, PushFormat: o.pushFormat, NoTwinGet: noTwinGet})
 		if err := bridge.Start(ctx); err != nil {
 			return err
 		}
 		defer bridge.Stop()
 	}
-	pusher := push.NewHTTP(mgr, push.Options{Logger: log, Registerer: reg})
+	pusher := push.NewHTTP(mgr, push.Options{Logger: log, Registerer: reg, Format: o.pushFormat})
 	pusher.Start(ctx)
 	defer pusher.Stop()
 

@@ -1,9 +1,10 @@
 // Package dmitest is a stand-in KubeEdge edgecore for tests: KubeEdge's
 // generated DeviceManagerService server and DeviceMapperService client on
-// unix sockets, and the Device and DeviceModel conversions edgecore applies
+// unix sockets, the Device and DeviceModel conversions edgecore applies
 // before it calls a mapper (edge/pkg/devicetwin/dtcommon: a JSON round trip
 // into the DMI messages, configData values wrapped by their Go type, float64
-// narrowed to FloatValue).
+// narrowed to FloatValue), and the checks edgecore applies to every
+// reported twin before it keeps it (see [Edgecore.ReportDeviceStatus]).
 package dmitest
 
 import (
@@ -12,6 +13,9 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"regexp"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -152,10 +156,16 @@ type Edgecore struct {
 	States        []*pb.ReportDeviceStatesRequest
 	// Refused counts the calls refused by the limiter.
 	Refused int
-	devices map[string]*pb.Device // returned by MapperRegister with data
-	models  map[string]*pb.DeviceModel
-	limiter *rate.Limiter
-	changed chan struct{}
+	// RefusedTwins are the reported twins edgecore would have dropped
+	// (see ReportDeviceStatus). Unless the test calls ExpectRefusedTwins,
+	// any of them fails the test when it ends.
+	RefusedTwins  []RefusedTwin
+	expectRefused bool
+	twins         map[string]*twin      // edgecore's twin store, by namespace/name/property
+	devices       map[string]*pb.Device // returned by MapperRegister with data
+	models        map[string]*pb.DeviceModel
+	limiter       *rate.Limiter
+	changed       chan struct{}
 }
 
 // SetLimiter makes the stand-in refuse calls beyond l, with edgecore's
@@ -178,15 +188,31 @@ func (e *Edgecore) allow() bool {
 
 // Start serves a stand-in edgecore on sock until the test ends.
 func Start(t testing.TB, sock string) *Edgecore {
-	e := &Edgecore{t: t, sock: sock, devices: map[string]*pb.Device{}, models: map[string]*pb.DeviceModel{}, changed: make(chan struct{}, 1)}
+	e := &Edgecore{t: t, sock: sock, devices: map[string]*pb.Device{}, models: map[string]*pb.DeviceModel{},
+		twins: map[string]*twin{}, changed: make(chan struct{}, 1)}
 	e.Restart()
 	t.Cleanup(func() {
 		e.Stop()
 		if e.conn != nil {
 			e.conn.Close()
 		}
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if !e.expectRefused {
+			for _, r := range e.RefusedTwins {
+				t.Errorf("edgecore would drop twin %s of device %s/%s: %s", r.Property, r.Namespace, r.Name, r.Reason)
+			}
+		}
 	})
 	return e
+}
+
+// ExpectRefusedTwins lets the test end with refused twins in
+// RefusedTwins, for tests that check them.
+func (e *Edgecore) ExpectRefusedTwins() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.expectRefused = true
 }
 
 // Restart serves again after Stop, on the same socket, keeping what it
@@ -244,7 +270,24 @@ func (e *Edgecore) MapperRegister(_ context.Context, in *pb.MapperRegisterReques
 }
 
 // ReportDeviceStatus records a twin report; like edgecore it refuses one
-// without twins.
+// without twins. Like edgecore, it then takes each twin on its own (as a
+// twin update message holding the reported value as actual and the
+// observed desired value as expected, with no metadata: edgecore drops
+// the twin's metadata here) and keeps it only if it passes edgecore's
+// checks (edge/pkg/devicetwin: dttype.UnmarshalDeviceTwinUpdate and
+// dtmanager's dealTwinAdd and dealTwinCompare):
+//
+//   - the property name passes [ValidateTwinKey];
+//   - non-empty expected and actual values pass [ValidateTwinValue];
+//   - a twin edgecore does not have yet is added with type "string"
+//     (edgecore's default when the update carries no metadata), which
+//     accepts any value;
+//   - for a twin it has (see [Edgecore.AddTwin]), the expected value
+//     passes [ValidateValue] against the twin's type once the twin has an
+//     expected value, and the actual value always does.
+//
+// A twin that fails is recorded in RefusedTwins; edgecore answers the
+// call with success either way, as it checks twins after answering.
 func (e *Edgecore) ReportDeviceStatus(_ context.Context, in *pb.ReportDeviceStatusRequest) (*pb.ReportDeviceStatusResponse, error) {
 	if len(in.GetReportedDevice().GetTwins()) == 0 {
 		return nil, fmt.Errorf("ReportDeviceStatusRequest does not have twin data")
@@ -255,8 +298,147 @@ func (e *Edgecore) ReportDeviceStatus(_ context.Context, in *pb.ReportDeviceStat
 		return nil, fmt.Errorf("fail to report device status because of too many request: %s", in.DeviceName)
 	}
 	e.Twins = append(e.Twins, in)
+	for _, tw := range in.ReportedDevice.Twins {
+		if err := e.applyTwin(in.DeviceNamespace, in.DeviceName, tw); err != nil {
+			e.RefusedTwins = append(e.RefusedTwins, RefusedTwin{Namespace: in.DeviceNamespace, Name: in.DeviceName,
+				Property: tw.GetPropertyName(), Reported: tw.GetReported().GetValue(), Desired: tw.GetObservedDesired().GetValue(), Reason: err.Error()})
+		}
+	}
 	e.poke()
 	return &pb.ReportDeviceStatusResponse{}, nil
+}
+
+// RefusedTwin is a reported twin edgecore would have dropped.
+type RefusedTwin struct {
+	Namespace, Name, Property string
+	// Reported and Desired are the twin's reported and observed desired
+	// values.
+	Reported, Desired string
+	// Reason is edgecore's error.
+	Reason string
+}
+
+// twin is what edgecore keeps of a twin that matters to its checks.
+type twin struct {
+	typ         string // the attr_type
+	hasExpected bool
+}
+
+func twinKey(namespace, name, property string) string {
+	if namespace == "" {
+		namespace = "default"
+	}
+	return namespace + "/" + name + "/" + property
+}
+
+// applyTwin applies edgecore's checks to one reported twin and, when it
+// passes, keeps it as edgecore would. Call with mu.
+func (e *Edgecore) applyTwin(namespace, name string, tw *pb.Twin) error {
+	if tw.GetReported() == nil || tw.GetObservedDesired() == nil {
+		// CreateMessageTwinUpdate takes &twin.ObservedDesired.Value and
+		// &twin.Reported.Value.
+		return fmt.Errorf("twin without reported or observedDesired: edgecore dereferences a nil pointer")
+	}
+	if !ValidateTwinKey(tw.PropertyName) {
+		return fmt.Errorf("the key of twin is invalid")
+	}
+	expected, actual := tw.ObservedDesired.Value, tw.Reported.Value
+	if expected != "" && !ValidateTwinValue(expected) || actual != "" && !ValidateTwinValue(actual) {
+		return fmt.Errorf("the value of twin is invalid")
+	}
+	key := twinKey(namespace, name, tw.PropertyName)
+	t := e.twins[key]
+	if t == nil {
+		e.twins[key] = &twin{typ: "string", hasExpected: true}
+		return nil
+	}
+	if t.hasExpected {
+		if err := ValidateValue(t.typ, expected); err != nil {
+			return fmt.Errorf("expected value %q of a %q twin: %v", expected, t.typ, err)
+		}
+	}
+	t.hasExpected = true
+	if err := ValidateValue(t.typ, actual); err != nil {
+		return fmt.Errorf("actual value %q of a %q twin: %v", actual, t.typ, err)
+	}
+	return nil
+}
+
+// AddTwin adds a twin to the stand-in's twin store as an MQTT twin update
+// carrying only an actual value and metadata.type typ does in edgecore
+// (wapper-host's MQTT bridge sends such updates when its broker is
+// edgecore's): later reports of the twin are checked against typ. It
+// returns edgecore's error when edgecore would refuse the update.
+func (e *Edgecore) AddTwin(namespace, name, property, typ, actual string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !ValidateTwinKey(property) {
+		return fmt.Errorf("the key of twin is invalid")
+	}
+	if actual != "" && !ValidateTwinValue(actual) {
+		return fmt.Errorf("the value of twin is invalid")
+	}
+	key := twinKey(namespace, name, property)
+	if t := e.twins[key]; t != nil {
+		return ValidateValue(t.typ, actual)
+	}
+	if err := ValidateValue(typ, actual); err != nil {
+		return err
+	}
+	e.twins[key] = &twin{typ: typ}
+	return nil
+}
+
+// TwinType returns the type edgecore holds for a twin, and whether it
+// holds the twin.
+func (e *Edgecore) TwinType(namespace, name, property string) (string, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	t := e.twins[twinKey(namespace, name, property)]
+	if t == nil {
+		return "", false
+	}
+	return t.typ, true
+}
+
+// Edgecore's twin checks (edge/pkg/devicetwin/dtcommon in KubeEdge
+// v1.23), copied.
+var (
+	twinKeyRE   = regexp.MustCompile(`^[a-zA-Z0-9-_.,:/@#]{1,128}$`)
+	twinValueRE = regexp.MustCompile(`^[a-zA-Z0-9-_.,:/@#]{1,512}$`)
+)
+
+// ValidateTwinKey is edgecore's check of a twin name.
+func ValidateTwinKey(key string) bool { return twinKeyRE.MatchString(key) }
+
+// ValidateTwinValue is edgecore's check of a non-empty twin value.
+func ValidateTwinValue(value string) bool { return twinValueRE.MatchString(value) }
+
+// ValidateValue is edgecore's check of a twin value against the twin's
+// type: "" and "string" take anything, "int" and "integer" a decimal
+// int64, "float" what strconv.ParseFloat takes, "boolean" only "true" or
+// "false"; any other type (such as "double" or "INT") is refused.
+func ValidateValue(valueType, value string) error {
+	switch valueType {
+	case "", "string", "deleted":
+		return nil
+	case "int", "integer":
+		if _, err := strconv.ParseInt(value, 10, 64); err != nil {
+			return fmt.Errorf("the value is not int or integer")
+		}
+		return nil
+	case "float":
+		if _, err := strconv.ParseFloat(value, 64); err != nil {
+			return fmt.Errorf("the value is not float")
+		}
+		return nil
+	case "boolean":
+		if strings.Compare(value, "true") != 0 && strings.Compare(value, "false") != 0 {
+			return fmt.Errorf("the bool value must be true or false")
+		}
+		return nil
+	}
+	return fmt.Errorf("the value type is not allowed")
 }
 
 // ReportDeviceStates records a state report.

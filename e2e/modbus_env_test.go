@@ -8,7 +8,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"sync"
 	"testing"
@@ -21,6 +20,7 @@ import (
 	"wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
 	"wapper.dev/wapper/host/runtime"
 	"wapper.dev/wapper/internal/testenv"
+	"wapper.dev/wapper/internal/testproc"
 )
 
 // regMap is the server's memory: 1000 of each table. Addresses from 1000
@@ -93,15 +93,15 @@ func (m *regMap) holdingReads() [][2]uint16 {
 	return append([][2]uint16(nil), m.reads...)
 }
 
-// freePort returns a TCP port that was free a moment ago.
+// freePort returns a loopback TCP port below the ephemeral range that was
+// free a moment ago.
 func freePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := testproc.FreePorts(1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return ports[0]
 }
 
 // startModbusServer serves m on 127.0.0.1:port; stop it with the returned

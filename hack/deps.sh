@@ -19,7 +19,8 @@ pkgs=(
   gpsd gpsd-clients             # gpsd and gpsfake, NMEA peer for the Rust mapper
   wabt                          # wat2wasm: hostile test modules are written in WAT
   curl ca-certificates openssl
-  gcc libc6-dev                 # cgo for go test -race
+  gcc libc6-dev                 # cgo for go test -race, and for edgecore's sqlite driver
+  sqlite3 iproute2              # read edgecore's database in tests; ss picks free ports
 )
 # Daemons the packages above start, by package.
 declare -A services=([mosquitto]=mosquitto [docker-registry]=docker-registry [gpsd]="gpsd gpsd.socket")

@@ -20,13 +20,18 @@ if [ -f "$RUN/apiserver.pid" ] && kill -0 "$(cat "$RUN/apiserver.pid")" 2>/dev/n
 fi
 mkdir -p "$RUN/etcd" "$RUN/certs" "$RUN/pki"
 
+# Ports below the kernel's ephemeral range, free in every TCP state: a port
+# in the ephemeral range can be taken by an outgoing loopback connection
+# between the pick and the bind (etcd once failed with "address already in
+# use" that way).
 used=" "
+EPHEMERAL_LOW=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
 free_port() {
   local p
   while :; do
-    p=$((20000 + RANDOM % 20000))
+    p=$((10000 + RANDOM % (EPHEMERAL_LOW - 10000)))
     case "$used" in *" $p "*) continue ;; esac
-    if [ -z "$(ss -Hltn "sport = :$p" 2>/dev/null)" ]; then used="$used$p "; echo "$p"; return; fi
+    if [ -z "$(ss -Htan "sport = :$p" 2>/dev/null)" ]; then used="$used$p "; echo "$p"; return; fi
   done
 }
 ETCD_PORT=${ETCD_PORT:-$(free_port)}

@@ -29,16 +29,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -47,6 +44,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"wapper.dev/wapper/internal/testenv"
+	"wapper.dev/wapper/internal/testproc"
 )
 
 // ErrBinariesMissing is returned (wrapped) by Start when kube-apiserver or
@@ -95,7 +93,7 @@ type Env struct {
 	caData  []byte
 	tokens  map[string]string
 	keep    bool
-	procs   []*proc
+	procs   []*testproc.Proc
 	stopped sync.Once
 	stopErr error
 }
@@ -124,7 +122,7 @@ func (e *Env) ConfigFor(user string) *rest.Config {
 func (e *Env) Logs() string {
 	var b strings.Builder
 	for _, p := range e.procs {
-		fmt.Fprintf(&b, "--- %s (last lines of %s)\n%s\n", p.name, p.logPath, tail(p.logPath, 40))
+		fmt.Fprintf(&b, "--- %s (last lines of %s)\n%s\n", p.Name, p.LogPath, p.Tail(40))
 	}
 	return b.String()
 }
@@ -185,7 +183,7 @@ func Start(ctx context.Context, opts Options) (env *Env, err error) {
 }
 
 func (e *Env) start(ctx context.Context, bins string, users []User) error {
-	ports, err := freePorts(3)
+	ports, err := testproc.FreePorts(3)
 	if err != nil {
 		return err
 	}
@@ -196,7 +194,7 @@ func (e *Env) start(ctx context.Context, bins string, users []User) error {
 
 	etcdData := filepath.Join(e.Dir, "etcd")
 	_ = os.RemoveAll(etcdData)
-	etcd, err := startProc("etcd", filepath.Join(bins, "etcd"), filepath.Join(e.Dir, "etcd.log"),
+	etcd, err := testproc.Start("etcd", filepath.Join(bins, "etcd"), filepath.Join(e.Dir, "etcd.log"), testproc.Options{},
 		"--data-dir", etcdData, "--name", "k8stest",
 		"--listen-client-urls", etcdURL, "--advertise-client-urls", etcdURL,
 		"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
@@ -212,7 +210,7 @@ func (e *Env) start(ctx context.Context, bins string, users []User) error {
 	}
 	certDir := filepath.Join(e.Dir, "certs")
 	_ = os.RemoveAll(certDir)
-	api, err := startProc("kube-apiserver", filepath.Join(bins, "kube-apiserver"), filepath.Join(e.Dir, "apiserver.log"),
+	api, err := testproc.Start("kube-apiserver", filepath.Join(bins, "kube-apiserver"), filepath.Join(e.Dir, "apiserver.log"), testproc.Options{},
 		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
 		"--secure-port="+strconv.Itoa(apiPort),
 		"--cert-dir="+certDir,
@@ -240,10 +238,8 @@ func (e *Env) waitReady(ctx context.Context, certFile string) error {
 	defer tick.Stop()
 	for {
 		for _, p := range e.procs {
-			select {
-			case <-p.done:
-				return fmt.Errorf("k8stest: %s exited during start-up: %v", p.name, p.err)
-			default:
+			if ok, err := p.Exited(); ok {
+				return fmt.Errorf("k8stest: %s exited during start-up: %v", p.Name, err)
 			}
 		}
 		if ca, err := os.ReadFile(certFile); err == nil && len(ca) > 0 {
@@ -328,7 +324,7 @@ func (e *Env) Stop() error {
 func (e *Env) stopProcs() error {
 	var errs []error
 	for i := len(e.procs) - 1; i >= 0; i-- {
-		if err := e.procs[i].stop(); err != nil {
+		if err := e.procs[i].Stop(); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -363,99 +359,10 @@ func findBinaries(dir string) (string, error) {
 	return "", fmt.Errorf("k8stest: %w (looked in %s)", ErrBinariesMissing, strings.Join(append(tried, "the cache of "+script), ", "))
 }
 
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("k8stest: find a free port: %w", err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
 func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-// proc is one child process. It is started from a goroutine locked to its
-// OS thread, so that Pdeathsig kills the child if the test binary dies
-// without calling Stop.
-type proc struct {
-	name    string
-	logPath string
-	cmd     *exec.Cmd
-	done    chan struct{}
-	err     error
-}
-
-func startProc(name, bin, logPath string, args ...string) (*proc, error) {
-	logf, err := os.Create(logPath)
-	if err != nil {
-		return nil, fmt.Errorf("k8stest: %s log: %w", name, err)
-	}
-	p := &proc{name: name, logPath: logPath, done: make(chan struct{})}
-	p.cmd = exec.Command(bin, args...)
-	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	started := make(chan error, 1)
-	go func() {
-		// The thread stays locked (and alive) until the child exits.
-		runtime.LockOSThread()
-		if err := p.cmd.Start(); err != nil {
-			started <- err
-			logf.Close()
-			close(p.done)
-			return
-		}
-		started <- nil
-		p.err = p.cmd.Wait()
-		logf.Close()
-		close(p.done)
-	}()
-	if err := <-started; err != nil {
-		return nil, fmt.Errorf("k8stest: start %s: %w", name, err)
-	}
-	return p, nil
-}
-
-func (p *proc) stop() error {
-	select {
-	case <-p.done:
-		return nil
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(15 * time.Second):
-	}
-	_ = p.cmd.Process.Kill()
-	<-p.done
-	return fmt.Errorf("k8stest: %s ignored SIGTERM and was killed", p.name)
-}
-
-func tail(path string, lines int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "(no log: " + err.Error() + ")"
-	}
-	ls := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(ls) > lines {
-		ls = ls[len(ls)-lines:]
-	}
-	return strings.Join(ls, "\n")
 }
 
 func writeServiceAccountKey(keyPath, pubPath string) error {

@@ -102,10 +102,10 @@ func startKubeEdge(t *testing.T) *keEnv {
 }
 
 // apply creates KubeEdge YAML in the cluster, unchanged.
-func (e *keEnv) apply(yaml string) {
-	e.t.Helper()
+func (e *keEnv) apply(t *testing.T, yaml string) {
+	t.Helper()
 	if err := e.cluster.Apply(context.Background(), "default", yaml); err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 }
 
@@ -124,9 +124,9 @@ func (e *keEnv) reported(name string) (map[string]string, error) {
 
 // waitStatus waits until the device's DeviceStatus reports every value in
 // want.
-func (e *keEnv) waitStatus(name string, want map[string]string) {
-	e.t.Helper()
-	saEventually(e.t, fmt.Sprintf("DeviceStatus %s to report %v", name, want), keWithin, func() error {
+func (e *keEnv) waitStatus(t *testing.T, name string, want map[string]string) {
+	t.Helper()
+	saEventually(t, fmt.Sprintf("DeviceStatus %s to report %v", name, want), keWithin, func() error {
 		got, err := e.reported(name)
 		if err != nil {
 			return err
@@ -141,9 +141,9 @@ func (e *keEnv) waitStatus(name string, want map[string]string) {
 }
 
 // update changes a Device in the cluster, retrying on conflicts.
-func (e *keEnv) update(name string, change func(*v1beta1.Device)) {
-	e.t.Helper()
-	saEventually(e.t, "update of Device "+name, time.Minute, func() error {
+func (e *keEnv) update(t *testing.T, name string, change func(*v1beta1.Device)) {
+	t.Helper()
+	saEventually(t, "update of Device "+name, time.Minute, func() error {
 		d, err := e.kc.DevicesV1beta1().Devices("default").Get(context.Background(), name, metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -155,9 +155,9 @@ func (e *keEnv) update(name string, change func(*v1beta1.Device)) {
 }
 
 // setDesired sets a property's desired value in the cluster.
-func (e *keEnv) setDesired(name, prop, value string) {
-	e.t.Helper()
-	e.update(name, func(d *v1beta1.Device) {
+func (e *keEnv) setDesired(t *testing.T, name, prop, value string) {
+	t.Helper()
+	e.update(t, name, func(d *v1beta1.Device) {
 		for i := range d.Spec.Properties {
 			if d.Spec.Properties[i].Name == prop {
 				d.Spec.Properties[i].Desired.Value = value
@@ -168,9 +168,9 @@ func (e *keEnv) setDesired(name, prop, value string) {
 
 // waitHost waits until wapper-host runs the device (running) or does not
 // have it (!running).
-func (e *keEnv) waitHost(name string, running bool) {
-	e.t.Helper()
-	saEventually(e.t, fmt.Sprintf("wapper-host to have %s: %v", name, running), keWithin, func() error {
+func (e *keEnv) waitHost(t *testing.T, name string, running bool) {
+	t.Helper()
+	saEventually(t, fmt.Sprintf("wapper-host to have %s: %v", name, running), keWithin, func() error {
 		d, ok := e.host.devices()["default/"+name]
 		switch {
 		case running && (!ok || d.Phase != "Running"):
@@ -183,12 +183,12 @@ func (e *keEnv) waitHost(name string, running bool) {
 }
 
 // edgeDB queries edgecore's sqlite database.
-func (e *keEnv) edgeDB(query string) string {
-	e.t.Helper()
+func (e *keEnv) edgeDB(t *testing.T, query string) string {
+	t.Helper()
 	// edgecore writes all the time: wait for its locks rather than fail.
-	out, err := exec.Command(testenv.Bin(e.t, "sqlite3"), "-cmd", ".timeout 30000", e.ke.EdgeDB(), query).CombinedOutput()
+	out, err := exec.Command(testenv.Bin(t, "sqlite3"), "-cmd", ".timeout 30000", e.ke.EdgeDB(), query).CombinedOutput()
 	if err != nil {
-		e.t.Fatalf("sqlite3 %s: %v\n%s", query, err, out)
+		t.Fatalf("sqlite3 %s: %v\n%s", query, err, out)
 	}
 	return strings.TrimSpace(string(out))
 }
@@ -226,22 +226,22 @@ spec:
 func TestKubeEdge(t *testing.T) {
 	e := startKubeEdge(t)
 	node := e.ke.Node
-	e.apply(keExample(t, "cluster/meter.yaml", "nodeName: edge-0", "nodeName: "+node))
+	e.apply(t, keExample(t, "cluster/meter.yaml", "nodeName: edge-0", "nodeName: "+node))
 	e.modbus.mu.Lock()
 	e.modbus.input[5] = uint16(0xffff - 122) // -12.3 as int16 with scale 0.1
 	e.modbus.mu.Unlock()
-	e.apply(keExample(t, "cluster/plc.yaml", "nodeName: edge-0", "nodeName: "+node, "port: 1502", fmt.Sprintf("port: %d", e.modbusPort)))
+	e.apply(t, keExample(t, "cluster/plc.yaml", "nodeName: edge-0", "nodeName: "+node, "port: 1502", fmt.Sprintf("port: %d", e.modbusPort)))
 
 	t.Run("values", func(t *testing.T) {
 		// A float above 1e6 (edgecore drops "2.5000005e+06"), a negative
 		// number, a boolean, a string; the ReadOnly property keeps its
 		// value although a desired value is set on it.
-		e.waitStatus("meter", map[string]string{"energy": "2500000.5", "offset": "-40.5", "running": "true", "mode": "auto", "setpoint": "20.5"})
-		e.waitHost("meter", true)
+		e.waitStatus(t, "meter", map[string]string{"energy": "2500000.5", "offset": "-40.5", "running": "true", "mode": "auto", "setpoint": "20.5"})
+		e.waitHost(t, "meter", true)
 	})
 
 	t.Run("modbus", func(t *testing.T) {
-		e.waitStatus("plc", map[string]string{"temperature": "-12.3", "setpoint": "42"})
+		e.waitStatus(t, "plc", map[string]string{"temperature": "-12.3", "setpoint": "42"})
 		e.modbus.mu.Lock()
 		got := e.modbus.holding[10]
 		e.modbus.mu.Unlock()
@@ -256,9 +256,9 @@ func TestKubeEdge(t *testing.T) {
 		if _, err := e.kc.DevicesV1beta1().Devices("default").Patch(context.Background(), "meter", types.JSONPatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		e.setDesired("plc", "setpoint", "-7")
-		e.waitStatus("meter", map[string]string{"setpoint": "30.25"})
-		e.waitStatus("plc", map[string]string{"setpoint": "-7"})
+		e.setDesired(t, "plc", "setpoint", "-7")
+		e.waitStatus(t, "meter", map[string]string{"setpoint": "30.25"})
+		e.waitStatus(t, "plc", map[string]string{"setpoint": "-7"})
 		e.modbus.mu.Lock()
 		got := int16(e.modbus.holding[10])
 		e.modbus.mu.Unlock()
@@ -271,7 +271,7 @@ func TestKubeEdge(t *testing.T) {
 		// edgecore's eventbus takes wapper-host's twin updates: the
 		// property DMI does not report reaches edgecore's twin table.
 		saEventually(t, "edgecore's twin table to hold local=7 from MQTT", keWithin, func() error {
-			if got := e.edgeDB(`select actual from device_twin where deviceid='default/meter' and name='local';`); got != "7" {
+			if got := e.edgeDB(t, `select actual from device_twin where deviceid='default/meter' and name='local';`); got != "7" {
 				return fmt.Errorf("actual %q", got)
 			}
 			return nil
@@ -296,9 +296,9 @@ func TestKubeEdge(t *testing.T) {
 	})
 
 	t.Run("refused", func(t *testing.T) {
-		e.apply(fmt.Sprintf(keBroken, node))
+		e.apply(t, fmt.Sprintf(keBroken, node))
 		saEventually(t, "the refused device in edgecore's database", keWithin, func() error {
-			if e.edgeDB(`select count(*) from meta where type='device' and key like '%broken%';`) == "0" {
+			if e.edgeDB(t, `select count(*) from meta where type='device' and key like '%broken%';`) == "0" {
 				return errors.New("not yet")
 			}
 			return nil
@@ -312,9 +312,9 @@ func TestKubeEdge(t *testing.T) {
 		if err := e.kc.DevicesV1beta1().Devices("default").Delete(context.Background(), "broken", metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		e.waitHost("broken", false)
+		e.waitHost(t, "broken", false)
 		saEventually(t, "edgecore to forget the refused device", keWithin, func() error {
-			if n := e.edgeDB(`select count(*) from meta where type='device' and key like '%broken%';`); n != "0" {
+			if n := e.edgeDB(t, `select count(*) from meta where type='device' and key like '%broken%';`); n != "0" {
 				return fmt.Errorf("%s rows", n)
 			}
 			return nil
@@ -322,18 +322,18 @@ func TestKubeEdge(t *testing.T) {
 	})
 
 	t.Run("update-move-delete", func(t *testing.T) {
-		e.apply(keExample(t, "cluster/meter.yaml", "nodeName: edge-0", "nodeName: "+node, "{name: meter,", "{name: mover,"))
-		e.waitHost("mover", true)
-		e.update("meter", func(d *v1beta1.Device) {
+		e.apply(t, keExample(t, "cluster/meter.yaml", "nodeName: edge-0", "nodeName: "+node, "{name: meter,", "{name: mover,"))
+		e.waitHost(t, "mover", true)
+		e.update(t, "meter", func(d *v1beta1.Device) {
 			for i := range d.Spec.Properties {
 				if d.Spec.Properties[i].Name == "offset" {
 					d.Spec.Properties[i].Visitors.ConfigData.Data["offset"] = -41.5
 				}
 			}
 		})
-		e.waitStatus("meter", map[string]string{"offset": "-41.5"})
-		e.update("mover", func(d *v1beta1.Device) { d.Spec.NodeName = "elsewhere" })
-		e.waitHost("mover", false)
+		e.waitStatus(t, "meter", map[string]string{"offset": "-41.5"})
+		e.update(t, "mover", func(d *v1beta1.Device) { d.Spec.NodeName = "elsewhere" })
+		e.waitHost(t, "mover", false)
 	})
 
 	t.Run("edgecore-restart", func(t *testing.T) {
@@ -351,23 +351,23 @@ func TestKubeEdge(t *testing.T) {
 		if err := e.ke.StartEdgecore(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		e.waitStatus("meter", map[string]string{"running": "false", "energy": "2500000.5"})
-		e.setDesired("meter", "setpoint", "33.5")
-		e.waitStatus("meter", map[string]string{"setpoint": "33.5"})
-		e.waitStatus("plc", map[string]string{"setpoint": "-7"})
+		e.waitStatus(t, "meter", map[string]string{"running": "false", "energy": "2500000.5"})
+		e.setDesired(t, "meter", "setpoint", "33.5")
+		e.waitStatus(t, "meter", map[string]string{"setpoint": "33.5"})
+		e.waitStatus(t, "plc", map[string]string{"setpoint": "-7"})
 	})
 
 	t.Run("host-restart", func(t *testing.T) {
 		// wapper-host is killed; a desired value set meanwhile comes with
 		// edgecore's answer to the next registration.
 		e.host.kill9()
-		e.setDesired("meter", "setpoint", "34.5")
+		e.setDesired(t, "meter", "setpoint", "34.5")
 		e.host = saStart(e.t, e.state, e.args...)
-		e.waitHost("meter", true)
-		e.waitHost("plc", true)
-		e.waitStatus("meter", map[string]string{"setpoint": "34.5", "energy": "2500000.5"})
-		e.waitHost("broken", false)
-		e.waitHost("mover", false)
+		e.waitHost(t, "meter", true)
+		e.waitHost(t, "plc", true)
+		e.waitStatus(t, "meter", map[string]string{"setpoint": "34.5", "energy": "2500000.5"})
+		e.waitHost(t, "broken", false)
+		e.waitHost(t, "mover", false)
 	})
 
 	t.Run("delete", func(t *testing.T) {
@@ -375,7 +375,7 @@ func TestKubeEdge(t *testing.T) {
 			if err := e.kc.DevicesV1beta1().Devices("default").Delete(context.Background(), n, metav1.DeleteOptions{}); err != nil {
 				t.Fatal(err)
 			}
-			e.waitHost(n, false)
+			e.waitHost(t, n, false)
 		}
 	})
 }

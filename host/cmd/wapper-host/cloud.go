@@ -151,16 +151,22 @@ func forwardReports(ctx context.Context, mgr *devices.Manager, link *cloudlink.L
 	}
 }
 
+// kubeedgeTwin is a twin as KubeEdge writes it to DeviceStatus: the type
+// as edgecore spells it (int, float, boolean, string) and timestamps in
+// milliseconds.
 func kubeedgeTwin(t devices.TwinStatus) devicesv1beta1.Twin {
-	tw := devicesv1beta1.Twin{PropertyName: t.Property}
-	tw.Reported.Value = t.Reported
-	tw.Reported.Metadata = map[string]string{"type": t.Type}
-	if !t.ReportedTime.IsZero() {
-		tw.Reported.Metadata["timestamp"] = fmt.Sprint(t.ReportedTime.UnixMilli())
+	ty, _ := abi.ParseType(t.Type)
+	meta := func(at time.Time) map[string]string {
+		m := map[string]string{"type": ty.TwinType()}
+		if !at.IsZero() {
+			m["timestamp"] = fmt.Sprint(at.UnixMilli())
+		}
+		return m
 	}
+	tw := devicesv1beta1.Twin{PropertyName: t.Property}
+	tw.Reported.Value, tw.Reported.Metadata = t.Reported, meta(t.ReportedTime)
 	if t.Desired != "" {
-		tw.ObservedDesired.Value = t.Desired
-		tw.ObservedDesired.Metadata = map[string]string{"type": t.Type}
+		tw.ObservedDesired.Value, tw.ObservedDesired.Metadata = t.Desired, meta(t.DesiredTime)
 	}
 	return tw
 }

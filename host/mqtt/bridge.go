@@ -36,18 +36,25 @@ type BridgeOptions struct {
 }
 
 // Bridge publishes device events on KubeEdge's EventBus topics and feeds
-// desired values and twin queries back to the device manager.
+// desired values and twin queries back to the device manager. It also
+// publishes the readings of properties with a pushMethod.mqtt: on the
+// host's connection, or on the broker the pushMethod's address names.
 type Bridge struct {
 	mgr  *devices.Manager
 	conn Conn
 	log  *slog.Logger
 	opts BridgeOptions
 
-	published *prometheus.CounterVec
-	failures  *prometheus.CounterVec
-	received  *prometheus.CounterVec
+	published    *prometheus.CounterVec
+	failures     *prometheus.CounterVec
+	received     *prometheus.CounterVec
+	pushFailures *prometheus.CounterVec
 
 	last map[string]map[string]*MsgTwin // device -> property -> last twin sent
+	// noBroker holds the properties warned about for a pushMethod.mqtt
+	// without address while there is no host connection (device ->
+	// property); like last, only the event goroutine uses it.
+	noBroker map[string]map[string]bool
 
 	// self is the first byte of the twin update being published, so that
 	// the embedded broker's synchronous delivery of our own message to our
@@ -67,6 +74,11 @@ type extConn struct {
 }
 
 // NewBridge returns a bridge between mgr and conn; call Start.
+//
+// conn is nil when the host has no MQTT connection (no embedded broker and
+// no external one): then the bridge publishes only the pushMethod.mqtt
+// readings whose address names a broker, and counts (and warns once per
+// device and property about) those without one.
 func NewBridge(mgr *devices.Manager, conn Conn, o BridgeOptions) *Bridge {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -74,32 +86,51 @@ func NewBridge(mgr *devices.Manager, conn Conn, o BridgeOptions) *Bridge {
 	if o.Buffer <= 0 {
 		o.Buffer = 1 << 16
 	}
-	b := &Bridge{mgr: mgr, conn: conn, log: o.Logger, opts: o, last: map[string]map[string]*MsgTwin{}, ext: map[string]*extConn{},
+	b := &Bridge{mgr: mgr, conn: conn, log: o.Logger, opts: o, last: map[string]map[string]*MsgTwin{}, noBroker: map[string]map[string]bool{}, ext: map[string]*extConn{},
 		published: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wapper_mqtt_published_total",
 			Help: "MQTT messages published, by kind (twin, document, delta, state, push, get)."}, []string{"kind"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wapper_mqtt_publish_failures_total",
 			Help: "MQTT messages that could not be published, by kind."}, []string{"kind"}),
 		received: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wapper_mqtt_received_total",
 			Help: "MQTT requests received, by kind (update, get) and result (ok, error)."}, []string{"kind", "result"}),
+		pushFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wapper_mqtt_push_failures_total",
+			Help: "pushMethod.mqtt readings not published, by reason (no_broker: no address and no host MQTT connection; connect: the address's broker is not connected; publish: the publish failed). Each also counts in wapper_mqtt_publish_failures_total{kind=\"push\"}."}, []string{"reason"}),
+	}
+	for _, r := range []string{pushNoBroker, pushConnect, pushPublish} {
+		b.pushFailures.WithLabelValues(r)
 	}
 	if o.Registerer != nil {
-		o.Registerer.MustRegister(b.published, b.failures, b.received)
+		o.Registerer.MustRegister(b.published, b.failures, b.received, b.pushFailures)
 	}
 	return b
 }
 
-// Start subscribes to the request topics and starts publishing events.
+// Reasons of wapper_mqtt_push_failures_total.
+const (
+	pushNoBroker = "no_broker"
+	pushConnect  = "connect"
+	pushPublish  = "publish"
+)
+
+// Start subscribes to the request topics and starts publishing events
+// (without a host connection, only the pushMethod.mqtt readings).
 func (b *Bridge) Start(ctx context.Context) error {
-	if err := b.conn.Subscribe(topicPrefix+"+/+/twin/update", 1, b.onTwinUpdate); err != nil {
-		return err
-	}
-	if !b.opts.NoTwinGet {
-		if err := b.conn.Subscribe(topicPrefix+"+/+/twin/get", 1, b.onTwinGet); err != nil {
+	if b.conn != nil {
+		if err := b.conn.Subscribe(topicPrefix+"+/+/twin/update", 1, b.onTwinUpdate); err != nil {
 			return err
 		}
+		if !b.opts.NoTwinGet {
+			if err := b.conn.Subscribe(topicPrefix+"+/+/twin/get", 1, b.onTwinGet); err != nil {
+				return err
+			}
+		}
 	}
+	hostConn := b.conn != nil
 	events, cancel := b.mgr.SubscribeFunc("mqtt", b.opts.Buffer, func(ev *devices.Event) bool {
-		return ev.Type != devices.EventReading || ev.PushesMQTT()
+		if ev.Type == devices.EventReading {
+			return ev.PushesMQTT()
+		}
+		return hostConn || ev.Type == devices.EventDeviceRemoved
 	})
 	b.cancel, b.done = cancel, make(chan struct{})
 	go func() {
@@ -168,6 +199,9 @@ func (b *Bridge) count(kind, topic string, err error) {
 }
 
 func (b *Bridge) handle(ev devices.Event) {
+	if b.conn == nil && ev.Type != devices.EventReading && ev.Type != devices.EventDeviceRemoved {
+		return // no EventBus without a host connection
+	}
 	switch ev.Type {
 	case devices.EventReport:
 		last := b.last[ev.Device]
@@ -214,6 +248,7 @@ func (b *Bridge) handle(ev devices.Event) {
 		b.publish("state", StateUpdateTopic(ev.Device), 0, false, DeviceStateUpdate{BaseMessage: base(ev.Time), State: ev.State.String()})
 	case devices.EventDeviceRemoved:
 		delete(b.last, ev.Device)
+		delete(b.noBroker, ev.Device)
 	}
 }
 
@@ -238,17 +273,49 @@ func (b *Bridge) publishDelta(ev devices.Event) {
 func (b *Bridge) pushMQTT(ev devices.Event, t devices.TwinStatus) {
 	pm := t.Push.MQTT
 	conn := b.conn
-	if pm.Address != "" {
+	switch {
+	case pm.Address != "":
 		if conn = b.extBroker(pm.Address); conn == nil {
-			b.failures.WithLabelValues("push").Inc()
+			b.pushFailed(pushConnect)
 			return
 		}
+	case conn == nil:
+		b.warnNoBroker(ev, t)
+		b.pushFailed(pushNoBroker)
+		return
 	}
 	payload := b.opts.PushFormat.MQTTPayload(pm.Topic, push.Reading{
 		DeviceName: ev.Name, Namespace: ev.Namespace, PropertyName: t.Property,
 		Value: t.Reported, Type: t.Type, TimeStamp: t.ReportedTime.UnixMilli(),
 	})
-	b.count("push", pm.Topic, conn.Publish(pm.Topic, byte(pm.QoS), pm.Retained, payload))
+	err := conn.Publish(pm.Topic, byte(pm.QoS), pm.Retained, payload)
+	if err != nil {
+		b.pushFailures.WithLabelValues(pushPublish).Inc()
+	}
+	b.count("push", pm.Topic, err)
+}
+
+// pushFailed counts a pushMethod.mqtt reading not published.
+func (b *Bridge) pushFailed(reason string) {
+	b.failures.WithLabelValues("push").Inc()
+	b.pushFailures.WithLabelValues(reason).Inc()
+}
+
+// warnNoBroker warns, once per device and property (again after the device
+// is removed and added back), that a pushMethod.mqtt without address has
+// no broker to go to.
+func (b *Bridge) warnNoBroker(ev devices.Event, t devices.TwinStatus) {
+	warned := b.noBroker[ev.Device]
+	if warned[t.Property] {
+		return
+	}
+	if warned == nil {
+		warned = map[string]bool{}
+		b.noBroker[ev.Device] = warned
+	}
+	warned[t.Property] = true
+	b.log.Warn("pushMethod.mqtt has no address and wapper-host has no MQTT broker: its readings are not published; set --mqtt-broker or --mqtt-listen, or pushMethod.mqtt.address",
+		"device", ev.Device, "property", t.Property, "topic", t.Push.MQTT.Topic)
 }
 
 // extBroker returns the connection to a pushMethod.mqtt address, dialling

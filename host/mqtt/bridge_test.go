@@ -3,11 +3,15 @@ package mqtt
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kubeedge/api/apis/devices/v1beta1"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"wapper.dev/wapper/host/devices"
 	"wapper.dev/wapper/host/runtime"
@@ -138,6 +142,47 @@ func TestTwinTypesLowerCase(t *testing.T) {
 				t.Errorf("%s (%q): metadata.type in update, document, delta: %q, want %q", p, types[p], strings.Join(got, ", "), w)
 				break
 			}
+		}
+	}
+}
+
+// TestNoHostConn: without a host connection the bridge publishes nothing
+// on the EventBus topics, and a pushMethod.mqtt without address is counted
+// at every reading and warned about once per device and property (again
+// after the device is removed).
+func TestNoHostConn(t *testing.T) {
+	var logs strings.Builder
+	b := NewBridge(nil, nil, BridgeOptions{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	now := time.Now()
+	pm := &v1beta1.PushMethod{MQTT: &v1beta1.PushMethodMQTT{Topic: "a/b"}}
+	tw := devices.TwinStatus{Property: "p", Type: "INT", Reported: "1", ReportedTime: now, Desired: "2", DesiredTime: now, Push: pm}
+	ev := func(ty devices.EventType, dev string) devices.Event {
+		return devices.Event{Type: ty, Device: dev, Namespace: "ns", Name: dev, Time: now, Twins: []devices.TwinStatus{tw}}
+	}
+	for _, ty := range []devices.EventType{devices.EventReport, devices.EventDesired, devices.EventState} {
+		b.handle(ev(ty, "ns/d")) // would panic publishing on a nil conn
+	}
+	for range 3 {
+		b.handle(ev(devices.EventReading, "ns/d"))
+	}
+	b.handle(ev(devices.EventReading, "ns/e"))
+	b.handle(ev(devices.EventDeviceRemoved, "ns/d"))
+	b.handle(ev(devices.EventReading, "ns/d"))
+	if n := testutil.ToFloat64(b.pushFailures.WithLabelValues(pushNoBroker)); n != 5 {
+		t.Errorf("no_broker failures %v, want 5", n)
+	}
+	if n := testutil.ToFloat64(b.failures.WithLabelValues("push")); n != 5 {
+		t.Errorf("push publish failures %v, want 5", n)
+	}
+	got := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	want := []string{"device=ns/d property=p", "device=ns/e property=p", "device=ns/d property=p"}
+	if len(got) != len(want) {
+		t.Fatalf("warnings:\n%s\nwant %d", logs.String(), len(want))
+	}
+	for i, w := range want {
+		if !strings.Contains(got[i], "level=WARN") || !strings.Contains(got[i], w) ||
+			!strings.Contains(got[i], "set --mqtt-broker or --mqtt-listen, or pushMethod.mqtt.address") {
+			t.Errorf("warning %d: %s, want one for %s saying what to set", i, got[i], w)
 		}
 	}
 }

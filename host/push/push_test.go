@@ -123,8 +123,30 @@ func startHost(t *testing.T, f push.Format) *peers {
 	subscribe(t, p.busURL, "#", p.bus) // all but $hw/...
 	subscribe(t, "tcp://"+ext.Addr(), "ext/#", p.ext)
 
-	dir := t.TempDir()
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	mgr := newManager(t, log, virtual)
+	bridge := mqtt.NewBridge(mgr, bus, mqtt.BridgeOptions{Logger: log, PushFormat: f})
+	if err := bridge.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	pusher := push.NewHTTP(mgr, push.Options{Logger: log, Format: f})
+	pusher.Start(context.Background())
+	t.Cleanup(func() {
+		pusher.Stop()
+		bridge.Stop()
+	})
+
+	host, port, _ := strings.Cut(strings.TrimPrefix(srv.URL, "http://"), ":")
+	apply(t, mgr, strings.NewReplacer("HTTPHOST", host, "HTTPPORT", port, "EXTADDR", ext.Addr()).Replace(deviceYAML))
+	return p
+}
+
+// newManager returns a device manager that loads the plugin from the
+// folder of virtual (reads every 200ms unless a property says otherwise),
+// closed at the end of the test, after the cleanups registered later.
+func newManager(t *testing.T, log *slog.Logger, virtual string) *devices.Manager {
+	t.Helper()
+	dir := t.TempDir()
 	st, err := store.Open(filepath.Join(dir, "state"))
 	if err != nil {
 		t.Fatal(err)
@@ -140,27 +162,21 @@ func startHost(t *testing.T, f push.Format) *peers {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bridge := mqtt.NewBridge(mgr, bus, mqtt.BridgeOptions{Logger: log, PushFormat: f})
-	if err := bridge.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	pusher := push.NewHTTP(mgr, push.Options{Logger: log, Format: f})
-	pusher.Start(context.Background())
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		mgr.Close(ctx)
-		pusher.Stop()
-		bridge.Stop()
 		eng.Close(ctx)
 		st.Close()
 	})
+	return mgr
+}
 
-	host, port, _ := strings.Cut(strings.TrimPrefix(srv.URL, "http://"), ":")
-	yml := strings.NewReplacer("HTTPHOST", host, "HTTPPORT", port, "EXTADDR", ext.Addr()).Replace(deviceYAML)
-	mdir := filepath.Join(dir, "manifests")
-	os.Mkdir(mdir, 0o755)
-	if err := os.WriteFile(filepath.Join(mdir, "boiler.yaml"), []byte(yml), 0o644); err != nil {
+// apply loads the manifests in yml into mgr.
+func apply(t *testing.T, mgr *devices.Manager, yml string) {
+	t.Helper()
+	mdir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(mdir, "devices.yaml"), []byte(yml), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	set, err := manifest.Load(mdir)
@@ -170,7 +186,6 @@ func startHost(t *testing.T, f push.Format) *peers {
 	if err := mgr.Apply(context.Background(), "manifests", devices.ResourceSet{Devices: set.Devices, Models: set.Models, Plugins: set.Plugins}); err != nil {
 		t.Fatal(err)
 	}
-	return p
 }
 
 // subscribe connects a paho client to url and sends what it receives on
@@ -195,7 +210,7 @@ func subscribe(t *testing.T, url, filter string, ch chan message) {
 	}
 }
 
-func receive[T any](t *testing.T, what string, ch chan T) T {
+func receive[T any](t *testing.T, what string, ch <-chan T) T {
 	t.Helper()
 	select {
 	case v := <-ch:

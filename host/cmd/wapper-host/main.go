@@ -247,19 +247,12 @@ func run(o options) error {
 	}
 	if bus != nil {
 		defer bus.Close()
-		noTwinGet := !o.dmi.twinGet.answers(o.dmi.enabled, o.mqttBroker)
-		if noTwinGet {
-			log.Info("not answering twin/get over MQTT: edgecore answers it on its broker (--mqtt-twin-get=true to answer too)")
-		}
-		bridge := mqtt.NewBridge(mgr, bus, mqtt.BridgeOptions{Logger: log, Registerer: reg, PushFormat: o.pushFormat, NoTwinGet: noTwinGet})
-		if err := bridge.Start(ctx); err != nil {
-			return err
-		}
-		defer bridge.Stop()
 	}
-	pusher := push.NewHTTP(mgr, push.Options{Logger: log, Registerer: reg, Format: o.pushFormat})
-	pusher.Start(ctx)
-	defer pusher.Stop()
+	stopPushes, err := startPushes(ctx, o, mgr, bus, log, reg)
+	if err != nil {
+		return err
+	}
+	defer stopPushes()
 
 	// Serve REST before reading manifests, so that a host with many
 	// devices can be watched while it starts them.

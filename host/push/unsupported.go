@@ -1,0 +1,139 @@
+package push
+
+import (
+	"log/slog"
+	"strings"
+
+	"github.com/kubeedge/api/apis/devices/v1beta1"
+
+	"wapper.dev/wapper/host/devices"
+)
+
+// Unsupported warns about the parts of a property's pushMethod that
+// wapper-host does not act on yet (otel, dbMethod, anomalyDetection): once
+// per device and property, at the first reading that carries the
+// pushMethod, and again when that part changes or the device is removed and
+// added back.
+type Unsupported struct {
+	mgr    *devices.Manager
+	log    *slog.Logger
+	cancel func()
+	done   chan struct{}
+
+	// warned is what was last warned about, by device and property; only
+	// the event goroutine (or a test calling handle) uses it.
+	warned map[string]map[string]warnedPush
+}
+
+type warnedPush struct {
+	push *v1beta1.PushMethod // as carried by the readings: the same pointer until the Device changes
+	what string
+}
+
+// NewUnsupported returns a warner; call Start.
+func NewUnsupported(mgr *devices.Manager, log *slog.Logger) *Unsupported {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Unsupported{mgr: mgr, log: log, warned: map[string]map[string]warnedPush{}}
+}
+
+// Start subscribes to the readings that carry such a pushMethod.
+func (u *Unsupported) Start() {
+	events, cancel := u.mgr.SubscribeFunc("push-unsupported", 256, func(ev *devices.Event) bool {
+		if ev.Type == devices.EventDeviceRemoved {
+			return true
+		}
+		if ev.Type != devices.EventReading {
+			return false
+		}
+		for i := range ev.Twins {
+			if hasUnsupported(ev.Twins[i].Push) {
+				return true
+			}
+		}
+		return false
+	})
+	u.cancel, u.done = cancel, make(chan struct{})
+	go func() {
+		defer close(u.done)
+		for ev := range events {
+			u.handle(ev)
+		}
+	}()
+}
+
+// Stop ends the subscription, after the events already received.
+func (u *Unsupported) Stop() {
+	if u.cancel != nil {
+		u.cancel()
+		<-u.done
+	}
+}
+
+func hasUnsupported(p *v1beta1.PushMethod) bool {
+	return p != nil && (p.OTEL != nil || p.DBMethod != nil || p.AnomalyDetection != nil)
+}
+
+func (u *Unsupported) handle(ev devices.Event) {
+	if ev.Type == devices.EventDeviceRemoved {
+		delete(u.warned, ev.Device)
+		return
+	}
+	for _, t := range ev.Twins {
+		if !hasUnsupported(t.Push) {
+			continue
+		}
+		byProp := u.warned[ev.Device]
+		if w, ok := byProp[t.Property]; ok && w.push == t.Push {
+			continue
+		}
+		what := unsupportedMethods(t.Push)
+		if byProp == nil {
+			byProp = map[string]warnedPush{}
+			u.warned[ev.Device] = byProp
+		}
+		w, ok := byProp[t.Property]
+		byProp[t.Property] = warnedPush{push: t.Push, what: what}
+		if ok && w.what == what {
+			continue // the Device changed elsewhere
+		}
+		verb := "is"
+		if strings.Contains(what, ", pushMethod.") {
+			verb = "are"
+		}
+		u.log.Warn(what+" "+verb+" not supported yet; ignored", "device", ev.Device, "property", t.Property)
+	}
+}
+
+// unsupportedMethods names the parts of p wapper-host ignores, such as
+// "pushMethod.dbMethod (influxdb2)", or is "" when there are none.
+func unsupportedMethods(p *v1beta1.PushMethod) string {
+	if p == nil {
+		return ""
+	}
+	var out []string
+	if p.OTEL != nil {
+		out = append(out, "pushMethod.otel")
+	}
+	if db := p.DBMethod; db != nil {
+		var kinds []string
+		for _, k := range []struct {
+			set  bool
+			name string
+		}{{db.Influxdb2 != nil, "influxdb2"}, {db.Redis != nil, "redis"}, {db.TDEngine != nil, "TDEngine"}, {db.Mysql != nil, "mysql"}} {
+			if k.set {
+				kinds = append(kinds, k.name)
+			}
+		}
+		s := "pushMethod.dbMethod"
+		if len(kinds) > 0 {
+			s += " (" + strings.Join(kinds, ", ") + ")"
+		}
+		out = append(out, s)
+	}
+	if p.AnomalyDetection != nil {
+		out = append(out, "pushMethod.anomalyDetection")
+	}
+	return strings.Join(out, ", ")
+}

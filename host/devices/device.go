@@ -49,7 +49,10 @@ type TwinStatus struct {
 	// Reported is the last value read, at ReportedTime.
 	Reported     string    `json:"reported,omitempty"`
 	ReportedTime time.Time `json:"reportedTime,omitzero"`
-	// Error is the last read or write error, cleared by a success.
+	// Error is the last read or write error, cleared by a success. When
+	// the Device spec's desired value is not written because it is not
+	// valid for the property's type, Error says so (after the read or
+	// write error, if any) until the spec changes.
 	Error string `json:"error,omitempty"`
 	// Push is the property's pushMethod from the Device spec. A reading
 	// event carries it at most once per the property's reportCycle (as
@@ -99,8 +102,10 @@ type device struct {
 	handles    map[string]uint32
 	nextHandle uint32
 	// ignored maps a property to the spec desired value last logged as
-	// not written (the property is not ReadWrite); reconciliation owns it.
+	// not written (the property is not ReadWrite), invalid to the one
+	// last logged as not valid for its type; reconciliation owns them.
 	ignored map[string]string
+	invalid map[string]string
 
 	mu        sync.Mutex // guards every field below
 	source    string
@@ -267,22 +272,29 @@ func (d *device) configure(ctx context.Context, cfg config) {
 	go d.run(runCtx, &c, d.done, d.settled)
 }
 
-// logIgnored logs each spec desired value that is not written because its
-// property is not ReadWrite: once per property, and again only when the
-// value changes. Callers hold the reconciliation lock.
+// logIgnored logs each spec desired value that is not written, because its
+// property is not ReadWrite or because it is not valid for the property's
+// type: once per property, and again only when the value changes. Callers
+// hold the reconciliation lock.
 func (d *device) logIgnored(cfg *config) {
-	seen := map[string]string{}
+	seen, bad := map[string]string{}, map[string]string{}
 	for _, pc := range cfg.props {
-		if pc.ignored == "" {
-			continue
+		if pc.ignored != "" {
+			seen[pc.Name] = pc.ignored
+			if d.ignored[pc.Name] != pc.ignored {
+				d.m.log.Info("desired value on a ReadOnly property ignored: only ReadWrite properties are written; it is still read and reported",
+					"device", d.key, "property", pc.Name, "accessMode", pc.AccessMode, "value", pc.ignored, "source", cfg.source)
+			}
 		}
-		seen[pc.Name] = pc.ignored
-		if d.ignored[pc.Name] != pc.ignored {
-			d.m.log.Info("desired value on a ReadOnly property ignored: only ReadWrite properties are written; it is still read and reported",
-				"device", d.key, "property", pc.Name, "accessMode", pc.AccessMode, "value", pc.ignored, "source", cfg.source)
+		if pc.invalid != "" {
+			bad[pc.Name] = pc.invalid
+			if d.invalid[pc.Name] != pc.invalid {
+				d.m.log.Warn("desired value in the Device spec is not valid for its property's type and is not written; the property is still read and reported",
+					"device", d.key, "property", pc.Name, "type", pc.Type, "value", pc.invalid, "source", cfg.source, "reason", pc.invalidWhy)
+			}
 		}
 	}
-	d.ignored = seen
+	d.ignored, d.invalid = seen, bad
 }
 
 // waitSettled waits until the first attempt to add the device since its
@@ -739,10 +751,17 @@ func (d *device) pushed(r runtime.Reading) {
 }
 
 func (d *device) twinStatusLocked(pc *propConfig, t *twinState) TwinStatus {
+	errText := t.err
+	if pc.invalidWhy != "" {
+		if errText != "" {
+			errText += "; "
+		}
+		errText += pc.invalidWhy
+	}
 	return TwinStatus{Property: pc.Name, Type: pc.Type, AccessMode: pc.AccessMode,
 		Desired: t.Desired, DesiredSeq: t.DesiredSeq, DesiredTime: t.DesiredTime, DesiredBy: t.DesiredBy,
 		AppliedSeq: t.AppliedSeq, AppliedTime: t.AppliedTime,
-		Reported: t.Reported, ReportedTime: t.ReportedTime, Error: t.err, Push: pc.push}
+		Reported: t.Reported, ReportedTime: t.ReportedTime, Error: errText, Push: pc.push}
 }
 
 // report emits every twin (or only those named) as one report event.
@@ -944,8 +963,11 @@ func (m *Manager) Device(namespace, name string) (DeviceStatus, error) {
 // SetDesired returns; the device applies it asynchronously (see
 // [Manager.WaitApplied]). by names the writer for logs ("rest", "mqtt", a
 // source name). A write to a ReadOnly property is refused with an error
-// wrapping [ErrReadOnly]; a desired value in a Device spec on such a
-// property, by contrast, is ignored and the device runs.
+// wrapping [ErrReadOnly], and a value that is not valid for the property's
+// type with one wrapping [ErrInvalid]; a desired value in a Device spec on
+// such a property, or not valid for its type, by contrast, is not written
+// (logged once, and shown in the twin's Error when not valid) and the
+// device runs.
 func (m *Manager) SetDesired(ctx context.Context, namespace, name, property, value, by string) (TwinStatus, error) {
 	d, err := m.get(namespace, name)
 	if err != nil {

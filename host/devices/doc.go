@@ -68,7 +68,10 @@
 // A desired value in a Device's spec.properties is set the same way when it
 // changes; on a property that is not ReadWrite it is ignored (logged once),
 // as KubeEdge's mapper-framework does, while SetDesired on such a property
-// is refused with [ErrReadOnly].
+// is refused with [ErrReadOnly]. A spec desired value that is not valid for
+// its property's type is not written either (logged once, and shown in the
+// twin's Error); the device runs and the property is still read, while
+// SetDesired refuses such a value with [ErrInvalid].
 // [Manager.Devices], [Manager.Device], [Manager.Read], [Manager.CallMethod]
 // and [Manager.Model] serve REST and DMI.
 //

@@ -218,7 +218,16 @@ type propConfig struct {
 	// ignored is a spec desired value that is not written because the
 	// property is not ReadWrite, "" if none.
 	ignored string
+	// invalid is a spec desired value of a ReadWrite property that is not
+	// written because it does not parse as the property's type, "" if
+	// none; invalidWhy says why, and the twin's Error shows it.
+	invalid    string
+	invalidWhy string
 }
+
+// propertyTypes lists the DeviceModel property types, as KubeEdge's CRD
+// spells them (abi.ParseType also takes them in lower case).
+const propertyTypes = "INT, FLOAT, DOUBLE, STRING, BOOLEAN, BYTES, STREAM"
 
 func (m *Manager) plan(d *device, od ownedDevice, models map[string]*v1beta1.DeviceModel, plugins map[string]*pluginEntry) (cfg config) {
 	dv := od.dev
@@ -296,8 +305,10 @@ func (m *Manager) plan(d *device, od ownedDevice, models map[string]*v1beta1.Dev
 		desc.ModelConfig, _ = json.Marshal(c.Data)
 	}
 	mprops := map[string]*v1beta1.ModelProperty{}
+	mindex := map[string]int{}
 	for i := range model.Spec.Properties {
 		mprops[model.Spec.Properties[i].Name] = &model.Spec.Properties[i]
+		mindex[model.Spec.Properties[i].Name] = i
 	}
 	dprops := dv.Spec.Properties
 	if len(dprops) == 0 {
@@ -311,7 +322,17 @@ func (m *Manager) plan(d *device, od ownedDevice, models map[string]*v1beta1.Dev
 			cfg.err = fmt.Errorf("spec.properties[%d].name: property %q is not in DeviceModel %s", i, dp.Name, model.Name)
 			return cfg
 		}
-		typ, _ := abi.ParseType(string(mp.Type))
+		// --manifests checks the model's types when it loads; DMI and
+		// wapper-cloud do not, so every source is checked here.
+		typ, ok := abi.ParseType(string(mp.Type))
+		if !ok {
+			what := fmt.Sprintf("type %q is not supported", mp.Type)
+			if mp.Type == "" {
+				what = "has no type"
+			}
+			cfg.err = fmt.Errorf("DeviceModel %s spec.properties[%d].type: property %q %s; use one of %s", model.Name, mindex[dp.Name], dp.Name, what, propertyTypes)
+			return cfg
+		}
 		access := string(mp.AccessMode)
 		if access == "" {
 			access = string(v1beta1.ReadOnly)
@@ -350,12 +371,36 @@ func (m *Manager) plan(d *device, od ownedDevice, models map[string]*v1beta1.Dev
 		}
 		if pc.desired != "" {
 			if _, err := abi.ParseText(typ, pc.desired); err != nil {
-				cfg.err = fmt.Errorf("spec.properties[%d].desired.value: %q is not a valid %s: %v", i, pc.desired, typ, err)
-				return cfg
+				// mapper-framework logs a desired value that does not
+				// convert to the property's type and skips that property
+				// (neither written nor read); the rest of the device runs.
+				// Here only the write is skipped: the property is still
+				// read and reported, and its twin's Error says why.
+				pc.desired, pc.invalid = "", pc.desired
+				pc.invalidWhy = fmt.Sprintf("desired value %q of the Device spec (spec.properties[%d].desired.value) is not written: %v", pc.invalid, i, err)
 			}
 		}
 		desc.Properties = append(desc.Properties, pc.Property)
 		cfg.props = append(cfg.props, pc)
+	}
+	// A method's propertyNames must be properties the device runs: those
+	// of spec.properties, or all of the model's when it lists none.
+	for i, mt := range dv.Spec.Methods {
+		for j, pn := range mt.PropertyNames {
+			found := false
+			for _, pc := range cfg.props {
+				found = found || pc.Name == pn
+			}
+			if found {
+				continue
+			}
+			where := "spec.properties"
+			if len(dv.Spec.Properties) == 0 {
+				where = fmt.Sprintf("DeviceModel %s (spec.properties is empty, so the device runs the model's properties)", model.Name)
+			}
+			cfg.err = fmt.Errorf("spec.methods[%d].propertyNames[%d]: property %q is not in %s", i, j, pn, where)
+			return cfg
+		}
 	}
 	for _, mt := range dv.Spec.Methods {
 		desc.Methods = append(desc.Methods, abi.Method{Name: mt.Name, Description: mt.Description, PropertyNames: mt.PropertyNames})

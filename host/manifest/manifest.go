@@ -269,7 +269,8 @@ func dropStatus(raw []byte) ([]byte, error) {
 }
 
 // ValidateDevice checks a Device on its own (its model is checked when the
-// host puts them together).
+// host puts them together: the properties it names, and methods'
+// propertyNames when spec.properties is empty).
 func ValidateDevice(d *v1beta1.Device) field.ErrorList {
 	var errs field.ErrorList
 	errs = append(errs, validateMeta(d.Name, d.Namespace, field.NewPath("metadata"))...)
@@ -322,8 +323,10 @@ func ValidateDevice(d *v1beta1.Device) field.ErrorList {
 			errs = append(errs, field.Duplicate(fm.Child("name"), m.Name))
 		}
 		mseen[m.Name] = true
+		// A Device that lists no properties runs all of its model's;
+		// the host checks those against the model.
 		for j, pn := range m.PropertyNames {
-			if !seen[pn] {
+			if len(d.Spec.Properties) > 0 && !seen[pn] {
 				errs = append(errs, field.NotFound(fm.Child("propertyNames").Index(j), pn))
 			}
 		}

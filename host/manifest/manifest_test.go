@@ -88,3 +88,31 @@ func TestLoadConflictFirstFileWins(t *testing.T) {
 		t.Fatal("missing folder loaded")
 	}
 }
+
+// TestMethodPropertyNames: a method's propertyNames are checked against
+// spec.properties when the Device lists some; when it lists none it runs
+// all of its model's properties, which the host checks against the model.
+func TestMethodPropertyNames(t *testing.T) {
+	doc := `apiVersion: devices.kubeedge.io/v1beta1
+kind: Device
+metadata: {name: all}
+spec:
+  deviceModelRef: {name: m}
+  methods: [{name: set, propertyNames: [temperature]}]
+---
+apiVersion: devices.kubeedge.io/v1beta1
+kind: Device
+metadata: {name: listed}
+spec:
+  deviceModelRef: {name: m}
+  properties: [{name: humidity}]
+  methods: [{name: set, propertyNames: [temperature]}]
+`
+	s := manifest.Parse("f.yaml", []byte(doc))
+	if len(s.Devices) != 1 || s.Devices[0].Name != "all" {
+		t.Fatalf("devices %d, problems %v; want only the Device without spec.properties", len(s.Devices), s.Problems)
+	}
+	if len(s.Problems) != 1 || s.Problems[0].Field != "spec.methods[0].propertyNames[0]" || !strings.Contains(s.Problems[0].Reason, `Not found: "temperature"`) {
+		t.Fatalf("problems %+v, want spec.methods[0].propertyNames[0] not found", s.Problems)
+	}
+}

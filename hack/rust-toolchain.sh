@@ -23,8 +23,10 @@ install() {
 	[ -x /usr/bin/rustc ] || pkgs+=(rustc)
 	[ -x /usr/bin/cargo ] || pkgs+=(cargo)
 	[ -d /usr/lib/rustlib/wasm32-unknown-unknown ] || pkgs+=(libstd-rust-dev-wasm32)
-	# The NMEA plugin's test peer: gpsd, fed by gpsfake.
-	for p in gpsd gpsd-clients; do
+	# lld-14 provides rust-lld, the wasm linker: libstd-rust-dev-wasm32 only
+	# recommends it, and recommends are not installed. gpsd and gpsd-clients
+	# are the NMEA plugin's test peer (gpsd fed by gpsfake).
+	for p in lld-14 gpsd gpsd-clients; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || pkgs+=("$p")
 	done
 	[ ${#pkgs[@]} -eq 0 ] && return 0

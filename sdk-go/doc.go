@@ -13,9 +13,20 @@
 // are wrapped as [Log], [Report], [KVGet], [KVSet] and [KVDelete]; devices
 // are reached with [Dial] (a net.Conn), [OpenSerial] (an io.ReadWriteCloser
 // with deadlines) and [OpenGPIO], each checked by the host against the
-// MapperPlugin's grants. time.Now and time.Sleep work through WASI. Outside wasm (go test on your machine)
-// the same functions run in-process, so plugin logic can be unit-tested
-// natively.
+// MapperPlugin's grants. time.Now and time.Sleep work through WASI.
+//
+// configData (a Device's protocol config, a visitor) is JSON; decode it
+// into a struct, or into a [Config] to read numbers with [Config.Int] and
+// [Config.Float], which take KubeEdge's numbers as edgecore sends them (a
+// JSON number or a string) and refuse what does not fit. A Driver's State
+// gives its state a reason with [Reason].
+//
+// Outside wasm (go test on your machine) the same functions run
+// in-process, sockets and serial ports included, so plugin logic can be
+// unit-tested natively. Package [wapper.dev/wapper/sdk-go/sdktest] drives a
+// Driver there the way wapper-host drives the wasm module: add a device
+// from a description, then read, write, ask the state and remove it, each
+// call through the same dispatch as the module's exports.
 //
 // A complete minimal plugin, a thermometer whose reading is set by a
 // visitor field:

@@ -2,6 +2,8 @@ package wapper
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"time"
 
 	"wapper.dev/wapper/abi"
@@ -22,9 +24,31 @@ type Driver interface {
 	Read(d *Device, p *Property) (Value, error)
 	// Write sets a property. v already has the property's declared type.
 	Write(d *Device, p *Property, v Value) error
-	// State reports the device state and an optional reason.
+	// State reports the device state. To give the state a reason, return
+	// a [Reason] as the error:
+	//
+	//	return wapper.StateOffline, wapper.Reason("no answer from %s", addr)
+	//
+	// Any other error means the plugin cannot tell the state: the host
+	// sees StateUnhealthy with the error's message as the reason.
 	State(d *Device) (State, error)
 }
+
+// Reason returns the reason for the state a [Driver]'s State reports, in
+// the place of its error: the host shows the state State returned with
+// this text (ABI §3.1, the reason after the state byte). The arguments are
+// formatted as by fmt.Errorf, so %w works. It is not a failure: an error
+// of any other kind makes the state StateUnhealthy.
+func Reason(format string, args ...any) error {
+	return &stateReason{fmt.Errorf(format, args...)}
+}
+
+// stateReason is a Reason: the text of a state, carried as State's error.
+type stateReason struct{ err error }
+
+func (r *stateReason) Error() string { return r.err.Error() }
+
+func (r *stateReason) Unwrap() error { return r.err }
 
 // BatchReader is optional: a plugin that can read several properties of a
 // device at once (for example neighbouring Modbus registers in one request).
@@ -71,11 +95,22 @@ func (Base) State(*Device) (State, error) { return StateOK, nil }
 
 // Device is a device as the plugin sees it: the host's description plus
 // plugin-owned Data, kept across updates.
+//
+// The SDK makes the devices a Driver gets. A Device built by hand, in a
+// unit test, takes its properties from its description
+// (Device.Device.Properties); package sdktest drives a Driver with
+// devices made the way the host makes them.
 type Device struct {
 	abi.Device
 	// Data is free for the plugin: a connection, parsed config, caches.
-	Data  any
+	Data any
+	// props mirrors Device.Properties; src is the first element of the
+	// slice they were made from, to notice a new slice.
 	props []Property
+	src   *abi.Property
+	// in is the instance that added the device (nil for one built by
+	// hand).
+	in *instance
 }
 
 // Property is one property of a device.
@@ -87,7 +122,8 @@ type Property struct {
 // Device returns the device the property belongs to.
 func (p *Property) Device() *Device { return p.dev }
 
-// Visit decodes the property's visitor configData into v.
+// Visit decodes the property's visitor configData into v, a struct or a
+// [Config].
 func (p *Property) Visit(v any) error {
 	if len(p.Visitor) == 0 {
 		return nil
@@ -101,7 +137,8 @@ func (p *Property) Visit(v any) error {
 // Type returns the property's declared value type.
 func (p *Property) Type() Type { return p.ValueType() }
 
-// ProtocolConfig decodes the device's protocol configData into v.
+// ProtocolConfig decodes the device's protocol configData into v, a struct
+// or a [Config].
 func (d *Device) ProtocolConfig(v any) error {
 	if len(d.Device.ProtocolConfig) == 0 {
 		return nil
@@ -112,23 +149,43 @@ func (d *Device) ProtocolConfig(v any) error {
 	return nil
 }
 
+// properties returns the device's properties, made again from the
+// description when that holds another slice (a Device built by hand, or
+// one whose description a test replaced).
+func (d *Device) properties() []Property {
+	ps := d.Device.Properties
+	if len(d.props) != len(ps) || (len(ps) > 0 && d.src != &ps[0]) {
+		d.props = make([]Property, len(ps))
+		for i, p := range ps {
+			d.props[i] = Property{Property: p, dev: d}
+		}
+		d.src = nil
+		if len(ps) > 0 {
+			d.src = &ps[0]
+		}
+	}
+	return d.props
+}
+
 // Properties returns the device's properties.
 func (d *Device) Properties() []*Property {
-	out := make([]*Property, len(d.props))
-	for i := range d.props {
-		out[i] = &d.props[i]
+	props := d.properties()
+	out := make([]*Property, len(props))
+	for i := range props {
+		out[i] = &props[i]
 	}
 	return out
 }
 
 // Property returns the property with the given handle, or nil.
 func (d *Device) Property(handle uint32) *Property {
-	if int(handle) < len(d.props) && d.props[handle].Handle == handle {
-		return &d.props[handle]
+	props := d.properties()
+	if int(handle) < len(props) && props[handle].Handle == handle {
+		return &props[handle]
 	}
-	for i := range d.props {
-		if d.props[i].Handle == handle {
-			return &d.props[i]
+	for i := range props {
+		if props[i].Handle == handle {
+			return &props[i]
 		}
 	}
 	return nil
@@ -136,9 +193,10 @@ func (d *Device) Property(handle uint32) *Property {
 
 // PropertyByName returns the named property, or nil.
 func (d *Device) PropertyByName(name string) *Property {
-	for i := range d.props {
-		if d.props[i].Name == name {
-			return &d.props[i]
+	props := d.properties()
+	for i := range props {
+		if props[i].Name == name {
+			return &props[i]
 		}
 	}
 	return nil
@@ -149,36 +207,46 @@ func (d *Device) String() string { return d.Namespace + "/" + d.Name }
 
 func (d *Device) setDesc(desc abi.Device) {
 	d.Device = desc
-	d.props = make([]Property, len(desc.Properties))
-	for i, p := range desc.Properties {
-		d.props[i] = Property{Property: p, dev: d}
-	}
+	d.props = nil
+	d.properties()
 }
 
-var (
-	driver  Driver
-	devices = map[uint32]*Device{}
-)
+// instance is one plugin instance's state: the driver and its devices. The
+// wasm exports serve the package's global instance; the native test harness
+// (package sdktest) makes one of its own per plugin under test.
+type instance struct {
+	drv     Driver
+	devices map[uint32]*Device
+	// result is the buffer of the last result; it stays valid until the
+	// next call, as the ABI allows.
+	result []byte
+	// report, when set, receives the device's reports instead of the host
+	// function (the native harness).
+	report func(dev, prop uint32, val []byte) int32
+}
+
+// global is the instance the wasm exports serve.
+var global = &instance{devices: map[uint32]*Device{}}
 
 // Register installs the plugin's driver. Call it from an init function;
 // with -buildmode=c-shared, main is never run.
 func Register(d Driver) {
-	if driver != nil {
+	if global.drv != nil {
 		panic("wapper.Register called twice")
 	}
-	driver = d
+	global.drv = d
 }
 
-func lookup(id uint32) (*Device, error) {
-	d, ok := devices[id]
+func (in *instance) lookup(id uint32) (*Device, error) {
+	d, ok := in.devices[id]
 	if !ok {
 		return nil, Errorf(ErrNotFound, "device handle %d is not added", id)
 	}
 	return d, nil
 }
 
-func lookupProp(id, h uint32) (*Device, *Property, error) {
-	d, err := lookup(id)
+func (in *instance) lookupProp(id, h uint32) (*Device, *Property, error) {
+	d, err := in.lookup(id)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -189,11 +257,11 @@ func lookupProp(id, h uint32) (*Device, *Property, error) {
 	return d, p, nil
 }
 
-func driverOrErr() (Driver, error) {
-	if driver == nil {
+func (in *instance) driver() (Driver, error) {
+	if in.drv == nil {
 		return nil, Errorf(ErrInternal, "no driver registered: call wapper.Register from an init function")
 	}
-	return driver, nil
+	return in.drv, nil
 }
 
 func decodeDesc(id uint32, b []byte) (abi.Device, error) {
@@ -208,18 +276,18 @@ func decodeDesc(id uint32, b []byte) (abi.Device, error) {
 }
 
 // Operations behind the exports, free of wasm specifics so they can be
-// tested natively.
+// tested natively. dispatch.go turns their results into result buffers.
 
-func opInit(cfg []byte) error {
-	drv, err := driverOrErr()
+func (in *instance) opInit(cfg []byte) error {
+	drv, err := in.driver()
 	if err != nil {
 		return err
 	}
 	return drv.Init(cfg)
 }
 
-func opAdd(id uint32, b []byte) error {
-	drv, err := driverOrErr()
+func (in *instance) opAdd(id uint32, b []byte) error {
+	drv, err := in.driver()
 	if err != nil {
 		return err
 	}
@@ -227,23 +295,23 @@ func opAdd(id uint32, b []byte) error {
 	if err != nil {
 		return err
 	}
-	if old, ok := devices[id]; ok {
+	if old, ok := in.devices[id]; ok {
 		// Re-adding a known handle is an update; the host may re-add after
 		// it lost track of an instance's state.
 		old.setDesc(desc)
 		return drv.UpdateDevice(old)
 	}
-	d := &Device{}
+	d := &Device{in: in}
 	d.setDesc(desc)
 	if err := drv.AddDevice(d); err != nil {
 		return err
 	}
-	devices[id] = d
+	in.devices[id] = d
 	return nil
 }
 
-func opUpdate(id uint32, b []byte) error {
-	drv, err := driverOrErr()
+func (in *instance) opUpdate(id uint32, b []byte) error {
+	drv, err := in.driver()
 	if err != nil {
 		return err
 	}
@@ -251,37 +319,37 @@ func opUpdate(id uint32, b []byte) error {
 	if err != nil {
 		return err
 	}
-	d, ok := devices[id]
+	d, ok := in.devices[id]
 	if !ok {
-		return opAdd(id, b)
+		return in.opAdd(id, b)
 	}
 	d.setDesc(desc)
 	return drv.UpdateDevice(d)
 }
 
-func opRemove(id uint32) error {
-	drv, err := driverOrErr()
+func (in *instance) opRemove(id uint32) error {
+	drv, err := in.driver()
 	if err != nil {
 		return err
 	}
-	d, ok := devices[id]
+	d, ok := in.devices[id]
 	if !ok {
 		return nil
 	}
-	delete(devices, id)
+	delete(in.devices, id)
 	return drv.RemoveDevice(d)
 }
 
-func opRead(id, h uint32) (Value, error) {
-	d, p, err := lookupProp(id, h)
+func (in *instance) opRead(id, h uint32) (Value, error) {
+	d, p, err := in.lookupProp(id, h)
 	if err != nil {
 		return Value{}, err
 	}
-	return driver.Read(d, p)
+	return in.drv.Read(d, p)
 }
 
-func opWrite(id, h uint32, val []byte) error {
-	d, p, err := lookupProp(id, h)
+func (in *instance) opWrite(id, h uint32, val []byte) error {
+	d, p, err := in.lookupProp(id, h)
 	if err != nil {
 		return err
 	}
@@ -292,20 +360,30 @@ func opWrite(id, h uint32, val []byte) error {
 	if !p.Writable() {
 		return Errorf(ErrReadOnly, "property %q is %s", p.Name, p.AccessMode)
 	}
-	return driver.Write(d, p, v)
+	return in.drv.Write(d, p, v)
 }
 
-func opState(id uint32) (State, error) {
-	d, err := lookup(id)
+// opState returns the device state and its reason. A State error that is
+// not a Reason means the plugin cannot tell: unhealthy, with the message.
+func (in *instance) opState(id uint32) (State, string, error) {
+	d, err := in.lookup(id)
 	if err != nil {
-		return StateUnknown, err
+		return StateUnknown, "", err
 	}
-	return driver.State(d)
+	s, err := in.drv.State(d)
+	if err == nil {
+		return s, "", nil
+	}
+	var r *stateReason
+	if errors.As(err, &r) {
+		return s, err.Error(), nil
+	}
+	return StateUnhealthy, abi.MessageOf(err), nil
 }
 
 // opReadBatch appends the batch payload to dst.
-func opReadBatch(dst []byte, id uint32, handles []uint32) ([]byte, error) {
-	d, err := lookup(id)
+func (in *instance) opReadBatch(dst []byte, id uint32, handles []uint32) ([]byte, error) {
+	d, err := in.lookup(id)
 	if err != nil {
 		return dst, err
 	}
@@ -317,7 +395,7 @@ func opReadBatch(dst []byte, id uint32, handles []uint32) ([]byte, error) {
 	}
 	var vals []Value
 	var errs []error
-	if br, ok := driver.(BatchReader); ok {
+	if br, ok := in.drv.(BatchReader); ok {
 		vals, errs = br.ReadBatch(d, props)
 		if len(vals) != len(props) || (errs != nil && len(errs) != len(props)) {
 			return dst, Errorf(ErrInternal, "ReadBatch returned %d values and %d errors for %d properties", len(vals), len(errs), len(props))
@@ -325,7 +403,7 @@ func opReadBatch(dst []byte, id uint32, handles []uint32) ([]byte, error) {
 	} else {
 		vals, errs = make([]Value, len(props)), make([]error, len(props))
 		for i, p := range props {
-			vals[i], errs[i] = driver.Read(d, p)
+			vals[i], errs[i] = in.drv.Read(d, p)
 		}
 	}
 	for i := range props {
@@ -345,12 +423,12 @@ func opReadBatch(dst []byte, id uint32, handles []uint32) ([]byte, error) {
 	return dst, nil
 }
 
-func opMethod(id uint32, req []byte) ([]byte, error) {
-	d, err := lookup(id)
+func (in *instance) opMethod(id uint32, req []byte) ([]byte, error) {
+	d, err := in.lookup(id)
 	if err != nil {
 		return nil, err
 	}
-	mc, ok := driver.(MethodCaller)
+	mc, ok := in.drv.(MethodCaller)
 	if !ok {
 		return nil, Errorf(ErrUnsupported, "plugin has no custom device methods")
 	}
@@ -361,12 +439,12 @@ func opMethod(id uint32, req []byte) ([]byte, error) {
 	return mc.CallMethod(d, r.Method, r.Args)
 }
 
-func opPoll(id uint32, budgetMS uint32) (uint32, error) {
-	d, err := lookup(id)
+func (in *instance) opPoll(id uint32, budgetMS uint32) (uint32, error) {
+	d, err := in.lookup(id)
 	if err != nil {
 		return 0, err
 	}
-	p, ok := driver.(Poller)
+	p, ok := in.drv.(Poller)
 	if !ok {
 		return 0, nil
 	}
@@ -382,17 +460,4 @@ func opPoll(id uint32, budgetMS uint32) (uint32, error) {
 		ms = 1 << 31
 	}
 	return uint32(ms), nil
-}
-
-// panicError turns a recovered panic into an ErrPanic error with a stack.
-func panicError(r any, stack []byte) error {
-	return Errorf(ErrPanic, "%v\n%s", r, stack)
-}
-
-// appendValueEntry appends a successful batch entry without an
-// intermediate buffer: code, length, then the encoded value.
-func appendValueEntry(dst []byte, v Value) []byte {
-	n := v.EncodedLen()
-	dst = append(dst, byte(OK), byte(n), byte(n>>8), byte(n>>16), byte(n>>24))
-	return v.AppendEncode(dst)
 }

@@ -3,7 +3,6 @@
 package wapper
 
 import (
-	"runtime/debug"
 	"unsafe"
 
 	"wapper.dev/wapper/abi"
@@ -13,10 +12,6 @@ import (
 // wapper_free. Go's collector does not move objects, so the address stays
 // valid while the slice is referenced here.
 var pinned = map[uintptr][]byte{}
-
-// result is the buffer of the last result; it stays valid until the next
-// call, as the ABI allows.
-var result []byte
 
 //go:wasmexport wapper_abi_v1
 func wapperABIv1() uint32 { return abi.Minor }
@@ -71,147 +66,80 @@ func arg(ptr, n uint32) ([]byte, error) {
 	return b[:n], nil
 }
 
-// finish encodes err or payload into the result buffer and packs it.
-func finish(err error, payload []byte) uint64 {
-	if err == nil && len(payload) == 0 {
+// pack packs a result buffer from dispatch.go into an export's i64
+// result; the buffer stays valid until the next call.
+func pack(res []byte) uint64 {
+	if len(res) == 0 {
 		return 0
 	}
-	result = result[:0]
-	if err != nil {
-		result = abi.AppendResult(result, abi.CodeOf(err), []byte(abi.MessageOf(err)))
-	} else {
-		result = abi.AppendResult(result, OK, payload)
-	}
-	return abi.Pack(uint32(uintptr(unsafe.Pointer(unsafe.SliceData(result)))), uint32(len(result)))
-}
-
-// guard converts a panic in the driver into an ErrPanic result.
-func guard(r *uint64) {
-	if p := recover(); p != nil {
-		*r = finish(panicError(p, debug.Stack()), nil)
-	}
+	return abi.Pack(uint32(uintptr(unsafe.Pointer(unsafe.SliceData(res)))), uint32(len(res)))
 }
 
 //go:wasmexport wapper_init
-func wapperInit(ptr, n uint32) (r uint64) {
-	defer guard(&r)
+func wapperInit(ptr, n uint32) uint64 {
 	b, err := arg(ptr, n)
-	if err == nil {
-		err = opInit(b)
+	if err != nil {
+		return pack(global.finish(err, nil))
 	}
-	return finish(err, nil)
+	return pack(global.callInit(b))
 }
 
 //go:wasmexport wapper_device_add
-func wapperDeviceAdd(dev, ptr, n uint32) (r uint64) {
-	defer guard(&r)
+func wapperDeviceAdd(dev, ptr, n uint32) uint64 {
 	b, err := arg(ptr, n)
-	if err == nil {
-		err = opAdd(dev, b)
+	if err != nil {
+		return pack(global.finish(err, nil))
 	}
-	return finish(err, nil)
+	return pack(global.callAdd(dev, b))
 }
 
 //go:wasmexport wapper_device_update
-func wapperDeviceUpdate(dev, ptr, n uint32) (r uint64) {
-	defer guard(&r)
+func wapperDeviceUpdate(dev, ptr, n uint32) uint64 {
 	b, err := arg(ptr, n)
-	if err == nil {
-		err = opUpdate(dev, b)
+	if err != nil {
+		return pack(global.finish(err, nil))
 	}
-	return finish(err, nil)
+	return pack(global.callUpdate(dev, b))
 }
 
 //go:wasmexport wapper_device_remove
-func wapperDeviceRemove(dev uint32) (r uint64) {
-	defer guard(&r)
-	return finish(opRemove(dev), nil)
-}
+func wapperDeviceRemove(dev uint32) uint64 { return pack(global.callRemove(dev)) }
 
 //go:wasmexport wapper_read
-func wapperRead(dev, prop uint32) (r uint64) {
-	defer guard(&r)
-	v, err := opRead(dev, prop)
-	if err != nil {
-		return finish(err, nil)
-	}
-	if !v.IsValid() {
-		return finish(Errorf(ErrInternal, "Read returned no value and no error"), nil)
-	}
-	if v.EncodedLen() >= abi.MaxMessage {
-		return finish(Errorf(ErrTooLarge, "value of %d bytes exceeds the ABI limit of %d", v.EncodedLen(), abi.MaxMessage-1), nil)
-	}
-	result = append(result[:0], byte(OK))
-	result = v.AppendEncode(result)
-	return abi.Pack(uint32(uintptr(unsafe.Pointer(unsafe.SliceData(result)))), uint32(len(result)))
-}
+func wapperRead(dev, prop uint32) uint64 { return pack(global.callRead(dev, prop)) }
 
 //go:wasmexport wapper_write
-func wapperWrite(dev, prop, ptr, n uint32) (r uint64) {
-	defer guard(&r)
+func wapperWrite(dev, prop, ptr, n uint32) uint64 {
 	b, err := arg(ptr, n)
-	if err == nil {
-		err = opWrite(dev, prop, b)
+	if err != nil {
+		return pack(global.finish(err, nil))
 	}
-	return finish(err, nil)
+	return pack(global.callWrite(dev, prop, b))
 }
 
 //go:wasmexport wapper_device_state
-func wapperDeviceState(dev uint32) (r uint64) {
-	defer guard(&r)
-	if _, err := lookup(dev); err != nil {
-		return finish(err, nil)
-	}
-	s, err := opState(dev)
-	if err != nil {
-		// A state the plugin cannot tell is unhealthy, with the reason.
-		return finish(nil, append([]byte{byte(StateUnhealthy)}, abi.MessageOf(err)...))
-	}
-	return finish(nil, []byte{byte(s)})
-}
+func wapperDeviceState(dev uint32) uint64 { return pack(global.callState(dev)) }
 
 //go:wasmexport wapper_read_batch
-func wapperReadBatch(dev, ptr, count uint32) (r uint64) {
-	defer guard(&r)
+func wapperReadBatch(dev, ptr, count uint32) uint64 {
 	if count > abi.MaxBatch {
-		return finish(Errorf(ErrTooLarge, "batch of %d handles exceeds %d", count, abi.MaxBatch), nil)
+		return pack(global.finish(Errorf(ErrTooLarge, "batch of %d handles exceeds %d", count, abi.MaxBatch), nil))
 	}
 	b, err := arg(ptr, count*4)
 	if err != nil {
-		return finish(err, nil)
+		return pack(global.finish(err, nil))
 	}
-	handles, err := abi.ParseHandles(b)
-	if err != nil {
-		return finish(Errorf(ErrInvalid, "%v", err), nil)
-	}
-	out, err := opReadBatch(append(result[:0], byte(OK)), dev, handles)
-	if err != nil {
-		return finish(err, nil)
-	}
-	result = out
-	return abi.Pack(uint32(uintptr(unsafe.Pointer(unsafe.SliceData(result)))), uint32(len(result)))
+	return pack(global.callReadBatch(dev, b))
 }
 
 //go:wasmexport wapper_call_method
-func wapperCallMethod(dev, ptr, n uint32) (r uint64) {
-	defer guard(&r)
+func wapperCallMethod(dev, ptr, n uint32) uint64 {
 	b, err := arg(ptr, n)
 	if err != nil {
-		return finish(err, nil)
+		return pack(global.finish(err, nil))
 	}
-	out, err := opMethod(dev, b)
-	if err == nil && len(out) == 0 {
-		return 0
-	}
-	return finish(err, out)
+	return pack(global.callMethod(dev, b))
 }
 
 //go:wasmexport wapper_poll
-func wapperPoll(dev, budgetMS uint32) (r uint64) {
-	defer guard(&r)
-	next, err := opPoll(dev, budgetMS)
-	if err != nil || next == 0 {
-		return finish(err, nil)
-	}
-	return finish(nil, abi.EncodePollNext(next))
-}
+func wapperPoll(dev, budgetMS uint32) uint64 { return pack(global.callPoll(dev, budgetMS)) }

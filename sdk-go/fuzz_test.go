@@ -88,23 +88,22 @@ func FuzzOperations(f *testing.F) {
 	f.Add([]byte(`{"id":"1"}`), uint32(1), uint32(0), []byte{5, 2}, []byte{}, []byte(`{"method":"m","args":[1,`))
 	f.Fuzz(func(t *testing.T, desc []byte, id, prop uint32, val, handleBytes, req []byte) {
 		drv := &fuzzDriver{vals: map[uint32]Value{}}
-		driver, devices = drv, map[uint32]*Device{}
-		defer func() { driver, devices = nil, map[uint32]*Device{} }()
+		in := &instance{drv: drv, devices: map[uint32]*Device{}}
 
 		var want abi.Device
 		jerr := json.Unmarshal(desc, &want)
-		err := opAdd(id, desc)
+		err := in.opAdd(id, desc)
 		switch {
 		case jerr != nil || want.ID != id:
 			codeIn(t, "add", err, ErrInvalid)
-			if devices[id] != nil {
+			if in.devices[id] != nil {
 				t.Fatal("refused device was added")
 			}
 			return
 		case err != nil:
 			t.Fatalf("add of a good description: %v", err)
 		}
-		d := devices[id]
+		d := in.devices[id]
 		if d == nil || d.ID != id || len(d.Properties()) != len(want.Properties) {
 			t.Fatalf("device %d not added as described", id)
 		}
@@ -126,7 +125,7 @@ func FuzzOperations(f *testing.F) {
 		}
 
 		// Write.
-		err = opWrite(id, prop, val)
+		err = in.opWrite(id, prop, val)
 		p := d.Property(prop)
 		v, verr := abi.DecodeValue(val)
 		switch {
@@ -144,7 +143,7 @@ func FuzzOperations(f *testing.F) {
 
 		// Batch read: what the SDK encodes, the host decodes.
 		if handles, err := abi.ParseHandles(handleBytes); err == nil && len(handles) <= abi.MaxBatch {
-			payload, err := opReadBatch(nil, id, handles)
+			payload, err := in.opReadBatch(nil, id, handles)
 			known := true
 			for _, h := range handles {
 				known = known && d.Property(h) != nil
@@ -175,7 +174,7 @@ func FuzzOperations(f *testing.F) {
 		}
 
 		// Method.
-		out, err := opMethod(id, req)
+		out, err := in.opMethod(id, req)
 		var mr abi.MethodRequest
 		if json.Unmarshal(req, &mr) != nil {
 			codeIn(t, "method with a malformed request", err, ErrInvalid)
@@ -185,18 +184,18 @@ func FuzzOperations(f *testing.F) {
 
 		// The description again, as an update (with the id of another
 		// device it is refused), then removal.
-		if err := opUpdate(id+1, desc); err == nil {
+		if err := in.opUpdate(id+1, desc); err == nil {
 			t.Fatal("update with a mismatched id accepted")
 		} else {
 			codeIn(t, "update with a mismatched id", err, ErrInvalid)
 		}
-		if err := opUpdate(id, desc); err != nil {
+		if err := in.opUpdate(id, desc); err != nil {
 			t.Fatalf("update: %v", err)
 		}
-		if err := opRemove(id); err != nil || devices[id] != nil {
+		if err := in.opRemove(id); err != nil || in.devices[id] != nil {
 			t.Fatalf("remove: %v", err)
 		}
-		if _, err := opState(id); abi.CodeOf(err) != ErrNotFound {
+		if _, _, err := in.opState(id); abi.CodeOf(err) != ErrNotFound {
 			t.Fatalf("state after remove: %v", err)
 		}
 	})

@@ -39,8 +39,18 @@ func (h hostHandler) WithGroup(string) slog.Handler { return h }
 // Report pushes a reading of p now, for devices that push data (from
 // Poller.Poll) or for readings a plugin learns outside Read.
 func Report(p *Property, v Value) error {
-	if c := hostReport(p.dev.ID, p.Handle, v.Encode()); c < 0 {
-		return Errorf(Code(-c), "report %s/%s", p.dev, p.Name)
+	d := p.dev
+	if d == nil {
+		return Errorf(ErrInvalid, "report %q: the property belongs to no device (take it from Device.Properties)", p.Name)
+	}
+	var c int32
+	if d.in != nil && d.in.report != nil {
+		c = d.in.report(d.ID, p.Handle, v.Encode())
+	} else {
+		c = hostReport(d.ID, p.Handle, v.Encode())
+	}
+	if c < 0 {
+		return Errorf(Code(-c), "report %s/%s", d, p.Name)
 	}
 	return nil
 }

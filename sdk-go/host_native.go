@@ -14,7 +14,9 @@ import (
 // unit-tested with go test: logs go to slog's default logger, the kv store
 // is a map, and reports go to ReportHook.
 
-// ReportHook receives reports when the plugin runs natively (not in wasm).
+// ReportHook receives reports when the plugin runs natively (not in wasm),
+// except those of devices added through package sdktest, which collects
+// them itself.
 var ReportHook func(dev, prop uint32, v Value)
 
 var native struct {

@@ -10,40 +10,6 @@ import (
 	wapper "wapper.dev/wapper/sdk-go"
 )
 
-// num is a number in configData, given as a JSON number or a numeric
-// string (KubeEdge passes configData values as either).
-type num struct {
-	v   float64
-	set bool
-}
-
-func (n *num) UnmarshalJSON(b []byte) error {
-	var s string
-	if json.Unmarshal(b, &s) == nil {
-		if s == "" {
-			return nil
-		}
-		v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
-		if err != nil {
-			return fmt.Errorf("%q is not a number", s)
-		}
-		n.v, n.set = v, true
-		return nil
-	}
-	if err := json.Unmarshal(b, &n.v); err != nil {
-		return fmt.Errorf("%s is not a number", b)
-	}
-	n.set = true
-	return nil
-}
-
-func (n num) int(def int) int {
-	if !n.set {
-		return def
-	}
-	return int(n.v)
-}
-
 // flag is a bool in configData: true/false or "true"/"false".
 type flag bool
 
@@ -65,37 +31,45 @@ func (f *flag) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// timeoutValue is a timeout in milliseconds (a number) or a Go duration
-// string ("500ms", "2s").
-type timeoutValue time.Duration
-
-func (t *timeoutValue) UnmarshalJSON(b []byte) error {
-	var s string
-	if json.Unmarshal(b, &s) == nil {
-		if d, err := time.ParseDuration(s); err == nil {
-			*t = timeoutValue(d)
-			return nil
-		}
-	}
-	var n num
-	if err := n.UnmarshalJSON(b); err != nil {
-		return fmt.Errorf("%s: want milliseconds or a duration such as \"2s\"", b)
-	}
-	*t = timeoutValue(time.Duration(n.v * float64(time.Millisecond)))
-	return nil
+// rawProtocol is the protocol configData's text fields, KubeEdge's
+// names. Numbers are read from a wapper.Config, which takes them as JSON
+// numbers or numeric strings, as KubeEdge passes them.
+type rawProtocol struct {
+	IP         string `json:"ip"`
+	SerialPort string `json:"serialPort"`
+	Parity     string `json:"parity"`
+	// Timeout is milliseconds (a number) or a duration string ("2s").
+	Timeout json.RawMessage `json:"timeout"`
 }
 
-// rawProtocol is the protocol configData, KubeEdge's field names.
-type rawProtocol struct {
-	IP         string       `json:"ip"`
-	Port       num          `json:"port"`
-	SerialPort string       `json:"serialPort"`
-	BaudRate   num          `json:"baudRate"`
-	DataBits   num          `json:"dataBits"`
-	Parity     string       `json:"parity"`
-	StopBits   num          `json:"stopBits"`
-	SlaveID    num          `json:"slaveID"`
-	Timeout    timeoutValue `json:"timeout"`
+// timeoutOf reads a timeout: a Go duration string ("500ms", "2s"), else
+// milliseconds.
+func timeoutOf(b json.RawMessage) (time.Duration, error) {
+	var s string
+	if json.Unmarshal(b, &s) == nil {
+		if d, err := time.ParseDuration(strings.TrimSpace(s)); err == nil {
+			return d, nil
+		}
+	}
+	ms, err := wapper.Config{"timeout": b}.Float("timeout", 0)
+	if err != nil {
+		return 0, fmt.Errorf("%v: want milliseconds or a duration such as \"2s\"", err)
+	}
+	return time.Duration(ms * float64(time.Millisecond)), nil
+}
+
+// ints reads integer members of a Config, keeping the first error.
+type ints struct {
+	cfg wapper.Config
+	err error
+}
+
+func (n *ints) get(name string, def int64) int64 {
+	v, err := n.cfg.Int(name, def)
+	if err != nil && n.err == nil {
+		n.err = err
+	}
+	return v
 }
 
 // protocolConfig is a device's checked connection settings.
@@ -120,45 +94,57 @@ const defaultTimeout = time.Second
 // Device's configData over it.
 func parseProtocol(d *wapper.Device) (*protocolConfig, error) {
 	var raw rawProtocol
+	cfg := wapper.Config{}
 	for _, b := range [][]byte{d.ModelConfig, d.Device.ProtocolConfig} {
 		if len(b) == 0 {
 			continue
 		}
-		if err := json.Unmarshal(b, &raw); err != nil {
+		err := json.Unmarshal(b, &raw)
+		if err == nil {
+			err = json.Unmarshal(b, &cfg)
+		}
+		if err != nil {
 			return nil, wapper.Errorf(wapper.ErrInvalid, "device %s: protocol configData: %v", d, err)
 		}
-	}
-	c := &protocolConfig{
-		ip: raw.IP, port: raw.Port.int(502), serialPort: raw.SerialPort,
-		baudRate: raw.BaudRate.int(19200), dataBits: raw.DataBits.int(8), stopBits: raw.StopBits.int(1),
-		timeout: time.Duration(raw.Timeout),
 	}
 	bad := func(format string, args ...any) error {
 		return wapper.Errorf(wapper.ErrInvalid, "device %s: protocol configData: "+format, append([]any{d}, args...)...)
 	}
+	n := ints{cfg: cfg}
+	port, baud, dataBits, stopBits, slave := n.get("port", 502), n.get("baudRate", 19200), n.get("dataBits", 8), n.get("stopBits", 1), n.get("slaveID", 1)
+	if n.err != nil {
+		return nil, bad("%v", n.err)
+	}
+	timeout, err := timeoutOf(raw.Timeout)
+	if err != nil {
+		return nil, bad("%v", err)
+	}
 	switch {
-	case c.ip == "" && c.serialPort == "":
+	case raw.IP == "" && raw.SerialPort == "":
 		return nil, bad("set ip (and port) for Modbus TCP, or serialPort for Modbus RTU")
-	case c.ip != "" && c.serialPort != "":
+	case raw.IP != "" && raw.SerialPort != "":
 		return nil, bad("set either ip (Modbus TCP) or serialPort (Modbus RTU), not both")
-	case c.port < 1 || c.port > 65535:
-		return nil, bad("port %d is outside 1-65535", c.port)
-	case c.dataBits < 5 || c.dataBits > 8:
-		return nil, bad("dataBits %d is outside 5-8", c.dataBits)
-	case c.stopBits != 1 && c.stopBits != 2:
-		return nil, bad("stopBits %d: want 1 or 2", c.stopBits)
-	case c.timeout < 0:
+	case port < 1 || port > 65535:
+		return nil, bad("port %d is outside 1-65535", port)
+	case baud < 0 || baud > 1<<31-1:
+		return nil, bad("baudRate %d is not a baud rate", baud)
+	case dataBits < 5 || dataBits > 8:
+		return nil, bad("dataBits %d is outside 5-8", dataBits)
+	case stopBits != 1 && stopBits != 2:
+		return nil, bad("stopBits %d: want 1 or 2", stopBits)
+	case slave < 0 || slave > 255:
+		return nil, bad("slaveID %d is outside 0-255", slave)
+	case timeout < 0:
 		return nil, bad("timeout must be positive")
 	}
-	var err error
+	c := &protocolConfig{
+		ip: raw.IP, port: int(port), serialPort: raw.SerialPort,
+		baudRate: int(baud), dataBits: int(dataBits), stopBits: int(stopBits),
+		slave: byte(slave), timeout: timeout,
+	}
 	if c.parity, err = wapper.ParseParity(raw.Parity); err != nil {
 		return nil, bad("%v", err)
 	}
-	slave := raw.SlaveID.int(1)
-	if slave < 0 || slave > 255 {
-		return nil, bad("slaveID %d is outside 0-255", slave)
-	}
-	c.slave = byte(slave)
 	if c.timeout == 0 {
 		c.timeout = defaultTimeout
 	}
@@ -173,13 +159,11 @@ const (
 	regInput    = "InputRegister"
 )
 
-// rawVisitor is a property's visitor configData, KubeEdge's field names
-// plus dataType.
+// rawVisitor is a property's visitor configData: KubeEdge's text fields
+// plus dataType. Numbers (offset, limit, scale) are read from a
+// wapper.Config.
 type rawVisitor struct {
 	Register       string `json:"register"`
-	Offset         num    `json:"offset"`
-	Limit          num    `json:"limit"`
-	Scale          num    `json:"scale"`
 	IsSwap         flag   `json:"isSwap"`
 	IsRegisterSwap flag   `json:"isRegisterSwap"`
 	DataType       string `json:"dataType"`
@@ -201,11 +185,24 @@ func (v *visitor) bits() bool { return v.fc == fcReadCoils || v.fc == fcReadDisc
 
 func parseVisitor(p *wapper.Property) (*visitor, error) {
 	var raw rawVisitor
+	var cfg wapper.Config
 	if err := p.Visit(&raw); err != nil {
+		return nil, err
+	}
+	if err := p.Visit(&cfg); err != nil {
 		return nil, err
 	}
 	bad := func(format string, args ...any) error {
 		return wapper.Errorf(wapper.ErrInvalid, "property %q visitor: "+format, append([]any{p.Name}, args...)...)
+	}
+	n := ints{cfg: cfg}
+	off, limit := n.get("offset", 0), n.get("limit", 0)
+	if n.err != nil {
+		return nil, bad("%v", n.err)
+	}
+	scale, err := cfg.Float("scale", 0)
+	if err != nil {
+		return nil, bad("%v", err)
 	}
 	v := &visitor{table: raw.Register, scale: 1, isSwap: bool(raw.IsSwap), isRegisterSwap: bool(raw.IsRegisterSwap)}
 	switch strings.ToLower(raw.Register) {
@@ -220,27 +217,25 @@ func parseVisitor(p *wapper.Property) (*visitor, error) {
 	default:
 		return nil, bad("register %q: want CoilRegister, DiscreteInputRegister, HoldingRegister or InputRegister", raw.Register)
 	}
-	off := raw.Offset.int(0)
 	if off < 0 || off > 65535 {
 		return nil, bad("offset %d is outside 0-65535", off)
 	}
 	v.offset = uint16(off)
-	if raw.Scale.set && raw.Scale.v != 0 {
-		v.scale = raw.Scale.v
+	if scale != 0 {
+		v.scale = scale
 	}
-	dt, err := pickType(raw.DataType, v.bits(), p.Type(), raw.Limit.int(0))
+	dt, err := pickType(raw.DataType, v.bits(), p.Type(), int(limit))
 	if err != nil {
 		return nil, bad("%v", err)
 	}
 	v.dataType = dt
-	limit := raw.Limit.int(0)
 	if limit == 0 {
-		limit = dt.regs
+		limit = int64(dt.regs)
 	}
 	switch {
 	case v.bits() && limit != 1:
 		return nil, bad("limit %d: a %s property reads one bit (limit 1)", limit, v.table)
-	case !v.bits() && dt.regs != 0 && limit != dt.regs:
+	case !v.bits() && dt.regs != 0 && limit != int64(dt.regs):
 		return nil, bad("limit %d does not fit dataType %s, which takes %d registers", limit, dt.name, dt.regs)
 	case limit < 1 || limit > maxReadRegs:
 		return nil, bad("limit %d is outside 1-%d", limit, maxReadRegs)

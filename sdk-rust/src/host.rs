@@ -252,30 +252,159 @@ pub fn gpio_wait_edge(handle: i32, edge: Edge, timeout_ms: u32) -> Result<Option
 }
 
 /// A socket or serial handle that closes itself when dropped.
+///
+/// [`Conn::read_line`] reads text lines through a buffer of the
+/// connection's own; [`Conn::read`] returns what that buffer holds before
+/// it reads from the host again, so the two can be mixed.
 #[derive(Debug)]
 pub struct Conn {
     handle: i32,
+    /// Bytes read from the host and not yet returned.
+    buf: Vec<u8>,
+    /// A line longer than `read_line`'s limit is being skipped: drop bytes
+    /// up to the next line end.
+    skipping: bool,
 }
 
+/// How many bytes [`Conn::read_line`] asks the host for at a time.
+const LINE_CHUNK: usize = 512;
+
 impl Conn {
+    fn new(handle: i32) -> Conn {
+        Conn {
+            handle,
+            buf: Vec::new(),
+            skipping: false,
+        }
+    }
+
     /// Opens a TCP connection to `host:port`.
     pub fn tcp(addr: &str, timeout_ms: u32) -> Result<Conn> {
-        sock_open(SockKind::Tcp, addr, timeout_ms).map(|handle| Conn { handle })
+        sock_open(SockKind::Tcp, addr, timeout_ms).map(Conn::new)
     }
 
     /// Opens a UDP socket connected to `host:port`.
     pub fn udp(addr: &str, timeout_ms: u32) -> Result<Conn> {
-        sock_open(SockKind::Udp, addr, timeout_ms).map(|handle| Conn { handle })
+        sock_open(SockKind::Udp, addr, timeout_ms).map(Conn::new)
     }
 
     /// Opens a serial port.
     pub fn serial(path: &str, cfg: &SerialConfig, timeout_ms: u32) -> Result<Conn> {
-        serial_open(path, cfg, timeout_ms).map(|handle| Conn { handle })
+        serial_open(path, cfg, timeout_ms).map(Conn::new)
     }
 
-    /// Reads at least one byte into `dst`.
+    /// Reads at least one byte into `dst`: first what [`Conn::read_line`]
+    /// read ahead, else from the host, waiting at most `timeout_ms` (0:
+    /// the host default of 5 s).
     pub fn read(&mut self, dst: &mut [u8], timeout_ms: u32) -> Result<usize> {
+        if !self.buf.is_empty() {
+            let n = dst.len().min(self.buf.len());
+            dst[..n].copy_from_slice(&self.buf[..n]);
+            self.buf.drain(..n);
+            return Ok(n);
+        }
         io_read(self.handle, dst, timeout_ms)
+    }
+
+    /// Reads one line of text: the bytes up to the next `\n`, without it
+    /// and without a `\r` before it. What arrived after the line stays
+    /// buffered for the next `read_line` or [`Conn::read`].
+    ///
+    /// `timeout_ms` bounds the whole line, as it bounds one
+    /// [`Conn::read`]; 0 lets each read from the host wait the host default
+    /// (5 s). The host ends every read before the deadline of the call in
+    /// progress, so a line never holds a call past it.
+    ///
+    /// Errors:
+    ///
+    /// - [`Code::TIMEOUT`] when no whole line came in time. The bytes of
+    ///   the line so far stay buffered: the next call goes on with them.
+    /// - [`Code::TOO_LARGE`] when the line is longer than `max_len` bytes
+    ///   (without its line end). The line is dropped, also the part of it
+    ///   that has yet to arrive: the next call returns the line after it.
+    /// - [`Code::INVALID`] when the line is not UTF-8; it is dropped.
+    /// - [`Code::CLOSED`] at the end of the stream, after a last line
+    ///   without `\n`, if any, was returned.
+    /// - any other error of [`io_read`].
+    pub fn read_line(&mut self, max_len: usize, timeout_ms: u32) -> Result<String> {
+        let deadline = if timeout_ms == 0 {
+            None
+        } else {
+            Some(monotonic_ms() + timeout_ms as i64)
+        };
+        let mut scanned = 0; // bytes of buf known to hold no '\n'
+        loop {
+            if let Some(i) = self.buf[scanned..].iter().position(|&b| b == b'\n') {
+                let end = scanned + i;
+                let line: Vec<u8> = self.buf.drain(..=end).collect();
+                if std::mem::replace(&mut self.skipping, false) {
+                    scanned = 0;
+                    continue; // the rest of a line that was too long
+                }
+                let mut line = &line[..end];
+                if line.last() == Some(&b'\r') {
+                    line = &line[..line.len() - 1];
+                }
+                if line.len() > max_len {
+                    return Err(Error::new(
+                        Code::TOO_LARGE,
+                        format!("read_line handle {}: line of {} bytes exceeds {}", self.handle, line.len(), max_len),
+                    ));
+                }
+                return String::from_utf8(line.to_vec()).map_err(|_| {
+                    Error::invalid(format!("read_line handle {}: line of {} bytes is not UTF-8", self.handle, line.len()))
+                });
+            }
+            scanned = self.buf.len();
+            if self.skipping {
+                self.buf.clear();
+                scanned = 0;
+            } else if self.buf.len() > max_len.saturating_add(1) {
+                // Even a "\r\n" next would not make a line of max_len.
+                self.buf.clear();
+                self.skipping = true;
+                return Err(Error::new(
+                    Code::TOO_LARGE,
+                    format!("read_line handle {}: line exceeds {} bytes", self.handle, max_len),
+                ));
+            }
+            let wait = match deadline {
+                None => 0,
+                Some(d) => {
+                    let left = d - monotonic_ms();
+                    if left <= 0 {
+                        return Err(Error::new(
+                            Code::TIMEOUT,
+                            format!("read_line handle {}: no whole line within {} ms", self.handle, timeout_ms),
+                        ));
+                    }
+                    left.min(u32::MAX as i64) as u32
+                }
+            };
+            let old = self.buf.len();
+            self.buf.resize(old + LINE_CHUNK, 0);
+            let r = io_read(self.handle, &mut self.buf[old..], wait);
+            self.buf.truncate(old + *r.as_ref().unwrap_or(&0));
+            match r {
+                Ok(_) => {}
+                Err(e) if e.code == Code::CLOSED && !self.buf.is_empty() && !self.skipping => {
+                    let mut line = std::mem::take(&mut self.buf);
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                    if line.len() > max_len {
+                        return Err(Error::new(
+                            Code::TOO_LARGE,
+                            format!("read_line handle {}: last line of {} bytes exceeds {}", self.handle, line.len(), max_len),
+                        ));
+                    }
+                    return String::from_utf8(line).map_err(|e| {
+                        Error::invalid(format!("read_line handle {}: last line of {} bytes is not UTF-8", self.handle, e.as_bytes().len()))
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Writes all of `src`.
@@ -288,9 +417,11 @@ impl Conn {
         self.handle
     }
 
-    /// Closes the handle now, reporting any error.
-    pub fn close(self) -> Result<()> {
+    /// Closes the handle now, reporting any error. Buffered bytes are
+    /// dropped.
+    pub fn close(mut self) -> Result<()> {
         let h = self.handle;
+        drop(std::mem::take(&mut self.buf));
         std::mem::forget(self);
         io_close(h)
     }
@@ -688,6 +819,100 @@ mod tests {
         c.close().unwrap();
         assert_eq!(native::open_handles(), 0);
         assert_eq!(io_close(999).unwrap_err().code, Code::NOT_FOUND);
+    }
+
+    /// A peer that sends each chunk when the test says so.
+    fn stepped_peer() -> (String, std::sync::mpsc::Sender<Vec<u8>>, std::thread::JoinHandle<()>) {
+        use std::io::Write;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let t = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            // An empty chunk closes the connection.
+            for chunk in rx {
+                if chunk.is_empty() {
+                    return;
+                }
+                s.write_all(&chunk).unwrap();
+            }
+        });
+        (addr, tx, t)
+    }
+
+    /// Waits until the peer's bytes have arrived, so that the test does not
+    /// depend on how the network splits them.
+    fn settle() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    #[test]
+    fn read_line() {
+        let (addr, tx, t) = stepped_peer();
+        let mut c = Conn::tcp(&addr, 1000).unwrap();
+        tx.send(b"hello\r\nwor".to_vec()).unwrap();
+        assert_eq!(c.read_line(100, 1000).unwrap(), "hello", "\\r\\n is a line end");
+        // The rest of the line has not come: a timeout, and the part that
+        // came stays buffered.
+        let start = monotonic_ms();
+        let e = c.read_line(100, 100).unwrap_err();
+        assert_eq!(e.code, Code::TIMEOUT, "{}", e);
+        assert!(monotonic_ms() - start < 1000, "the timeout bounds the whole line");
+        tx.send(b"ld\n\nlast".to_vec()).unwrap();
+        assert_eq!(c.read_line(100, 1000).unwrap(), "world");
+        assert_eq!(c.read_line(100, 1000).unwrap(), "", "an empty line");
+        // Lines longer than max_len are dropped whole, also what of them
+        // comes later; exactly max_len is fine.
+        tx.send(b"xx\n".to_vec()).unwrap();
+        assert_eq!(c.read_line(10, 1000).unwrap(), "lastxx");
+        tx.send("y".repeat(30).into_bytes()).unwrap();
+        settle();
+        tx.send(format!("{}\nok\n", "y".repeat(700)).into_bytes()).unwrap();
+        assert_eq!(c.read_line(10, 1000).unwrap_err().code, Code::TOO_LARGE);
+        assert_eq!(c.read_line(10, 1000).unwrap(), "ok", "the rest of the long line is skipped");
+        tx.send(b"0123456789\r\n0123456789x\n".to_vec()).unwrap();
+        assert_eq!(c.read_line(10, 1000).unwrap(), "0123456789");
+        assert_eq!(c.read_line(10, 1000).unwrap_err().code, Code::TOO_LARGE, "a complete line too long");
+        // Not UTF-8: that line is dropped.
+        tx.send(b"\xff\xfe\ngood\n".to_vec()).unwrap();
+        assert_eq!(c.read_line(10, 1000).unwrap_err().code, Code::INVALID);
+        assert_eq!(c.read_line(10, 1000).unwrap(), "good");
+        // read returns the buffered bytes first.
+        tx.send(b"line\nraw bytes".to_vec()).unwrap();
+        settle();
+        assert_eq!(c.read_line(10, 1000).unwrap(), "line");
+        let mut b = [0u8; 64];
+        let mut got = Vec::new();
+        while got.len() < 9 {
+            let n = c.read(&mut b, 1000).unwrap();
+            got.extend_from_slice(&b[..n]);
+        }
+        assert_eq!(got, b"raw bytes");
+        // At the end of the stream, a last line without "\n", then CLOSED.
+        tx.send(b"tail\r".to_vec()).unwrap();
+        tx.send(vec![]).unwrap();
+        t.join().unwrap();
+        assert_eq!(c.read_line(10, 1000).unwrap(), "tail");
+        assert_eq!(c.read_line(10, 1000).unwrap_err().code, Code::CLOSED);
+        c.close().unwrap();
+        assert_eq!(native::open_handles(), 0);
+    }
+
+    #[test]
+    fn read_line_host_default_timeout() {
+        // timeout_ms 0: each read waits the host default, so a line that
+        // arrives in pieces is read whole.
+        let (addr, tx, t) = stepped_peer();
+        let mut c = Conn::tcp(&addr, 1000).unwrap();
+        tx.send(b"a".to_vec()).unwrap();
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            tx.send(b"b\n".to_vec()).unwrap();
+            tx.send(vec![]).unwrap();
+        });
+        assert_eq!(c.read_line(8, 0).unwrap(), "ab");
+        sender.join().unwrap();
+        t.join().unwrap();
     }
 
     #[test]

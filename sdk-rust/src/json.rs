@@ -7,6 +7,26 @@
 //! [`Json::get`] returns the last member of a name, as Go's `encoding/json`
 //! does. A lone UTF-16 surrogate in a `\u` escape becomes U+FFFD, also as in
 //! Go, since a Rust `String` cannot hold it.
+//!
+//! # configData numbers
+//!
+//! KubeEdge passes configData numbers loosely: edgecore sends them as JSON
+//! numbers narrowed to 32-bit floats (502 arrives as 502, but 123456789 as
+//! 123456790), or as strings (`"502"`). Read an integer or a float member
+//! of a configData object with [`Json::field_i64`] and [`Json::field_f64`]:
+//! they accept both forms, refuse what would lose information, and name
+//! the field in their error.
+//!
+//! ```
+//! use wapper::Json;
+//!
+//! let cfg = Json::parse(r#"{"port": "502", "slaveID": 1, "offset": 1.5}"#).unwrap();
+//! assert_eq!(cfg.field_i64("port").unwrap(), Some(502));
+//! assert_eq!(cfg.field_i64("timeout").unwrap().unwrap_or(1000), 1000); // absent
+//! let e = cfg.field_i64("offset").unwrap_err();
+//! assert_eq!(e.code, wapper::Code::INVALID);
+//! assert_eq!(e.message, r#"field "offset": 1.5 is not a whole number"#);
+//! ```
 
 use std::fmt;
 
@@ -186,7 +206,8 @@ impl Json {
     }
 
     /// A number, or a string holding one (`42`, `"42"`, `"4.2e1"`), as
-    /// `f64`. See [`Json::to_text`].
+    /// `f64`. See [`Json::to_text`]. For a configData member, prefer
+    /// [`Json::field_f64`], whose error names the field.
     pub fn to_f64(&self) -> Option<f64> {
         match self {
             Json::String(s) => s.trim().parse().ok(),
@@ -194,7 +215,9 @@ impl Json {
         }
     }
 
-    /// A number, or a string holding one, as `i64` when integral.
+    /// A number, or a string holding one, as `i64` when integral. For a
+    /// configData member, prefer [`Json::field_i64`], whose error names the
+    /// field and says what is wrong.
     pub fn to_i64(&self) -> Option<i64> {
         match self {
             Json::String(s) => Json::Number(s.trim().to_string()).as_i64(),
@@ -214,6 +237,73 @@ impl Json {
                 _ => None,
             },
             _ => None,
+        }
+    }
+
+    /// Reads member `key` of a configData object as an integer: a JSON
+    /// number, or a string holding one (`502`, `"502"`, `5e2`). `Ok(None)`
+    /// when the member is absent, `null` or `""` (or `self` is no object),
+    /// so that a default reads `cfg.field_i64("port")?.unwrap_or(502)`.
+    /// An [`Code::INVALID`](crate::Code::INVALID) error names the field
+    /// when the value is not a number, not a whole number (`1.5`), or
+    /// outside the `i64` range. Narrowing to `f32` on the way cannot be
+    /// detected: an integer above 2^24 (16777216) may arrive rounded, so
+    /// such values are best written as strings.
+    pub fn field_i64(&self, key: &str) -> crate::Result<Option<i64>> {
+        let text = match self.field_number(key)? {
+            Some(t) => t,
+            None => return Ok(None),
+        };
+        if let Ok(i) = text.parse::<i64>() {
+            return Ok(Some(i));
+        }
+        let f: f64 = text.parse().map_err(|_| field_err(key, &text, "is not a number"))?;
+        if !f.is_finite() || f < -9.223_372_036_854_775_808e18 || f >= 9.223_372_036_854_775_808e18 {
+            return Err(field_err(key, &text, "is out of range"));
+        }
+        // A fraction too small for an f64 (1e-400) parses as 0.
+        if f.fract() != 0.0 || (f == 0.0 && mantissa(&text).bytes().any(|b| (b'1'..=b'9').contains(&b))) {
+            return Err(field_err(key, &text, "is not a whole number"));
+        }
+        Ok(Some(f as i64))
+    }
+
+    /// Reads member `key` of a configData object as a number: a JSON
+    /// number, or a string holding one (`0.5`, `"1e-3"`). `Ok(None)` when
+    /// the member is absent, `null` or `""`. An
+    /// [`Code::INVALID`](crate::Code::INVALID) error names the field when
+    /// the value is not a number or beyond the `f64` range.
+    pub fn field_f64(&self, key: &str) -> crate::Result<Option<f64>> {
+        let text = match self.field_number(key)? {
+            Some(t) => t,
+            None => return Ok(None),
+        };
+        let f: f64 = text.parse().map_err(|_| field_err(key, &text, "is not a number"))?;
+        if !f.is_finite() {
+            return Err(field_err(key, &text, "is out of range"));
+        }
+        Ok(Some(f))
+    }
+
+    /// The numeric text of member `key`: a number's text, or a string's
+    /// trimmed content when it has only the characters of a decimal number
+    /// (so that "inf", "NaN" and hexadecimal are refused).
+    fn field_number(&self, key: &str) -> crate::Result<Option<String>> {
+        let decimal = |s: &str| s.bytes().all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b));
+        match self.get(key) {
+            None | Some(Json::Null) => Ok(None),
+            Some(Json::Number(n)) => Ok(Some(n.clone())),
+            Some(Json::String(s)) => {
+                let t = s.trim();
+                if t.is_empty() {
+                    Ok(None)
+                } else if decimal(t) {
+                    Ok(Some(t.to_string()))
+                } else {
+                    Err(field_err(key, &quote(s), "is not a number"))
+                }
+            }
+            Some(v) => Err(field_err(key, &v.to_string(), "is not a number")),
         }
     }
 
@@ -239,6 +329,28 @@ fn integral(f: f64) -> Option<i64> {
         Some(f as i64)
     } else {
         None
+    }
+}
+
+/// The error of a bad configData member, naming it.
+fn field_err(key: &str, text: &str, what: &str) -> crate::Error {
+    let mut t = text.to_string();
+    if t.len() > 64 {
+        let mut end = 61;
+        while !t.is_char_boundary(end) {
+            end -= 1;
+        }
+        t.truncate(end);
+        t.push_str("...");
+    }
+    crate::Error::invalid(format!("field {}: {} {}", quote(key), t, what))
+}
+
+/// `s` up to its exponent.
+fn mantissa(s: &str) -> &str {
+    match s.find(|c| c == 'e' || c == 'E') {
+        Some(i) => &s[..i],
+        None => s,
     }
 }
 
@@ -658,6 +770,63 @@ mod tests {
         assert_eq!(Json::from_f64(0.1).to_string(), "0.1");
         assert_eq!(Json::from_f64(1.0).to_string(), "1.0");
         assert_eq!(Json::from_f64(f64::NAN), Json::Null);
+    }
+
+    #[test]
+    fn config_numbers() {
+        let cfg = p(r#"{
+            "port": 502, "portText": " 502 ", "narrowed": 1.2345679e+08, "exp": "5e2", "neg": -7,
+            "half": 1.5, "halfText": "1.5", "word": "abc", "flag": true, "obj": {}, "list": [1],
+            "empty": "", "null": null, "huge": 1e19, "hugeText": "99999999999999999999",
+            "min": -9223372036854775808, "max": "9223372036854775807", "tiny": 1e-400, "inf": "Inf",
+            "nan": "NaN", "hex": "0x10", "over": 1e400, "plus": "+4", "lead": "0502"
+        }"#);
+        for (k, want) in [
+            ("port", Some(502)),
+            ("portText", Some(502)),
+            ("narrowed", Some(123_456_790)),
+            ("exp", Some(500)),
+            ("neg", Some(-7)),
+            ("min", Some(i64::MIN)),
+            ("max", Some(i64::MAX)),
+            ("plus", Some(4)),
+            ("lead", Some(502)),
+            ("absent", None),
+            ("empty", None),
+            ("null", None),
+        ] {
+            assert_eq!(cfg.field_i64(k), Ok(want), "{}", k);
+        }
+        for (k, want) in [
+            ("half", r#"field "half": 1.5 is not a whole number"#),
+            ("halfText", r#"field "halfText": 1.5 is not a whole number"#),
+            ("word", r#"field "word": "abc" is not a number"#),
+            ("flag", r#"field "flag": true is not a number"#),
+            ("obj", r#"field "obj": {} is not a number"#),
+            ("list", r#"field "list": [1] is not a number"#),
+            ("huge", r#"field "huge": 1e19 is out of range"#),
+            ("hugeText", r#"field "hugeText": 99999999999999999999 is out of range"#),
+            ("inf", r#"field "inf": "Inf" is not a number"#),
+            ("nan", r#"field "nan": "NaN" is not a number"#),
+            ("hex", r#"field "hex": "0x10" is not a number"#),
+            ("over", r#"field "over": 1e400 is out of range"#),
+            ("tiny", r#"field "tiny": 1e-400 is not a whole number"#),
+        ] {
+            let e = cfg.field_i64(k).unwrap_err();
+            assert_eq!((e.code, e.message.as_str()), (crate::Code::INVALID, want), "{}", k);
+        }
+        for (k, want) in [("port", 502.0), ("halfText", 1.5), ("half", 1.5), ("exp", 500.0), ("huge", 1e19), ("tiny", 0.0)] {
+            assert_eq!(cfg.field_f64(k), Ok(Some(want)), "{}", k);
+        }
+        assert_eq!(cfg.field_f64("absent"), Ok(None));
+        for k in ["word", "flag", "inf", "nan", "over", "hex"] {
+            let e = cfg.field_f64(k).unwrap_err();
+            assert!(e.code == crate::Code::INVALID && e.message.contains(&format!("{:?}", k)), "{}: {}", k, e);
+        }
+        // Not an object (an absent configData is null): nothing to read.
+        assert_eq!(Json::Null.field_i64("port"), Ok(None));
+        let long = p(&format!(r#"{{"x": "{}"}}"#, "é".repeat(50)));
+        assert!(long.field_i64("x").unwrap_err().message.ends_with("... is not a number"));
     }
 
     #[test]

@@ -90,6 +90,25 @@
 //! `wasm32-unknown-unknown` modules import only module `wapper`;
 //! `wasm32-wasi` works too (the host provides WASI).
 //!
+//! # What the toolchain needs on Debian
+//!
+//! - Packages `rustc`, `cargo` and `libstd-rust-dev-wasm32` (the wasm32
+//!   standard libraries), and **`lld-14`** for wasm builds: rustc links
+//!   wasm with `rust-lld`, which Debian's rustc ships as a link to
+//!   `lld-14` without depending on it. wapper's `hack/deps.sh` installs
+//!   all four.
+//! - **`RUSTDOC=/usr/bin/rustdoc`** next to `RUSTC=/usr/bin/rustc` for
+//!   `cargo test`: the doc tests (like the plugin above) are compiled by
+//!   rustdoc, and a newer rustdoc first in `PATH` (rustup's, in
+//!   `~/.cargo/bin`) cannot read the crate rustc 1.63 built (error E0786,
+//!   "found invalid metadata files"). Natively:
+//!
+//! ```sh
+//! RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc /usr/bin/cargo test --offline
+//! ```
+//!
+//! `hack/rust-toolchain.sh cargo DIR ARGS...` runs cargo that way.
+//!
 //! # Rules worth knowing
 //!
 //! - **Instances are disposable** and several may serve one plugin (ABI
@@ -106,8 +125,13 @@
 //! - **Errors** carry a [`Code`]; the message travels to the host as-is.
 //!   Codes 64–255 are the plugin's own.
 //! - **Testing natively.** Off wasm, the host functions run in-process
-//!   ([`host::native`]), and [`rt::Runtime`] drives a driver exactly as the
-//!   host does, buffers in and result buffers out.
+//!   ([`host::native`]), sockets included, and [`rt::Runtime`] drives a
+//!   driver exactly as the host does, buffers in and result buffers out.
+//! - **configData numbers** may come as JSON numbers (narrowed to `f32` by
+//!   edgecore) or as strings: read them with [`Json::field_i64`] and
+//!   [`Json::field_f64`].
+//! - **Text protocols**: [`host::Conn::read_line`] reads a line at a time,
+//!   with a length limit and a timeout for the whole line.
 
 #![warn(missing_docs)]
 

@@ -88,7 +88,21 @@ type twinState struct {
 	errSeq   uint64 // the desired seq whose write failed last
 	lastRead time.Time
 	pushedAt time.Time // when a reading last carried the pushMethod
+	fails    readFails
 }
+
+// readFails is a run of failed reads of one property, for the rate limit
+// of their warnings: the first is logged, then a summary at most every
+// readWarnEvery, and a line when a read succeeds again.
+type readFails struct {
+	n         int       // failed reads in the run
+	first     time.Time // when the run started
+	logged    time.Time // when its last warning was logged
+	sinceLast int       // failed reads since that warning
+}
+
+// readWarnEvery is how often a run of failed reads is summed up.
+const readWarnEvery = time.Minute
 
 type device struct {
 	m    *Manager
@@ -701,13 +715,31 @@ func (d *device) readResult(cfg *config, pc *propConfig, v abi.Value, err error,
 		if errors.Is(err, context.Canceled) {
 			return
 		}
-		m.met.readErrors.WithLabelValues(cfg.plugin.name, abi.CodeOf(err).String()).Inc()
+		code := abi.CodeOf(err)
+		m.met.readErrors.WithLabelValues(cfg.plugin.name, code.String()).Inc()
+		text := err.Error()
+		if text == "" {
+			text = code.String()
+		}
+		clock := m.now()
 		d.mu.Lock()
 		t := d.twins[pc.Name]
-		if t.err == "" {
-			m.log.Warn("read failed", "device", d.key, "property", pc.Name, "err", err)
+		f := &t.fails
+		f.n++
+		switch {
+		case f.n == 1:
+			f.first, f.logged, f.sinceLast = clock, clock, 0
+			m.log.Warn("read failed", "device", d.key, "property", pc.Name, "code", code.String(), "err", text)
+		case clock.Sub(f.logged) >= readWarnEvery:
+			f.sinceLast++
+			m.log.Warn("read still failing", "device", d.key, "property", pc.Name, "code", code.String(), "err", text,
+				"repeated", fmt.Sprintf("%d times in %s", f.sinceLast, clock.Sub(f.logged).Round(time.Second)),
+				"failing-for", clock.Sub(f.first).Round(time.Second))
+			f.logged, f.sinceLast = clock, 0
+		default:
+			f.sinceLast++
 		}
-		t.err = err.Error()
+		t.err = text
 		d.mu.Unlock()
 		return
 	}
@@ -716,10 +748,17 @@ func (d *device) readResult(cfg *config, pc *propConfig, v abi.Value, err error,
 	m.emit(Event{Type: EventReading, Device: d.key, Namespace: d.ns, Name: d.name, Time: now, Twins: []TwinStatus{ts}})
 }
 
+// setReported records a reading. One that ends a run of failed reads
+// logs that the reads recovered.
 func (d *device) setReported(pc *propConfig, text string, now time.Time) TwinStatus {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	t := d.twins[pc.Name]
+	if f := t.fails; f.n > 0 {
+		t.fails = readFails{}
+		d.m.log.Info("read recovered", "device", d.key, "property", pc.Name, "failed-reads", f.n,
+			"failing-for", d.m.now().Sub(f.first).Round(time.Second))
+	}
 	t.Reported, t.ReportedTime, t.dirty, t.err = text, now, true, ""
 	ts := d.twinStatusLocked(pc, t)
 	// As in mapper-framework, a property's reportCycle paces its
@@ -1052,7 +1091,7 @@ func (m *Manager) Read(ctx context.Context, namespace, name, property string) (T
 	v, err := cfg.plugin.p.Read(ctx, d.id, pc.Handle)
 	if err != nil {
 		d.readResult(cfg, pc, v, err, time.Now())
-		return TwinStatus{}, fmt.Errorf("%w: read %s of %s: %v", ErrUnavailable, property, d.key, err)
+		return TwinStatus{}, fmt.Errorf("%w: read %s of %s: %w", ErrUnavailable, property, d.key, err)
 	}
 	d.readResult(cfg, pc, v, nil, time.Now())
 	d.mu.Lock()

@@ -111,6 +111,9 @@ type Manager struct {
 	opts Options
 	log  *slog.Logger
 	met  *metrics
+	// clock is the clock of the read-failure warnings' rate limit (nil:
+	// time.Now); tests set it.
+	clock atomic.Pointer[func() time.Time]
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -203,6 +206,14 @@ func New(opts Options) (*Manager, error) {
 	go m.every(opts.RetryMin, m.retryDone, func() { m.retryPlugins(m.ctx) }) // reload failed plugins
 	go m.waitLoop(cancelFirst)
 	return m, nil
+}
+
+// now reads the clock of the read-failure warnings.
+func (m *Manager) now() time.Time {
+	if f := m.clock.Load(); f != nil {
+		return (*f)()
+	}
+	return time.Now()
 }
 
 // ErrClosed: the manager is closed.

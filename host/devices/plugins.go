@@ -243,7 +243,7 @@ func (l ModuleLoader) Module(ctx context.Context, p *v1alpha1.MapperPlugin) ([]b
 			sum := sha256.Sum256(wasm)
 			got := "sha256:" + hex.EncodeToString(sum[:])
 			if !strings.EqualFold(got, mod.Digest) {
-				return nil, fmt.Errorf("MapperPlugin %s: digest mismatch: module file %s is %s but spec.module.digest pins %s; refusing to run it (rebuild the module or update the digest)", p.Name, path, got, mod.Digest)
+				return nil, fmt.Errorf("MapperPlugin %s: digest mismatch: module file %s is %s but spec.module.digest pins %s; refusing to run it (with spec.module.file the digest is the file's own sha256, not the manifest digest `wapper push` prints, which only spec.module.image takes; rebuild the module or update the digest)", p.Name, path, got, mod.Digest)
 			}
 		}
 		return wasm, nil

@@ -17,8 +17,10 @@ import (
 // nil *Grants) grants nothing.
 type Grants struct {
 	network []v1alpha1.NetworkGrant
-	serial  []string
-	gpio    []string
+	// networkRaw holds the network grants as written, for denial messages.
+	networkRaw []string
+	serial     []string
+	gpio       []string
 }
 
 // ParseGrants checks and parses a MapperPlugin's spec.grants.
@@ -32,6 +34,7 @@ func ParseGrants(g v1alpha1.Grants) (*Grants, error) {
 			continue
 		}
 		out.network = append(out.network, ng)
+		out.networkRaw = append(out.networkRaw, s)
 	}
 	for i, s := range g.Serial {
 		if err := v1alpha1.ValidateSerialGrant(s); err != nil {
@@ -53,6 +56,75 @@ func ParseGrants(g v1alpha1.Grants) (*Grants, error) {
 	return out, nil
 }
 
+// GrantKind says which kind of grant a grant string in MapperPlugin syntax
+// is, for lists that do not sort them by kind (the dev.wapper.grants
+// annotation, `wapper push --grant`): KindNetwork for a string with "://",
+// or one that looks like a network address without its scheme ("tcp:...",
+// "udp:...", "10.0.0.5:502", "[::1]:502", "plc.local:502"), so that the
+// network parser says what is missing; KindSerial for an absolute path;
+// KindGPIO for anything else (a line name or pattern, "GPIO17", "chip0:4").
+func GrantKind(s string) string {
+	switch {
+	case strings.Contains(s, "://"), strings.HasPrefix(s, "tcp:"), strings.HasPrefix(s, "udp:"), strings.HasPrefix(s, "["):
+		return KindNetwork
+	case strings.HasPrefix(s, "/"):
+		return KindSerial
+	}
+	if host, _, ok := cutLast(s, ':'); ok {
+		if _, err := netip.ParseAddr(host); err == nil {
+			return KindNetwork
+		}
+		if _, err := netip.ParsePrefix(host); err == nil {
+			return KindNetwork
+		}
+		if strings.Contains(host, ".") && !strings.ContainsAny(host, "*?[]") {
+			return KindNetwork
+		}
+	}
+	return KindGPIO
+}
+
+func cutLast(s string, sep byte) (before, after string, ok bool) {
+	if i := strings.LastIndexByte(s, sep); i >= 0 {
+		return s[:i], s[i+1:], true
+	}
+	return s, "", false
+}
+
+// GrantsFromList sorts grant strings by kind (see [GrantKind]) and checks
+// each with the parser ParseGrants uses, so that a list is accepted exactly
+// when the host would accept the same grants in a MapperPlugin. An error
+// names every bad grant, its kind and what is wrong with it.
+func GrantsFromList(list []string) (v1alpha1.Grants, error) {
+	var g v1alpha1.Grants
+	var errs []error
+	for _, s := range list {
+		kind := GrantKind(s)
+		var err error
+		switch kind {
+		case KindNetwork:
+			_, err = v1alpha1.ParseNetworkGrant(s)
+			g.Network = append(g.Network, s)
+		case KindSerial:
+			err = v1alpha1.ValidateSerialGrant(s)
+			g.Serial = append(g.Serial, s)
+		default:
+			err = v1alpha1.ValidateGPIOGrant(s)
+			g.GPIO = append(g.GPIO, s)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("grant %q (a %s grant): %w", s, kind, err))
+		}
+	}
+	if len(errs) > 0 {
+		return v1alpha1.Grants{}, errors.Join(errs...)
+	}
+	if _, err := ParseGrants(g); err != nil {
+		return v1alpha1.Grants{}, err
+	}
+	return g, nil
+}
+
 // MustGrants is ParseGrants for literals in tests and examples; it panics
 // on a bad grant.
 func MustGrants(g v1alpha1.Grants) *Grants {
@@ -71,28 +143,71 @@ const (
 )
 
 // DeniedError is a resource refused by the grants. It unwraps to an
-// *abi.Error with code abi.ErrDenied.
+// *abi.Error with code abi.ErrDenied. Its text names the resource and the
+// grants of its kind that did not cover it:
+//
+//	denied: tcp://10.0.0.5:502 is not in grants.network [tcp://127.0.0.1:1502]
 type DeniedError struct {
 	// Kind is KindNetwork, KindSerial or KindGPIO.
 	Kind string
-	// Resource is what the plugin asked for ("tcp://10.0.0.1:502",
+	// Resource is what the plugin asked for ("tcp://10.0.0.5:502",
 	// "/dev/ttyUSB0", "GPIO17").
 	Resource string
 	// Reason says why, when more than "not granted" is known (such as the
 	// resolved address that no grant covers).
 	Reason string
+	// Granted are the plugin's grants of this kind, as written in the
+	// MapperPlugin.
+	Granted []string
 }
 
-func (e *DeniedError) Error() string {
-	msg := fmt.Sprintf("%s %s is not granted to the plugin", e.Kind, e.Resource)
-	if e.Reason != "" {
-		msg += " (" + e.Reason + ")"
+// Error is "denied: " and [DeniedError.Detail].
+func (e *DeniedError) Error() string { return "denied: " + e.Detail() }
+
+// Detail says what was refused and which grants did not cover it (the
+// text of Error without its "denied: " prefix).
+func (e *DeniedError) Detail() string {
+	field := "grants." + e.Kind
+	list := GrantList(e.Granted)
+	if len(e.Granted) == 0 {
+		list = "(empty: the MapperPlugin grants no " + e.Kind + " resource)"
 	}
-	return msg + "; add it to the MapperPlugin's spec.grants." + e.Kind
+	if e.Reason != "" {
+		return fmt.Sprintf("%s: %s, which is not in %s %s", e.Resource, e.Reason, field, list)
+	}
+	return fmt.Sprintf("%s is not in %s %s", e.Resource, field, list)
 }
 
 // Unwrap gives the ABI error, so abi.CodeOf reports abi.ErrDenied.
-func (e *DeniedError) Unwrap() error { return &abi.Error{Code: abi.ErrDenied, Message: e.Error()} }
+func (e *DeniedError) Unwrap() error { return &abi.Error{Code: abi.ErrDenied, Message: e.Detail()} }
+
+// Bounds of the grant list quoted in a denial.
+const (
+	maxListedGrants   = 8
+	maxGrantListBytes = 256
+)
+
+// GrantList renders grants for a message as "[a, b]", clipped to a few
+// entries and a few hundred bytes ("[a, b, … 7 more]").
+func GrantList(grants []string) string {
+	var b strings.Builder
+	b.WriteByte('[')
+	for i, g := range grants {
+		if i == maxListedGrants || i > 0 && b.Len()+len(g) > maxGrantListBytes {
+			fmt.Fprintf(&b, ", … %d more", len(grants)-i)
+			break
+		}
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		if len(g) > maxGrantListBytes {
+			g = g[:maxGrantListBytes] + "…"
+		}
+		b.WriteString(g)
+	}
+	b.WriteByte(']')
+	return b.String()
+}
 
 // Resolver looks up host names; *net.Resolver implements it.
 type Resolver interface {
@@ -116,7 +231,7 @@ func (g *Grants) CheckNetwork(ctx context.Context, r Resolver, scheme, addr stri
 	}
 	res := scheme + "://" + addr
 	if !g.allowsNet(scheme, host, pn) {
-		return nil, &DeniedError{Kind: KindNetwork, Resource: res}
+		return nil, g.denied(KindNetwork, res, "")
 	}
 	if a, err := netip.ParseAddr(host); err == nil {
 		if a.Zone() != "" {
@@ -130,25 +245,60 @@ func (g *Grants) CheckNetwork(ctx context.Context, r Resolver, scheme, addr stri
 	family := "ip"
 	addrs, err := r.LookupNetIP(ctx, family, host)
 	if err != nil {
-		var dnsErr *net.DNSError
-		if errors.As(err, &dnsErr) && dnsErr.IsTimeout {
-			return nil, abi.Errorf(abi.ErrTimeout, "resolve %s: %v", host, err)
-		}
-		return nil, abi.Errorf(abi.ErrUnavailable, "resolve %s: %v", host, err)
+		return nil, dnsError(host, err)
 	}
 	if len(addrs) == 0 {
-		return nil, abi.Errorf(abi.ErrUnavailable, "resolve %s: no addresses", host)
+		return nil, abi.Errorf(abi.ErrUnavailable, "DNS lookup of %s failed: no addresses", host)
 	}
 	out := make([]netip.AddrPort, 0, len(addrs))
 	for _, a := range addrs {
 		a = a.Unmap().WithZone("")
 		if !g.allowsNet(scheme, a.String(), pn) {
-			return nil, &DeniedError{Kind: KindNetwork, Resource: res,
-				Reason: fmt.Sprintf("%s resolves to %s, which no grant covers", host, a)}
+			return nil, g.denied(KindNetwork, res, fmt.Sprintf("%s resolves to %s", host, a))
 		}
 		out = append(out, netip.AddrPortFrom(a, uint16(pn)))
 	}
 	return out, nil
+}
+
+// denied builds the refusal of a resource of kind, quoting the grants of
+// that kind.
+func (g *Grants) denied(kind, resource, reason string) *DeniedError {
+	e := &DeniedError{Kind: kind, Resource: resource, Reason: reason}
+	if g != nil {
+		switch kind {
+		case KindNetwork:
+			e.Granted = g.networkRaw
+		case KindSerial:
+			e.Granted = g.serial
+		case KindGPIO:
+			e.Granted = g.gpio
+		}
+	}
+	return e
+}
+
+// dnsError turns a failed lookup into an ABI error that says so: a timeout
+// is abi.ErrTimeout, anything else abi.ErrUnavailable.
+func dnsError(host string, err error) error {
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		why := dnsErr.Err
+		switch {
+		case dnsErr.IsTimeout:
+			return abi.Errorf(abi.ErrTimeout, "DNS lookup of %s timed out", host)
+		case dnsErr.IsNotFound:
+			why = "no such host"
+		}
+		if dnsErr.Server != "" {
+			why += " (DNS server " + dnsErr.Server + ")"
+		}
+		return abi.Errorf(abi.ErrUnavailable, "DNS lookup of %s failed: %s", host, why)
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return abi.Errorf(abi.ErrTimeout, "DNS lookup of %s timed out", host)
+	}
+	return abi.Errorf(abi.ErrUnavailable, "DNS lookup of %s failed: %v", host, err)
 }
 
 func (g *Grants) allowsNet(scheme, host string, port int) bool {
@@ -177,7 +327,7 @@ func (g *Grants) CheckSerial(p string) (string, error) {
 			}
 		}
 	}
-	return "", &DeniedError{Kind: KindSerial, Resource: clean}
+	return "", g.denied(KindSerial, clean, "")
 }
 
 // CheckGPIO checks a GPIO line name.
@@ -192,5 +342,5 @@ func (g *Grants) CheckGPIO(name string) error {
 			}
 		}
 	}
-	return &DeniedError{Kind: KindGPIO, Resource: name}
+	return g.denied(KindGPIO, name, "")
 }

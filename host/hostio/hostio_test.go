@@ -73,8 +73,8 @@ func TestNetworkGrants(t *testing.T) {
 	}
 	_, err := g.CheckNetwork(ctx, r, "tcp", "mixed.plant:502")
 	var de *hostio.DeniedError
-	if !errors.As(err, &de) || !strings.Contains(err.Error(), "192.168.1.1") || !strings.Contains(err.Error(), "spec.grants.network") {
-		t.Errorf("denial %v does not name the address and the grant to add", err)
+	if !errors.As(err, &de) || !strings.Contains(err.Error(), "192.168.1.1") || !strings.Contains(err.Error(), "grants.network [tcp://10.0.0.0/24:502, ") {
+		t.Errorf("denial %v does not name the address and the grants", err)
 	}
 	var none *hostio.Grants
 	if _, err := none.CheckNetwork(ctx, r, "tcp", "10.0.0.5:502"); code(err) != abi.ErrDenied {

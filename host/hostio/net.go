@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strings"
 	"time"
 
 	"wapper.dev/wapper/abi"
@@ -31,30 +32,48 @@ func (t *Table) Dial(ctx context.Context, kind uint32, addr string, timeout time
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	op := "connect " + scheme + "://" + addr
 	targets, err := t.grants.CheckNetwork(ctx, t.resolver, scheme, addr)
 	if err != nil {
+		if ae, ok := err.(*abi.Error); ok && (ae.Code == abi.ErrUnavailable || ae.Code == abi.ErrTimeout) {
+			return 0, abi.Errorf(ae.Code, "%s: %s", op, ae.Message) // a failed DNS lookup
+		}
 		return 0, err
 	}
 	var d net.Dialer
 	var errs []error
+	var causes []string
 	for _, ap := range targets {
 		c, err := d.DialContext(ctx, scheme, ap.String())
 		if err == nil {
 			if tc, ok := c.(*net.TCPConn); ok {
 				tc.SetNoDelay(true)
 			}
-			return t.add(&sock{c: c}), nil
+			return t.add(&sock{c: c, name: scheme + "://" + addr}), nil
 		}
 		errs = append(errs, err)
+		_, cause := classify(err)
+		causes = append(causes, ap.String()+": "+cause)
 		if ctx.Err() != nil {
 			break
 		}
 	}
-	return 0, ioError("connect "+scheme+"://"+addr, errors.Join(errs...))
+	code, cause := classify(errors.Join(errs...))
+	if len(targets) > 1 {
+		// A name with several addresses: say what each one answered.
+		cause = strings.Join(causes, "; ")
+	}
+	return 0, abi.Errorf(code, "%s: %s", op, cause)
 }
 
-// sock is a connected TCP or UDP socket.
-type sock struct{ c net.Conn }
+// sock is a connected TCP or UDP socket; name is "tcp://" or "udp://" and
+// the address the plugin gave.
+type sock struct {
+	c    net.Conn
+	name string
+}
+
+func (s *sock) target() string { return s.name }
 
 func (s *sock) kind() string { return "socket" }
 

@@ -57,12 +57,17 @@ func (t *Table) OpenSerial(ctx context.Context, path string, cfg SerialConfig, t
 	if err != nil {
 		return 0, ioError("open serial port "+clean, err)
 	}
-	return t.add(&serialPort{f: f}), nil
+	return t.add(&serialPort{f: f, path: clean}), nil
 }
 
 // serialPort is an open serial device; f is non-blocking and registered
 // with Go's poller, so deadlines work.
-type serialPort struct{ f *os.File }
+type serialPort struct {
+	f    *os.File
+	path string
+}
+
+func (s *serialPort) target() string { return s.path }
 
 func (s *serialPort) kind() string { return "serial port" }
 

@@ -46,6 +46,9 @@ type stream interface {
 	handle
 	read(p []byte, deadline time.Time) (int, error)
 	write(p []byte, deadline time.Time) (int, error)
+	// target names what the stream is connected to, for messages:
+	// "tcp://10.0.0.5:502", "/dev/ttyUSB0".
+	target() string
 }
 
 // Table holds the open handles of one plugin instance, at most
@@ -138,7 +141,7 @@ func (t *Table) Read(h int32, p []byte, timeout time.Duration) (int, error) {
 	if err == nil {
 		err = io.ErrNoProgress
 	}
-	return 0, ioError("read", err)
+	return 0, ioError("read "+s.target(), err)
 }
 
 // Write writes all of p to a socket or serial port, waiting at most
@@ -153,7 +156,7 @@ func (t *Table) Write(h int32, p []byte, timeout time.Duration) (int, error) {
 	}
 	n, err := s.write(p, time.Now().Add(timeout))
 	if err != nil {
-		return n, ioError("write", err)
+		return n, ioError("write "+s.target(), err)
 	}
 	return n, nil
 }
@@ -166,7 +169,7 @@ func (t *Table) Close(h int32) error {
 	}
 	delete(t.handles, h)
 	if err := x.close(); err != nil {
-		return ioError("close", err)
+		return ioError("close "+x.kind(), err)
 	}
 	return nil
 }
@@ -179,26 +182,63 @@ func (t *Table) CloseAll() {
 	}
 }
 
-// ioError maps an I/O error to its ABI code.
+// ioError maps an I/O error to its ABI code, with a message of op and
+// the cause in words ("connect tcp://10.0.0.5:502: connection refused").
 func ioError(op string, err error) error {
 	var ae *abi.Error
 	if errors.As(err, &ae) {
 		return err
 	}
+	code, cause := classify(err)
+	return abi.Errorf(code, "%s: %s", op, cause)
+}
+
+// classify returns the ABI code of an I/O error and its cause in words.
+func classify(err error) (abi.Code, string) {
 	var ne net.Error
+	var dnsErr *net.DNSError
 	switch {
+	case errors.As(err, &dnsErr):
+		e := dnsError(dnsErr.Name, dnsErr).(*abi.Error)
+		return e.Code, e.Message
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return abi.ErrUnavailable, "connection refused"
+	case errors.Is(err, syscall.EHOSTUNREACH):
+		return abi.ErrUnavailable, "no route to host (host unreachable)"
+	case errors.Is(err, syscall.ENETUNREACH):
+		return abi.ErrUnavailable, "network unreachable (no route to the host's network)"
+	case errors.Is(err, syscall.EHOSTDOWN):
+		return abi.ErrUnavailable, "host is down"
+	case errors.Is(err, syscall.ETIMEDOUT):
+		return abi.ErrTimeout, "connection timed out"
 	case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, context.DeadlineExceeded),
 		errors.As(err, &ne) && ne.Timeout():
-		return abi.Errorf(abi.ErrTimeout, "%s: no answer in time", op)
-	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), errors.Is(err, os.ErrClosed),
-		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
-		return abi.Errorf(abi.ErrClosed, "%s: %v (the peer closed the connection)", op, err)
-	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EHOSTUNREACH),
-		errors.Is(err, syscall.ENETUNREACH), errors.Is(err, os.ErrNotExist),
-		errors.Is(err, syscall.ENXIO), errors.Is(err, syscall.ENODEV):
-		return abi.Errorf(abi.ErrUnavailable, "%s: %v", op, err)
-	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM), errors.Is(err, syscall.EBUSY):
-		return abi.Errorf(abi.ErrUnavailable, "%s: %v (check the host's permissions on the device)", op, err)
+		return abi.ErrTimeout, "timed out (no answer in time)"
+	case errors.Is(err, syscall.ECONNRESET):
+		return abi.ErrClosed, "connection reset by the peer"
+	case errors.Is(err, syscall.EPIPE):
+		return abi.ErrClosed, "broken pipe (the peer closed the connection)"
+	case errors.Is(err, io.EOF):
+		return abi.ErrClosed, "end of stream (the peer closed the connection)"
+	case errors.Is(err, net.ErrClosed), errors.Is(err, os.ErrClosed):
+		return abi.ErrClosed, "the connection is closed"
+	case errors.Is(err, os.ErrNotExist):
+		return abi.ErrUnavailable, "no such device"
+	case errors.Is(err, syscall.ENXIO), errors.Is(err, syscall.ENODEV):
+		return abi.ErrUnavailable, "no such device (" + errnoText(err) + ")"
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+		return abi.ErrUnavailable, "permission denied (check the host's permissions on the device)"
+	case errors.Is(err, syscall.EBUSY):
+		return abi.ErrUnavailable, "device busy (check the host's permissions on the device, and that no other program holds it)"
 	}
-	return abi.Errorf(abi.ErrIO, "%s: %v", op, err)
+	return abi.ErrIO, err.Error()
+}
+
+// errnoText is the system's text of the errno inside err, or err's text.
+func errnoText(err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno.Error()
+	}
+	return err.Error()
 }

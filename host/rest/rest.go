@@ -19,8 +19,8 @@
 //	GET  /debug/pprof/...                                 Go profiles (Options.Pprof, wapper-host --pprof)
 //
 // Every error is JSON: {"apiVersion","statusCode","timeStamp","error"} with
-// 400 (bad value), 401 (token missing or wrong), 403 (read-only property),
-// 404 (no such device, property, method or route), 405 (wrong method), 409
+// 400 (bad value), 401 (token missing or wrong), 403 (read-only property,
+// or a read the MapperPlugin's grants refused: spec.grants must change), 404 (no such device, property, method or route), 405 (wrong method), 409
 // (conflict), 503 (device not running or failing) or 504 (timed out).
 //
 // With [Options.Token] set, every write needs "Authorization: Bearer
@@ -53,6 +53,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"wapper.dev/wapper/abi"
 	"wapper.dev/wapper/host/devices"
 	"wapper.dev/wapper/host/manifest"
 )
@@ -327,9 +328,15 @@ func (s *Server) fail(w http.ResponseWriter, code int, err error) {
 	s.reply(w, code, ErrorResponse{BaseResponse: newBase(code), Error: err.Error()})
 }
 
-// statusOf maps manager errors to HTTP codes.
+// statusOf maps manager errors to HTTP codes. A device I/O call the
+// MapperPlugin's grants refused (ABI code "denied by grants") is 403, not
+// the 503 of a device that cannot be reached: retrying will not help,
+// changing spec.grants will.
 func statusOf(err error) int {
+	var ae *abi.Error
 	switch {
+	case errors.As(err, &ae) && ae.Code == abi.ErrDenied:
+		return http.StatusForbidden
 	case errors.Is(err, devices.ErrNotFound):
 		return http.StatusNotFound
 	case errors.Is(err, devices.ErrInvalid):
@@ -371,7 +378,13 @@ func (s *Server) property(w http.ResponseWriter, r *http.Request) {
 	}
 	t, err := s.mgr.Read(r.Context(), ns, name, prop)
 	if err != nil {
-		s.fail(w, statusOf(err), err)
+		code := statusOf(err)
+		if code == http.StatusForbidden {
+			// Refused by the grants, not unavailable: drop the manager's
+			// "unavailable: " so the text does not contradict the 403.
+			err = errors.New(strings.TrimPrefix(err.Error(), devices.ErrUnavailable.Error()+": "))
+		}
+		s.fail(w, code, err)
 		return
 	}
 	s.reply(w, http.StatusOK, DeviceReadResponse{BaseResponse: newBase(http.StatusOK), Data: &DataModel{

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -98,6 +99,8 @@ func (p *Plugin) ReadBatch(ctx context.Context, dev uint32, props []uint32) (out
 		for i := range entries {
 			if entries[i].Err == nil {
 				entries[i].Value, entries[i].Err = convertFor(pds[i], entries[i].Value)
+			} else if ae, ok := entries[i].Err.(*abi.Error); ok {
+				entries[i].Err = in.withCause(&abi.Error{Code: ae.Code, Message: clipText(ae.Message)})
 			}
 			entries[i].Err = clipErr(entries[i].Err)
 		}
@@ -144,6 +147,14 @@ func (p *Plugin) State(ctx context.Context, dev uint32) (st abi.State, reason st
 			return abi.Errorf(abi.ErrInvalid, "plugin returned a malformed state: %v", err)
 		}
 		reason = clipText(reason)
+		// A device that is not online because its I/O fails: say why, as
+		// the host saw it (the plugin only got a code).
+		if cause := d.ioCause; cause != "" && st != abi.StateOnline && st != abi.StateOK && !strings.Contains(reason, cause) {
+			if reason != "" {
+				reason += " "
+			}
+			reason += "(host: " + cause + ")"
+		}
 		return nil
 	})
 	return st, reason, err
@@ -201,21 +212,28 @@ const MaxGuestText = 1024
 
 // clipText cuts s to MaxGuestText bytes on a rune boundary and says how
 // much it cut.
-func clipText(s string) string {
-	if len(s) <= MaxGuestText {
+func clipText(s string) string { return clipTo(s, MaxGuestText) }
+
+// clipTo cuts s to max bytes on a rune boundary and says how much it cut.
+func clipTo(s string, max int) string {
+	if len(s) <= max {
 		return s
 	}
-	cut := MaxGuestText
+	cut := max
 	for cut > 0 && !utf8.RuneStart(s[cut]) {
 		cut--
 	}
 	return s[:cut] + fmt.Sprintf("… (%d bytes cut)", len(s)-cut)
 }
 
+// maxErrText bounds an error's text: the plugin's message, cut to
+// MaxGuestText, and the host's cause of a failed I/O call (withCause).
+const maxErrText = MaxGuestText + maxCauseText + 64
+
 // clipErr clips the message of an ABI error.
 func clipErr(err error) error {
-	if ae, ok := err.(*abi.Error); ok && len(ae.Message) > MaxGuestText {
-		return &abi.Error{Code: ae.Code, Message: clipText(ae.Message)}
+	if ae, ok := err.(*abi.Error); ok && len(ae.Message) > maxErrText {
+		return &abi.Error{Code: ae.Code, Message: clipTo(ae.Message, maxErrText)}
 	}
 	return err
 }

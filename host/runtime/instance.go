@@ -50,6 +50,11 @@ type instance struct {
 	// curDev is the device of the call in progress, for log tags.
 	curDev *device
 
+	// ioFail is the failure of the last device I/O call in the export
+	// call in progress (nil when it worked), whose cause the export's
+	// error carries (withCause).
+	ioFail error
+
 	dead   bool
 	ext    map[any]any // per-instance state of host-function extensions
 	closer []func()    // run when the instance is closed
@@ -225,6 +230,7 @@ func (in *instance) close() {
 // call runs an export under the plugin's deadline and returns the result
 // payload, which aliases guest memory until the next call.
 func (in *instance) call(export string, f api.Function) ([]byte, error) {
+	in.ioFail = nil
 	if err := in.rawCall(export, f); err != nil {
 		return nil, err
 	}
@@ -251,7 +257,7 @@ func (in *instance) call(export string, f api.Function) ([]byte, error) {
 			return nil, in.kill(export, reasonPanic, code, err)
 		}
 		// Copy the message: it aliases guest memory.
-		return nil, &abi.Error{Code: code, Message: string(bytes.Clone([]byte(err.(*abi.Error).Message)))}
+		return nil, in.withCause(&abi.Error{Code: code, Message: clipText(string(bytes.Clone([]byte(err.(*abi.Error).Message))))})
 	}
 	return payload, nil
 }

@@ -3,7 +3,11 @@ package runtime
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"strings"
+	"sync"
+	"time"
 
 	"github.com/tetratelabs/wazero/api"
 
@@ -70,24 +74,154 @@ func (in *instance) table() *hostio.Table {
 }
 
 // ioResult stores a handle, count or level in stack[0], or the negated code
-// of err. A refusal by the grants is logged and counted.
+// of err. A failure is remembered, until an I/O call works again, for the
+// error of the export call in progress (see instance.withCause) and for the
+// device's state reason; a
+// refusal by the grants is also logged, once and then summed up at most
+// every repeatEvery per device and resource, and counted.
 func (in *instance) ioResult(stack []uint64, n int32, err error, op string) {
 	if err == nil {
 		stack[0] = uint64(uint32(n))
+		// A later I/O call that works makes an earlier failure history
+		// (closing a handle after a failure does not count).
+		if op != abi.ImportIOClose {
+			in.ioFail = nil
+			if d := in.curDev; d != nil {
+				d.ioCause = ""
+			}
+		}
 		return
 	}
 	code := abi.CodeOf(err)
+	if op != abi.ImportGPIOWaitEdge || code != abi.ErrTimeout { // no edge in time is routine
+		in.ioFail = err
+		if d := in.curDev; d != nil {
+			d.ioCause = causeText(err)
+		}
+	}
 	var denied *hostio.DeniedError
 	switch {
 	case errors.As(err, &denied):
 		in.p.m.m.Denials.WithLabelValues(in.p.name, denied.Kind).Inc()
-		in.p.logs.log(in, slog.LevelWarn, "device I/O refused by grants", "op", op, "kind", denied.Kind, "resource", denied.Resource, "reason", denied.Reason)
+		dev := ""
+		if d := in.curDev; d != nil {
+			dev = d.name()
+		}
+		first, n, since := in.p.denials.note(dev + "\x00" + denied.Kind + "\x00" + denied.Resource)
+		switch {
+		case first:
+			in.p.logs.log(in, slog.LevelWarn, "device I/O refused by grants", "op", op, "kind", denied.Kind, "resource", denied.Resource, "reason", denied.Detail())
+		case n > 0:
+			in.p.logs.log(in, slog.LevelWarn, "device I/O refused by grants", "op", op, "kind", denied.Kind, "resource", denied.Resource, "reason", denied.Detail(),
+				"repeated", fmt.Sprintf("%d times in %s", n, since.Round(time.Second)))
+		}
 	case code == abi.ErrTimeout || code == abi.ErrClosed:
 		// Routine for a device that is slow or hangs up; the plugin sees it.
 	default:
 		in.logger().Debug("device I/O failed", "op", op, "code", code.String(), "err", err)
 	}
 	stack[0] = errno(code)
+}
+
+// causeText is the host's account of a failed device I/O call, as it is
+// added to errors and state reasons: "connect tcp://127.0.0.1:1502:
+// connection refused", "denied: tcp://10.0.0.5:502 is not in grants.network
+// [tcp://127.0.0.1:1502]". It is at most maxCauseText bytes.
+func causeText(err error) string {
+	var denied *hostio.DeniedError
+	var s string
+	switch {
+	case errors.As(err, &denied):
+		s = denied.Error()
+	default:
+		s = abi.MessageOf(err)
+		if s == "" {
+			s = abi.CodeOf(err).String()
+		}
+	}
+	return clipTo(s, maxCauseText)
+}
+
+// maxCauseText bounds the host's cause added to a plugin's error text.
+const maxCauseText = 512
+
+// causeFits reports whether the cause of a failed I/O call with code
+// cause explains an export's error with code got: the same code, or a
+// code a plugin gives a failed exchange with its device.
+func causeFits(got, cause abi.Code) bool {
+	if got == cause {
+		return true
+	}
+	switch got {
+	case abi.ErrInternal, abi.ErrTimeout, abi.ErrUnavailable, abi.ErrDenied,
+		abi.ErrLimit, abi.ErrClosed, abi.ErrIO:
+		return true
+	}
+	return false
+}
+
+// withCause returns the error of an export, whose message has been cut to
+// MaxGuestText already, with the host's cause of the last device I/O call
+// that failed during the export call added, so that the device status,
+// REST and the log say why ("connection refused"), not only the plugin's
+// summary of it. The plugin's code is kept.
+func (in *instance) withCause(e *abi.Error) *abi.Error {
+	if in.ioFail == nil || !causeFits(e.Code, abi.CodeOf(in.ioFail)) {
+		return e
+	}
+	cause := causeText(in.ioFail)
+	if strings.Contains(e.Message, cause) {
+		return e
+	}
+	return &abi.Error{Code: e.Code, Message: e.Message + " (host: " + cause + ")"}
+}
+
+// repeatEvery is how often a repeated warning is summed up.
+const repeatEvery = time.Minute
+
+// maxRepeatKeys bounds the warnings repeats tracks; past it, it forgets
+// them all (and logs each once more).
+const maxRepeatKeys = 1024
+
+// repeats rate-limits identical warnings: the first of each key is logged,
+// the next ones counted and summed up when one comes repeatEvery or more
+// after the last line. It is safe for concurrent use.
+type repeats struct {
+	mu   sync.Mutex
+	now  func() time.Time
+	seen map[string]*repeat
+}
+
+type repeat struct {
+	logged time.Time
+	n      int
+}
+
+func newRepeats() *repeats { return &repeats{now: time.Now, seen: map[string]*repeat{}} }
+
+// note records one occurrence of key. It reports first for the first one;
+// otherwise n > 0 when a summary of n occurrences over the last since is
+// due (the one just noted included), and n == 0 when it stays quiet.
+func (r *repeats) note(key string) (first bool, n int, since time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	e := r.seen[key]
+	if e == nil {
+		if len(r.seen) >= maxRepeatKeys {
+			clear(r.seen)
+		}
+		r.seen[key] = &repeat{logged: now}
+		return true, 0, 0
+	}
+	e.n++
+	since = now.Sub(e.logged)
+	if since < repeatEvery {
+		return false, 0, 0
+	}
+	n = e.n
+	e.n, e.logged = 0, now
+	return false, n, since
 }
 
 // guestString copies a string argument out of guest memory.

@@ -93,6 +93,7 @@ type Plugin struct {
 	kv       KV
 	m        pluginMetrics
 	logs     *logLimiter
+	denials  *repeats // rate limit of the warnings about grant refusals
 
 	initConfig []byte
 	skipInit   bool // Verify: instantiate and ask the marker only
@@ -138,6 +139,10 @@ type device struct {
 	// neighbours share restarting.
 	strikes int
 	until   time.Time
+	// ioCause is the host's text of the device's last failed I/O call,
+	// cleared by a successful one; a state reason other than online
+	// carries it (see Plugin.State).
+	ioCause string
 }
 
 // Quarantine of a device whose calls kill their instance: it doubles from
@@ -194,6 +199,7 @@ func (e *Engine) load(ctx context.Context, cfg Config, skipInit bool) (*Plugin, 
 		closed:     make(chan struct{}),
 	}
 	p.logs = newLogLimiter(p, cfg.LogBytesPerSecond)
+	p.denials = newRepeats()
 	p.stopCtx, p.stop = context.WithCancel(context.Background())
 	if len(p.initConfig) == 0 {
 		p.initConfig = []byte("{}")

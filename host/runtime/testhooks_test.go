@@ -10,3 +10,12 @@ func SetFailuresForTest(p *Plugin, failures int, last time.Time) {
 	defer p.poolMu.Unlock()
 	p.failures, p.lastFail = failures, last
 }
+
+// SetDenialClockForTest sets the clock of the rate limit of the plugin's
+// grant-refusal warnings, so that tests reach its summaries without
+// waiting a minute.
+func SetDenialClockForTest(p *Plugin, now func() time.Time) {
+	p.denials.mu.Lock()
+	defer p.denials.mu.Unlock()
+	p.denials.now = now
+}

@@ -40,7 +40,7 @@ func TestPushInspectPullTagLs(t *testing.T) {
 	plugin := testenv.Plugin(t, "virtual")
 	pw := regtest.Password + "\n"
 	ref := r.Addr + "/plugins/virtual:v1"
-	out, err := run(t, pw, append([]string{"push", plugin, ref, "--protocol", "virtual", "--grant", "tcp:127.0.0.1:502"}, creds()...)...)
+	out, err := run(t, pw, append([]string{"push", plugin, ref, "--protocol", "virtual", "--grant", "tcp://127.0.0.1:502"}, creds()...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +57,7 @@ func TestPushInspectPullTagLs(t *testing.T) {
 		t.Fatalf("%v: %s", err, out)
 	}
 	if !in.Plugin || in.Reference != pinned || in.Metadata.ABIMajor != 1 ||
-		strings.Join(in.Metadata.Protocols, ",") != "virtual" || strings.Join(in.Metadata.Grants, ",") != "tcp:127.0.0.1:502" {
+		strings.Join(in.Metadata.Protocols, ",") != "virtual" || strings.Join(in.Metadata.Grants, ",") != "tcp://127.0.0.1:502" {
 		t.Fatalf("inspect: %+v", in)
 	}
 	dst := filepath.Join(t.TempDir(), "got.wasm")

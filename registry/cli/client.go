@@ -15,6 +15,10 @@ import (
 	"github.com/spf13/pflag"
 	"oras.land/oras-go/v2/registry"
 
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/host/hostio"
 	"wapper.dev/wapper/registry/artifact"
 	"wapper.dev/wapper/registry/client"
 	"wapper.dev/wapper/registry/modcheck"
@@ -66,6 +70,7 @@ func pushCmd() *cobra.Command {
 		meta       artifact.Metadata
 		schemaFile string
 		noCheck    bool
+		createdArg string
 	)
 	c := &cobra.Command{
 		Use:   "push FILE.wasm REF",
@@ -74,7 +79,11 @@ func pushCmd() *cobra.Command {
 OCI registry as a Wasm OCI artifact (see registry/FORMAT.md). REF is
 HOST[:PORT]/REPO[:TAG]; the tag defaults to "latest". The ABI version and the
 module's exports and imports are read from the module itself; the protocols it
-provides and the grants it asks for come from --protocol and --grant.`,
+provides (at least one) and the grants it asks for come from --protocol and
+--grant. Grants are checked with the host's own parser.
+
+The same module and flags always give the same manifest digest: no creation
+time is written unless --created gives one.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			wasm, err := os.ReadFile(args[0])
@@ -92,6 +101,15 @@ provides and the grants it asks for come from --protocol and --grant.`,
 				}
 				m.ConfigSchema = compactJSON(s)
 			}
+			var created time.Time
+			if createdArg != "" {
+				if created, err = time.Parse(time.RFC3339, createdArg); err != nil {
+					return fmt.Errorf("--created %q: want an RFC 3339 time such as 2026-01-02T15:04:05Z", createdArg)
+				}
+			}
+			if _, err := hostio.GrantsFromList(m.Grants); err != nil { // before the slower module check
+				return grantsError(err)
+			}
 			if !noCheck {
 				got, err := Checker(cmd.Context(), wasm)
 				if err != nil {
@@ -99,7 +117,10 @@ provides and the grants it asks for come from --protocol and --grant.`,
 				}
 				m = got.Merge(m)
 			}
-			b, err := artifact.Build(wasm, m, time.Now())
+			if err := checkPluginMeta(m); err != nil {
+				return err
+			}
+			b, err := artifact.Build(wasm, m, created)
 			if err != nil {
 				return fmt.Errorf("%s: %w", args[0], err)
 			}
@@ -121,7 +142,31 @@ provides and the grants it asks for come from --protocol and --grant.`,
 	c.Flags().StringArrayVar(&meta.Grants, "grant", nil, "grant the plugin asks for, in MapperPlugin syntax (repeatable)")
 	c.Flags().StringVar(&schemaFile, "config-schema", "", "JSON schema file of the plugin config")
 	c.Flags().BoolVar(&noCheck, "no-check", false, "skip the loader checks (for modules that are not wapper plugins)")
+	c.Flags().StringVar(&createdArg, "created", "", "creation time to record (RFC 3339); by default none, so that pushing the same module and flags again gives the same digest")
 	return c
+}
+
+// checkPluginMeta refuses what a MapperPlugin made from the artifact could
+// not use: no protocol, a protocol name the MapperPlugin API refuses, or a
+// grant the host's grants parser refuses.
+func checkPluginMeta(m artifact.Metadata) error {
+	if len(m.Protocols) == 0 {
+		return errors.New("no protocol: pass --protocol NAME (repeatable), the KubeEdge protocol the plugin provides, as DeviceModels name it in spec.protocol; it becomes the MapperPlugin's spec.protocols")
+	}
+	spec := v1alpha1.MapperPluginSpec{Protocols: m.Protocols}
+	for _, e := range spec.Validate(field.NewPath("spec")) {
+		if strings.HasPrefix(e.Field, "spec.protocols") {
+			return fmt.Errorf("--protocol: %s (it becomes the MapperPlugin's spec.protocols)", e.ErrorBody())
+		}
+	}
+	if _, err := hostio.GrantsFromList(m.Grants); err != nil {
+		return grantsError(err)
+	}
+	return nil
+}
+
+func grantsError(err error) error {
+	return fmt.Errorf("--grant: %w (grants use MapperPlugin syntax: tcp://HOST:PORT or udp://HOST:PORT, an absolute serial device path glob, or a GPIO line name)", err)
 }
 
 func compactJSON(b []byte) json.RawMessage {

@@ -70,6 +70,22 @@ type Options struct {
 	Progress io.Writer
 	// Logger receives transfer logs; nil means slog.Default().
 	Logger *slog.Logger
+	// FlagPrefix is what the command's registry flags start with after
+	// "--", for the hints in errors: empty for wapper's own --plain-http
+	// and --ca-file, "registry-" for wapper-host's and wapper-cloud's
+	// --registry-plain-http and --registry-ca-file.
+	FlagPrefix string
+}
+
+// flag names one of the command's registry flags, such as --plain-http.
+func (o Options) flag(name string) string { return "--" + o.FlagPrefix + name }
+
+// credentialsHint says how to give credentials for host.
+func (o Options) credentialsHint(host string) string {
+	if o.FlagPrefix == "" {
+		return "pass --username/--password or log in so the docker config file has credentials for " + host
+	}
+	return "log in (docker login " + host + ") so the docker config file the command reads has credentials for it"
 }
 
 // Client talks to OCI registries.
@@ -115,7 +131,11 @@ func New(opts Options) (*Client, error) {
 			st, err = credentials.NewStoreFromDocker(credentials.StoreOptions{})
 		}
 		if err != nil {
-			return nil, fmt.Errorf("read docker config for credentials: %w (fix the file or pass --username/--password)", err)
+			hint := "fix the file or pass --username/--password"
+			if opts.FlagPrefix != "" {
+				hint = "fix the file"
+			}
+			return nil, fmt.Errorf("read docker config for credentials: %w (%s)", err, hint)
 		}
 		c.cred = credentials.Credential(st)
 	}
@@ -142,7 +162,7 @@ func (c *Client) repo(ref string) (*remote.Repository, registry.Reference, error
 		return nil, r, fmt.Errorf("reference %q: %w (want HOST[:PORT]/REPO[:TAG|@DIGEST])", ref, err)
 	}
 	if c.opts.PlainHTTP && !IsLoopback(r.Registry) {
-		return nil, r, fmt.Errorf("--plain-http is allowed only for loopback registries, not %s: use TLS (with --ca-file for a private CA)", r.Registry)
+		return nil, r, fmt.Errorf("%s is allowed only for loopback registries, not %s: use TLS (with %s for a private CA)", c.opts.flag("plain-http"), r.Registry, c.opts.flag("ca-file"))
 	}
 	repo, err := remote.NewRepository(r.Registry + "/" + r.Repository)
 	if err != nil {
@@ -164,7 +184,7 @@ func (c *Client) wrap(what, host string, err error) error {
 	switch {
 	case errors.Is(err, auth.ErrBasicCredentialNotFound),
 		errors.As(err, &resp) && resp.StatusCode == http.StatusUnauthorized:
-		return fmt.Errorf("%s: %w (pass --username/--password or log in so the docker config file has credentials for %s)", what, err, host)
+		return fmt.Errorf("%s: %w (%s)", what, err, c.opts.credentialsHint(host))
 	case errors.As(err, &resp) && resp.StatusCode == http.StatusForbidden:
 		return fmt.Errorf("%s: %w (the credential for %s may not do this)", what, err, host)
 	case errors.Is(err, errdef.ErrNotFound), errors.As(err, &resp) && resp.StatusCode == http.StatusNotFound:
@@ -172,7 +192,7 @@ func (c *Client) wrap(what, host string, err error) error {
 	case errors.As(err, &ue):
 		hint := "check the address and that the registry runs"
 		if strings.Contains(err.Error(), "server gave HTTP response to HTTPS client") {
-			hint = "the registry speaks plain HTTP: pass --plain-http (loopback only)"
+			hint = "the registry speaks plain HTTP: pass " + c.opts.flag("plain-http") + " (loopback only)"
 		}
 		return fmt.Errorf("%s: %w: %s: %v (%s)", what, ErrUnreachable, host, err, hint)
 	}

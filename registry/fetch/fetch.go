@@ -118,7 +118,8 @@ func pull(ctx context.Context, cl *client.Client, ref string, want digest.Digest
 	}
 	// want may be the module's own digest: pull the reference and compare.
 	if r.Reference == "" || strings.Contains(r.Reference, ":") {
-		return nil, err
+		return nil, fmt.Errorf("%w (%s is not a manifest in %s/%s; without a tag in the image, the pinned digest must be the manifest digest that `wapper push` printed, or add the tag to pin the module's own digest)",
+			err, want, r.Registry, r.Repository)
 	}
 	return cl.Pull(ctx, ref)
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -131,5 +132,22 @@ func TestCorruptCacheIsRefetched(t *testing.T) {
 	got, err := fetch.Module(ctx, addr+"/plugins/virtual:v1", b.ManifestDesc.Digest, cache, opts())
 	if err != nil || !bytes.Equal(got, b.Wasm) {
 		t.Fatalf("refetch: %v", err)
+	}
+}
+
+// TestModuleDigestNeedsATag: the module's own digest can pin an image only
+// through a tag; without one the refusal says which digest to pin instead.
+func TestModuleDigestNeedsATag(t *testing.T) {
+	addr, b := setup(t)
+	_, err := fetch.Module(context.Background(), addr+"/plugins/virtual", b.WasmDesc.Digest, t.TempDir(), opts())
+	if !errors.Is(err, client.ErrNotFound) || !strings.Contains(err.Error(), "manifest digest that `wapper push` printed") || !strings.Contains(err.Error(), "add the tag") {
+		t.Fatalf("module digest with an untagged image: %v", err)
+	}
+	// With the tag it loads, and so does the manifest digest without one.
+	if _, err := fetch.Module(context.Background(), addr+"/plugins/virtual:v1", b.WasmDesc.Digest, t.TempDir(), opts()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fetch.Module(context.Background(), addr+"/plugins/virtual", b.ManifestDesc.Digest, t.TempDir(), opts()); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -112,7 +112,7 @@ func serve(ctx context.Context, args []string) error {
 	if *hosts != "" {
 		cfg.TLSHosts = strings.Split(*hosts, ",")
 	}
-	cfg.Fetch = fetch.Options{Client: client.Options{PlainHTTP: *plainHTTP, Insecure: *insecure, CAFile: *regCA}}
+	cfg.Fetch = fetch.Options{Client: client.Options{PlainHTTP: *plainHTTP, Insecure: *insecure, CAFile: *regCA, FlagPrefix: "registry-"}}
 	cfg.Status.QPS, cfg.Status.Burst, cfg.Status.FlushInterval, cfg.Status.Workers = float32(*qps), *burst, *flush, *sworkers
 	cfg.Hub.Window, cfg.Hub.BatchSize = *window, *batch
 	return server.Run(ctx, cfg)

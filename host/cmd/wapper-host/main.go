@@ -11,10 +11,12 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -70,6 +72,12 @@ func main() {
 }
 
 func command() *cobra.Command {
+	cmd, _ := newCommand()
+	return cmd
+}
+
+// newCommand returns the command and the options its flags set.
+func newCommand() (*cobra.Command, *options) {
 	var o options
 	cmd := &cobra.Command{
 		Use:           "wapper-host",
@@ -105,13 +113,14 @@ func command() *cobra.Command {
 	f.BoolVar(&o.pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on --http-listen")
 	f.DurationVar(&o.flushInterval, "flush-interval", 2*time.Second, "how often reported values are saved to the state database")
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "after SIGINT or SIGTERM, how long to wait for devices, plugins and saves to finish before exiting anyway; a second signal exits at once")
+	o.registry.FlagPrefix = "registry-" // errors name --registry-plain-http, not wapper's --plain-http
 	f.BoolVar(&o.registry.PlainHTTP, "registry-plain-http", false, "pull spec.module.image over plain HTTP (loopback registries only)")
 	f.StringVar(&o.registry.CAFile, "registry-ca-file", "", "PEM certificates to trust for OCI registries")
 	f.StringVar(&o.registry.DockerConfig, "registry-config", "", "docker config file with registry credentials (default: $DOCKER_CONFIG/config.json or ~/.docker/config.json)")
 	addDMIFlags(f, &o.dmi)
 	addCloudFlags(f, &o.cloud)
 	addSecurityFlags(f, &o.sec)
-	return cmd
+	return cmd, &o
 }
 
 // applyConfigFile sets every flag not given on the command line from the
@@ -272,17 +281,7 @@ func run(o options) error {
 		defer srv.Close()
 	}
 	if o.manifests != "" {
-		applyManifests := func(set *manifest.Set) {
-			problems.Set(set.Problems)
-			for _, p := range set.Problems {
-				log.Error("bad manifest", "file", p.File, "doc", p.Doc, "kind", p.Kind, "name", p.Name, "field", p.Field, "reason", p.Reason)
-			}
-			err := mgr.Apply(ctx, "manifests", devices.ResourceSet{Devices: set.Devices, Models: set.Models, Plugins: set.Plugins})
-			if err != nil {
-				log.Error("manifests partly refused", "err", err)
-			}
-			log.Info("manifests applied", "devices", len(set.Devices), "models", len(set.Models), "plugins", len(set.Plugins), "problems", len(set.Problems))
-		}
+		applyManifests := func(set *manifest.Set) { applyManifestSet(ctx, mgr, set, problems, log) }
 		set, err := manifest.Load(o.manifests)
 		if err != nil {
 			log.Error("manifests not loaded; running on saved state", "err", err)
@@ -312,4 +311,51 @@ func run(o options) error {
 	log.Info("wapper-host running", "state-dir", o.stateDir, "manifests", o.manifests, "plugin-dir", pluginDir)
 	<-ctx.Done() // handleSignals logs the signal
 	return nil
+}
+
+// manifestsSource is the device manager's source name of the manifests
+// folder.
+const manifestsSource = "manifests"
+
+// applyManifestSet applies what the manifests folder holds and logs a
+// summary whose problems count everything that is not running as written:
+// documents that did not load, objects refused, MapperPlugins that failed
+// to load (a module file missing, a pull that failed) and devices in error.
+func applyManifestSet(ctx context.Context, mgr *devices.Manager, set *manifest.Set, problems *rest.Problems, log *slog.Logger) {
+	problems.Set(set.Problems)
+	for _, p := range set.Problems {
+		log.Error("bad manifest", "file", p.File, "doc", p.Doc, "kind", p.Kind, "name", p.Name, "field", p.Field, "reason", p.Reason)
+	}
+	err := mgr.Apply(ctx, manifestsSource, devices.ResourceSet{Devices: set.Devices, Models: set.Models, Plugins: set.Plugins})
+	if err != nil {
+		log.Error("manifests partly refused", "err", err)
+	}
+	n := len(set.Problems)
+	var failedPlugins []string
+	devicesInError := 0
+	for _, p := range mgr.Problems() {
+		if p.Source != manifestsSource {
+			continue
+		}
+		n++
+		switch p.Kind {
+		case devices.KindMapperPlugin:
+			failedPlugins = append(failedPlugins, p.Name)
+		case devices.KindDevice:
+			devicesInError++
+		}
+	}
+	args := []any{"devices", len(set.Devices), "models", len(set.Models), "plugins", len(set.Plugins), "problems", n}
+	if len(failedPlugins) > 0 {
+		args = append(args, "failed-plugins", strings.Join(failedPlugins, ","))
+	}
+	if devicesInError > 0 {
+		args = append(args, "devices-in-error", devicesInError)
+	}
+	if n > 0 {
+		args = append(args, "see", "GET /api/v1/manifests/errors and the errors above")
+		log.Warn("manifests applied", args...)
+		return
+	}
+	log.Info("manifests applied", args...)
 }

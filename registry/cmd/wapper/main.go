@@ -23,7 +23,7 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.AddCommand(cli.Commands()...)
-	root.AddCommand(plugincli.Command(plugincli.TestCommand()))
+	root.AddCommand(plugincli.Command(plugincli.TestCommand(), plugincli.NewCommand(), plugincli.RunCommand()))
 	if err := root.ExecuteContext(context.Background()); err != nil {
 		fmt.Fprintln(os.Stderr, "wapper:", err)
 		os.Exit(1)

@@ -1,0 +1,3 @@
+module tcp-instrument-sim
+
+go 1.26

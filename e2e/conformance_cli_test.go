@@ -1,8 +1,9 @@
 package e2e
 
-// `bin/wapper plugin test` as a plugin author runs it: a real process on
-// both SDK builds of the conformance plugin, and on a plugin that is not
-// one, which must fail with a non-zero exit.
+// `bin/wapper plugin conformance` as an SDK author runs it: a real process
+// on both SDK builds of the conformance plugin, and on a plugin that is
+// not one, which is sent to `plugin test` with a non-zero exit (and fails
+// the cases with --force).
 
 import (
 	"errors"
@@ -16,7 +17,7 @@ import (
 func wapperPluginTest(t *testing.T, args ...string) (string, int) {
 	t.Helper()
 	bin := testenv.Artifact(t, "wapper")
-	out, err := exec.Command(bin, append([]string{"plugin", "test"}, args...)...).CombinedOutput()
+	out, err := exec.Command(bin, append([]string{"plugin", "conformance"}, args...)...).CombinedOutput()
 	var exit *exec.ExitError
 	switch {
 	case err == nil:
@@ -44,8 +45,12 @@ func TestWapperPluginTestCLI(t *testing.T) {
 			t.Errorf("%s: exit %d:\n%s", plugin, code, out)
 		}
 	}
-	out, code := wapperPluginTest(t, "--run", "values,poll", testenv.TestPlugin(t, "faulty"))
-	if code == 0 || !strings.Contains(out, "FAIL  poll") || !strings.Contains(out, "conformance cases failed") {
+	out, code := wapperPluginTest(t, testenv.TestPlugin(t, "faulty"))
+	if code == 0 || !strings.Contains(out, "is not a conformance plugin") || !strings.Contains(out, "wapper plugin test") {
 		t.Fatalf("faulty plugin: exit %d\n%s", code, out)
+	}
+	out, code = wapperPluginTest(t, "--force", "--run", "values,poll", testenv.TestPlugin(t, "faulty"))
+	if code == 0 || !strings.Contains(out, "FAIL  poll") || !strings.Contains(out, "conformance cases failed") {
+		t.Fatalf("faulty plugin with --force: exit %d\n%s", code, out)
 	}
 }

@@ -4,8 +4,15 @@
 //
 // The same cases, with the same expectations, run against every SDK's build
 // of the conformance plugin (bin/testplugins/conformance.wasm from sdk-go,
-// bin/testplugins/conformance-rust.wasm from sdk-rust). Plugin authors run
-// it on their own SDK build with `wapper plugin test FILE.wasm`.
+// bin/testplugins/conformance-rust.wasm from sdk-rust). SDK authors run it
+// on their own SDK's build with `wapper plugin conformance FILE.wasm`,
+// which first asks [Detect] whether the module is a conformance plugin at
+// all.
+//
+// [RunNeutral] is the other half: plugin-neutral checks that hold for any
+// plugin (`wapper plugin test FILE.wasm`), such as clean errors for
+// garbage, memory that does not grow over add/read/remove cycles, and the
+// author's own device read once.
 //
 // It covers the required exports, alloc/free discipline (guest memory does
 // not grow with the number of calls, buffers are freed, live buffers do not
@@ -93,6 +100,9 @@ type Result struct {
 	Doc string
 	// Passed is false when any check failed.
 	Passed bool
+	// Skipped is set when the check could not run here (Notes say why);
+	// a skipped check counts as passed.
+	Skipped bool
 	// Failures lists what went wrong, in order; Notes what was measured.
 	Failures []string
 	Notes    []string
@@ -107,6 +117,8 @@ type Report struct {
 	Module *runtime.ModuleInfo
 	// Results holds one entry per case run, in suite order.
 	Results []Result
+	// unit names the entries in the summary line ("cases" when empty).
+	unit string
 }
 
 // Passed reports whether every case passed (and at least one ran).
@@ -138,14 +150,26 @@ func (r Report) WriteText(w io.Writer) {
 	case m.ABIMajor == 0:
 		fmt.Fprintf(w, "module: %d bytes, no wapper ABI marker\n", m.Size)
 	default:
-		fmt.Fprintf(w, "module: %d bytes, ABI v%d, optional exports: %s\n", m.Size, m.ABIMajor, strings.Join(m.Optional, ", "))
+		opt := strings.Join(m.Optional, ", ")
+		if opt == "" {
+			opt = "none"
+		}
+		fmt.Fprintf(w, "module: %d bytes, ABI v%d, optional exports: %s\n", m.Size, m.ABIMajor, opt)
 	}
-	failed := 0
+	unit := r.unit
+	if unit == "" {
+		unit = "cases"
+	}
+	failed, skipped := 0, 0
 	for _, c := range r.Results {
 		mark := "PASS"
-		if !c.Passed {
+		switch {
+		case !c.Passed:
 			mark = "FAIL"
 			failed++
+		case c.Skipped:
+			mark = "SKIP"
+			skipped++
 		}
 		fmt.Fprintf(w, "%s  %-22s %6s  %s\n", mark, c.Name, c.Duration.Round(time.Millisecond), c.Doc)
 		for _, f := range c.Failures {
@@ -155,11 +179,14 @@ func (r Report) WriteText(w io.Writer) {
 			fmt.Fprintf(w, "        · %s\n", indent(n))
 		}
 	}
-	if failed == 0 && len(r.Results) > 0 {
-		fmt.Fprintf(w, "ok: all %d cases passed\n", len(r.Results))
-		return
+	switch {
+	case failed == 0 && skipped > 0:
+		fmt.Fprintf(w, "ok: %d %s passed, %d skipped\n", len(r.Results)-skipped, unit, skipped)
+	case failed == 0 && len(r.Results) > 0:
+		fmt.Fprintf(w, "ok: all %d %s passed\n", len(r.Results), unit)
+	default:
+		fmt.Fprintf(w, "FAILED: %d of %d %s\n", failed, len(r.Results), unit)
 	}
-	fmt.Fprintf(w, "FAILED: %d of %d cases\n", failed, len(r.Results))
 }
 
 func indent(s string) string { return strings.ReplaceAll(s, "\n", "\n          ") }
@@ -241,6 +268,13 @@ func (t *caseRun) Errorf(format string, args ...any) {
 // Fatalf records a failure and ends the case.
 func (t *caseRun) Fatalf(format string, args ...any) {
 	t.Errorf(format, args...)
+	panic(errFatal)
+}
+
+// Skipf marks the case skipped, saying why, and ends it.
+func (t *caseRun) Skipf(format string, args ...any) {
+	t.res.Skipped = true
+	t.Notef(format, args...)
 	panic(errFatal)
 }
 

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -96,15 +97,7 @@ func TestOnly(t *testing.T) {
 // conformance plugin built with -tags leak hoards every written value and
 // removed device.
 func TestMemoryCasesCatchLeaks(t *testing.T) {
-	gobin := testenv.Bin(t, "go")
-	out := filepath.Join(t.TempDir(), "leaky.wasm")
-	cmd := exec.Command(gobin, "build", "-tags", "leak", "-buildmode=c-shared", "-o", out, "./conformance")
-	cmd.Dir = filepath.Join(testenv.Root(), "abi/testdata/plugins")
-	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build the leaky plugin: %v\\n%s", err, b)
-	}
-	wasm, err := os.ReadFile(out)
+	wasm, err := os.ReadFile(leakyPlugin(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,4 +111,42 @@ func TestMemoryCasesCatchLeaks(t *testing.T) {
 			t.Errorf("case %s: passed = %v on the leaky plugin\\n%s", r.Name, r.Passed, text.String())
 		}
 	}
+}
+
+var leaky struct {
+	sync.Mutex
+	path string
+}
+
+// leakyPlugin builds the Go conformance plugin with -tags leak once per
+// test binary and returns its path.
+func leakyPlugin(t *testing.T) string {
+	t.Helper()
+	leaky.Lock()
+	defer leaky.Unlock()
+	if leaky.path != "" {
+		return leaky.path
+	}
+	gobin := testenv.Bin(t, "go")
+	dir, err := os.MkdirTemp("", "leaky-plugin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "leaky.wasm")
+	cmd := exec.Command(gobin, "build", "-tags", "leak", "-buildmode=c-shared", "-o", out, "./conformance")
+	cmd.Dir = filepath.Join(testenv.Root(), "abi/testdata/plugins")
+	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build the leaky plugin: %v\n%s", err, b)
+	}
+	leaky.path = out
+	return out
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if leaky.path != "" {
+		os.RemoveAll(filepath.Dir(leaky.path))
+	}
+	os.Exit(code)
 }

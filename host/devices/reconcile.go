@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"sort"
 	"time"
 
@@ -229,6 +230,39 @@ type propConfig struct {
 // spells them (abi.ParseType also takes them in lower case).
 const propertyTypes = "INT, FLOAT, DOUBLE, STRING, BOOLEAN, BYTES, STREAM"
 
+// DescribeProperty returns the property a plugin is given (abi SPEC §8) for
+// a Device's property dp of model property mp, with the given handle: the
+// type and access mode (ReadOnly when empty) from the model, and the
+// model's visitor configData overlaid by the device's. It refuses a type
+// the ABI does not have. wapper-host and `wapper plugin test` both use it.
+func DescribeProperty(dp v1beta1.DeviceProperty, mp *v1beta1.ModelProperty, handle uint32) (abi.Property, abi.Type, error) {
+	typ, ok := abi.ParseType(string(mp.Type))
+	if !ok {
+		what := fmt.Sprintf("type %q is not supported", mp.Type)
+		if mp.Type == "" {
+			what = "has no type"
+		}
+		return abi.Property{}, 0, fmt.Errorf("property %q %s; use one of %s", dp.Name, what, propertyTypes)
+	}
+	access := string(mp.AccessMode)
+	if access == "" {
+		access = string(v1beta1.ReadOnly)
+	}
+	visitor := map[string]any{}
+	if mp.Visitors != nil && mp.Visitors.ConfigData != nil {
+		maps.Copy(visitor, mp.Visitors.ConfigData.Data)
+	}
+	if dp.Visitors.ConfigData != nil {
+		maps.Copy(visitor, dp.Visitors.ConfigData.Data)
+	}
+	p := abi.Property{Handle: handle, Name: dp.Name, Type: typ.String(), AccessMode: access,
+		Minimum: mp.Minimum, Maximum: mp.Maximum, Unit: mp.Unit, CollectCycle: dp.CollectCycle, ReportCycle: dp.ReportCycle}
+	if len(visitor) > 0 {
+		p.Visitor, _ = json.Marshal(visitor)
+	}
+	return p, typ, nil
+}
+
 func (m *Manager) plan(d *device, od ownedDevice, models map[string]*v1beta1.DeviceModel, plugins map[string]*pluginEntry) (cfg config) {
 	dv := od.dev
 	cfg = config{source: od.source, dev: dv, state: m.opts.StateCycle}
@@ -324,38 +358,16 @@ func (m *Manager) plan(d *device, od ownedDevice, models map[string]*v1beta1.Dev
 		}
 		// --manifests checks the model's types when it loads; DMI and
 		// wapper-cloud do not, so every source is checked here.
-		typ, ok := abi.ParseType(string(mp.Type))
-		if !ok {
-			what := fmt.Sprintf("type %q is not supported", mp.Type)
-			if mp.Type == "" {
-				what = "has no type"
-			}
-			cfg.err = fmt.Errorf("DeviceModel %s spec.properties[%d].type: property %q %s; use one of %s", model.Name, mindex[dp.Name], dp.Name, what, propertyTypes)
+		prop, typ, err := DescribeProperty(dp, mp, d.handleFor(dp.Name))
+		if err != nil {
+			cfg.err = fmt.Errorf("DeviceModel %s spec.properties[%d].type: %v", model.Name, mindex[dp.Name], err)
 			return cfg
 		}
-		access := string(mp.AccessMode)
-		if access == "" {
-			access = string(v1beta1.ReadOnly)
-		}
-		visitor := map[string]any{}
-		if mp.Visitors != nil && mp.Visitors.ConfigData != nil {
-			for k, v := range mp.Visitors.ConfigData.Data {
-				visitor[k] = v
-			}
-		}
-		if dp.Visitors.ConfigData != nil {
-			for k, v := range dp.Visitors.ConfigData.Data {
-				visitor[k] = v
-			}
-		}
+		access := prop.AccessMode
 		pc := propConfig{
-			Property: abi.Property{Handle: d.handleFor(dp.Name), Name: dp.Name, Type: typ.String(), AccessMode: access,
-				Minimum: mp.Minimum, Maximum: mp.Maximum, Unit: mp.Unit, CollectCycle: dp.CollectCycle, ReportCycle: dp.ReportCycle},
-			typ: typ, collect: m.opts.DefaultCollectCycle, report: m.opts.DefaultReportCycle,
+			Property: prop,
+			typ:      typ, collect: m.opts.DefaultCollectCycle, report: m.opts.DefaultReportCycle,
 			push: dp.PushMethod, desired: dp.Desired.Value,
-		}
-		if len(visitor) > 0 {
-			pc.Visitor, _ = json.Marshal(visitor)
 		}
 		if dp.CollectCycle > 0 {
 			pc.collect = time.Duration(dp.CollectCycle) * time.Millisecond

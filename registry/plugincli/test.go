@@ -14,6 +14,7 @@ import (
 
 	"wapper.dev/wapper/abi"
 	"wapper.dev/wapper/host/conformance"
+	"wapper.dev/wapper/host/devices"
 	"wapper.dev/wapper/host/manifest"
 )
 
@@ -163,30 +164,9 @@ func describe(set *manifest.Set, dv *v1beta1.Device) (abi.Device, error) {
 		if j < 0 {
 			return d, fmt.Errorf("Device %s: property %q is not in DeviceModel %s", dv.Name, dp.Name, model.Name)
 		}
-		mp := model.Spec.Properties[j]
-		typ, ok := abi.ParseType(string(mp.Type))
-		if !ok {
-			return d, fmt.Errorf("DeviceModel %s: property %q has type %q", model.Name, mp.Name, mp.Type)
-		}
-		access := string(mp.AccessMode)
-		if access == "" {
-			access = string(v1beta1.ReadOnly)
-		}
-		visitor := map[string]any{}
-		if mp.Visitors != nil && mp.Visitors.ConfigData != nil {
-			for k, v := range mp.Visitors.ConfigData.Data {
-				visitor[k] = v
-			}
-		}
-		if dp.Visitors.ConfigData != nil {
-			for k, v := range dp.Visitors.ConfigData.Data {
-				visitor[k] = v
-			}
-		}
-		p := abi.Property{Handle: uint32(i), Name: dp.Name, Type: typ.String(), AccessMode: access, Minimum: mp.Minimum,
-			Maximum: mp.Maximum, Unit: mp.Unit, CollectCycle: dp.CollectCycle, ReportCycle: dp.ReportCycle}
-		if len(visitor) > 0 {
-			p.Visitor, _ = json.Marshal(visitor)
+		p, _, err := devices.DescribeProperty(dp, &model.Spec.Properties[j], uint32(i))
+		if err != nil {
+			return d, fmt.Errorf("DeviceModel %s: %w", model.Name, err)
 		}
 		d.Properties = append(d.Properties, p)
 	}

@@ -1,3 +1,0 @@
-module tcp-instrument-sim
-
-go 1.26

@@ -239,6 +239,13 @@ func inspect(info *ModuleInfo, compiled wazero.CompiledModule) {
 	default:
 		checkExports(info, exports)
 	}
+	if _, start := exports["_start"]; start && exports[abi.ExportInitialize] == nil {
+		// Go's default build mode: the exports would run before the Go
+		// runtime is initialized and trap (runtime.notInitialized).
+		info.Problems = append(info.Problems, "the module is a WASI command (it exports _start and no "+abi.ExportInitialize+
+			"), so its exports would run before its runtime is initialized; rebuild it as a reactor: "+
+			"GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared (Rust: crate-type = [\"cdylib\"])")
+	}
 	if _, ok := compiled.ExportedMemories()["memory"]; !ok {
 		info.Problems = append(info.Problems, `module exports no linear memory named "memory"`)
 	}

@@ -1,7 +1,8 @@
 // Package plugincli holds the plugin author's commands of the wapper CLI
-// under `wapper plugin`: inspect (the loader's verdict on a module, with
-// hints), test (plugin-neutral checks of any plugin) and conformance (the
-// ABI conformance suite, on a conformance plugin).
+// under `wapper plugin`: new (a plugin project), run (a module and its
+// devices under the host's runtime), inspect (the loader's verdict on a
+// module, with hints), test (plugin-neutral checks of any plugin) and
+// conformance (the ABI conformance suite, on a conformance plugin).
 package plugincli
 
 import (
@@ -25,7 +26,7 @@ import (
 func Command(extra ...*cobra.Command) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "plugin",
-		Short: "Check mapper plugin modules before publishing them",
+		Short: "Start, run and check mapper plugins before publishing them",
 	}
 	c.AddCommand(InspectCommand(), ConformanceCommand())
 	c.AddCommand(extra...)

@@ -1,7 +1,7 @@
-// Command wapper is the plugin author's and operator's tool: it checks
-// plugin modules (plugin inspect, plugin test), publishes and fetches them
-// (push, pull, inspect, tag, ls) and runs the embedded registry (registry
-// serve).
+// Command wapper is the plugin author's and operator's tool: it starts
+// plugin projects (plugin new), runs and checks plugin modules (plugin run,
+// inspect, test, conformance), publishes and fetches them (push, pull,
+// inspect, tag, ls) and runs the embedded registry (registry serve).
 package main
 
 import (

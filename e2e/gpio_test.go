@@ -17,7 +17,7 @@ import (
 	"periph.io/x/conn/v3/gpio/gpiotest"
 
 	"wapper.dev/wapper/abi"
-	"wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/apis/mappers/v1alpha1"
 )
 
 var gpioPins struct {

@@ -14,7 +14,7 @@ import (
 
 	"github.com/simonvetter/modbus"
 
-	"wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/apis/mappers/v1alpha1"
 	"wapper.dev/wapper/internal/testenv"
 )
 

@@ -17,7 +17,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/simonvetter/modbus"
 
-	"wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/apis/mappers/v1alpha1"
 	"wapper.dev/wapper/host/runtime"
 	"wapper.dev/wapper/internal/testenv"
 	"wapper.dev/wapper/internal/testproc"
@@ -195,7 +195,7 @@ func loadIOPlugin(t testing.TB, name string, grants v1alpha1.Grants, mod func(*r
 	}
 	rd := &readings{}
 	cfg := runtime.Config{Name: name, Wasm: wasm, Report: rd.add}
-	if err := runtime.WithGrants(&cfg, grants); err != nil {
+	if err := runtime.WithGrants(&cfg, grants.Set()); err != nil {
 		t.Fatal(err)
 	}
 	if mod != nil {

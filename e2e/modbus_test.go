@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"wapper.dev/wapper/abi"
-	"wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/apis/mappers/v1alpha1"
 	"wapper.dev/wapper/host/runtime"
 	"wapper.dev/wapper/internal/testenv"
 )

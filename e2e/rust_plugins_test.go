@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"wapper.dev/wapper/abi"
-	"wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/abi/grant"
 	"wapper.dev/wapper/host/conformance"
 	"wapper.dev/wapper/host/runtime"
 	"wapper.dev/wapper/internal/testenv"
@@ -212,7 +212,7 @@ func TestRustNMEAPluginWithGpsfake(t *testing.T) {
 	testenv.Bin(t, "gpsd")
 	p := loadRust(t, path, func(c *runtime.Config) {
 		c.Instances, c.MemoryMiB = 1, 2
-		if err := runtime.WithGrants(c, v1alpha1.Grants{Network: []string{"tcp://127.0.0.1:*"}}); err != nil {
+		if err := runtime.WithGrants(c, grant.Set{Network: []string{"tcp://127.0.0.1:*"}}); err != nil {
 			t.Fatal(err)
 		}
 	})

@@ -1,7 +1,7 @@
 # Fuzzing (issue 11): native Go fuzz targets for the ABI codecs (abi/), the
 # host's decoding of guest results and report arguments (host/runtime),
 # manifests (host/manifest), DMI conversions (host/dmi), the link protocol
-# (cloud/linkproto), the SDK's decoding of host input (sdk-go) and whatever
+# (linkproto), the SDK's decoding of host input (sdk-go) and whatever
 # else defines a Fuzz function. Their seed corpora (f.Add and
 # testdata/fuzz/) run in plain `go test`, so `make test` covers them.
 #

@@ -32,8 +32,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 
-	mappersv1alpha1 "wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
-	"wapper.dev/wapper/cloud/linkproto"
+	mappersv1alpha1 "wapper.dev/wapper/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/linkproto"
 )
 
 // Hub is what the controller needs of the hub.

@@ -14,7 +14,7 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"wapper.dev/wapper/cloud/controller"
-	"wapper.dev/wapper/cloud/linkproto"
+	"wapper.dev/wapper/linkproto"
 	"wapper.dev/wapper/internal/k8stest"
 )
 

@@ -24,7 +24,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"wapper.dev/wapper/cloud/linkproto"
+	"wapper.dev/wapper/linkproto"
 )
 
 // Authenticator checks a node's bearer token.

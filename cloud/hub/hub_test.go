@@ -14,7 +14,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"wapper.dev/wapper/cloud/hub"
-	"wapper.dev/wapper/cloud/linkproto"
+	"wapper.dev/wapper/linkproto"
 )
 
 // start serves a hub over TLS with two nodes' tokens.

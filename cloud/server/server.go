@@ -26,7 +26,7 @@ import (
 	"wapper.dev/wapper/cloud/certs"
 	"wapper.dev/wapper/cloud/controller"
 	"wapper.dev/wapper/cloud/hub"
-	"wapper.dev/wapper/cloud/linkproto"
+	"wapper.dev/wapper/linkproto"
 	"wapper.dev/wapper/cloud/modules"
 	"wapper.dev/wapper/cloud/nodeauth"
 	"wapper.dev/wapper/cloud/status"

@@ -15,7 +15,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
-	"wapper.dev/wapper/cloud/linkproto"
+	"wapper.dev/wapper/linkproto"
 	"wapper.dev/wapper/cloud/status"
 	"wapper.dev/wapper/deploy/crds"
 	"wapper.dev/wapper/internal/k8stest"

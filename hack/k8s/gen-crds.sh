@@ -4,7 +4,7 @@
 # module proxy with `go run`).
 #
 #   - mappers.wapper.dev_mapperplugins.yaml comes from
-#     cloud/apis/mappers/v1alpha1 and its kubebuilder markers.
+#     apis/mappers/v1alpha1 and its kubebuilder markers.
 #   - devices.kubeedge.io_{devices,devicemodels,devicestatuses}.yaml come
 #     from KubeEdge's own types, github.com/kubeedge/api/apis/devices/v1beta1
 #     at the version in go.mod. Those types carry no groupName or root-object
@@ -13,7 +13,7 @@
 #     status subresource: KubeEdge writes Device status with plain patches.
 #
 # Usage: gen-crds.sh [OUTDIR]. With the default OUTDIR (deploy/crds) it also
-# rewrites cloud/apis/mappers/v1alpha1/zz_generated.deepcopy.go; with another
+# rewrites apis/mappers/v1alpha1/zz_generated.deepcopy.go; with another
 # OUTDIR it only writes CRDs there (deploy/crds/crds_test.go uses that to
 # check that the committed files are current).
 set -euo pipefail
@@ -25,9 +25,9 @@ CG=(go run "sigs.k8s.io/controller-tools/cmd/controller-gen@$CONTROLLER_TOOLS_VE
 
 # 1. MapperPlugin: deepcopy and CRD.
 if [ "$OUT" = deploy/crds ]; then
-  "${CG[@]}" object paths=./cloud/apis/mappers/v1alpha1
+  "${CG[@]}" object paths=./apis/mappers/v1alpha1
 fi
-"${CG[@]}" crd:crdVersions=v1 paths=./cloud/apis/mappers/v1alpha1 output:crd:dir="$OUT"
+"${CG[@]}" crd:crdVersions=v1 paths=./apis/mappers/v1alpha1 output:crd:dir="$OUT"
 
 # 2. KubeEdge devices.kubeedge.io/v1beta1, from a marked-up copy inside this
 # module (so that its imports resolve against go.mod).

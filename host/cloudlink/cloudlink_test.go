@@ -21,9 +21,9 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
-	mappersv1alpha1 "wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
+	mappersv1alpha1 "wapper.dev/wapper/apis/mappers/v1alpha1"
 	"wapper.dev/wapper/cloud/certs"
-	"wapper.dev/wapper/cloud/linkproto"
+	"wapper.dev/wapper/linkproto"
 	"wapper.dev/wapper/cloud/nodeauth"
 	"wapper.dev/wapper/cloud/server"
 	"wapper.dev/wapper/host/cloudlink"
@@ -586,7 +586,7 @@ func must(t *testing.T, err error) {
 // not link client-go.
 func TestNoClientGo(t *testing.T) {
 	goBin := testenv.Bin(t, "go")
-	for _, pkg := range []string{"wapper.dev/wapper/host/cloudlink", "wapper.dev/wapper/cloud/linkproto"} {
+	for _, pkg := range []string{"wapper.dev/wapper/host/cloudlink", "wapper.dev/wapper/linkproto"} {
 		out, err := exec.Command(goBin, "list", "-deps", pkg).CombinedOutput()
 		if err != nil {
 			t.Fatalf("go list: %v\n%s", err, out)

@@ -37,8 +37,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 
-	mappersv1alpha1 "wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
-	"wapper.dev/wapper/cloud/linkproto"
+	mappersv1alpha1 "wapper.dev/wapper/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/linkproto"
 )
 
 // Source is the source name the link's objects carry in the device manager.

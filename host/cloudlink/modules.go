@@ -11,8 +11,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	mappersv1alpha1 "wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
-	"wapper.dev/wapper/cloud/linkproto"
+	mappersv1alpha1 "wapper.dev/wapper/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/linkproto"
 )
 
 // ModuleResolver returns the wasm module of a MapperPlugin (the device

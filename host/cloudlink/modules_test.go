@@ -13,8 +13,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	mappersv1alpha1 "wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
-	"wapper.dev/wapper/cloud/linkproto"
+	mappersv1alpha1 "wapper.dev/wapper/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/linkproto"
 	"wapper.dev/wapper/cloud/server"
 	"wapper.dev/wapper/host/cloudlink"
 	"wapper.dev/wapper/internal/testenv"

@@ -7,7 +7,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"wapper.dev/wapper/cloud/linkproto"
+	"wapper.dev/wapper/linkproto"
 )
 
 // Buckets in the host's bbolt database.

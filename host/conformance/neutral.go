@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"wapper.dev/wapper/abi"
-	"wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/apis/mappers/v1alpha1"
 	"wapper.dev/wapper/host/runtime"
 )
 
@@ -241,7 +241,7 @@ func (n *neutral) checkModule(t *caseRun) {
 func (n *neutral) checkLoad(t *caseRun) {
 	cfg := runtime.Config{Name: "plugin-test", Wasm: n.wasm, PluginConfig: n.opts.Config, KV: &MemKV{}, Report: func(runtime.Reading) {},
 		Instances: 1, MemoryMiB: n.opts.MemoryMiB, CallTimeout: n.opts.CallTimeout}
-	if err := runtime.WithGrants(&cfg, n.opts.Grants); err != nil {
+	if err := runtime.WithGrants(&cfg, n.opts.Grants.Set()); err != nil {
 		n.stop = "not run: the grants are invalid"
 		t.Fatalf("grants: %v", err)
 	}

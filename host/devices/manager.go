@@ -15,7 +15,7 @@ import (
 	"github.com/kubeedge/api/apis/devices/v1beta1"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/apis/mappers/v1alpha1"
 	"wapper.dev/wapper/host/runtime"
 	"wapper.dev/wapper/host/store"
 )

@@ -16,7 +16,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/apis/mappers/v1alpha1"
 	"wapper.dev/wapper/host/kv"
 	"wapper.dev/wapper/host/runtime"
 	"wapper.dev/wapper/registry/fetch"
@@ -184,7 +184,7 @@ func (m *Manager) startPlugin(ctx context.Context, obj *v1alpha1.MapperPlugin) (
 	if obj.Spec.Config != nil && len(obj.Spec.Config.Raw) > 0 {
 		cfg.PluginConfig = obj.Spec.Config.Raw
 	}
-	if err := runtime.WithGrants(&cfg, obj.Spec.Grants); err != nil {
+	if err := runtime.WithGrants(&cfg, obj.Spec.Grants.Set()); err != nil {
 		return nil, fmt.Errorf("MapperPlugin %s: spec.grants: %w", obj.Name, err)
 	}
 	if m.opts.Ext != nil {

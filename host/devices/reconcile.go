@@ -11,7 +11,7 @@ import (
 	"github.com/kubeedge/api/apis/devices/v1beta1"
 
 	"wapper.dev/wapper/abi"
-	"wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/apis/mappers/v1alpha1"
 )
 
 type ownedDevice struct {

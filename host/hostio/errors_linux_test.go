@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"wapper.dev/wapper/abi"
-	"wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/abi/grant"
 	"wapper.dev/wapper/host/hostio"
 )
 
@@ -54,7 +54,7 @@ func fullListener(t *testing.T) string {
 // a timeout whose text says so.
 func TestConnectTimeoutSaysSo(t *testing.T) {
 	addr := fullListener(t)
-	tb := hostio.NewTable(hostio.MustGrants(v1alpha1.Grants{Network: []string{"tcp://127.0.0.1:*"}}))
+	tb := hostio.NewTable(hostio.MustGrants(grant.Set{Network: []string{"tcp://127.0.0.1:*"}}))
 	defer tb.CloseAll()
 	_, err := tb.Dial(context.Background(), abi.SockTCP, addr, 100*time.Millisecond)
 	if want := "connect tcp://" + addr + ": timed out"; code(err) != abi.ErrTimeout || !strings.HasPrefix(abi.MessageOf(err), want) {

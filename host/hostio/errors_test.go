@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"wapper.dev/wapper/abi"
-	"wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/abi/grant"
 	"wapper.dev/wapper/host/hostio"
 )
 
@@ -17,7 +17,7 @@ import (
 // grants of its kind did not cover it, the list clipped.
 func TestDenialNamesTheGrants(t *testing.T) {
 	ctx := context.Background()
-	g := hostio.MustGrants(v1alpha1.Grants{Network: []string{"tcp://127.0.0.1:1502"}, Serial: []string{"/dev/ttyUSB*"}})
+	g := hostio.MustGrants(grant.Set{Network: []string{"tcp://127.0.0.1:1502"}, Serial: []string{"/dev/ttyUSB*"}})
 	_, err := g.CheckNetwork(ctx, nil, "tcp", "10.0.0.5:502")
 	if want := "denied: tcp://10.0.0.5:502 is not in grants.network [tcp://127.0.0.1:1502]"; err == nil || err.Error() != want {
 		t.Errorf("denial: %v\nwant:    %s", err, want)
@@ -36,7 +36,7 @@ func TestDenialNamesTheGrants(t *testing.T) {
 	for i := range 40 {
 		many = append(many, fmt.Sprintf("tcp://192.168.%d.1:1000-2000", i))
 	}
-	_, err = hostio.MustGrants(v1alpha1.Grants{Network: many}).CheckNetwork(ctx, nil, "tcp", "10.0.0.5:502")
+	_, err = hostio.MustGrants(grant.Set{Network: many}).CheckNetwork(ctx, nil, "tcp", "10.0.0.5:502")
 	if err == nil || !strings.Contains(err.Error(), "[tcp://192.168.0.1:1000-2000, tcp://192.168.1.1:1000-2000, ") ||
 		!strings.Contains(err.Error(), " more]") || len(err.Error()) > 400 {
 		t.Errorf("denial with 40 grants is not clipped: %d bytes: %v", len(fmt.Sprint(err)), err)
@@ -59,7 +59,7 @@ func closedPort(t *testing.T) string {
 // with the code SPEC §6.4 gives it.
 func TestIOErrorsSayWhy(t *testing.T) {
 	ctx := context.Background()
-	tb := hostio.NewTable(hostio.MustGrants(v1alpha1.Grants{Network: []string{"tcp://127.0.0.1:*", "tcp://*.plant:*"}}),
+	tb := hostio.NewTable(hostio.MustGrants(grant.Set{Network: []string{"tcp://127.0.0.1:*", "tcp://*.plant:*"}}),
 		hostio.WithResolver(fakeResolver{"two.plant": {"127.0.0.1", "127.0.0.1"}}))
 	defer tb.CloseAll()
 

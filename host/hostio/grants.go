@@ -10,25 +10,26 @@ import (
 	"strings"
 
 	"wapper.dev/wapper/abi"
-	"wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/abi/grant"
 )
 
 // Grants are a plugin's parsed MapperPlugin grants. The zero value (and a
 // nil *Grants) grants nothing.
 type Grants struct {
-	network []v1alpha1.NetworkGrant
+	network []grant.Network
 	// networkRaw holds the network grants as written, for denial messages.
 	networkRaw []string
 	serial     []string
 	gpio       []string
 }
 
-// ParseGrants checks and parses a MapperPlugin's spec.grants.
-func ParseGrants(g v1alpha1.Grants) (*Grants, error) {
+// ParseGrants checks and parses a plugin's grants (a MapperPlugin's
+// spec.grants) into the table the sandbox checks every open against.
+func ParseGrants(g grant.Set) (*Grants, error) {
 	out := &Grants{}
 	var errs []error
 	for i, s := range g.Network {
-		ng, err := v1alpha1.ParseNetworkGrant(s)
+		ng, err := grant.ParseNetwork(s)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("grants.network[%d] %q: %w", i, s, err))
 			continue
@@ -37,14 +38,14 @@ func ParseGrants(g v1alpha1.Grants) (*Grants, error) {
 		out.networkRaw = append(out.networkRaw, s)
 	}
 	for i, s := range g.Serial {
-		if err := v1alpha1.ValidateSerialGrant(s); err != nil {
+		if err := grant.ValidateSerial(s); err != nil {
 			errs = append(errs, fmt.Errorf("grants.serial[%d] %q: %w", i, s, err))
 			continue
 		}
 		out.serial = append(out.serial, s)
 	}
 	for i, s := range g.GPIO {
-		if err := v1alpha1.ValidateGPIOGrant(s); err != nil {
+		if err := grant.ValidateGPIO(s); err != nil {
 			errs = append(errs, fmt.Errorf("grants.gpio[%d] %q: %w", i, s, err))
 			continue
 		}
@@ -95,21 +96,21 @@ func cutLast(s string, sep byte) (before, after string, ok bool) {
 // each with the parser ParseGrants uses, so that a list is accepted exactly
 // when the host would accept the same grants in a MapperPlugin. An error
 // names every bad grant, its kind and what is wrong with it.
-func GrantsFromList(list []string) (v1alpha1.Grants, error) {
-	var g v1alpha1.Grants
+func GrantsFromList(list []string) (grant.Set, error) {
+	var g grant.Set
 	var errs []error
 	for _, s := range list {
 		kind := GrantKind(s)
 		var err error
 		switch kind {
 		case KindNetwork:
-			_, err = v1alpha1.ParseNetworkGrant(s)
+			_, err = grant.ParseNetwork(s)
 			g.Network = append(g.Network, s)
 		case KindSerial:
-			err = v1alpha1.ValidateSerialGrant(s)
+			err = grant.ValidateSerial(s)
 			g.Serial = append(g.Serial, s)
 		default:
-			err = v1alpha1.ValidateGPIOGrant(s)
+			err = grant.ValidateGPIO(s)
 			g.GPIO = append(g.GPIO, s)
 		}
 		if err != nil {
@@ -117,17 +118,17 @@ func GrantsFromList(list []string) (v1alpha1.Grants, error) {
 		}
 	}
 	if len(errs) > 0 {
-		return v1alpha1.Grants{}, errors.Join(errs...)
+		return grant.Set{}, errors.Join(errs...)
 	}
 	if _, err := ParseGrants(g); err != nil {
-		return v1alpha1.Grants{}, err
+		return grant.Set{}, err
 	}
 	return g, nil
 }
 
 // MustGrants is ParseGrants for literals in tests and examples; it panics
 // on a bad grant.
-func MustGrants(g v1alpha1.Grants) *Grants {
+func MustGrants(g grant.Set) *Grants {
 	out, err := ParseGrants(g)
 	if err != nil {
 		panic(err)
@@ -322,7 +323,7 @@ func (g *Grants) CheckSerial(p string) (string, error) {
 	clean := path.Clean(p)
 	if g != nil {
 		for _, pat := range g.serial {
-			if v1alpha1.MatchGlob(pat, clean) {
+			if grant.MatchGlob(pat, clean) {
 				return clean, nil
 			}
 		}
@@ -337,7 +338,7 @@ func (g *Grants) CheckGPIO(name string) error {
 	}
 	if g != nil {
 		for _, pat := range g.gpio {
-			if v1alpha1.MatchGlob(pat, name) {
+			if grant.MatchGlob(pat, name) {
 				return nil
 			}
 		}

@@ -18,7 +18,7 @@ import (
 	"periph.io/x/conn/v3/gpio/gpiotest"
 
 	"wapper.dev/wapper/abi"
-	"wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/abi/grant"
 	"wapper.dev/wapper/host/hostio"
 	"wapper.dev/wapper/internal/testenv"
 )
@@ -40,7 +40,7 @@ func (r fakeResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.Ad
 func code(err error) abi.Code { return abi.CodeOf(err) }
 
 func TestNetworkGrants(t *testing.T) {
-	g := hostio.MustGrants(v1alpha1.Grants{Network: []string{
+	g := hostio.MustGrants(grant.Set{Network: []string{
 		"tcp://10.0.0.0/24:502", "tcp://plc.plant:502", "tcp://127.0.0.1:*", "udp://[::1]:1000-2000",
 		"tcp://mixed.plant:502",
 	}})
@@ -80,13 +80,13 @@ func TestNetworkGrants(t *testing.T) {
 	if _, err := none.CheckNetwork(ctx, r, "tcp", "10.0.0.5:502"); code(err) != abi.ErrDenied {
 		t.Errorf("nil grants allowed a connection: %v", err)
 	}
-	if _, err := hostio.ParseGrants(v1alpha1.Grants{Network: []string{"http://x:1"}, Serial: []string{"dev/tty"}}); err == nil {
+	if _, err := hostio.ParseGrants(grant.Set{Network: []string{"http://x:1"}, Serial: []string{"dev/tty"}}); err == nil {
 		t.Error("bad grants parsed")
 	}
 }
 
 func TestSerialAndGPIOGrants(t *testing.T) {
-	g := hostio.MustGrants(v1alpha1.Grants{Serial: []string{"/dev/ttyUSB*", "/dev/pts/*"}, GPIO: []string{"GPIO1?", "LED"}})
+	g := hostio.MustGrants(grant.Set{Serial: []string{"/dev/ttyUSB*", "/dev/pts/*"}, GPIO: []string{"GPIO1?", "LED"}})
 	for path, want := range map[string]abi.Code{
 		"/dev/ttyUSB0":               abi.OK,
 		"/dev/../dev/ttyUSB1":        abi.OK,
@@ -141,7 +141,7 @@ func TestTCP(t *testing.T) {
 		}
 	}()
 	addr := ln.Addr().String()
-	tb := hostio.NewTable(hostio.MustGrants(v1alpha1.Grants{Network: []string{"tcp://127.0.0.1:*"}}))
+	tb := hostio.NewTable(hostio.MustGrants(grant.Set{Network: []string{"tcp://127.0.0.1:*"}}))
 	defer tb.CloseAll()
 	ctx := context.Background()
 	h, err := tb.Dial(ctx, abi.SockTCP, addr, time.Second)
@@ -197,7 +197,7 @@ func TestReadTimeoutAndHandleCap(t *testing.T) {
 			conns = append(conns, c) // never answers
 		}
 	}()
-	tb := hostio.NewTable(hostio.MustGrants(v1alpha1.Grants{Network: []string{"tcp://127.0.0.1:*"}}))
+	tb := hostio.NewTable(hostio.MustGrants(grant.Set{Network: []string{"tcp://127.0.0.1:*"}}))
 	defer tb.CloseAll()
 	var hs []int32
 	for range abi.MaxHandles {
@@ -244,7 +244,7 @@ func TestUDP(t *testing.T) {
 			pc.WriteTo([]byte("second"), from)
 		}
 	}()
-	tb := hostio.NewTable(hostio.MustGrants(v1alpha1.Grants{Network: []string{"udp://127.0.0.1:*"}}))
+	tb := hostio.NewTable(hostio.MustGrants(grant.Set{Network: []string{"udp://127.0.0.1:*"}}))
 	defer tb.CloseAll()
 	h, err := tb.Dial(context.Background(), abi.SockUDP, pc.LocalAddr().String(), time.Second)
 	if err != nil {
@@ -270,7 +270,7 @@ func TestSerialPty(t *testing.T) {
 	defer ptmx.Close()
 	path := tty.Name()
 	tty.Close()
-	tb := hostio.NewTable(hostio.MustGrants(v1alpha1.Grants{Serial: []string{"/dev/pts/*"}}))
+	tb := hostio.NewTable(hostio.MustGrants(grant.Set{Serial: []string{"/dev/pts/*"}}))
 	defer tb.CloseAll()
 	ctx := context.Background()
 	h, err := tb.OpenSerial(ctx, path, hostio.SerialConfig{Baud: 9600, DataBits: 8, StopBits: 1}, time.Second)
@@ -327,7 +327,7 @@ func TestGPIO(t *testing.T) {
 		}
 		defer gpioreg.Unregister(p.N)
 	}
-	tb := hostio.NewTable(hostio.MustGrants(v1alpha1.Grants{GPIO: []string{"HOSTIO_*", "MISSING"}}))
+	tb := hostio.NewTable(hostio.MustGrants(grant.Set{GPIO: []string{"HOSTIO_*", "MISSING"}}))
 	defer tb.CloseAll()
 	ctx := context.Background()
 	ho, err := tb.OpenGPIO(ctx, "HOSTIO_OUT", abi.GPIOOutput, time.Second)

@@ -30,7 +30,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"wapper.dev/wapper/abi"
-	"wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/apis/mappers/v1alpha1"
 )
 
 // API groups and kinds this package reads.

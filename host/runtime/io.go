@@ -12,7 +12,7 @@ import (
 	"github.com/tetratelabs/wazero/api"
 
 	"wapper.dev/wapper/abi"
-	"wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/abi/grant"
 	"wapper.dev/wapper/host/hostio"
 )
 
@@ -27,7 +27,7 @@ type tableKey struct{}
 // WithGrants sets the MapperPlugin grants that the device I/O host
 // functions check every open against. A plugin loaded without grants may
 // open nothing.
-func WithGrants(cfg *Config, g v1alpha1.Grants) error {
+func WithGrants(cfg *Config, g grant.Set) error {
 	pg, err := hostio.ParseGrants(g)
 	if err != nil {
 		return err

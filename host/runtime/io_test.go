@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"wapper.dev/wapper/abi"
-	"wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/abi/grant"
 	"wapper.dev/wapper/host/runtime"
 	"wapper.dev/wapper/internal/testenv"
 )
@@ -74,7 +74,7 @@ func TestIOHandlesDieWithInstance(t *testing.T) {
 	e := newEnv(t)
 	p := e.load("modbus", testenv.Plugin(t, "modbus"), func(c *runtime.Config) {
 		c.Instances = 1
-		if err := runtime.WithGrants(c, v1alpha1.Grants{Network: []string{"tcp://" + addr}}); err != nil {
+		if err := runtime.WithGrants(c, grant.Set{Network: []string{"tcp://" + addr}}); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -114,7 +114,7 @@ func TestIOWithoutGrants(t *testing.T) {
 	if logs := e.logs.String(); !strings.Contains(logs, "refused by grants") || !strings.Contains(logs, "resource=tcp://"+addr) || !strings.Contains(logs, "device=default/plc") {
 		t.Errorf("the refusal is not logged with the resource and device:\n%s", logs)
 	}
-	if err := runtime.WithGrants(&runtime.Config{}, v1alpha1.Grants{Network: []string{"ftp://x:1"}}); err == nil {
+	if err := runtime.WithGrants(&runtime.Config{}, grant.Set{Network: []string{"ftp://x:1"}}); err == nil {
 		t.Error("a bad grant was accepted")
 	}
 }

@@ -12,7 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"wapper.dev/wapper/abi"
-	"wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/abi/grant"
 	"wapper.dev/wapper/host/runtime"
 	"wapper.dev/wapper/internal/testenv"
 )
@@ -32,7 +32,7 @@ func closedAddr(t *testing.T) string {
 func withGrants(t *testing.T, network ...string) func(*runtime.Config) {
 	return func(c *runtime.Config) {
 		c.Instances = 1
-		if err := runtime.WithGrants(c, v1alpha1.Grants{Network: network}); err != nil {
+		if err := runtime.WithGrants(c, grant.Set{Network: network}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -25,7 +25,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
-	v1alpha1 "wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
+	v1alpha1 "wapper.dev/wapper/apis/mappers/v1alpha1"
 	"wapper.dev/wapper/internal/k8stest"
 )
 

@@ -17,7 +17,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
-	"wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/apis/mappers/v1alpha1"
 	"wapper.dev/wapper/host/hostio"
 	"wapper.dev/wapper/registry/artifact"
 	"wapper.dev/wapper/registry/client"

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"wapper.dev/wapper/abi"
-	"wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/abi/grant"
 	"wapper.dev/wapper/host/runtime"
 	"wapper.dev/wapper/internal/testenv"
 	"wapper.dev/wapper/internal/testproc"
@@ -123,7 +123,7 @@ func checkInHost(t *testing.T, wasm []byte, protocol, addr string, exact bool) {
 	}
 	defer eng.Close(context.Background())
 	cfg := runtime.Config{Name: "instrument", Wasm: wasm, CallTimeout: 5 * time.Second}
-	if err := runtime.WithGrants(&cfg, v1alpha1.Grants{Network: []string{"tcp://" + addr}}); err != nil {
+	if err := runtime.WithGrants(&cfg, grant.Set{Network: []string{"tcp://" + addr}}); err != nil {
 		t.Fatal(err)
 	}
 	p, err := eng.Load(ctx, cfg)

@@ -22,7 +22,8 @@ import (
 	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/abi/grant"
+	"wapper.dev/wapper/apis/mappers/v1alpha1"
 	"wapper.dev/wapper/host/devices"
 	"wapper.dev/wapper/host/hostio"
 	"wapper.dev/wapper/host/manifest"
@@ -223,7 +224,7 @@ func runPluginFor(file string, set *manifest.Set, grantFlags []string) (*v1alpha
 	if errs := p.Validate(); len(errs) > 0 {
 		return nil, fmt.Errorf("MapperPlugin %s: %v", p.Name, errs.ToAggregate())
 	}
-	if _, err := hostio.ParseGrants(p.Spec.Grants); err != nil {
+	if _, err := hostio.ParseGrants(p.Spec.Grants.Set()); err != nil {
 		return nil, fmt.Errorf("MapperPlugin %s: spec.grants: %w", p.Name, err)
 	}
 	return p, nil
@@ -256,15 +257,15 @@ func runAddGrant(g *v1alpha1.Grants, s string) error {
 	var err error
 	switch kind {
 	case "network":
-		if _, err = v1alpha1.ParseNetworkGrant(val); err == nil {
+		if _, err = grant.ParseNetwork(val); err == nil {
 			g.Network = append(g.Network, val)
 		}
 	case "serial":
-		if err = v1alpha1.ValidateSerialGrant(val); err == nil {
+		if err = grant.ValidateSerial(val); err == nil {
 			g.Serial = append(g.Serial, val)
 		}
 	case "gpio":
-		if err = v1alpha1.ValidateGPIOGrant(val); err == nil {
+		if err = grant.ValidateGPIO(val); err == nil {
 			g.GPIO = append(g.GPIO, val)
 		}
 	default:

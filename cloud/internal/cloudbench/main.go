@@ -44,8 +44,8 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
-	mappersv1alpha1 "wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
-	"wapper.dev/wapper/cloud/linkproto"
+	mappersv1alpha1 "wapper.dev/wapper/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/linkproto"
 	"wapper.dev/wapper/cloud/nodeauth"
 	"wapper.dev/wapper/deploy/crds"
 	"wapper.dev/wapper/internal/k8stest"

@@ -21,8 +21,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"wapper.dev/wapper/abi"
-	mappersv1alpha1 "wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
-	"wapper.dev/wapper/cloud/linkproto"
+	mappersv1alpha1 "wapper.dev/wapper/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/linkproto"
 	"wapper.dev/wapper/host/cloudlink"
 	"wapper.dev/wapper/host/devices"
 	"wapper.dev/wapper/host/store"

@@ -10,6 +10,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"wapper.dev/wapper/abi/grant"
 )
 
 var (
@@ -126,17 +128,17 @@ func (m *Module) Validate(fld *field.Path) field.ErrorList {
 func (g *Grants) Validate(fld *field.Path) field.ErrorList {
 	var errs field.ErrorList
 	for i, s := range g.Network {
-		if _, err := ParseNetworkGrant(s); err != nil {
+		if _, err := grant.ParseNetwork(s); err != nil {
 			errs = append(errs, field.Invalid(fld.Child("network").Index(i), s, err.Error()))
 		}
 	}
 	for i, s := range g.Serial {
-		if err := ValidateSerialGrant(s); err != nil {
+		if err := grant.ValidateSerial(s); err != nil {
 			errs = append(errs, field.Invalid(fld.Child("serial").Index(i), s, err.Error()))
 		}
 	}
 	for i, s := range g.GPIO {
-		if err := ValidateGPIOGrant(s); err != nil {
+		if err := grant.ValidateGPIO(s); err != nil {
 			errs = append(errs, field.Invalid(fld.Child("gpio").Index(i), s, err.Error()))
 		}
 	}

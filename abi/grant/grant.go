@@ -1,4 +1,8 @@
-package v1alpha1
+// Package grant parses and matches the resource grants of ABI §6.5: the
+// network, serial and GPIO entries a MapperPlugin gives its plugin. The
+// host's sandbox (host/hostio) enforces them and the MapperPlugin API
+// validates them with the same parser.
+package grant
 
 import (
 	"fmt"
@@ -9,7 +13,7 @@ import (
 	"strings"
 )
 
-// NetworkGrant is one parsed entry of Grants.Network.
+// Network is one parsed network grant.
 //
 // The syntax is SCHEME://HOST:PORT where
 //   - SCHEME is "tcp" or "udp";
@@ -18,8 +22,7 @@ import (
 //     is "*" ("*.plant.local", any one or more labels), or "*" (any host);
 //   - PORT is a number, a range "502-510", or "*" (any port).
 //
-// +kubebuilder:object:generate=false
-type NetworkGrant struct {
+type Network struct {
 	// Scheme is "tcp" or "udp".
 	Scheme string
 	// Any is true when HOST is "*".
@@ -33,9 +36,9 @@ type NetworkGrant struct {
 	PortMin, PortMax uint16
 }
 
-// ParseNetworkGrant parses one Grants.Network entry.
-func ParseNetworkGrant(s string) (NetworkGrant, error) {
-	var g NetworkGrant
+// ParseNetwork parses one network grant.
+func ParseNetwork(s string) (Network, error) {
+	var g Network
 	scheme, rest, ok := strings.Cut(s, "://")
 	if !ok {
 		return g, fmt.Errorf("want SCHEME://HOST:PORT, such as tcp://127.0.0.1:502")
@@ -60,7 +63,7 @@ func ParseNetworkGrant(s string) (NetworkGrant, error) {
 	return g, nil
 }
 
-func (g *NetworkGrant) parsePort(port string) error {
+func (g *Network) parsePort(port string) error {
 	if port == "*" {
 		g.PortMin, g.PortMax = 1, 65535
 		return nil
@@ -89,7 +92,7 @@ func parsePortNumber(s string) (uint16, error) {
 	return uint16(n), nil
 }
 
-func (g *NetworkGrant) parseHost(host string) error {
+func (g *Network) parseHost(host string) error {
 	switch {
 	case host == "":
 		return fmt.Errorf("missing HOST (an IP, a CIDR prefix, a DNS name, or *)")
@@ -159,7 +162,7 @@ func isDNSName(s string) bool {
 }
 
 // String returns the grant in its canonical form.
-func (g NetworkGrant) String() string {
+func (g Network) String() string {
 	host := "*"
 	switch {
 	case g.Prefix.IsValid():
@@ -188,7 +191,7 @@ func (g NetworkGrant) String() string {
 // or "udp") to host and port. host is an IP address or a DNS name as the
 // plugin asked for it: a name matches only name grants (and "*"), so a
 // host that resolves names itself must check the addresses too.
-func (g NetworkGrant) Allows(scheme, host string, port int) bool {
+func (g Network) Allows(scheme, host string, port int) bool {
 	if scheme != g.Scheme || port < int(g.PortMin) || port > int(g.PortMax) {
 		return false
 	}
@@ -206,7 +209,7 @@ func (g NetworkGrant) Allows(scheme, host string, port int) bool {
 }
 
 // AllowsAddr is Allows for a "host:port" address, as given to net.Dial.
-func (g NetworkGrant) AllowsAddr(scheme, addr string) bool {
+func (g Network) AllowsAddr(scheme, addr string) bool {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return false
@@ -215,9 +218,9 @@ func (g NetworkGrant) AllowsAddr(scheme, addr string) bool {
 	return err == nil && g.Allows(scheme, host, n)
 }
 
-// ValidateSerialGrant checks one Grants.Serial entry: an absolute, clean
+// ValidateSerial checks one Grants.Serial entry: an absolute, clean
 // path pattern in shell glob syntax (path.Match).
-func ValidateSerialGrant(s string) error {
+func ValidateSerial(s string) error {
 	if !strings.HasPrefix(s, "/") {
 		return fmt.Errorf("want an absolute device path such as /dev/ttyUSB0 or /dev/ttyUSB*")
 	}
@@ -230,10 +233,10 @@ func ValidateSerialGrant(s string) error {
 	return nil
 }
 
-// ValidateGPIOGrant checks one Grants.GPIO entry: a line name or
+// ValidateGPIO checks one Grants.GPIO entry: a line name or
 // "CHIP:LINE" pattern in shell glob syntax (path.Match), made of letters,
 // digits and _ - . : / plus the glob characters * ? [ ] !.
-func ValidateGPIOGrant(s string) error {
+func ValidateGPIO(s string) error {
 	if s == "" {
 		return fmt.Errorf("empty line name")
 	}
@@ -253,4 +256,12 @@ func ValidateGPIOGrant(s string) error {
 func MatchGlob(pattern, name string) bool {
 	ok, err := path.Match(pattern, name)
 	return err == nil && ok
+}
+
+// Set is a plugin's grants by kind, as a MapperPlugin's spec.grants lists
+// them: network entries, serial path globs and GPIO line globs.
+type Set struct {
+	Network []string
+	Serial  []string
+	GPIO    []string
 }

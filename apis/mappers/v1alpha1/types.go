@@ -3,6 +3,8 @@ package v1alpha1
 import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+
+	"wapper.dev/wapper/abi/grant"
 )
 
 // PluginAnnotation, set on a DeviceModel, pins the MapperPlugin (by name)
@@ -86,7 +88,7 @@ type Module struct {
 }
 
 // Grants lists the resources a plugin may reach. Every host call is checked
-// against them; see ParseNetworkGrant for the network syntax.
+// against them; see package wapper.dev/wapper/abi/grant for the syntax.
 type Grants struct {
 	// Network lists SCHEME://HOST:PORT patterns, such as
 	// "tcp://127.0.0.1:5502", "udp://10.0.0.0/8:*" or "tcp://*.plant.local:502-503".
@@ -179,4 +181,9 @@ type MapperPluginList struct {
 
 	// Items are the MapperPlugin objects.
 	Items []MapperPlugin `json:"items"`
+}
+
+// Set returns the grants in the form the host's sandbox parses.
+func (g Grants) Set() grant.Set {
+	return grant.Set{Network: g.Network, Serial: g.Serial, GPIO: g.GPIO}
 }

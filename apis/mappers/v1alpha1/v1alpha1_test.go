@@ -10,7 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
 
-	v1alpha1 "wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
+	v1alpha1 "wapper.dev/wapper/apis/mappers/v1alpha1"
 	"wapper.dev/wapper/internal/testenv"
 )
 
@@ -171,54 +171,6 @@ func TestValidModules(t *testing.T) {
 	}
 }
 
-func TestNetworkGrant(t *testing.T) {
-	cases := []struct {
-		grant     string
-		canonical string
-		allow     []string // scheme|host:port
-		deny      []string
-	}{
-		{"tcp://127.0.0.1:5502", "tcp://127.0.0.1:5502", []string{"tcp|127.0.0.1:5502"}, []string{"udp|127.0.0.1:5502", "tcp|127.0.0.1:5503", "tcp|127.0.0.2:5502", "tcp|localhost:5502"}},
-		{"udp://10.0.0.0/8:*", "udp://10.0.0.0/8:*", []string{"udp|10.1.2.3:1", "udp|10.255.0.1:65535"}, []string{"udp|11.0.0.1:53", "tcp|10.0.0.1:53"}},
-		{"tcp://*.Plant.local:502-503", "tcp://*.plant.local:502-503", []string{"tcp|a.plant.local:502", "tcp|b.c.PLANT.local:503"}, []string{"tcp|plant.local:502", "tcp|a.plant.local:504", "tcp|a.plant.localx:502"}},
-		{"tcp://[::1]:80", "tcp://[::1]:80", []string{"tcp|[::1]:80"}, []string{"tcp|127.0.0.1:80"}},
-		{"tcp://[fd00::/8]:1-1024", "tcp://[fd00::/8]:1-1024", []string{"tcp|[fd12::1]:22"}, []string{"tcp|[fe80::1]:22", "tcp|[fd12::1]:2000"}},
-		{"tcp://*:502", "tcp://*:502", []string{"tcp|anything:502", "tcp|1.2.3.4:502"}, []string{"tcp|1.2.3.4:503"}},
-		{"tcp://plc-1:502", "tcp://plc-1:502", []string{"tcp|PLC-1:502"}, []string{"tcp|plc-2:502"}},
-	}
-	for _, c := range cases {
-		g, err := v1alpha1.ParseNetworkGrant(c.grant)
-		if err != nil {
-			t.Errorf("%s: %v", c.grant, err)
-			continue
-		}
-		if g.String() != c.canonical {
-			t.Errorf("%s: canonical %q, want %q", c.grant, g.String(), c.canonical)
-		}
-		for _, a := range c.allow {
-			scheme, addr, _ := strings.Cut(a, "|")
-			if !g.AllowsAddr(scheme, addr) {
-				t.Errorf("%s should allow %s", c.grant, a)
-			}
-		}
-		for _, a := range c.deny {
-			scheme, addr, _ := strings.Cut(a, "|")
-			if g.AllowsAddr(scheme, addr) {
-				t.Errorf("%s should deny %s", c.grant, a)
-			}
-		}
-	}
-}
-
-func TestGlobGrants(t *testing.T) {
-	if !v1alpha1.MatchGlob("/dev/ttyUSB*", "/dev/ttyUSB0") || v1alpha1.MatchGlob("/dev/ttyUSB*", "/dev/ttyACM0") {
-		t.Error("serial glob")
-	}
-	if !v1alpha1.MatchGlob("gpiochip0:*", "gpiochip0:17") || v1alpha1.MatchGlob("GPIO[", "GPIO[") {
-		t.Error("gpio glob")
-	}
-}
-
 func TestJSONRoundTripAndDeepCopy(t *testing.T) {
 	p := decode(t, issueYAML)
 	p.Spec.Config = &runtime.RawExtension{Raw: []byte(`{"slave":1,"nested":{"a":[1,2]}}`)}
@@ -270,7 +222,7 @@ func TestScheme(t *testing.T) {
 // must not link client-go.
 func TestNoClientGo(t *testing.T) {
 	goBin := testenv.Bin(t, "go")
-	out, err := exec.Command(goBin, "list", "-deps", "wapper.dev/wapper/cloud/apis/mappers/v1alpha1").CombinedOutput()
+	out, err := exec.Command(goBin, "list", "-deps", "wapper.dev/wapper/apis/mappers/v1alpha1").CombinedOutput()
 	if err != nil {
 		t.Fatalf("go list: %v\n%s", err, out)
 	}

@@ -9,8 +9,8 @@ import (
 
 	devicesv1beta1 "github.com/kubeedge/api/apis/devices/v1beta1"
 
-	mappersv1alpha1 "wapper.dev/wapper/cloud/apis/mappers/v1alpha1"
-	"wapper.dev/wapper/cloud/linkproto"
+	mappersv1alpha1 "wapper.dev/wapper/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/linkproto"
 )
 
 // Fuzz targets for the cloud ↔ edge link messages (issue 11). Each side
@@ -20,7 +20,7 @@ import (
 // objects and reports in it go through what each side does with them.
 // Run one with
 //
-//	go test -run '^$' -fuzz '^FuzzMessage$' -fuzztime 60s ./cloud/linkproto
+//	go test -run '^$' -fuzz '^FuzzMessage$' -fuzztime 60s ./linkproto
 
 const (
 	seedDevice = `{"apiVersion":"devices.kubeedge.io/v1beta1","kind":"Device","metadata":{"name":"thermo","namespace":"plant"},` +

@@ -66,9 +66,12 @@ test: deps build plugins testplugins $(TEST_PREREQS)
 	$(GO) test -count=1 -timeout 20m $(RACE_FREE)
 	$(foreach s,$(TEST_STEPS),$(s) &&) true
 
+# Every benchmark (mk/bench.mk), saved in BENCH_OUT; then the tables of
+# docs/performance.md from them, also when a step failed (the page says
+# which results are missing, and make bench still fails).
 bench: build plugins testplugins
-	$(GO) run ./hack/bench
-	$(if $(BENCH_STEPS),$(MAKE) --no-print-directory $(BENCH_STEPS))
+	$(call bench_save,$(GO) run ./hack/bench,runtime.txt)
+	$(MAKE) --no-print-directory -k $(BENCH_STEPS); rc=$$?; $(MAKE) --no-print-directory bench-doc && exit $$rc
 
 demo: build plugins
 	hack/demo.sh

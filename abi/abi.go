@@ -6,8 +6,9 @@ const Major = 1
 
 // Minor is the newest ABI minor version this code speaks. A plugin's marker
 // returns the minor it was built against; the host accepts any minor and
-// provides every import of every minor up to its own.
-const Minor = 0
+// provides every import of every minor up to its own. Minor 1 added the
+// optional export ExportReadMany.
+const Minor = 1
 
 // ImportModule is the wasm module name of every host function.
 const ImportModule = "wapper"
@@ -29,6 +30,8 @@ const (
 	ExportReadBatch = "wapper_read_batch"  // (dev, handles_ptr, count i32) -> i64 result
 	ExportMethod    = "wapper_call_method" // (dev, req_ptr, req_len i32) -> i64 result
 	ExportPoll      = "wapper_poll"        // (dev, budget_ms i32) -> i64 result
+	// ExportReadMany reads properties of many devices in one call (minor 1).
+	ExportReadMany = "wapper_read_many" // (reqs_ptr, count i32) -> i64 result
 
 	// ExportInitialize is the WASI reactor initialiser. The host calls it
 	// once, before anything else, when the module exports it (Go's
@@ -123,6 +126,7 @@ const (
 	MaxKVKey   = 512
 	MaxKVValue = 1 << 20
 	MaxKVBytes = 64 << 20
-	// MaxBatch bounds the handles of one batch read.
+	// MaxBatch bounds the handles of one batch read, and the requests of
+	// one wapper_read_many call.
 	MaxBatch = 4096
 )

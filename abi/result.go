@@ -50,30 +50,9 @@ func ParseBatch(payload []byte, n int) ([]BatchEntry, error) {
 	if n < 0 || n > len(payload)/5 {
 		return nil, fmt.Errorf("batch result of %d bytes cannot hold %d entries", len(payload), n)
 	}
-	out := make([]BatchEntry, n)
-	for i := range n {
-		if len(payload) < 5 {
-			return nil, fmt.Errorf("batch result truncated at entry %d of %d", i, n)
-		}
-		c, l := Code(payload[0]), binary.LittleEndian.Uint32(payload[1:5])
-		payload = payload[5:]
-		if uint64(l) > uint64(len(payload)) {
-			return nil, fmt.Errorf("batch entry %d claims %d bytes, %d left", i, l, len(payload))
-		}
-		data := payload[:l]
-		payload = payload[l:]
-		if c != OK {
-			out[i].Err = &Error{Code: c, Message: string(data)}
-			continue
-		}
-		v, err := DecodeValue(data)
-		if err != nil {
-			return nil, fmt.Errorf("batch entry %d: %w", i, err)
-		}
-		out[i].Value = v
-	}
-	if len(payload) != 0 {
-		return nil, fmt.Errorf("batch result has %d trailing bytes after %d entries", len(payload), n)
+	out, err := ParseBatchAppend(make([]BatchEntry, 0, n), payload, n)
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -7,113 +7,18 @@ package e2e
 // digest from each and reads the instrument.
 
 import (
-	"bufio"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"wapper.dev/wapper/internal/authortest"
+	"wapper.dev/wapper/internal/regtest"
 	"wapper.dev/wapper/internal/testenv"
 )
-
-// startInstrument serves a line-based TCP instrument, SCPI style: "TEMP?"
-// answers 21.5, "SETP?" the setpoint, "SETP V" sets it and answers OK.
-func startInstrument(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(freePort(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	var mu sync.Mutex
-	setpoint := "20"
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				sc := bufio.NewScanner(c)
-				for sc.Scan() {
-					cmd := strings.TrimSpace(sc.Text())
-					mu.Lock()
-					var answer string
-					switch {
-					case cmd == "TEMP?":
-						answer = "21.5"
-					case cmd == "SETP?":
-						answer = setpoint
-					case strings.HasPrefix(cmd, "SETP "):
-						setpoint, answer = strings.TrimPrefix(cmd, "SETP "), "OK"
-					default:
-						answer = "ERR unknown command"
-					}
-					mu.Unlock()
-					fmt.Fprintln(c, answer)
-				}
-			}()
-		}
-	}()
-	return l.Addr().String()
-}
-
-// startDockerRegistry runs Debian's docker-registry, an independent OCI
-// registry, with anonymous pushes, and returns its address.
-func startDockerRegistry(t *testing.T) string {
-	t.Helper()
-	bin := testenv.Bin(t, "docker-registry")
-	addr := saPort(t)
-	dir := t.TempDir()
-	cfg := fmt.Sprintf("version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n", filepath.Join(dir, "data"), addr)
-	cfgPath := filepath.Join(dir, "config.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "serve", cfgPath)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	saEventually(t, "docker-registry answers /v2/", time.Minute, func() error {
-		resp, err := http.Get("http://" + addr + "/v2/")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		return nil
-	})
-	return addr
-}
-
-// authorEnv is the environment of an author's build with no network and
-// no module or crate cache: the generated project must carry everything.
-func authorEnv(t *testing.T, lang string) []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		switch k, _, _ := strings.Cut(kv, "="); k {
-		case "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "GOFLAGS", "GOPROXY", "GOMODCACHE", "GOWORK", "CARGO_HOME", "CARGO_TARGET_DIR", "RUSTC", "RUSTDOC", "CARGO":
-		default:
-			env = append(env, kv)
-		}
-	}
-	tmp := t.TempDir()
-	if lang == "go" {
-		return append(env, "GO="+testenv.Bin(t, "go"), "GOPROXY=off", "GOSUMDB=off", "GOWORK=off", "GOTOOLCHAIN=local",
-			"GOFLAGS=-mod=readonly -modcacherw", "GOMODCACHE="+filepath.Join(tmp, "gomodcache"))
-	}
-	testenv.Bin(t, "/usr/bin/cargo")
-	testenv.Bin(t, "rust-lld")
-	return append(env, "CARGO_HOME="+filepath.Join(tmp, "cargo-home"), "CARGO_NET_OFFLINE=true")
-}
 
 // wapperCLI runs bin/wapper and returns its output; a failure fails the test.
 func wapperCLI(t *testing.T, args ...string) string {
@@ -128,16 +33,16 @@ func wapperCLI(t *testing.T, args ...string) string {
 func TestAuthorFlow(t *testing.T) {
 	testenv.Slow(t, "scaffolds, builds and publishes plugins in Go and Rust")
 	embedded, _ := startRegistry(t, t.TempDir())
-	docker := startDockerRegistry(t)
+	docker := regtest.DockerRegistry(t)
 	for _, lang := range []string{"go", "rust"} {
 		t.Run(lang, func(t *testing.T) {
-			inst := startInstrument(t)
+			inst := authortest.Instrument(t)
 			grant := "tcp://" + inst
 			// A folder outside the repo, as an author's would be.
 			dir := filepath.Join(t.TempDir(), "thermo")
 			wapperCLI(t, "plugin", "new", lang, "thermo", "--dir", dir, "--addr", inst)
 			mk := exec.Command(testenv.Bin(t, "make"), "test", "build")
-			mk.Dir, mk.Env = dir, authorEnv(t, lang)
+			mk.Dir, mk.Env = dir, authortest.OfflineEnv(t, lang)
 			if out, err := mk.CombinedOutput(); err != nil {
 				t.Fatalf("make test build in the new %s project: %v\n%s", lang, err, out)
 			}

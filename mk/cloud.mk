@@ -7,4 +7,4 @@ BENCH_STEPS += bench-cloud
 
 # BENCH_CLOUD_HOSTS and BENCH_CLOUD_DEVICES override the defaults.
 bench-cloud: build k8s-bins
-	$(GO) run ./cloud/internal/cloudbench $(if $(BENCH_CLOUD_HOSTS),-hosts $(BENCH_CLOUD_HOSTS)) $(if $(BENCH_CLOUD_DEVICES),-devices $(BENCH_CLOUD_DEVICES))
+	$(call bench_save,$(GO) run ./cloud/internal/cloudbench $(if $(BENCH_CLOUD_HOSTS),-hosts $(BENCH_CLOUD_HOSTS)) $(if $(BENCH_CLOUD_DEVICES),-devices $(BENCH_CLOUD_DEVICES)),cloud.txt)

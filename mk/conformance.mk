@@ -13,4 +13,4 @@ conformance: testplugins
 	$(GO) test -count=1 -v -run TestSDKBuilds ./host/conformance/
 
 bench-sdk: testplugins
-	hack/bench-sdk/run.sh
+	$(call bench_save,hack/bench-sdk/run.sh,sdk.txt)

@@ -10,7 +10,7 @@ BENCH_STEPS += bench-modbus
 
 .PHONY: bench-modbus
 bench-modbus: plugins
-	WAPPER_BENCH=1 $(GO) test -count=1 -run '^TestModbusThroughput$$' -v ./e2e
+	$(call bench_save,WAPPER_BENCH=1 $(GO) test -count=1 -run '^TestModbusThroughput$$' -v ./e2e,modbus.txt)
 
 .PHONY: io-test
 io-test: bin/plugins/modbus.wasm bin/plugins/gpio.wasm

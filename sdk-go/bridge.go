@@ -27,5 +27,6 @@ func (b bridged) Read(dev, prop uint32) []byte              { return b.in.callRe
 func (b bridged) Write(dev, prop uint32, val []byte) []byte { return b.in.callWrite(dev, prop, val) }
 func (b bridged) State(dev uint32) []byte                   { return b.in.callState(dev) }
 func (b bridged) ReadBatch(dev uint32, h []byte) []byte     { return b.in.callReadBatch(dev, h) }
+func (b bridged) ReadMany(reqs []byte) []byte               { return b.in.callReadMany(reqs) }
 func (b bridged) Method(dev uint32, req []byte) []byte      { return b.in.callMethod(dev, req) }
 func (b bridged) Poll(dev, budgetMS uint32) []byte          { return b.in.callPoll(dev, budgetMS) }

@@ -217,12 +217,18 @@ func (d *Device) setDesc(desc abi.Device) {
 type instance struct {
 	drv     Driver
 	devices map[uint32]*Device
+	// dense holds the devices whose handle is below maxDense by handle, so
+	// that the read path finds a device without a map lookup: in wasm
+	// every loop iteration of a map probe is costly.
+	dense []*Device
 	// result is the buffer of the last result; it stays valid until the
 	// next call, as the ABI allows.
 	result []byte
 	// report, when set, receives the device's reports instead of the host
 	// function (the native harness).
 	report func(dev, prop uint32, val []byte) int32
+	// many holds the reusable buffers of wapper_read_many.
+	many manyScratch
 }
 
 // global is the instance the wasm exports serve.
@@ -237,7 +243,34 @@ func Register(d Driver) {
 	global.drv = d
 }
 
+// maxDense bounds instance.dense: 64 Ki handles take 256 KiB in wasm.
+const maxDense = 1 << 16
+
+// setDevice records d (nil: none) under handle id.
+func (in *instance) setDevice(id uint32, d *Device) {
+	if d == nil {
+		delete(in.devices, id)
+	} else {
+		in.devices[id] = d
+	}
+	if id >= maxDense {
+		return
+	}
+	if int(id) >= len(in.dense) {
+		if d == nil {
+			return
+		}
+		in.dense = append(in.dense, make([]*Device, int(id)+1-len(in.dense))...)
+	}
+	in.dense[id] = d
+}
+
 func (in *instance) lookup(id uint32) (*Device, error) {
+	if int(id) < len(in.dense) {
+		if d := in.dense[id]; d != nil {
+			return d, nil
+		}
+	}
 	d, ok := in.devices[id]
 	if !ok {
 		return nil, Errorf(ErrNotFound, "device handle %d is not added", id)
@@ -306,7 +339,7 @@ func (in *instance) opAdd(id uint32, b []byte) error {
 	if err := drv.AddDevice(d); err != nil {
 		return err
 	}
-	in.devices[id] = d
+	in.setDevice(id, d)
 	return nil
 }
 
@@ -336,7 +369,7 @@ func (in *instance) opRemove(id uint32) error {
 	if !ok {
 		return nil
 	}
-	delete(in.devices, id)
+	in.setDevice(id, nil)
 	return drv.RemoveDevice(d)
 }
 

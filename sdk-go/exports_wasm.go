@@ -132,6 +132,18 @@ func wapperReadBatch(dev, ptr, count uint32) uint64 {
 	return pack(global.callReadBatch(dev, b))
 }
 
+//go:wasmexport wapper_read_many
+func wapperReadMany(ptr, count uint32) uint64 {
+	if count > abi.MaxBatch {
+		return pack(global.finish(Errorf(ErrTooLarge, "read_many of %d requests exceeds %d", count, abi.MaxBatch), nil))
+	}
+	b, err := arg(ptr, count*abi.ReadReqSize)
+	if err != nil {
+		return pack(global.finish(err, nil))
+	}
+	return pack(global.callReadMany(b))
+}
+
 //go:wasmexport wapper_call_method
 func wapperCallMethod(dev, ptr, n uint32) uint64 {
 	b, err := arg(ptr, n)

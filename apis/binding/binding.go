@@ -5,12 +5,12 @@
 //
 // The rule, in order:
 //  1. The Device's model (spec.deviceModelRef, same namespace) must exist.
-//  2. A model annotated with mappers.wapper.dev/plugin runs on that plugin,
-//     which must exist.
-//  3. Otherwise the plugin is the first, by name, of those listing the
-//     model's spec.protocol in spec.protocols; there must be one.
-//  4. A Device whose spec.protocol.protocolName is set must name the
+//  2. A Device whose spec.protocol.protocolName is set must name the
 //     model's protocol.
+//  3. A model annotated with mappers.wapper.dev/plugin runs on that plugin,
+//     which must exist.
+//  4. Otherwise the plugin is the first, by name, of those listing the
+//     model's spec.protocol in spec.protocols; there must be one.
 package binding
 
 import (
@@ -70,6 +70,9 @@ func Select(d *v1beta1.Device, model *v1beta1.DeviceModel, plugins Plugins) (Cho
 	if model == nil {
 		return Choice{}, fmt.Errorf("%w: DeviceModel %s (spec.deviceModelRef.name); add it to the same namespace", ErrNoModel, ModelRef(d))
 	}
+	if pn := d.Spec.Protocol.ProtocolName; pn != "" && pn != model.Spec.Protocol {
+		return Choice{}, fmt.Errorf("%w: spec.protocol.protocolName %q differs from DeviceModel %s spec.protocol %q", ErrProtocolMismatch, pn, model.Name, model.Spec.Protocol)
+	}
 	var c Choice
 	if pin := model.Annotations[v1alpha1.PluginAnnotation]; pin != "" {
 		if !plugins.Has(pin) {
@@ -87,9 +90,6 @@ func Select(d *v1beta1.Device, model *v1beta1.DeviceModel, plugins Plugins) (Cho
 		if len(c.Others) == 0 {
 			c.Others = nil
 		}
-	}
-	if pn := d.Spec.Protocol.ProtocolName; pn != "" && pn != model.Spec.Protocol {
-		return c, fmt.Errorf("%w: spec.protocol.protocolName %q differs from DeviceModel %s spec.protocol %q", ErrProtocolMismatch, pn, model.Name, model.Spec.Protocol)
 	}
 	return c, nil
 }

@@ -51,7 +51,7 @@ func TestSelect(t *testing.T) {
 		// The cases where the host and the cloud used to disagree: the
 		// cloud preferred the device's protocol, went on without a model,
 		// and gave no plugin for a missing pin without saying why.
-		{"device protocol differs from the model's", device("opcua"), model("modbus", ""), "alpha", []string{"zeta"}, binding.ErrProtocolMismatch},
+		{"device protocol differs from the model's", device("opcua"), model("modbus", ""), "", nil, binding.ErrProtocolMismatch},
 		{"no model", device("opcua"), nil, "", nil, binding.ErrNoModel},
 		{"pinned plugin missing", device(""), model("modbus", "gone"), "", nil, binding.ErrPinnedMissing},
 		{"nobody provides the protocol", device(""), model("bacnet", ""), "", nil, binding.ErrNoPlugin},

@@ -16,7 +16,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"sort"
 	"sync"
 	"time"
 
@@ -32,6 +31,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 
+	"wapper.dev/wapper/apis/binding"
 	mappersv1alpha1 "wapper.dev/wapper/apis/mappers/v1alpha1"
 	"wapper.dev/wapper/linkproto"
 )
@@ -54,6 +54,9 @@ type Options struct {
 	Hub Hub
 	// Resync is the informers' resync period (default 10m).
 	Resync time.Duration
+	// Workers is the number of reconcile workers (default
+	// DefaultWorkers); New refuses a negative number.
+	Workers int
 	// Logger receives reconcile logs (default slog.Default()).
 	Logger *slog.Logger
 	// Metrics receives reconcile metrics; nil for none.
@@ -85,10 +88,20 @@ type cachedItem struct {
 	item linkproto.Item
 }
 
+// DefaultWorkers is the number of reconcile workers when
+// Options.Workers is zero (wapper-cloud's --workers).
+const DefaultWorkers = 4
+
 // New returns a Controller; call Run to start it.
 func New(opts Options) (*Controller, error) {
 	if opts.Resync == 0 {
 		opts.Resync = 10 * time.Minute
+	}
+	switch {
+	case opts.Workers < 0:
+		return nil, fmt.Errorf("controller: %d reconcile workers: want 1 or more", opts.Workers)
+	case opts.Workers == 0:
+		opts.Workers = DefaultWorkers
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -230,21 +243,27 @@ func (c *Controller) enqueuePluginChange(old, cur any) {
 	c.EnqueueConnected()
 }
 
-// Run starts the informers, waits for their caches, and runs workers until
-// ctx ends.
-func (c *Controller) Run(ctx context.Context, workers int) error {
+// Run starts the informers, waits for their caches, and runs
+// Options.Workers workers until ctx ends. It returns nil once the workers
+// and the informers have stopped.
+func (c *Controller) Run(ctx context.Context) error {
 	defer utilruntime.HandleCrash()
 	defer c.queue.ShutDown()
+	// Shutdown waits for the informers' goroutines, which end with ctx.
+	defer c.dynInf.Shutdown()
+	defer c.keInf.Shutdown()
 	c.keInf.Start(ctx.Done())
 	c.dynInf.Start(ctx.Done())
 	c.log.Info("controller: waiting for informer caches")
 	if !cache.WaitForCacheSync(ctx.Done(), c.devices.HasSynced, c.models.HasSynced, c.plugins.HasSynced) {
-		return fmt.Errorf("controller: informer caches did not sync: %w", ctx.Err())
+		// Only the end of ctx stops the wait: a clean stop.
+		c.log.Info("controller: stopped before the informer caches synced")
+		return nil
 	}
-	c.log.Info("controller: caches synced; reconciling connected nodes", "workers", workers)
+	c.log.Info("controller: caches synced; reconciling connected nodes", "workers", c.opts.Workers)
 	c.EnqueueConnected()
 	var wg sync.WaitGroup
-	for range max(workers, 1) {
+	for range c.opts.Workers {
 		wg.Go(func() { wait.UntilWithContext(ctx, c.runWorker, time.Second) })
 	}
 	<-ctx.Done()
@@ -321,7 +340,7 @@ func (c *Controller) DesiredSet(node string) (map[string]linkproto.Item, error) 
 		}
 		var model *devicesv1beta1.DeviceModel
 		if d.Spec.DeviceModelRef != nil {
-			mo, ok, err := c.models.GetIndexer().GetByKey(d.Namespace + "/" + d.Spec.DeviceModelRef.Name)
+			mo, ok, err := c.models.GetIndexer().GetByKey(binding.ModelRef(d))
 			if err != nil {
 				return nil, err
 			}
@@ -341,34 +360,41 @@ func (c *Controller) DesiredSet(node string) (map[string]linkproto.Item, error) 
 	return out, nil
 }
 
-// pluginFor picks the MapperPlugin a device runs on: the one its model pins
-// with the mappers.wapper.dev/plugin annotation, or else the plugin (first
-// by name) providing the device's protocol.
+// pluginFor picks the MapperPlugin a device runs on with binding.Select,
+// the rule the host applies too. When the rule fails the node gets no
+// plugin for the device, and the host reports why on the device.
 func (c *Controller) pluginFor(d *devicesv1beta1.Device, model *devicesv1beta1.DeviceModel) *mappersv1alpha1.MapperPlugin {
-	if model != nil {
-		if name := model.Annotations[mappersv1alpha1.PluginAnnotation]; name != "" {
-			o, ok, _ := c.plugins.GetIndexer().GetByKey(name)
-			if !ok {
-				return nil
-			}
-			return o.(*mappersv1alpha1.MapperPlugin)
-		}
-	}
-	proto := d.Spec.Protocol.ProtocolName
-	if proto == "" && model != nil {
-		proto = model.Spec.Protocol
-	}
-	if proto == "" {
+	choice, err := binding.Select(d, model, indexedPlugins{c.plugins.GetIndexer()})
+	if err != nil {
+		c.log.Debug("no plugin for device", "device", d.Namespace+"/"+d.Name, "err", err)
 		return nil
 	}
-	ps, _ := c.plugins.GetIndexer().ByIndex(indexByProtocol, proto)
-	if len(ps) == 0 {
+	p, ok := c.Plugin(choice.Plugin)
+	if !ok {
+		// Deleted between Select and this lookup; the delete event
+		// reconciles the node again.
 		return nil
 	}
-	sort.Slice(ps, func(i, j int) bool {
-		return ps[i].(*mappersv1alpha1.MapperPlugin).Name < ps[j].(*mappersv1alpha1.MapperPlugin).Name
-	})
-	return ps[0].(*mappersv1alpha1.MapperPlugin)
+	return p
+}
+
+// indexedPlugins is binding.Plugins over the MapperPlugin informer's
+// indexer.
+type indexedPlugins struct{ idx cache.Indexer }
+
+// Has implements binding.Plugins.
+func (p indexedPlugins) Has(name string) bool {
+	_, ok, err := p.idx.GetByKey(name)
+	return err == nil && ok
+}
+
+// Providing implements binding.Plugins.
+func (p indexedPlugins) Providing(protocol string) []string {
+	names, err := p.idx.IndexKeys(indexByProtocol, protocol)
+	if err != nil {
+		return nil
+	}
+	return names
 }
 
 // Plugin returns the MapperPlugin called name from the informer cache.

@@ -14,8 +14,8 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"wapper.dev/wapper/cloud/controller"
-	"wapper.dev/wapper/linkproto"
 	"wapper.dev/wapper/internal/k8stest"
+	"wapper.dev/wapper/linkproto"
 )
 
 func TestMain(m *testing.M) { os.Exit(k8stest.Run(m)) }
@@ -78,16 +78,16 @@ func TestDesiredSets(t *testing.T) {
 	env := k8stest.Shared(t)
 	ns := env.Namespace(t)
 	p := func(s string) string { return ns + "-" + s } // cluster-scoped names unique to the test
-	h := &hub{nodes: []string{p("n1"), p("n2")}, sets: map[string]map[string]linkproto.Item{}, wake: make(chan struct{}, 1)}
+	h := &hub{nodes: []string{p("n1"), p("n2"), p("n3")}, sets: map[string]map[string]linkproto.Item{}, wake: make(chan struct{}, 1)}
 	ctl, err := controller.New(controller.Options{
-		KubeEdge: kubeedge.NewForConfigOrDie(env.Config()), Dynamic: dynamic.NewForConfigOrDie(env.Config()), Hub: h,
+		KubeEdge: kubeedge.NewForConfigOrDie(env.Config()), Dynamic: dynamic.NewForConfigOrDie(env.Config()), Hub: h, Workers: 2,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { _ = ctl.Run(ctx, 2); close(done) }()
+	go func() { _ = ctl.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 
 	apply := func(doc string) {
@@ -134,7 +134,24 @@ spec: {nodeName: P-n2, deviceModelRef: {name: pinned}, protocol: {protocolName: 
 apiVersion: devices.kubeedge.io/v1beta1
 kind: Device
 metadata: {name: d3}
-spec: {nodeName: P-n2, deviceModelRef: {name: missing}, protocol: {protocolName: P-nothing}}`)
+spec: {nodeName: P-n2, deviceModelRef: {name: missing}, protocol: {protocolName: P-nothing}}
+---
+apiVersion: devices.kubeedge.io/v1beta1
+kind: DeviceModel
+metadata:
+  name: pinned-gone
+  annotations: {mappers.wapper.dev/plugin: P-gone}
+spec: {protocol: P-modbus}
+---
+apiVersion: devices.kubeedge.io/v1beta1
+kind: Device
+metadata: {name: d4}
+spec: {nodeName: P-n3, deviceModelRef: {name: plain}, protocol: {protocolName: P-other}}
+---
+apiVersion: devices.kubeedge.io/v1beta1
+kind: Device
+metadata: {name: d5}
+spec: {nodeName: P-n3, deviceModelRef: {name: pinned-gone}}`)
 	dev := func(n string) string { return linkproto.Key(linkproto.KindDevice, ns, n) }
 	model := func(n string) string { return linkproto.Key(linkproto.KindDeviceModel, ns, n) }
 	plug := func(n string) string { return linkproto.Key(linkproto.KindMapperPlugin, "", p(n)) }
@@ -143,6 +160,10 @@ spec: {nodeName: P-n2, deviceModelRef: {name: missing}, protocol: {protocolName:
 	set1 := h.wait(t, p("n1"), sorted(dev("d1"), model("plain"), plug("a-modbus")))
 	// d3's model and plugin are missing: the device still goes, alone.
 	h.wait(t, p("n2"), sorted(dev("d2"), dev("d3"), model("pinned"), plug("b-modbus")))
+	// The rule of apis/binding, as the host applies it: d4 names a protocol
+	// other than its model's (which P-a-modbus provides) and d5's model
+	// pins a plugin that does not exist; neither gets a plugin.
+	h.wait(t, p("n3"), sorted(dev("d4"), dev("d5"), model("plain"), model("pinned-gone")))
 
 	// Delivered objects carry no status or managed fields, and their
 	// version ignores writes that change only those.

@@ -84,13 +84,21 @@ type nodeState struct {
 	sess    *session
 }
 
+// Defaults of Options (wapper-cloud's --window and --batch flags).
+const (
+	// DefaultWindow is the unacknowledged batches per node.
+	DefaultWindow = 4
+	// DefaultBatchSize is the most items in one batch.
+	DefaultBatchSize = 256
+)
+
 // New returns a Hub.
 func New(opts Options) *Hub {
 	if opts.Window <= 0 {
-		opts.Window = 4
+		opts.Window = DefaultWindow
 	}
 	if opts.BatchSize <= 0 {
-		opts.BatchSize = 256
+		opts.BatchSize = DefaultBatchSize
 	}
 	if opts.PingInterval <= 0 {
 		opts.PingInterval = 20 * time.Second
@@ -263,7 +271,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if conn.Subprotocol() != linkproto.Subprotocol {
 		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseProtocolError, "want subprotocol "+linkproto.Subprotocol), time.Now().Add(time.Second))
-		_ = conn.Close()
+		h.closeConn(conn, node)
 		return
 	}
 	conn.SetReadLimit(64 << 20)
@@ -271,7 +279,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var hello linkproto.Message
 	if err := conn.ReadJSON(&hello); err != nil || hello.Type != linkproto.TypeHello {
 		h.log.Warn("hub: host did not start with hello", "node", node, "err", err, "type", hello.Type)
-		_ = conn.Close()
+		h.closeConn(conn, node)
 		return
 	}
 	s := newSession(h, node, conn, hello.Inventory)
@@ -345,6 +353,14 @@ func newSession(h *Hub, node string, conn *websocket.Conn, inv map[string]string
 	}
 }
 
+// closeConn closes a host's connection, logging a failure: the socket is
+// gone either way, and the host reconnects.
+func (h *Hub) closeConn(conn *websocket.Conn, node string) {
+	if err := conn.Close(); err != nil {
+		h.log.Debug("hub: close connection", "node", node, "err", err)
+	}
+}
+
 func (s *session) wakeUp() {
 	select {
 	case s.wake <- struct{}{}:
@@ -355,7 +371,7 @@ func (s *session) wakeUp() {
 func (s *session) close() {
 	s.once.Do(func() {
 		close(s.done)
-		_ = s.conn.Close()
+		s.h.closeConn(s.conn, s.node)
 	})
 }
 

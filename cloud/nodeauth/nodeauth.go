@@ -59,9 +59,19 @@ func New(cs kubernetes.Interface, namespace string, log *slog.Logger) *Store {
 	return s
 }
 
-// Start starts the informer and waits for its cache.
-func (s *Store) Start(ctx context.Context) error {
+// Run runs the informer on the token Secrets until ctx ends, and returns
+// once it has stopped. It returns nil: the informer retries failed lists
+// and watches itself.
+func (s *Store) Run(ctx context.Context) error {
 	s.inf.Start(ctx.Done())
+	<-ctx.Done()
+	s.inf.Shutdown()
+	return nil
+}
+
+// WaitSynced waits until Run's informer has listed the token Secrets, so
+// that Authenticate knows every node; it fails when ctx ends first.
+func (s *Store) WaitSynced(ctx context.Context) error {
 	if !cache.WaitForCacheSync(ctx.Done(), s.secrets.HasSynced) {
 		return fmt.Errorf("nodeauth: token Secrets did not sync: %w", ctx.Err())
 	}

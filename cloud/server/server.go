@@ -1,6 +1,8 @@
 // Package server assembles wapper-cloud: the controller, the hub, the
 // status writer, node authentication and the module endpoint, behind one
-// TLS listener. cmd/wapper-cloud is a thin flag layer over Run.
+// TLS listener. cmd/wapper-cloud is a thin flag layer over Run, which
+// composes the components' Run methods and writes down their shutdown
+// order.
 package server
 
 import (
@@ -18,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -26,11 +29,23 @@ import (
 	"wapper.dev/wapper/cloud/certs"
 	"wapper.dev/wapper/cloud/controller"
 	"wapper.dev/wapper/cloud/hub"
-	"wapper.dev/wapper/linkproto"
 	"wapper.dev/wapper/cloud/modules"
 	"wapper.dev/wapper/cloud/nodeauth"
 	"wapper.dev/wapper/cloud/status"
+	"wapper.dev/wapper/linkproto"
 	"wapper.dev/wapper/registry/fetch"
+)
+
+// Defaults of Config (wapper-cloud's flags).
+const (
+	// DefaultListen is the address hosts connect to.
+	DefaultListen = ":8443"
+	// DefaultNamespace holds the node token Secrets and the TLS Secret.
+	DefaultNamespace = "wapper-system"
+	// DefaultTLSSecret keeps the generated certificate.
+	DefaultTLSSecret = "wapper-cloud-tls"
+	// DefaultWorkers is the number of reconcile workers.
+	DefaultWorkers = controller.DefaultWorkers
 )
 
 // Config configures Run.
@@ -61,7 +76,8 @@ type Config struct {
 	Status status.Options
 	// Hub configures the hub (Auth, Upstream and callbacks are filled in).
 	Hub hub.Options
-	// Workers is the number of reconcile workers (default 4).
+	// Workers is the number of reconcile workers: zero means
+	// DefaultWorkers, a negative number is refused.
 	Workers int
 	// Logger receives logs (default slog.Default()).
 	Logger *slog.Logger
@@ -70,20 +86,25 @@ type Config struct {
 	Ready func(addr net.Addr)
 }
 
-// Run serves until ctx ends.
-func Run(ctx context.Context, cfg Config) error {
-	log := cfg.Logger
-	if log == nil {
-		log = slog.Default()
+// withDefaults fills in the defaults of cfg and checks it.
+func (cfg Config) withDefaults() (Config, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
 	}
 	if cfg.Listen == "" {
-		cfg.Listen = ":8443"
+		cfg.Listen = DefaultListen
 	}
 	if cfg.TLSSecret == "" {
-		cfg.TLSSecret = "wapper-cloud-tls"
+		cfg.TLSSecret = DefaultTLSSecret
 	}
 	if cfg.Namespace == "" {
-		cfg.Namespace = "wapper-system"
+		cfg.Namespace = DefaultNamespace
+	}
+	switch {
+	case cfg.Workers < 0:
+		return cfg, fmt.Errorf("%d reconcile workers (--workers): want 1 or more", cfg.Workers)
+	case cfg.Workers == 0:
+		cfg.Workers = DefaultWorkers
 	}
 	if len(cfg.TLSHosts) == 0 {
 		cfg.TLSHosts = []string{"localhost", "127.0.0.1", "::1"}
@@ -94,10 +115,21 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.ModuleCacheDir == "" {
 		d, err := os.UserCacheDir()
 		if err != nil {
-			return fmt.Errorf("no module cache directory: set --module-cache: %w", err)
+			return cfg, fmt.Errorf("no module cache directory: set --module-cache: %w", err)
 		}
 		cfg.ModuleCacheDir = d + "/wapper-cloud/modules"
 	}
+	return cfg, nil
+}
+
+// Run serves until ctx ends, and returns once every component has
+// stopped: nil after ctx ended, or the first component's failure.
+func Run(ctx context.Context, cfg Config) error {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return err
+	}
+	log := cfg.Logger
 	kc, err := kubernetes.NewForConfig(cfg.Rest)
 	if err != nil {
 		return err
@@ -130,9 +162,6 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	auth := nodeauth.New(kc, cfg.Namespace, log)
-	if err := auth.Start(ctx); err != nil {
-		return err
-	}
 	useDS, err := status.HasDeviceStatus(kc.Discovery())
 	if err != nil {
 		return err
@@ -158,7 +187,7 @@ func Run(ctx context.Context, cfg Config) error {
 	hopts.OnConnect = func(node string) { ctl.Enqueue(node) }
 	hopts.Metrics = hub.NewMetrics(reg)
 	h := hub.New(hopts)
-	ctl, err = controller.New(controller.Options{KubeEdge: kec, Dynamic: dc, Hub: h, Logger: log, Metrics: controller.NewMetrics(reg)})
+	ctl, err = controller.New(controller.Options{KubeEdge: kec, Dynamic: dc, Hub: h, Workers: cfg.Workers, Logger: log, Metrics: controller.NewMetrics(reg)})
 	if err != nil {
 		return err
 	}
@@ -187,28 +216,64 @@ func Run(ctx context.Context, cfg Config) error {
 		ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errc := make(chan error, 3)
-	go func() { errc <- ctl.Run(ctx, max(cfg.Workers, 4)) }()
-	go func() { writer.Run(ctx); errc <- nil }()
-	go func() {
-		if err := srv.ServeTLS(ln, "", ""); !errors.Is(err, http.ErrServerClosed) {
-			errc <- err
+	// The components run in one errgroup: the first to fail stops the
+	// others, and Run returns its error once all have stopped. Shutdown
+	// order, on ctx's end or a failure:
+	//  1. the HTTPS server stops taking hosts, lets module downloads under
+	//     way finish (5 s at most), and the hub closes its sessions, so no
+	//     report arrives any more;
+	//  2. then the controller, the status writer and node authentication
+	//     stop together: their context (back) ends only when 1 is over.
+	back, stopBack := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBack()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return auth.Run(back) })
+	g.Go(func() error { return ctl.Run(back) })
+	g.Go(func() error { return writer.Run(back) })
+	g.Go(func() error {
+		defer stopBack()
+		if err := auth.WaitSynced(gctx); err != nil {
+			if gctx.Err() != nil && ctx.Err() != nil {
+				return nil // stopped while starting
+			}
+			return err
 		}
-	}()
-	log.Info("wapper-cloud: serving", "addr", ln.Addr().String(), "namespace", cfg.Namespace, "deviceStatus", useDS)
-	if cfg.Ready != nil {
-		cfg.Ready(ln.Addr())
-	}
+		return serveHosts(gctx, srv, ln, h, log, func() {
+			log.Info("wapper-cloud: serving", "addr", ln.Addr().String(), "namespace", cfg.Namespace, "deviceStatus", useDS, "workers", cfg.Workers)
+			if cfg.Ready != nil {
+				cfg.Ready(ln.Addr())
+			}
+		})
+	})
+	return g.Wait()
+}
+
+// serveHosts serves srv on ln until ctx ends (calling serving once it
+// serves), then shuts it down and closes the hub's sessions. It returns
+// once the server has stopped: nil, or why it stopped serving by itself.
+func serveHosts(ctx context.Context, srv *http.Server, ln net.Listener, h *hub.Hub, log *slog.Logger, serving func()) error {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	serving()
+	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
+		err = fmt.Errorf("serve hosts: %w", err)
 	}
-	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer scancel()
-	_ = srv.Shutdown(sctx)
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if serr := srv.Shutdown(sctx); serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+		log.Warn("wapper-cloud: requests still under way at shutdown were cut", "err", serr)
+	}
 	h.Close()
-	_ = srv.Close()
+	if cerr := srv.Close(); cerr != nil {
+		log.Warn("wapper-cloud: close the listener", "err", cerr)
+	}
+	if err == nil {
+		if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+			err = fmt.Errorf("serve hosts: %w", serr)
+		}
+	}
 	return err
 }

@@ -48,6 +48,18 @@ var (
 // ok is false when the device no longer exists.
 type DeviceLookup func(namespace, name string) (uid types.UID, ok bool)
 
+// Defaults of Options (wapper-cloud's --status-* flags).
+const (
+	// DefaultQPS is the status writes per second to the API server.
+	DefaultQPS = 50
+	// DefaultBurst is the status write burst.
+	DefaultBurst = 100
+	// DefaultFlushInterval is how long reports for one object gather.
+	DefaultFlushInterval = time.Second
+	// DefaultWorkers is the number of concurrent writers.
+	DefaultWorkers = 16
+)
+
 // Options configure a Writer.
 type Options struct {
 	// Dynamic is the client the writer uses.
@@ -126,16 +138,16 @@ type pluginEntry struct {
 // New returns a Writer; call Run to start its workers.
 func New(opts Options) *Writer {
 	if opts.QPS <= 0 {
-		opts.QPS = 50
+		opts.QPS = DefaultQPS
 	}
 	if opts.Burst <= 0 {
-		opts.Burst = 100
+		opts.Burst = DefaultBurst
 	}
 	if opts.FlushInterval <= 0 {
-		opts.FlushInterval = time.Second
+		opts.FlushInterval = DefaultFlushInterval
 	}
 	if opts.Workers <= 0 {
-		opts.Workers = 16
+		opts.Workers = DefaultWorkers
 	}
 	if opts.FieldManager == "" {
 		opts.FieldManager = "wapper-cloud"
@@ -198,8 +210,10 @@ func (w *Writer) Pending() int {
 	return len(w.devices) + len(w.plugins)
 }
 
-// Run runs the workers until ctx ends.
-func (w *Writer) Run(ctx context.Context) {
+// Run runs the workers until ctx ends, and returns once they have all
+// stopped. It returns nil: a failed write is logged and retried, never
+// fatal.
+func (w *Writer) Run(ctx context.Context) error {
 	if m := w.opts.Metrics; m != nil {
 		m.bind(w)
 	}
@@ -213,6 +227,7 @@ func (w *Writer) Run(ctx context.Context) {
 	<-ctx.Done()
 	w.queue.ShutDown()
 	wg.Wait()
+	return nil
 }
 
 func (w *Writer) next(ctx context.Context) bool {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"path/filepath"
@@ -47,17 +46,21 @@ func inspectState(stateDir string, devs []*device, afterRun int) ([]windowWrite,
 	defer db.Close()
 	var out []windowWrite
 	err = db.View(func(tx *bolt.Tx) error {
-		twins := tx.Bucket([]byte("twins"))
-		if twins == nil {
+		// One top-level bucket per component (see host/store).
+		st, kvTop := tx.Bucket([]byte("store")), tx.Bucket([]byte("kv"))
+		if st == nil || st.Bucket([]byte("twins")) == nil {
 			return nil
 		}
+		twins := st.Bucket([]byte("twins"))
 		var kvs []*bolt.Bucket
-		tx.ForEach(func(name []byte, b *bolt.Bucket) error {
-			if bytes.HasPrefix(name, []byte("kv/")) {
-				kvs = append(kvs, b)
+		if kvTop != nil {
+			if err := kvTop.ForEachBucket(func(name []byte) error {
+				kvs = append(kvs, kvTop.Bucket(name))
+				return nil
+			}); err != nil {
+				return err
 			}
-			return nil
-		})
+		}
 		for _, d := range devs {
 			if !d.virtual {
 				continue

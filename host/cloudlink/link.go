@@ -158,6 +158,9 @@ func New(opts Options) (*Link, error) {
 	if opts.DB == nil || opts.Sink == nil {
 		return nil, errors.New("cloudlink: Options.DB and Options.Sink are required")
 	}
+	if err := CheckURL(opts.URL); err != nil {
+		return nil, err
+	}
 	if opts.MinBackoff <= 0 {
 		opts.MinBackoff = 500 * time.Millisecond
 	}
@@ -261,15 +264,32 @@ func (l *Link) Run(ctx context.Context) error {
 	}
 }
 
-func (l *Link) endpoint(path string) (string, error) {
-	u, err := url.Parse(l.opts.URL)
+// CheckURL refuses a cloud URL the link cannot use: one that does not
+// parse, has no host, or is not https:// (or wss://), since the link
+// carries the node's token and is always TLS.
+func CheckURL(raw string) error {
+	u, err := url.Parse(raw)
 	if err != nil {
-		return "", fmt.Errorf("--cloud %q: %w", l.opts.URL, err)
+		return fmt.Errorf("--cloud %q: %w", raw, err)
 	}
 	switch u.Scheme {
 	case "https", "wss":
 	default:
-		return "", fmt.Errorf("--cloud %q: want an https:// (or wss://) URL; the link is always TLS", l.opts.URL)
+		return fmt.Errorf("--cloud %q: want an https:// (or wss://) URL: the link carries the node's token and is always TLS", raw)
+	}
+	if u.Host == "" {
+		return fmt.Errorf("--cloud %q: no host; want https://HOST:PORT", raw)
+	}
+	return nil
+}
+
+func (l *Link) endpoint(path string) (string, error) {
+	if err := CheckURL(l.opts.URL); err != nil {
+		return "", err
+	}
+	u, err := url.Parse(l.opts.URL)
+	if err != nil {
+		return "", fmt.Errorf("--cloud %q: %w", l.opts.URL, err)
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/") + path
 	return u.String(), nil

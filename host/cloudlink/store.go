@@ -7,17 +7,25 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"wapper.dev/wapper/host/store"
 	"wapper.dev/wapper/linkproto"
 )
 
-// Buckets in the host's bbolt database.
+// Buckets in the host's bbolt database, inside the top-level bucket
+// store.TopCloudlink.
 var (
-	bucketObjects  = []byte("cloudlink.objects")  // linkproto key → stored
-	bucketReported = []byte("cloudlink.reported") // report key → latest linkproto.Report (Seq unset)
-	bucketOutbox   = []byte("cloudlink.outbox")   // report key → seq (8 bytes) not yet acknowledged
-	bucketMeta     = []byte("cloudlink.meta")     // "seq" → last report seq
+	bucketObjects  = []byte("objects")  // linkproto key → stored
+	bucketReported = []byte("reported") // report key → latest linkproto.Report (Seq unset)
+	bucketOutbox   = []byte("outbox")   // report key → seq (8 bytes) not yet acknowledged
+	bucketMeta     = []byte("meta")     // "seq" → last report seq
 	keySeq         = []byte("seq")
+	topCloudlink   = []byte(store.TopCloudlink)
 )
+
+// bucket returns the link's bucket called name; initBuckets created it.
+func bucket(tx *bolt.Tx, name []byte) *bolt.Bucket {
+	return tx.Bucket(topCloudlink).Bucket(name)
+}
 
 // stored is one object received from the cloud.
 type stored struct {
@@ -27,9 +35,13 @@ type stored struct {
 
 func initBuckets(db *bolt.DB) error {
 	return db.Update(func(tx *bolt.Tx) error {
+		top, err := tx.CreateBucketIfNotExists(topCloudlink)
+		if err != nil {
+			return fmt.Errorf("cloudlink: create bucket %s: %w", topCloudlink, err)
+		}
 		for _, b := range [][]byte{bucketObjects, bucketReported, bucketOutbox, bucketMeta} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return fmt.Errorf("cloudlink: create bucket %s: %w", b, err)
+			if _, err := top.CreateBucketIfNotExists(b); err != nil {
+				return fmt.Errorf("cloudlink: create bucket %s/%s: %w", topCloudlink, b, err)
 			}
 		}
 		return nil
@@ -40,7 +52,7 @@ func initBuckets(db *bolt.DB) error {
 func inventory(db *bolt.DB) (map[string]string, error) {
 	inv := map[string]string{}
 	err := db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketObjects).ForEach(func(k, v []byte) error {
+		return bucket(tx, bucketObjects).ForEach(func(k, v []byte) error {
 			var s stored
 			if err := json.Unmarshal(v, &s); err != nil {
 				return fmt.Errorf("cloudlink: stored object %s: %w", k, err)
@@ -56,7 +68,7 @@ func inventory(db *bolt.DB) (map[string]string, error) {
 // whose version is already stored is skipped: nothing is applied twice.
 func applyItems(db *bolt.DB, items []linkproto.Item) (changed int, err error) {
 	err = db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketObjects)
+		b := bucket(tx, bucketObjects)
 		for _, it := range items {
 			k := []byte(it.Key)
 			cur := b.Get(k)
@@ -93,7 +105,7 @@ func applyItems(db *bolt.DB, items []linkproto.Item) (changed int, err error) {
 func loadObjects(db *bolt.DB) (Set, error) {
 	var set Set
 	err := db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketObjects).ForEach(func(k, v []byte) error {
+		return bucket(tx, bucketObjects).ForEach(func(k, v []byte) error {
 			var s stored
 			if err := json.Unmarshal(v, &s); err != nil {
 				return fmt.Errorf("cloudlink: stored object %s: %w", k, err)
@@ -118,7 +130,7 @@ func reportKey(r linkproto.Report) string {
 // sending with a new sequence number.
 func putReport(tx *bolt.Tx, r linkproto.Report) error {
 	k := []byte(reportKey(r))
-	rep := tx.Bucket(bucketReported)
+	rep := bucket(tx, bucketReported)
 	if r.Device != nil {
 		if old := rep.Get(k); old != nil {
 			var prev linkproto.Report
@@ -136,7 +148,7 @@ func putReport(tx *bolt.Tx, r linkproto.Report) error {
 	if err := rep.Put(k, v); err != nil {
 		return err
 	}
-	meta := tx.Bucket(bucketMeta)
+	meta := bucket(tx, bucketMeta)
 	var seq uint64
 	if b := meta.Get(keySeq); len(b) == 8 {
 		seq = binary.BigEndian.Uint64(b)
@@ -146,7 +158,7 @@ func putReport(tx *bolt.Tx, r linkproto.Report) error {
 	if err := meta.Put(keySeq, sb); err != nil {
 		return err
 	}
-	return tx.Bucket(bucketOutbox).Put(k, sb)
+	return bucket(tx, bucketOutbox).Put(k, sb)
 }
 
 // pendingReports returns up to max outbox reports not in skip (seqs
@@ -154,8 +166,8 @@ func putReport(tx *bolt.Tx, r linkproto.Report) error {
 func pendingReports(db *bolt.DB, skip map[uint64]bool, max int) ([]linkproto.Report, error) {
 	var out []linkproto.Report
 	err := db.View(func(tx *bolt.Tx) error {
-		rep := tx.Bucket(bucketReported)
-		c := tx.Bucket(bucketOutbox).Cursor()
+		rep := bucket(tx, bucketReported)
+		c := bucket(tx, bucketOutbox).Cursor()
 		for k, v := c.First(); k != nil && len(out) < max; k, v = c.Next() {
 			seq := binary.BigEndian.Uint64(v)
 			if skip[seq] {
@@ -177,7 +189,7 @@ func pendingReports(db *bolt.DB, skip map[uint64]bool, max int) ([]linkproto.Rep
 // report of the same object replaced them meanwhile.
 func ackReports(db *bolt.DB, keys map[uint64]string, seqs []uint64) error {
 	return db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketOutbox)
+		b := bucket(tx, bucketOutbox)
 		for _, s := range seqs {
 			k, ok := keys[s]
 			if !ok {
@@ -196,7 +208,7 @@ func ackReports(db *bolt.DB, keys map[uint64]string, seqs []uint64) error {
 func outboxLen(db *bolt.DB) int {
 	n := 0
 	_ = db.View(func(tx *bolt.Tx) error {
-		n = tx.Bucket(bucketOutbox).Stats().KeyN
+		n = bucket(tx, bucketOutbox).Stats().KeyN
 		return nil
 	})
 	return n

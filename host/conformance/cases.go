@@ -14,7 +14,7 @@ import (
 
 // suite is every case, in run order.
 var suite = []Case{
-	{"exports", "ABI marker, required exports with their signatures, optional exports read_batch, call_method, poll", caseExports},
+	{"exports", "ABI marker, required exports with their signatures, optional exports read_batch, read_many, call_method, poll", caseExports},
 	{"init", "wapper_init takes any config object; failInit fails with code 2 and the exact message", caseInit},
 	{"device/add", "a refused wapper_device_add passes code and message, and the device is not kept", caseAdd},
 	{"device/update-remove", "update keeps a device's state and applies the new description; remove forgets it", caseUpdateRemove},
@@ -26,6 +26,7 @@ var suite = []Case{
 	{"methods", "wapper_call_method echoes JSON args; an unknown method fails with code 3", caseMethods},
 	{"kv", "kv_get/kv_set/kv_delete through the host store, which outlives instances", caseKV},
 	{"batch", "wapper_read_batch: entries in request order with their own errors; bad handles; empty and 4096-handle batches", caseBatch},
+	{"read_many", "wapper_read_many: many devices in one call, entries in request order with their own errors; unknown handles in their entry; malformed requests", caseReadMany},
 	{"poll", "wapper_poll reports through the host in description order and returns next_ms", casePoll},
 	{"memory/buffers", "every buffer the host allocates is freed; live buffers never overlap", caseBuffers},
 	{"memory/values", "many large writes and reads do not grow guest memory", caseMemoryValues},
@@ -43,7 +44,7 @@ func caseExports(t *caseRun) {
 	if info.ABIMajor != abi.Major {
 		t.Errorf("ABI major %d, want %d", info.ABIMajor, abi.Major)
 	}
-	for _, e := range []string{abi.ExportReadBatch, abi.ExportMethod, abi.ExportPoll} {
+	for _, e := range []string{abi.ExportReadBatch, abi.ExportReadMany, abi.ExportMethod, abi.ExportPoll} {
 		if !info.Has(e) {
 			t.Errorf("optional export %s is missing; the conformance plugin implements it", e)
 		}

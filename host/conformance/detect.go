@@ -44,14 +44,14 @@ func Detect(ctx context.Context, wasm []byte) error {
 	var ae *abi.Error
 	switch {
 	case errors.As(err, &ae):
-		return fmt.Errorf("%w: wapper_init({}) failed (%v), and a conformance plugin accepts any config object", ErrNotConformance, err)
+		return fmt.Errorf("%w: wapper_init({}) failed (%w), and a conformance plugin accepts any config object", ErrNotConformance, err)
 	case err != nil:
 		return err
 	}
 	defer p.Close(context.Background())
 	d := device(1, "", prop(0, "probe", "INT", "ReadOnly", fmt.Sprintf(`{"kind": "error", "code": %d, "message": %q}`, probeCode, probeMessage)))
 	if err := p.AddDevice(ctx, d); err != nil {
-		return fmt.Errorf("%w: it refused a conformance device (%v)", ErrNotConformance, err)
+		return fmt.Errorf("%w: it refused a conformance device (%w)", ErrNotConformance, err)
 	}
 	_, err = p.Read(ctx, 1, 0)
 	if errors.As(err, &ae) && ae.Code == probeCode && ae.Message == probeMessage {

@@ -78,14 +78,23 @@
 // # Timing
 //
 // collectCycle and reportCycle are in milliseconds, as in KubeEdge's
-// mapper-framework; zero takes the defaults in [Options]. Each device has one
-// goroutine; a device's properties that share a collect cycle are read
-// together, with one batch call or one call each, whichever has been faster
-// per property for that plugin (a plugin that merges requests wins with
-// batches, the Go SDK's looping default loses). A read waits for a free
-// plugin instance at most [Options.ReadWait] to twice that; when the pool
-// stays busy longer the reading is skipped (wapper_reads_skipped_total), not
-// queued, so a saturated plugin slows its readings down instead of piling
-// up work. Plugins that poll (wapper_poll asks to be called again) are also
+// mapper-framework; zero takes the defaults in [Options]. Devices have no
+// goroutine of their own: one scheduler per Manager keeps every running
+// device's next due times and, at each step (at most every 10 ms), reads
+// all the properties due then with one wapper_read_many call per plugin
+// (split into as many parallel calls as the plugin has instances; a
+// plugin without wapper_read_many reads device by device, with one batch
+// call or one call per property, whichever has been faster per property
+// for that plugin). Each device keeps its own cycles: a device's
+// properties that share a collect cycle are read together, its first
+// reads are spread over the cycle, and its state is asked and its twins
+// reported in the same steps as its reads. A read waits for a free plugin
+// instance at most [Options.ReadWait] to twice that; when the pool stays
+// busy longer, or the device's previous read still runs when the next is
+// due, the reading is skipped (wapper_reads_skipped_total), not queued,
+// so a saturated plugin slows its readings down instead of piling up
+// work. Plugins that poll (wapper_poll asks to be called again) are also
 // polled, and the readings they push are handled like collected ones.
+// Handing a reading to the twins and to subscribers that filter it out
+// allocates nothing.
 package devices

@@ -3,6 +3,8 @@ package devices
 import (
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"wapper.dev/wapper/abi"
 )
 
@@ -81,40 +83,13 @@ type Event struct {
 }
 
 type subscription struct {
-	name string
 	ch   chan Event
 	keep func(*Event) bool
+	drop prometheus.Counter // wapper_device_events_dropped_total of this subscriber
 }
 
-// Subscribe returns a channel of every device event and a function that
-// ends the subscription (and closes the channel). name labels the drop
-// counter; buffer is the channel size (at least 1024 is wise with many
-// devices). Events are dropped, never waited for, when the channel is full.
-func (m *Manager) Subscribe(name string, buffer int) (<-chan Event, func()) {
-	return m.SubscribeFunc(name, buffer, nil)
-}
-
-// SubscribeFunc is [Manager.Subscribe] for the events keep accepts only
-// (nil keeps every event). keep runs on the device's goroutine, so it must
-// be quick and must not modify the event; filtering there saves waking the
-// subscriber for events it would throw away (most readings).
-func (m *Manager) SubscribeFunc(name string, buffer int, keep func(*Event) bool) (<-chan Event, func()) {
-	s := &subscription{name: name, ch: make(chan Event, max(buffer, 1)), keep: keep}
-	m.subMu.Lock()
-	m.subs[s] = struct{}{}
-	m.subMu.Unlock()
-	var done bool
-	return s.ch, func() {
-		m.subMu.Lock()
-		defer m.subMu.Unlock()
-		if !done {
-			done = true
-			delete(m.subs, s)
-			close(s.ch)
-		}
-	}
-}
-
+// emit hands ev to every subscriber that keeps it. ev.Twins then belongs
+// to the subscribers: the caller must not change it afterwards.
 func (m *Manager) emit(ev Event) {
 	m.subMu.RLock()
 	defer m.subMu.RUnlock()
@@ -125,7 +100,44 @@ func (m *Manager) emit(ev Event) {
 		select {
 		case s.ch <- ev:
 		default:
-			m.met.dropped.WithLabelValues(s.name).Inc()
+			s.drop.Inc()
 		}
 	}
+}
+
+// eventFiller completes an event once a subscriber keeps it.
+type eventFiller interface{ fill(ev *Event) }
+
+// emitLazy is [Manager.emit] for an event whose Twins hold headers only
+// (property, type, access mode and push method), in space the caller
+// reuses: keep sees the headers, and f fills in the twins, once, only
+// when a subscriber keeps the event, so that an event nobody wants costs
+// no allocation.
+func (m *Manager) emitLazy(ev *Event, f eventFiller) {
+	m.subMu.RLock()
+	defer m.subMu.RUnlock()
+	var out *Event
+	for s := range m.subs {
+		if s.keep != nil && !s.keep(ev) {
+			continue
+		}
+		if out == nil {
+			e := *ev
+			out = &e
+			f.fill(out)
+		}
+		select {
+		case s.ch <- *out:
+		default:
+			s.drop.Inc()
+		}
+	}
+}
+
+// hasSubscribers tells whether any subscription exists, so that an event
+// nobody can receive is not even built.
+func (m *Manager) hasSubscribers() bool {
+	m.subMu.RLock()
+	defer m.subMu.RUnlock()
+	return len(m.subs) > 0
 }

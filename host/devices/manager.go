@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -85,6 +83,9 @@ type Options struct {
 	// AddConcurrency is how many devices are added to plugins at once
 	// (default 32); the others wait their turn.
 	AddConcurrency int
+	// CloseTimeout bounds the Close that [Manager.Run] does once its
+	// context ends (default 30 s).
+	CloseTimeout time.Duration
 	// RetryMin and RetryMax bound the exponential backoff (with jitter)
 	// between attempts to add a device after a transient failure (the
 	// plugin's instances busy or restarting, a timeout, an unreachable
@@ -132,6 +133,19 @@ type Manager struct {
 	byID      map[uint32]*device
 	nextID    uint32
 
+	// deps says which devices each model, pinned plugin and protocol
+	// concerns; reconciliation owns it (rec).
+	deps *depIndex
+	// unconfigured holds the devices that kept their previous
+	// configuration (their loop was stuck in a plugin call); reconciliation
+	// owns it (rec).
+	unconfigured map[string]struct{}
+	// plans counts the device plans made, for tests and benchmarks.
+	plans atomic.Int64
+	// restored closes when Restore has run.
+	restored     chan struct{}
+	restoredOnce sync.Once
+
 	subMu sync.RWMutex // guards subs
 	subs  map[*subscription]struct{}
 
@@ -139,20 +153,72 @@ type Manager struct {
 	retryDone chan struct{}
 	addSem    chan struct{} // bounds concurrent adds
 	waits     atomic.Pointer[context.Context]
+	sched     *scheduler // runs the devices' loops (see sched.go)
 }
 
+// sourceObjs is what one source provides, by key.
 type sourceObjs struct {
-	devices map[string]*v1beta1.Device
-	models  map[string]*v1beta1.DeviceModel
-	plugins map[string]*v1alpha1.MapperPlugin
+	devices map[string]storedDevice
+	models  map[string]storedModel
+	plugins map[string]storedPlugin
 }
+
+// storedDevice, storedModel and storedPlugin are objects with the hash of
+// what reconciliation reads of them, computed once when they are stored.
+type (
+	storedDevice struct {
+		obj  *v1beta1.Device
+		hash uint64
+	}
+	storedModel struct {
+		obj  *v1beta1.DeviceModel
+		hash uint64
+	}
+	storedPlugin struct {
+		obj  *v1alpha1.MapperPlugin
+		hash uint64
+	}
+)
 
 func newSourceObjs() *sourceObjs {
-	return &sourceObjs{devices: map[string]*v1beta1.Device{}, models: map[string]*v1beta1.DeviceModel{}, plugins: map[string]*v1alpha1.MapperPlugin{}}
+	return &sourceObjs{devices: map[string]storedDevice{}, models: map[string]storedModel{}, plugins: map[string]storedPlugin{}}
 }
 
-// New returns a manager with no devices. Call [Manager.Restore], then apply
-// sources, and [Manager.Close] at the end.
+// deviceObj returns the Device of that key and its source, whichever
+// source owns it. Callers hold m.mu.
+func (m *Manager) deviceObj(key string) (string, storedDevice, bool) {
+	src, ok := m.owners[objKey(KindDevice, "", key)]
+	if !ok || m.sources[src] == nil {
+		return "", storedDevice{}, false
+	}
+	d, ok := m.sources[src].devices[key]
+	return src, d, ok
+}
+
+// modelObj returns the DeviceModel of that key, whichever source owns it.
+// Callers hold m.mu.
+func (m *Manager) modelObj(key string) (storedModel, bool) {
+	src, ok := m.owners[objKey(KindDeviceModel, "", key)]
+	if !ok || m.sources[src] == nil {
+		return storedModel{}, false
+	}
+	dm, ok := m.sources[src].models[key]
+	return dm, ok
+}
+
+// pluginObj returns the MapperPlugin of that name and its source,
+// whichever source owns it. Callers hold m.mu.
+func (m *Manager) pluginObj(name string) (string, *v1alpha1.MapperPlugin) {
+	src, ok := m.owners[objKey(KindMapperPlugin, "", name)]
+	if !ok || m.sources[src] == nil {
+		return "", nil
+	}
+	return src, m.sources[src].plugins[name].obj
+}
+
+// New returns a manager with no devices. Either call [Manager.Run], which
+// restores, serves and closes, or call [Manager.Restore] and, at the end,
+// [Manager.Close]; apply sources once restored ([Manager.Restored]).
 func New(opts Options) (*Manager, error) {
 	if opts.Engine == nil || opts.Store == nil || opts.Modules == nil {
 		return nil, errors.New("devices: Options.Engine, Store and Modules are required")
@@ -190,6 +256,9 @@ func New(opts Options) (*Manager, error) {
 	if opts.RetryMax < opts.RetryMin {
 		opts.RetryMax = max(30*time.Second, opts.RetryMin)
 	}
+	if opts.CloseTimeout <= 0 {
+		opts.CloseTimeout = 30 * time.Second
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{
 		opts: opts, log: opts.Logger, met: newMetrics(opts.Registerer),
@@ -199,12 +268,14 @@ func New(opts Options) (*Manager, error) {
 		subs: map[*subscription]struct{}{}, flushDone: make(chan struct{}), retryDone: make(chan struct{}),
 		rec:    make(chan struct{}, 1),
 		addSem: make(chan struct{}, opts.AddConcurrency),
+		deps:   newDepIndex(), unconfigured: map[string]struct{}{}, restored: make(chan struct{}),
 	}
 	first, cancelFirst := context.WithCancel(ctx)
 	m.waits.Store(&first)
 	go m.every(opts.FlushInterval, m.flushDone, func() { m.flush() })        // save reported values
 	go m.every(opts.RetryMin, m.retryDone, func() { m.retryPlugins(m.ctx) }) // reload failed plugins
 	go m.waitLoop(cancelFirst)
+	m.startScheduler()
 	return m, nil
 }
 
@@ -248,82 +319,6 @@ func (m *Manager) begin(ctx context.Context) (rctx context.Context, end func(), 
 	return rctx, func() { stop(); cancel(); m.unlockRec() }, nil
 }
 
-// Close stops every device, saves the reported values and closes the
-// plugins. It waits no longer than ctx for any of it: a device whose loop
-// is stuck in a plugin call, a reconciliation or a plugin that does not
-// close in time is left behind, logged, and named in the returned error.
-func (m *Manager) Close(ctx context.Context) error {
-	m.cancel() // ends every device loop, the retry and flush loops and reconciliations
-	var stuck []string
-	if !waitDone(ctx, m.retryDone) {
-		stuck = append(stuck, "the loop that loads failed plugins again")
-	}
-	if m.lockRec(ctx) == nil {
-		defer m.unlockRec()
-	} else {
-		stuck = append(stuck, "a reconciliation of devices and plugins")
-	}
-	if !waitDone(ctx, m.flushDone) {
-		stuck = append(stuck, "the periodic save of reported values")
-	}
-	m.mu.Lock()
-	devs := make([]*device, 0, len(m.devices))
-	for _, d := range m.devices {
-		devs = append(devs, d)
-	}
-	plugs := m.plugins
-	m.plugins = map[string]*pluginEntry{}
-	m.mu.Unlock()
-	sort.Slice(devs, func(i, j int) bool { return devs[i].key < devs[j].key })
-	// Save what was read before waiting for the device loops, which a
-	// stuck plugin call may hold until ctx ends; then again after, for
-	// the readings of the loops that did stop.
-	if err := m.flushCtx(ctx); err != nil {
-		stuck = append(stuck, err.Error())
-	}
-	// A loop stuck in a plugin call would take all the time left: keep a
-	// fifth of it for the last save and the plugin closes.
-	stopCtx := ctx
-	if dl, ok := ctx.Deadline(); ok {
-		var cancel context.CancelFunc
-		stopCtx, cancel = context.WithDeadline(ctx, time.Now().Add(time.Until(dl)*4/5))
-		defer cancel()
-	}
-	var running []string
-	for _, d := range devs {
-		if err := d.stop(stopCtx); err != nil {
-			running = append(running, d.key)
-		}
-	}
-	if len(running) > 0 {
-		m.log.Warn("devices did not stop in time: their loops are still in plugin calls", "count", len(running), "devices", running)
-		stuck = append(stuck, fmt.Sprintf("%d device loops in plugin calls (%s)", len(running), strings.Join(running, ", ")))
-	}
-	if ctx.Err() == nil {
-		if err := m.flushCtx(ctx); err != nil {
-			stuck = append(stuck, err.Error())
-		}
-	} else if n := m.unsaved(); n > 0 {
-		m.log.Warn("reported values read while stopping not saved: no time left", "count", n)
-		stuck = append(stuck, fmt.Sprintf("the save of %d reported values", n))
-	}
-	names := make([]string, 0, len(plugs))
-	for n := range plugs {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		if err := plugs[n].close(ctx); err != nil {
-			m.log.Warn("plugin not closed in time", "plugin", n, "err", err)
-			stuck = append(stuck, "closing MapperPlugin "+n)
-		}
-	}
-	if len(stuck) > 0 {
-		return fmt.Errorf("devices: closed without waiting for %s", strings.Join(stuck, "; "))
-	}
-	return nil
-}
-
 // waitDone waits for ch to close, or ctx to end; it reports whether ch
 // closed.
 func waitDone(ctx context.Context, ch <-chan struct{}) bool {
@@ -350,13 +345,7 @@ func (m *Manager) unsaved() int {
 	m.mu.RUnlock()
 	n := 0
 	for _, d := range devs {
-		d.mu.Lock()
-		for _, t := range d.twins {
-			if t.dirty {
-				n++
-			}
-		}
-		d.mu.Unlock()
+		n += d.twins.unsaved()
 	}
 	return n
 }
@@ -371,7 +360,7 @@ func (m *Manager) flushCtx(ctx context.Context) error {
 		return err
 	case <-ctx.Done():
 		m.log.Warn("reported values not saved in time; the readings since the previous save may be lost")
-		return errors.New("the save of reported values")
+		return fmt.Errorf("save reported values: %w", context.Cause(ctx))
 	}
 }
 
@@ -389,90 +378,25 @@ func nsName(ns, name string) string {
 	return ns + "/" + name
 }
 
-// Restore re-applies what every source last applied, from the store. Call it
-// once, before any source applies anything.
-func (m *Manager) Restore(ctx context.Context) error {
-	objs, err := m.opts.Store.Objects()
-	if err != nil {
-		return fmt.Errorf("restore state: %w", err)
-	}
-	sets := map[string]*ResourceSet{}
-	var order []string
-	for _, o := range objs {
-		s := sets[o.Source]
-		if s == nil {
-			s = &ResourceSet{}
-			sets[o.Source] = s
-			order = append(order, o.Source)
-		}
-		switch o.Kind {
-		case KindDevice:
-			var d v1beta1.Device
-			if err := json.Unmarshal(o.JSON, &d); err == nil {
-				s.Devices = append(s.Devices, &d)
-			}
-		case KindDeviceModel:
-			var d v1beta1.DeviceModel
-			if err := json.Unmarshal(o.JSON, &d); err == nil {
-				s.Models = append(s.Models, &d)
-			}
-		case KindMapperPlugin:
-			var d v1alpha1.MapperPlugin
-			if err := json.Unmarshal(o.JSON, &d); err == nil {
-				s.Plugins = append(s.Plugins, &d)
-			}
-		}
-	}
-	ctx, end, err := m.begin(ctx)
-	if err != nil {
-		return fmt.Errorf("restore state: %w", err)
-	}
-	defer end()
-	for _, src := range order {
-		m.replaceSource(src, sets[src])
-		m.log.Info("restored from state", "source", src, "devices", len(sets[src].Devices), "models", len(sets[src].Models), "plugins", len(sets[src].Plugins))
-	}
-	m.reconcile(ctx)
-	return nil
-}
-
-// Apply replaces everything source provides with set: objects not in set are
-// deleted, new ones added, changed ones updated. Objects whose names another
-// source owns are refused; the returned error (wrapping ErrConflict) lists
-// them, and the rest of the set is applied anyway.
-func (m *Manager) Apply(ctx context.Context, source string, set ResourceSet) error {
-	ctx, end, err := m.begin(ctx)
-	if err != nil {
-		return fmt.Errorf("apply the objects of source %s: %w", source, err)
-	}
-	defer end()
-	conflicts := m.replaceSource(source, &set)
-	if err := m.persist(source); err != nil {
-		m.log.Error("save applied objects", "source", source, "err", err)
-	}
-	m.reconcile(ctx)
-	if len(conflicts) > 0 {
-		return fmt.Errorf("%w: %d objects refused: %s", ErrConflict, len(conflicts), conflicts[0].Reason)
-	}
-	return nil
-}
-
-// replaceSource swaps the objects of a source, honouring ownership. It
-// returns the refused objects. Callers hold the reconciliation lock (Manager.rec).
-func (m *Manager) replaceSource(source string, set *ResourceSet) []Problem {
+// replaceSource swaps the objects of a source, honouring ownership, and
+// notes in ch (when not nil) the objects that differ from the source's
+// previous ones. It returns the refused objects. Callers hold the
+// reconciliation lock (Manager.rec).
+func (m *Manager) replaceSource(source string, set *ResourceSet, ch *changes) []Problem {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	old := m.sources[source]
-	if old != nil {
-		for k := range old.devices {
-			m.release(source, KindDevice, k)
-		}
-		for k := range old.models {
-			m.release(source, KindDeviceModel, k)
-		}
-		for k := range old.plugins {
-			m.release(source, KindMapperPlugin, k)
-		}
+	if old == nil {
+		old = newSourceObjs()
+	}
+	for k := range old.devices {
+		m.release(source, KindDevice, k)
+	}
+	for k := range old.models {
+		m.release(source, KindDeviceModel, k)
+	}
+	for k := range old.plugins {
+		m.release(source, KindMapperPlugin, k)
 	}
 	objs := newSourceObjs()
 	var conflicts []Problem
@@ -486,7 +410,7 @@ func (m *Manager) replaceSource(source string, set *ResourceSet) []Problem {
 			conflicts = append(conflicts, *p)
 			continue
 		}
-		objs.devices[k] = d
+		objs.devices[k] = storedDevice{d, deviceHash(d)}
 	}
 	for _, d := range set.Models {
 		d = d.DeepCopy()
@@ -498,7 +422,7 @@ func (m *Manager) replaceSource(source string, set *ResourceSet) []Problem {
 			conflicts = append(conflicts, *p)
 			continue
 		}
-		objs.models[k] = d
+		objs.models[k] = storedModel{d, modelHash(d)}
 	}
 	for _, p := range set.Plugins {
 		p = p.DeepCopy()
@@ -506,7 +430,12 @@ func (m *Manager) replaceSource(source string, set *ResourceSet) []Problem {
 			conflicts = append(conflicts, *pr)
 			continue
 		}
-		objs.plugins[p.Name] = p
+		objs.plugins[p.Name] = storedPlugin{p, changeHash(p.Spec)}
+	}
+	if ch != nil {
+		diff(old.devices, objs.devices, func(o storedDevice) uint64 { return o.hash }, ch.devices)
+		diff(old.models, objs.models, func(o storedModel) uint64 { return o.hash }, ch.models)
+		diff(old.plugins, objs.plugins, func(o storedPlugin) uint64 { return o.hash }, ch.plugins)
 	}
 	m.sources[source] = objs
 	m.conflicts[source] = conflicts
@@ -514,6 +443,21 @@ func (m *Manager) replaceSource(source string, set *ResourceSet) []Problem {
 		m.log.Warn("object refused", "source", c.Source, "kind", c.Kind, "name", c.Name, "reason", c.Reason)
 	}
 	return conflicts
+}
+
+// diff adds to out the keys of the objects added, removed or changed
+// (by hash) between old and cur.
+func diff[T any](old, cur map[string]T, hash func(T) uint64, out map[string]struct{}) {
+	for k, o := range old {
+		if c, ok := cur[k]; !ok || hash(c) != hash(o) {
+			out[k] = struct{}{}
+		}
+	}
+	for k := range cur {
+		if _, ok := old[k]; !ok {
+			out[k] = struct{}{}
+		}
+	}
 }
 
 func (m *Manager) release(source, kind, key string) {
@@ -532,203 +476,128 @@ func (m *Manager) claim(source, kind, key string) *Problem {
 	return nil
 }
 
+// storeObject encodes one object of a source for the store.
+func storeObject(source, kind, key string, v any) (store.Object, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return store.Object{}, fmt.Errorf("encode %s %s of source %s: %w", kind, key, source, err)
+	}
+	return store.Object{Source: source, Kind: kind, Key: key, JSON: b}, nil
+}
+
+// persist saves every object of a source, replacing what was saved.
 func (m *Manager) persist(source string) error {
 	m.mu.RLock()
 	s := m.sources[source]
 	var objs []store.Object
+	var errs []error
 	add := func(kind, key string, v any) {
-		b, err := json.Marshal(v)
-		if err == nil {
-			objs = append(objs, store.Object{Source: source, Kind: kind, Key: key, JSON: b})
+		o, err := storeObject(source, kind, key, v)
+		if err != nil {
+			errs = append(errs, err)
+			return
 		}
+		objs = append(objs, o)
 	}
 	if s != nil {
 		for k, d := range s.devices {
-			add(KindDevice, k, d)
+			add(KindDevice, k, d.obj)
 		}
 		for k, d := range s.models {
-			add(KindDeviceModel, k, d)
+			add(KindDeviceModel, k, d.obj)
 		}
-		for k, d := range s.plugins {
-			add(KindMapperPlugin, k, d)
+		for k, p := range s.plugins {
+			add(KindMapperPlugin, k, p.obj)
 		}
 	}
 	m.mu.RUnlock()
-	return m.opts.Store.ReplaceObjects(source, objs)
+	if err := m.opts.Store.ReplaceObjects(source, objs); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
-// change applies one object change of a source and reconciles.
-func (m *Manager) change(ctx context.Context, source string, fn func(s *sourceObjs) error) error {
+// persistChanges saves the objects of a source that ch names: the ones
+// the source has, and the removal of the others.
+func (m *Manager) persistChanges(source string, ch *changes) error {
+	type put struct {
+		kind, key string
+		obj       any // nil: removed
+	}
+	var todo []put
+	m.mu.RLock()
+	s := m.sources[source]
+	for k := range ch.devices {
+		p := put{kind: KindDevice, key: k}
+		if d, ok := s.devices[k]; ok {
+			p.obj = d.obj
+		}
+		todo = append(todo, p)
+	}
+	for k := range ch.models {
+		p := put{kind: KindDeviceModel, key: k}
+		if d, ok := s.models[k]; ok {
+			p.obj = d.obj
+		}
+		todo = append(todo, p)
+	}
+	for k := range ch.plugins {
+		p := put{kind: KindMapperPlugin, key: k}
+		if d, ok := s.plugins[k]; ok {
+			p.obj = d.obj
+		}
+		todo = append(todo, p)
+	}
+	m.mu.RUnlock()
+	var errs []error
+	for _, p := range todo {
+		if p.obj == nil {
+			if err := m.opts.Store.DeleteObject(source, p.kind, p.key); err != nil {
+				errs = append(errs, fmt.Errorf("remove %s %s of source %s: %w", p.kind, p.key, source, err))
+			}
+			continue
+		}
+		o, err := storeObject(source, p.kind, p.key, p.obj)
+		if err == nil {
+			err = m.opts.Store.PutObject(o)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("save %s %s of source %s: %w", p.kind, p.key, source, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// change applies one object change of a source: fn changes the source's
+// objects and notes in ch what it changed. What changed is saved, and the
+// devices it touches are planned again; an unchanged object costs
+// nothing more.
+func (m *Manager) change(ctx context.Context, source string, fn func(s *sourceObjs, ch *changes) error) error {
 	ctx, end, err := m.begin(ctx)
 	if err != nil {
 		return fmt.Errorf("change an object of source %s: %w", source, err)
 	}
 	defer end()
+	ch := newChanges()
 	m.mu.Lock()
 	s := m.sources[source]
 	if s == nil {
 		s = newSourceObjs()
 		m.sources[source] = s
 	}
-	err = fn(s)
+	err = fn(s, ch)
 	m.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	if err := m.persist(source); err != nil {
+	if ch.empty() {
+		return nil
+	}
+	if err := m.persistChanges(source, ch); err != nil {
 		m.log.Error("save applied objects", "source", source, "err", err)
 	}
-	m.reconcile(ctx)
+	m.reconcile(ctx, ch)
 	return nil
-}
-
-// UpsertDevice adds or replaces one Device of source.
-func (m *Manager) UpsertDevice(ctx context.Context, source string, d *v1beta1.Device) error {
-	d = d.DeepCopy()
-	if d.Namespace == "" {
-		d.Namespace = "default"
-	}
-	k := nsName(d.Namespace, d.Name)
-	return m.change(ctx, source, func(s *sourceObjs) error {
-		if p := m.claim(source, KindDevice, k); p != nil {
-			return fmt.Errorf("%w: %s", ErrConflict, p.Reason)
-		}
-		s.devices[k] = d
-		return nil
-	})
-}
-
-// DeleteDevice removes one Device of source; a Device the source does not
-// have is not an error.
-func (m *Manager) DeleteDevice(ctx context.Context, source, namespace, name string) error {
-	k := nsName(namespace, name)
-	return m.change(ctx, source, func(s *sourceObjs) error {
-		if _, ok := s.devices[k]; ok {
-			delete(s.devices, k)
-			m.release(source, KindDevice, k)
-		}
-		return nil
-	})
-}
-
-// UpsertModel adds or replaces one DeviceModel of source.
-func (m *Manager) UpsertModel(ctx context.Context, source string, dm *v1beta1.DeviceModel) error {
-	dm = dm.DeepCopy()
-	if dm.Namespace == "" {
-		dm.Namespace = "default"
-	}
-	k := nsName(dm.Namespace, dm.Name)
-	return m.change(ctx, source, func(s *sourceObjs) error {
-		if p := m.claim(source, KindDeviceModel, k); p != nil {
-			return fmt.Errorf("%w: %s", ErrConflict, p.Reason)
-		}
-		s.models[k] = dm
-		return nil
-	})
-}
-
-// DeleteModel removes one DeviceModel of source.
-func (m *Manager) DeleteModel(ctx context.Context, source, namespace, name string) error {
-	k := nsName(namespace, name)
-	return m.change(ctx, source, func(s *sourceObjs) error {
-		if _, ok := s.models[k]; ok {
-			delete(s.models, k)
-			m.release(source, KindDeviceModel, k)
-		}
-		return nil
-	})
-}
-
-// UpsertPlugin adds or replaces one MapperPlugin of source. It is defaulted
-// and validated first.
-func (m *Manager) UpsertPlugin(ctx context.Context, source string, p *v1alpha1.MapperPlugin) error {
-	p = p.DeepCopy()
-	p.Default()
-	if errs := p.Validate(); len(errs) > 0 {
-		return fmt.Errorf("%w: MapperPlugin %s: %v", ErrInvalid, p.Name, errs.ToAggregate())
-	}
-	return m.change(ctx, source, func(s *sourceObjs) error {
-		if pr := m.claim(source, KindMapperPlugin, p.Name); pr != nil {
-			return fmt.Errorf("%w: %s", ErrConflict, pr.Reason)
-		}
-		s.plugins[p.Name] = p
-		return nil
-	})
-}
-
-// DeletePlugin removes one MapperPlugin of source.
-func (m *Manager) DeletePlugin(ctx context.Context, source, name string) error {
-	return m.change(ctx, source, func(s *sourceObjs) error {
-		if _, ok := s.plugins[name]; ok {
-			delete(s.plugins, name)
-			m.release(source, KindMapperPlugin, name)
-		}
-		return nil
-	})
-}
-
-// Problems lists the objects refused for conflicts and the plugins and
-// devices in error, sorted.
-func (m *Manager) Problems() []Problem {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	var out []Problem
-	for _, ps := range m.conflicts {
-		out = append(out, ps...)
-	}
-	for _, p := range m.plugins {
-		if p.err != nil {
-			out = append(out, Problem{Source: p.source, Kind: KindMapperPlugin, Name: p.name,
-				Reason: fmt.Sprintf("%v (loading it again in %s, attempt %d)", p.err, max(0, time.Until(p.retryAt)).Round(time.Second), p.failures+1)})
-		}
-	}
-	for _, d := range m.devices {
-		d.mu.Lock()
-		ph, reason, source := d.phase, d.reason, d.source
-		d.mu.Unlock()
-		if ph == PhaseError {
-			out = append(out, Problem{Source: source, Kind: KindDevice, Name: d.key, Reason: reason})
-		}
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Kind != out[j].Kind {
-			return out[i].Kind < out[j].Kind
-		}
-		return out[i].Name < out[j].Name
-	})
-	return out
-}
-
-// Owned returns the keys (namespace/name) of the Devices and DeviceModels
-// that source has applied and not deleted, sorted.
-func (m *Manager) Owned(source string) (devices, models []string) {
-	m.mu.RLock()
-	if s := m.sources[source]; s != nil {
-		for k := range s.devices {
-			devices = append(devices, k)
-		}
-		for k := range s.models {
-			models = append(models, k)
-		}
-	}
-	m.mu.RUnlock()
-	sort.Strings(devices)
-	sort.Strings(models)
-	return devices, models
-}
-
-// Model returns the DeviceModel a device uses.
-func (m *Manager) Model(namespace, device string) (*v1beta1.DeviceModel, error) {
-	d, err := m.get(namespace, device)
-	if err != nil {
-		return nil, err
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.model == nil {
-		return nil, fmt.Errorf("%w: device %s has no model: %s", ErrNotFound, d.key, d.reason)
-	}
-	return d.model.DeepCopy(), nil
 }
 
 func (m *Manager) get(namespace, name string) (*device, error) {

@@ -16,6 +16,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"wapper.dev/wapper/abi"
 	"wapper.dev/wapper/apis/mappers/v1alpha1"
 	"wapper.dev/wapper/host/kv"
 	"wapper.dev/wapper/host/runtime"
@@ -39,6 +40,7 @@ type pluginEntry struct {
 	retryAt  time.Time
 	reads    readChooser
 	readings prometheus.Counter // wapper_readings_total of this plugin
+	skips    prometheus.Counter // wapper_reads_skipped_total of this plugin
 }
 
 // readChooser picks, for one plugin, how a device's properties that share
@@ -120,6 +122,90 @@ func (c *readChooser) record(batch bool, wall, cpu time.Duration, n int) {
 	}
 }
 
+// parallel implements [reader]: the plugin's instances.
+func (e *pluginEntry) parallel() int { return e.p.Config().Instances }
+
+// readMany implements [reader]: with one wapper_read_many call when the
+// plugin has it, else one device after another, each device's properties
+// with one batch call or one call each, as [readChooser] picks. When a
+// device's read fails because ctx ended (no instance came free in time),
+// the whole call fails with that error.
+func (e *pluginEntry) readMany(ctx context.Context, reqs []readReq, out []abi.BatchEntry) ([]abi.BatchEntry, error) {
+	if e.p.Info().Has(abi.ExportReadMany) {
+		return e.p.ReadMany(ctx, reqs, out)
+	}
+	out = out[:0]
+	var handles []uint32
+	for i := 0; i < len(reqs); {
+		j := i + 1
+		for j < len(reqs) && reqs[j].Device == reqs[i].Device {
+			j++
+		}
+		handles = handles[:0]
+		for _, r := range reqs[i:j] {
+			handles = append(handles, r.Handle)
+		}
+		var err error
+		if out, err = e.readDevice(ctx, reqs[i].Device, handles, out); err != nil {
+			return out, err
+		}
+		i = j
+	}
+	return out, nil
+}
+
+// readDevice reads properties of one device and appends their entries to
+// out; the error is returned only when ctx ended.
+func (e *pluginEntry) readDevice(ctx context.Context, dev uint32, handles []uint32, out []abi.BatchEntry) ([]abi.BatchEntry, error) {
+	p := e.p
+	batch, probing := len(handles) > 1, false
+	if batch {
+		batch, probing = e.reads.pick()
+	}
+	if !batch {
+		var wall, cpu time.Duration
+		for _, h := range handles {
+			var v abi.Value
+			var err error
+			if probing {
+				w, c := probe(func() { v, err = p.Read(ctx, dev, h) })
+				wall, cpu = wall+w, cpu+c
+			} else {
+				v, err = p.Read(ctx, dev, h)
+			}
+			if err != nil && ctx.Err() != nil {
+				return out, err
+			}
+			out = append(out, abi.BatchEntry{Value: v, Err: err})
+		}
+		if probing {
+			e.reads.record(false, wall, cpu, len(handles))
+		}
+		return out, nil
+	}
+	var entries []abi.BatchEntry
+	var err error
+	read := func() { entries, err = p.ReadBatch(ctx, dev, handles) }
+	if probing {
+		wall, cpu := probe(read)
+		if err == nil {
+			e.reads.record(true, wall, cpu, len(handles))
+		}
+	} else {
+		read()
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return out, err
+		}
+		for range handles {
+			out = append(out, abi.BatchEntry{Err: err})
+		}
+		return out, nil
+	}
+	return append(out, entries...), nil
+}
+
 // close closes the plugin, waiting no longer than ctx: the runtime waits
 // for the calls in progress, and a call stuck in the guest must not hold
 // up its caller. When ctx ends first, the close goes on in the background
@@ -144,7 +230,7 @@ func (e *pluginEntry) close(ctx context.Context) error {
 // bringing its registry back recovers its devices without a restart.
 func (m *Manager) loadPlugin(ctx context.Context, source string, obj *v1alpha1.MapperPlugin, spec string, failures int) *pluginEntry {
 	e := &pluginEntry{name: obj.Name, source: source, spec: spec, obj: obj.DeepCopy(), gen: pluginGen.Add(1),
-		readings: m.met.readings.WithLabelValues(obj.Name)}
+		readings: m.met.readings.WithLabelValues(obj.Name), skips: m.met.skipped.WithLabelValues(obj.Name)}
 	start := time.Now()
 	e.p, e.err = m.startPlugin(ctx, e.obj)
 	if e.err != nil {
@@ -210,7 +296,7 @@ func (m *Manager) onPluginReport(r runtime.Reading) {
 	d := m.byID[r.Device]
 	m.mu.RUnlock()
 	if d != nil {
-		d.pushed(r)
+		d.pushed(r.Property, r.Value, r.Time)
 	}
 }
 

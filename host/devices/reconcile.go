@@ -11,88 +11,152 @@ import (
 	"github.com/kubeedge/api/apis/devices/v1beta1"
 
 	"wapper.dev/wapper/abi"
+	"wapper.dev/wapper/apis/binding"
 	"wapper.dev/wapper/apis/mappers/v1alpha1"
 )
 
-type ownedDevice struct {
-	source string
-	dev    *v1beta1.Device
+// changes names what a reconciliation looks at: the devices, models and
+// plugins (by key) that were added, changed or removed, or all of them.
+type changes struct {
+	all     bool
+	devices map[string]struct{}
+	models  map[string]struct{}
+	plugins map[string]struct{}
+	// reloaded names plugins loaded again (by retryPlugins) whose devices
+	// are planned again even though their objects did not change.
+	reloaded map[string]struct{}
 }
 
-type ownedPlugin struct {
-	source string
-	p      *v1alpha1.MapperPlugin
+func newChanges() *changes {
+	return &changes{devices: map[string]struct{}{}, models: map[string]struct{}{}, plugins: map[string]struct{}{}, reloaded: map[string]struct{}{}}
+}
+
+func (c *changes) empty() bool {
+	return !c.all && len(c.devices) == 0 && len(c.models) == 0 && len(c.plugins) == 0 && len(c.reloaded) == 0
+}
+
+// sortedKeys returns the keys of a set, sorted.
+func sortedKeys(set map[string]struct{}) []string {
+	out := make([]string, 0, len(set))
+	for k := range set {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // reconcile brings plugins and devices in line with the objects of every
-// source. Callers hold the reconciliation lock (Manager.rec).
-func (m *Manager) reconcile(ctx context.Context) {
-	m.mu.RLock()
-	plugins := map[string]ownedPlugin{}
-	models := map[string]*v1beta1.DeviceModel{}
-	devs := map[string]ownedDevice{}
-	for src, s := range m.sources {
-		for k, p := range s.plugins {
-			plugins[k] = ownedPlugin{src, p}
+// source, looking only at what ch names: the plugins it names, and the
+// devices it names or that use a model, plugin or protocol it touches.
+// Callers hold the reconciliation lock (Manager.rec).
+func (m *Manager) reconcile(ctx context.Context, ch *changes) {
+	if ch.all {
+		m.mu.RLock()
+		for _, s := range m.sources {
+			for k := range s.plugins {
+				ch.plugins[k] = struct{}{}
+			}
+			for k := range s.devices {
+				ch.devices[k] = struct{}{}
+			}
 		}
-		for k, dm := range s.models {
-			models[k] = dm
+		for k := range m.plugins {
+			ch.plugins[k] = struct{}{}
 		}
-		for k, d := range s.devices {
-			devs[k] = ownedDevice{src, d}
+		for k := range m.devices {
+			ch.devices[k] = struct{}{}
 		}
+		m.mu.RUnlock()
 	}
-	m.mu.RUnlock()
+	todo := maps.Clone(ch.devices) // the devices to plan
+	if todo == nil {
+		todo = map[string]struct{}{}
+	}
+	// Devices whose loop did not stop for their last configuration are
+	// configured again by the next reconciliation, whatever it is for.
+	maps.Copy(todo, m.unconfigured)
+	clear(m.unconfigured)
+	for k := range ch.models {
+		m.deps.addUsers(depModel+k, todo)
+	}
 
 	// Plugins: load new and changed ones first, so devices can move.
 	var retired []*pluginEntry
-	names := make([]string, 0, len(plugins))
-	for n := range plugins {
-		names = append(names, n)
+	names := maps.Clone(ch.plugins)
+	if names == nil {
+		names = map[string]struct{}{}
 	}
-	sort.Strings(names)
-	for _, name := range names {
-		op := plugins[name]
-		spec, _ := json.Marshal(op.p.Spec)
+	maps.Copy(names, ch.reloaded)
+	for _, name := range sortedKeys(names) {
 		m.mu.RLock()
+		src, obj := m.pluginObj(name)
 		old := m.plugins[name]
 		m.mu.RUnlock()
-		if old != nil && old.spec == string(spec) && old.source == op.source {
+		_, reloaded := ch.reloaded[name]
+		var spec string
+		if obj != nil {
+			b, err := json.Marshal(obj.Spec)
+			if err != nil { // cannot happen with the API types; load it anew
+				m.log.Warn("MapperPlugin spec does not encode", "plugin", name, "err", err)
+			}
+			spec = string(b)
+		}
+		switch {
+		case obj == nil && old == nil:
 			continue
-		}
-		e := m.loadPlugin(ctx, op.source, op.p, string(spec), 0)
-		m.mu.Lock()
-		m.plugins[name] = e
-		m.mu.Unlock()
-		if old != nil {
-			retired = append(retired, old)
-		}
-	}
-	m.mu.Lock()
-	for name, e := range m.plugins {
-		if _, ok := plugins[name]; !ok {
+		case obj == nil:
+			m.mu.Lock()
 			delete(m.plugins, name)
-			retired = append(retired, e)
+			m.mu.Unlock()
+			retired = append(retired, old)
+		case old != nil && old.spec == spec && spec != "" && old.source == src:
+			if !reloaded {
+				continue
+			}
+		default:
+			e := m.loadPlugin(ctx, src, obj, spec, 0)
+			m.mu.Lock()
+			m.plugins[name] = e
+			m.mu.Unlock()
+			if old != nil {
+				retired = append(retired, old)
+			}
+		}
+		m.deps.addUsers(depPlugin+name, todo)
+		if old != nil {
+			for _, p := range old.obj.Spec.Protocols {
+				m.deps.addUsers(depProtocol+p, todo)
+			}
+		}
+		if obj != nil {
+			for _, p := range obj.Spec.Protocols {
+				m.deps.addUsers(depProtocol+p, todo)
+			}
 		}
 	}
-	entries := make(map[string]*pluginEntry, len(m.plugins))
-	for k, v := range m.plugins {
-		entries[k] = v
-	}
-	m.mu.Unlock()
+	m.mu.RLock()
+	plugins := pluginSet(maps.Clone(m.plugins))
+	m.mu.RUnlock()
 
 	// Devices.
-	keys := make([]string, 0, len(devs))
-	for k := range devs {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
 	var configured []*device
-	for _, k := range keys {
-		od := devs[k]
+	var gone []string
+	for _, k := range sortedKeys(todo) {
 		m.mu.RLock()
+		src, sd, ok := m.deviceObj(k)
+		var sm storedModel
+		if ok {
+			sm, _ = m.modelObj(binding.ModelRef(sd.obj))
+		}
 		d := m.devices[k]
 		m.mu.RUnlock()
+		if !ok {
+			if d != nil {
+				gone = append(gone, k)
+			}
+			m.deps.set(k, nil)
+			continue
+		}
 		fresh := d == nil
 		if fresh {
 			m.mu.Lock()
@@ -102,11 +166,24 @@ func (m *Manager) reconcile(ctx context.Context) {
 			m.byID[d.id] = d
 			m.mu.Unlock()
 		}
-		cfg := m.plan(d, od, models, entries)
+		m.plans.Add(1)
+		cfg, err := plan(planInput{source: src, dev: sd.obj, model: sm.obj, plugins: plugins, id: d.id, handle: d.handleFor,
+			collect: m.opts.DefaultCollectCycle, report: m.opts.DefaultReportCycle, state: m.opts.StateCycle})
+		cfg.err = err
+		cfg.sig = planSig(sd.hash, sm.hash, &cfg)
+		m.deps.set(k, planDeps(sd.obj, sm.obj))
 		if !fresh && cfg.sig == d.sig() {
 			continue
 		}
+		if len(cfg.others) > 0 {
+			m.log.Warn("several MapperPlugins provide the protocol; using the first, pin one with the annotation",
+				"device", k, "protocol", cfg.model.Spec.Protocol, "plugins", append([]string{cfg.plugin.name}, cfg.others...),
+				"using", cfg.plugin.name, "annotation", v1alpha1.PluginAnnotation)
+		}
 		d.configure(ctx, cfg)
+		if d.sig() != cfg.sig {
+			m.unconfigured[k] = struct{}{}
+		}
 		configured = append(configured, d)
 		if fresh {
 			m.emit(Event{Type: EventDeviceAdded, Device: k, Namespace: d.ns, Name: d.name, Time: time.Now()})
@@ -121,17 +198,17 @@ func (m *Manager) reconcile(ctx context.Context) {
 		d.waitSettled(wctx)
 	}
 	cancel()
+	var removed []*device
 	m.mu.Lock()
-	var gone []*device
-	for k, d := range m.devices {
-		if _, ok := devs[k]; !ok {
-			gone = append(gone, d)
+	for _, k := range gone {
+		if d := m.devices[k]; d != nil {
+			removed = append(removed, d)
 			delete(m.devices, k)
 			delete(m.byID, d.id)
 		}
 	}
 	m.mu.Unlock()
-	for _, d := range gone {
+	for _, d := range removed {
 		d.remove(ctx)
 		if err := m.opts.Store.DeleteTwins(d.key); err != nil {
 			m.log.Warn("delete twins of removed device", "device", d.key, "err", err)
@@ -179,7 +256,9 @@ func (m *Manager) retryPlugins(ctx context.Context) {
 		}
 	}
 	m.mu.RUnlock()
+	ch := newChanges()
 	for _, old := range retry {
+		ch.reloaded[old.name] = struct{}{}
 		e := m.loadPlugin(ctx, old.source, old.obj, old.spec, old.failures)
 		m.mu.Lock()
 		replaced := m.plugins[old.name] != old
@@ -193,7 +272,7 @@ func (m *Manager) retryPlugins(ctx context.Context) {
 			}
 		}
 	}
-	m.reconcile(ctx)
+	m.reconcile(ctx, ch)
 }
 
 // config is what a device runs with; sig tells whether it changed.
@@ -207,6 +286,9 @@ type config struct {
 	state  time.Duration
 	err    error
 	sig    string
+	// others are the plugins that also provide the model's protocol, not
+	// chosen (binding.Choice.Others).
+	others []string
 }
 
 type propConfig struct {
@@ -258,182 +340,10 @@ func DescribeProperty(dp v1beta1.DeviceProperty, mp *v1beta1.ModelProperty, hand
 	p := abi.Property{Handle: handle, Name: dp.Name, Type: typ.String(), AccessMode: access,
 		Minimum: mp.Minimum, Maximum: mp.Maximum, Unit: mp.Unit, CollectCycle: dp.CollectCycle, ReportCycle: dp.ReportCycle}
 	if len(visitor) > 0 {
-		p.Visitor, _ = json.Marshal(visitor)
+		var err error
+		if p.Visitor, err = json.Marshal(visitor); err != nil {
+			return abi.Property{}, 0, fmt.Errorf("property %q: visitors configData: %w", dp.Name, err)
+		}
 	}
 	return p, typ, nil
-}
-
-func (m *Manager) plan(d *device, od ownedDevice, models map[string]*v1beta1.DeviceModel, plugins map[string]*pluginEntry) (cfg config) {
-	dv := od.dev
-	cfg = config{source: od.source, dev: dv, state: m.opts.StateCycle}
-	if sr := dv.Spec.StateReport; sr != nil && sr.ReportCycle > 0 {
-		cfg.state = time.Duration(sr.ReportCycle) * time.Millisecond
-	}
-	defer func() {
-		// A plugin that failed keeps failing with new generations while
-		// it is loaded again; its devices change only when it loads or
-		// its error does (Err).
-		var pgen uint64
-		if cfg.plugin != nil && cfg.plugin.err == nil {
-			pgen = cfg.plugin.gen
-		}
-		b, _ := json.Marshal(struct {
-			Dev    any
-			Model  any
-			Plugin uint64
-			Err    string
-		}{dv.Spec, modelSpec(cfg.model), pgen, errText(cfg.err)})
-		cfg.sig = string(b)
-	}()
-	ref := ""
-	if dv.Spec.DeviceModelRef != nil {
-		ref = dv.Spec.DeviceModelRef.Name
-	}
-	model := models[nsName(dv.Namespace, ref)]
-	if model == nil {
-		cfg.err = fmt.Errorf("DeviceModel %s not found (spec.deviceModelRef.name); add it to the same namespace", nsName(dv.Namespace, ref))
-		return cfg
-	}
-	cfg.model = model
-	// Plugin.
-	var pe *pluginEntry
-	if pin := model.Annotations[v1alpha1.PluginAnnotation]; pin != "" {
-		if pe = plugins[pin]; pe == nil {
-			cfg.err = fmt.Errorf("DeviceModel %s pins MapperPlugin %q (annotation %s), which does not exist; add it or remove the annotation", model.Name, pin, v1alpha1.PluginAnnotation)
-			return cfg
-		}
-	} else {
-		var names []string
-		for n, e := range plugins {
-			for _, proto := range e.obj.Spec.Protocols {
-				if proto == model.Spec.Protocol {
-					names = append(names, n)
-				}
-			}
-		}
-		sort.Strings(names)
-		if len(names) == 0 {
-			cfg.err = fmt.Errorf("no MapperPlugin provides protocol %q (DeviceModel %s spec.protocol); add a MapperPlugin with %q in spec.protocols", model.Spec.Protocol, model.Name, model.Spec.Protocol)
-			return cfg
-		}
-		pe = plugins[names[0]]
-		if len(names) > 1 {
-			m.log.Warn("several MapperPlugins provide the protocol; using the first, pin one with the annotation", "protocol", model.Spec.Protocol, "plugins", names, "using", names[0], "annotation", v1alpha1.PluginAnnotation)
-		}
-	}
-	cfg.plugin = pe
-	if pn := dv.Spec.Protocol.ProtocolName; pn != "" && pn != model.Spec.Protocol {
-		cfg.err = fmt.Errorf("spec.protocol.protocolName %q differs from DeviceModel %s spec.protocol %q", pn, model.Name, model.Spec.Protocol)
-		return cfg
-	}
-	if pe.err != nil {
-		cfg.err = fmt.Errorf("MapperPlugin %s failed: %v", pe.name, pe.err)
-		return cfg
-	}
-	// Description.
-	desc := abi.Device{ID: d.id, Namespace: dv.Namespace, Name: dv.Name, Model: model.Name, Protocol: model.Spec.Protocol}
-	if c := dv.Spec.Protocol.ConfigData; c != nil && c.Data != nil {
-		desc.ProtocolConfig, _ = json.Marshal(c.Data)
-	}
-	if c := model.Spec.ProtocolConfigData; c != nil && c.Data != nil {
-		desc.ModelConfig, _ = json.Marshal(c.Data)
-	}
-	mprops := map[string]*v1beta1.ModelProperty{}
-	mindex := map[string]int{}
-	for i := range model.Spec.Properties {
-		mprops[model.Spec.Properties[i].Name] = &model.Spec.Properties[i]
-		mindex[model.Spec.Properties[i].Name] = i
-	}
-	dprops := dv.Spec.Properties
-	if len(dprops) == 0 {
-		for _, mp := range model.Spec.Properties {
-			dprops = append(dprops, v1beta1.DeviceProperty{Name: mp.Name})
-		}
-	}
-	for i, dp := range dprops {
-		mp := mprops[dp.Name]
-		if mp == nil {
-			cfg.err = fmt.Errorf("spec.properties[%d].name: property %q is not in DeviceModel %s", i, dp.Name, model.Name)
-			return cfg
-		}
-		// --manifests checks the model's types when it loads; DMI and
-		// wapper-cloud do not, so every source is checked here.
-		prop, typ, err := DescribeProperty(dp, mp, d.handleFor(dp.Name))
-		if err != nil {
-			cfg.err = fmt.Errorf("DeviceModel %s spec.properties[%d].type: %v", model.Name, mindex[dp.Name], err)
-			return cfg
-		}
-		access := prop.AccessMode
-		pc := propConfig{
-			Property: prop,
-			typ:      typ, collect: m.opts.DefaultCollectCycle, report: m.opts.DefaultReportCycle,
-			push: dp.PushMethod, desired: dp.Desired.Value,
-		}
-		if dp.CollectCycle > 0 {
-			pc.collect = time.Duration(dp.CollectCycle) * time.Millisecond
-		}
-		if dp.ReportCycle > 0 {
-			pc.report = time.Duration(dp.ReportCycle) * time.Millisecond
-		}
-		if pc.desired != "" && access != string(v1beta1.ReadWrite) {
-			// As in mapper-framework, a desired value on a ReadOnly
-			// property is not written (KubeEdge's own examples set
-			// them); the property is still read and reported.
-			pc.desired, pc.ignored = "", pc.desired
-		}
-		if pc.desired != "" {
-			if _, err := abi.ParseText(typ, pc.desired); err != nil {
-				// mapper-framework logs a desired value that does not
-				// convert to the property's type and skips that property
-				// (neither written nor read); the rest of the device runs.
-				// Here only the write is skipped: the property is still
-				// read and reported, and its twin's Error says why.
-				pc.desired, pc.invalid = "", pc.desired
-				pc.invalidWhy = fmt.Sprintf("desired value %q of the Device spec (spec.properties[%d].desired.value) is not written: %v", pc.invalid, i, err)
-			}
-		}
-		desc.Properties = append(desc.Properties, pc.Property)
-		cfg.props = append(cfg.props, pc)
-	}
-	// A method's propertyNames must be properties the device runs: those
-	// of spec.properties, or all of the model's when it lists none.
-	for i, mt := range dv.Spec.Methods {
-		for j, pn := range mt.PropertyNames {
-			found := false
-			for _, pc := range cfg.props {
-				found = found || pc.Name == pn
-			}
-			if found {
-				continue
-			}
-			where := "spec.properties"
-			if len(dv.Spec.Properties) == 0 {
-				where = fmt.Sprintf("DeviceModel %s (spec.properties is empty, so the device runs the model's properties)", model.Name)
-			}
-			cfg.err = fmt.Errorf("spec.methods[%d].propertyNames[%d]: property %q is not in %s", i, j, pn, where)
-			return cfg
-		}
-	}
-	for _, mt := range dv.Spec.Methods {
-		desc.Methods = append(desc.Methods, abi.Method{Name: mt.Name, Description: mt.Description, PropertyNames: mt.PropertyNames})
-	}
-	cfg.desc = desc
-	return cfg
-}
-
-func modelSpec(m *v1beta1.DeviceModel) any {
-	if m == nil {
-		return nil
-	}
-	return struct {
-		Spec any
-		Ann  string
-	}{m.Spec, m.Annotations[v1alpha1.PluginAnnotation]}
-}
-
-func errText(err error) string {
-	if err == nil {
-		return ""
-	}
-	return err.Error()
 }

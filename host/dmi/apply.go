@@ -2,7 +2,6 @@ package dmi
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -16,6 +15,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+
+	"wapper.dev/wapper/host/devices"
 )
 
 // Buckets for what edgecore sent, so that reports resume after a host
@@ -38,11 +39,11 @@ func defaultNS(namespace string) string {
 func statusError(err error, format string, args ...any) error {
 	msg := fmt.Sprintf(format, args...) + ": " + err.Error()
 	switch {
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, devices.ErrNotFound):
 		return status.Error(codes.NotFound, msg)
-	case errors.Is(err, ErrConflict):
+	case errors.Is(err, devices.ErrConflict):
 		return status.Error(codes.AlreadyExists, msg)
-	case errors.Is(err, ErrInvalid), errors.Is(err, ErrRefused):
+	case errors.Is(err, devices.ErrInvalid), errors.Is(err, devices.ErrReadOnly), errors.Is(err, devices.ErrUnavailable):
 		return status.Error(codes.InvalidArgument, msg)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.Canceled, msg)
@@ -85,18 +86,71 @@ func (b *Bridge) restore(ctx context.Context) error {
 		return fmt.Errorf("load DMI devices and models from the state database: %w", err)
 	}
 	b.forgetStale(ctx, devs)
-	for _, d := range devs {
-		if err := b.applyDevice(ctx, d, false); err != nil {
+	b.applyMu.Lock()
+	defer b.applyMu.Unlock()
+	held := b.admitAll(ctx, devs, func(d *pb.Device, held bool, err error) {
+		b.log.Warn("restore DMI device", "device", id(d.Namespace, d.Name), "err", status.Convert(err).Message())
+		if !held {
 			// Its plugin may not be loaded yet: keep reporting it, so
-			// that it reports (into the outbox if edgecore is down) once
-			// the manager runs it.
-			b.log.Warn("restore DMI device", "device", id(d.Namespace, d.Name), "err", status.Convert(err).Message())
-			b.applyMu.Lock()
+			// that it reports (into the outbox if edgecore is down)
+			// once the manager runs it.
 			b.startReports(id(d.Namespace, d.Name), d, d.GetSpec().GetProtocol().GetProtocolName())
-			b.applyMu.Unlock()
 		}
+	})
+	if err := b.saveDevices(held); err != nil {
+		b.log.Error("save the restored DMI devices", "err", err)
 	}
 	return nil
+}
+
+// admitted is a device from edgecore that the manager holds, running or
+// not, to be saved and reported.
+type admitted struct {
+	key      string
+	dev      *pb.Device
+	protocol string
+}
+
+// admitAll applies devices from edgecore to the manager and starts
+// reporting those it holds, running or not; it calls refused for each one
+// it refused or cannot run (held tells which). It returns the devices
+// held, for the caller to save in one transaction. Call with applyMu.
+func (b *Bridge) admitAll(ctx context.Context, devs []*pb.Device, refused func(d *pb.Device, held bool, err error)) []admitted {
+	var out []admitted
+	for _, d := range devs {
+		a, err := b.admit(ctx, d, false)
+		if a.dev != nil {
+			out = append(out, a)
+			b.startReports(a.key, a.dev, a.protocol)
+		}
+		if err != nil {
+			refused(d, a.dev != nil, err)
+		}
+	}
+	return out
+}
+
+// saveDevices saves devices received from edgecore in one transaction.
+func (b *Bridge) saveDevices(devs []admitted) error {
+	if len(devs) == 0 {
+		return nil
+	}
+	return b.o.DB.Update(func(tx *bolt.Tx) error {
+		bk, err := tx.CreateBucketIfNotExists(devicesBucket)
+		if err != nil {
+			return err
+		}
+		for _, a := range devs {
+			v, err := proto.Marshal(a.dev)
+			if err != nil {
+				return fmt.Errorf("device %s: %w", a.key, err)
+			}
+			if err := bk.Put([]byte(a.key), v); err != nil {
+				return fmt.Errorf("device %s: %w", a.key, err)
+			}
+		}
+		return nil
+	})
 }
 
 // forgetStale removes from the manager the devices and models it holds
@@ -166,82 +220,94 @@ func (b *Bridge) model(key string) *pb.DeviceModel {
 // applyDevice registers or updates a device received from edgecore. With
 // wait, a missing model is waited for up to ModelWait.
 func (b *Bridge) applyDevice(ctx context.Context, d *pb.Device, wait bool) error {
+	b.applyMu.Lock()
+	defer b.applyMu.Unlock()
+	a, err := b.admit(ctx, d, wait)
+	if a.dev == nil {
+		return err
+	}
+	// A device that cannot run is held by the manager all the same (as
+	// edgecore keeps it in its cache), so it is recorded like a running
+	// one: RemoveDevice removes it, a restart restores it, and
+	// UpdateDevice can correct it.
+	if serr := b.saveDevices([]admitted{a}); serr != nil {
+		return status.Errorf(codes.Internal, "device %s: save to the state database: %v", a.key, serr)
+	}
+	b.startReports(a.key, a.dev, a.protocol)
+	return err
+}
+
+// admit checks a device received from edgecore and applies it and its
+// model to the manager. The returned device is set when the manager
+// holds the device (with an error when it cannot run); the caller saves
+// and reports it. With wait, a missing model is waited for up to
+// ModelWait. Call with applyMu: it is released while waiting.
+func (b *Bridge) admit(ctx context.Context, d *pb.Device, wait bool) (admitted, error) {
 	dev, err := DeviceFromDMI(d)
 	if err != nil {
-		return status.Error(codes.InvalidArgument, err.Error())
+		return admitted{}, status.Error(codes.InvalidArgument, err.Error())
 	}
 	key := id(dev.Namespace, dev.Name)
 	protocol := dev.Spec.Protocol.ProtocolName
 	d = proto.Clone(d).(*pb.Device)
 	d.Namespace = dev.Namespace
 	if ps, ok := b.hasProtocol(protocol); !ok {
-		return status.Errorf(codes.FailedPrecondition,
+		return admitted{}, status.Errorf(codes.FailedPrecondition,
 			"device %s: unknown protocol %q: no loaded plugin provides it (loaded: %v); apply a MapperPlugin that lists %q in spec.protocols",
 			key, protocol, ps, protocol)
 	}
 	mkey := id(dev.Namespace, dev.Spec.DeviceModelRef.Name)
 	pm := b.model(mkey)
 	if pm == nil && wait {
-		deadline := time.Now().Add(b.o.ModelWait)
-		for pm == nil && time.Now().Before(deadline) {
-			select {
-			case <-ctx.Done():
-				return status.FromContextError(ctx.Err()).Err()
-			case <-time.After(50 * time.Millisecond):
-			}
-			pm = b.model(mkey)
+		// CreateDeviceModel takes applyMu too: let it in.
+		b.applyMu.Unlock()
+		pm, err = b.waitModel(ctx, mkey)
+		b.applyMu.Lock()
+		if err != nil {
+			return admitted{}, err
 		}
 	}
 	if pm == nil {
-		return status.Errorf(codes.FailedPrecondition,
+		return admitted{}, status.Errorf(codes.FailedPrecondition,
 			"device %s: device model %s not found: edgecore must send CreateDeviceModel first; check that the DeviceModel exists in namespace %s",
 			key, mkey, dev.Namespace)
 	}
 	model, err := ModelFromDMI(pm, protocol)
 	if err != nil {
-		return status.Error(codes.InvalidArgument, err.Error())
+		return admitted{}, status.Error(codes.InvalidArgument, err.Error())
 	}
 	if err := b.checkModelProperties(key, dev.Spec.Properties, pm); err != nil {
-		return err
+		return admitted{}, err
 	}
-
-	// The manager reconciles every device on each change, so what it
-	// already has is not applied again (edgecore re-sends every device on
-	// each registration).
-	b.applyMu.Lock()
-	defer b.applyMu.Unlock()
-	mj, _ := json.Marshal(model)
-	modelSame := b.appliedModels[mkey] == string(mj)
-	if !modelSame {
-		if err := b.o.Devices.ApplyModel(ctx, Source, model); err != nil {
-			return statusError(err, "device %s: apply device model %s", key, mkey)
-		}
-		b.appliedModels[mkey] = string(mj)
-	}
-	b.mu.Lock()
-	h := b.devices[key]
-	b.mu.Unlock()
-	if modelSame && h != nil && h.protocol == protocol && proto.Equal(h.dev, d) && !b.refused[key] {
-		return nil
+	// Edgecore sends every device again on each registration; the
+	// manager notices what it already has, at little cost.
+	if err := b.o.Devices.ApplyModel(ctx, Source, model); err != nil {
+		return admitted{}, statusError(err, "device %s: apply device model %s", key, mkey)
 	}
 	aerr := b.o.Devices.ApplyDevice(ctx, Source, dev)
-	if aerr != nil && !errors.Is(aerr, ErrRefused) {
-		return statusError(aerr, "device %s", key)
+	if aerr != nil && !errors.Is(aerr, devices.ErrUnavailable) {
+		return admitted{}, statusError(aerr, "device %s", key)
 	}
-	// A device that cannot run is held by the manager all the same (as
-	// edgecore keeps it in its cache), so it is recorded like a running
-	// one: RemoveDevice removes it, a restart restores it, and
-	// UpdateDevice can correct it.
-	if err := b.save(devicesBucket, key, d); err != nil {
-		return status.Errorf(codes.Internal, "device %s: save to the state database: %v", key, err)
-	}
-	b.startReports(key, d, protocol)
+	a := admitted{key: key, dev: d, protocol: protocol}
 	if aerr != nil {
-		b.refused[key] = true
-		return statusError(aerr, "device %s", key)
+		return a, statusError(aerr, "device %s", key)
 	}
-	delete(b.refused, key)
-	return nil
+	return a, nil
+}
+
+// waitModel waits up to ModelWait for a model edgecore has not sent yet.
+func (b *Bridge) waitModel(ctx context.Context, key string) (*pb.DeviceModel, error) {
+	deadline := time.Now().Add(b.o.ModelWait)
+	pm := b.model(key)
+	for pm == nil && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return nil, status.FromContextError(ctx.Err()).Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		pm = b.model(key)
+	}
+	return pm, nil
 }
 
 // checkModelProperties refuses device properties the model lacks.
@@ -285,10 +351,9 @@ func (b *Bridge) removeDevice(ctx context.Context, namespace, name string) error
 		model = id(h.dev.Namespace, h.dev.GetSpec().GetDeviceModelReference())
 		b.stopReports(key, true)
 	}
-	delete(b.refused, key)
 	// The manager is asked in any case: removing what it lacks is no
 	// error, and it may hold a device the bridge lost track of.
-	if err := b.o.Devices.RemoveDevice(ctx, Source, defaultNS(namespace), name); err != nil && !errors.Is(err, ErrNotFound) {
+	if err := b.o.Devices.RemoveDevice(ctx, Source, defaultNS(namespace), name); err != nil && !errors.Is(err, devices.ErrNotFound) {
 		return statusError(err, "remove device %s", key)
 	}
 	if err := b.save(devicesBucket, key, nil); err != nil {
@@ -313,11 +378,9 @@ func (b *Bridge) releaseModel(ctx context.Context, key string) {
 		return
 	}
 	ns, name, _ := strings.Cut(key, "/")
-	if err := b.o.Devices.RemoveModel(ctx, Source, ns, name); err != nil && !errors.Is(err, ErrNotFound) {
+	if err := b.o.Devices.RemoveModel(ctx, Source, ns, name); err != nil && !errors.Is(err, devices.ErrNotFound) {
 		b.log.Warn("remove a device model edgecore removed, now unused", "model", key, "err", err)
-		return
 	}
-	delete(b.appliedModels, key)
 }
 
 // putModel stores a model from edgecore and re-applies it to the manager
@@ -348,15 +411,13 @@ func (b *Bridge) putModel(ctx context.Context, m *pb.DeviceModel) error {
 	if protocol == "" {
 		return nil
 	}
-	model, _ := ModelFromDMI(m, protocol)
-	mj, _ := json.Marshal(model)
-	if b.appliedModels[key] == string(mj) {
-		return nil
+	model, err := ModelFromDMI(m, protocol)
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
 	}
 	if err := b.o.Devices.ApplyModel(ctx, Source, model); err != nil {
 		return statusError(err, "apply device model %s", key)
 	}
-	b.appliedModels[key] = string(mj)
 	return nil
 }
 
@@ -390,9 +451,8 @@ func (b *Bridge) removeModel(ctx context.Context, namespace, name string) error 
 	if !ok {
 		b.log.Debug("remove of a device model this mapper does not know; nothing to do", "model", key)
 	}
-	if err := b.o.Devices.RemoveModel(ctx, Source, defaultNS(namespace), name); err != nil && !errors.Is(err, ErrNotFound) {
+	if err := b.o.Devices.RemoveModel(ctx, Source, defaultNS(namespace), name); err != nil && !errors.Is(err, devices.ErrNotFound) {
 		return statusError(err, "remove device model %s", key)
 	}
-	delete(b.appliedModels, key)
 	return nil
 }

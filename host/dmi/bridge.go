@@ -90,14 +90,12 @@ type Bridge struct {
 	// again (the sender saw edgecore go away).
 	reregister chan struct{}
 
-	applyMu       sync.Mutex        // serialises changes to devices and models
-	appliedModels map[string]string // model key → JSON last applied to the manager; guarded by applyMu
-	refused       map[string]bool   // devices held that cannot run (ErrRefused); guarded by applyMu
-	mu            sync.Mutex        // guards models, devices
-	models        map[string]*pb.DeviceModel
-	devices       map[string]*held
-	runCtx        context.Context
-	reports       sync.WaitGroup
+	applyMu sync.Mutex // serialises changes to devices and models
+	mu      sync.Mutex // guards models, devices, runCtx
+	models  map[string]*pb.DeviceModel
+	devices map[string]*held
+	runCtx  context.Context
+	reports sync.WaitGroup
 }
 
 // held is a device received over DMI.
@@ -160,12 +158,10 @@ func New(o Options) (*Bridge, error) {
 	}
 	b := &Bridge{
 		o: o, log: o.Logger.With("component", "dmi"), m: o.Metrics,
-		limiter:       rate.NewLimiter(rate.Limit(o.ReportRate), o.ReportBurst),
-		reregister:    make(chan struct{}, 1),
-		models:        map[string]*pb.DeviceModel{},
-		appliedModels: map[string]string{},
-		refused:       map[string]bool{},
-		devices:       map[string]*held{},
+		limiter:    rate.NewLimiter(rate.Limit(o.ReportRate), o.ReportBurst),
+		reregister: make(chan struct{}, 1),
+		models:     map[string]*pb.DeviceModel{},
+		devices:    map[string]*held{},
 	}
 	b.ready.init()
 	if b.out, err = openOutbox(o.DB); err != nil {
@@ -197,8 +193,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	b.runCtx = ctx
 	b.mu.Unlock()
 	if err := b.restore(ctx); err != nil {
-		lis.Close()
-		return err
+		return errors.Join(err, lis.Close())
 	}
 	b.log.Info("serving DMI", "socket", b.o.Socket, "edgecore", b.o.EdgecoreSocket)
 
@@ -212,7 +207,9 @@ func (b *Bridge) Run(ctx context.Context) error {
 	g.Go(func() error {
 		<-gctx.Done()
 		srv.GracefulStop()
-		os.Remove(b.o.Socket)
+		if err := os.Remove(b.o.Socket); err != nil && !errors.Is(err, os.ErrNotExist) {
+			b.log.Warn("remove DMI socket", "socket", b.o.Socket, "err", err)
+		}
 		return nil
 	})
 	g.Go(func() error { return b.connectLoop(gctx) })
@@ -235,18 +232,18 @@ func listenUnix(path string) (net.Listener, error) {
 			return nil, fmt.Errorf("DMI socket %s exists and is not a socket; remove it or choose another --dmi-socket", path)
 		}
 		if c, err := net.Dial("unix", path); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("DMI socket %s is in use by another process; stop it or choose another --dmi-socket", path)
+			return nil, errors.Join(fmt.Errorf("DMI socket %s is in use by another process; stop it or choose another --dmi-socket", path), c.Close())
 		}
-		os.Remove(path)
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("remove the stale DMI socket: %w", err)
+		}
 	}
 	lis, err := net.Listen("unix", path)
 	if err != nil {
 		return nil, fmt.Errorf("listen on DMI socket: %w", err)
 	}
 	if err := os.Chmod(path, 0o660); err != nil {
-		lis.Close()
-		return nil, fmt.Errorf("DMI socket permissions: %w", err)
+		return nil, errors.Join(fmt.Errorf("DMI socket permissions: %w", err), lis.Close())
 	}
 	return lis, nil
 }

@@ -40,7 +40,6 @@ type testHost struct {
 	mgr     *devices.Manager
 	b       *Bridge
 	dir     string
-	protos  atomic.Pointer[[]string]
 	frozen  atomic.Bool // Status fails: no new reports are queued
 	plugins []*v1alpha1.MapperPlugin
 	cancel  context.CancelFunc
@@ -106,7 +105,7 @@ func newTestHost(t testing.TB, dir string) *testHost {
 	}
 	h.setPlugins(mapperPlugin("virtual", "virtual"))
 	b, err := New(Options{
-		Devices: frozenDevices{FromManager(mgr, func() []string { return *h.protos.Load() }), h},
+		Devices: frozenDevices{FromManager(mgr), h},
 		DB:      st.DB(), Socket: filepath.Join(dir, "wapper.sock"), EdgecoreSocket: filepath.Join(dir, "dmi.sock"),
 		Version: "test", Logger: log,
 		ReportRate: 500, ReportBurst: 20, DefaultReportCycle: 500 * time.Millisecond, ModelWait: 300 * time.Millisecond,
@@ -140,18 +139,13 @@ func (h *testHost) stop() {
 	h.cancel = nil
 }
 
-// setPlugins applies MapperPlugins from the manifests source and tells the
-// bridge their protocols.
+// setPlugins applies MapperPlugins from the manifests source; the bridge
+// registers the protocols of those that load.
 func (h *testHost) setPlugins(ps ...*v1alpha1.MapperPlugin) {
 	h.plugins = ps
-	var protos []string
-	for _, p := range ps {
-		protos = append(protos, p.Spec.Protocols...)
-	}
 	if err := h.mgr.Apply(context.Background(), "manifests", devices.ResourceSet{Plugins: ps}); err != nil {
 		h.t.Fatal(err)
 	}
-	h.protos.Store(&protos)
 }
 
 // logLevel logs everything in tests and only warnings in benchmarks.
@@ -272,7 +266,7 @@ func TestHostRestartKeepsQueuedReports(t *testing.T) {
 	// A new bridge on the same database (the manager keeps running) sends
 	// the saved report first.
 	b2, err := New(Options{
-		Devices: frozenDevices{FromManager(h.mgr, func() []string { return []string{"virtual"} }), h},
+		Devices: frozenDevices{FromManager(h.mgr), h},
 		DB:      h.b.o.DB, Socket: h.b.o.Socket, EdgecoreSocket: h.b.o.EdgecoreSocket,
 		ReportRate: 500, ProtocolPoll: 50 * time.Millisecond, SyncInterval: 50 * time.Millisecond,
 	})

@@ -63,7 +63,7 @@ func decodeAny(a *anypb.Any) (interface{}, error) {
 	}
 	m, err := a.UnmarshalNew()
 	if err != nil {
-		return nil, fmt.Errorf("unsupported value type %q: %v; want a google.protobuf wrapper (%s)", a.GetTypeUrl(), err, wrapperTypes)
+		return nil, fmt.Errorf("unsupported value type %q: %w; want a google.protobuf wrapper (%s)", a.GetTypeUrl(), err, wrapperTypes)
 	}
 	switch v := m.(type) {
 	case *wrapperspb.StringValue:

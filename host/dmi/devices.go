@@ -2,7 +2,6 @@ package dmi
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/kubeedge/api/apis/devices/v1beta1"
@@ -13,23 +12,14 @@ import (
 // (such as the manifests folder) already holds.
 const Source = "dmi"
 
-// Errors a [Devices] implementation wraps so that the bridge can answer
-// with the right gRPC code.
-var (
-	// ErrNotFound: the device or model does not exist.
-	ErrNotFound = errors.New("not found")
-	// ErrConflict: the name is held by another source.
-	ErrConflict = errors.New("name conflict")
-	// ErrInvalid: the object is malformed.
-	ErrInvalid = errors.New("invalid")
-	// ErrRefused: the device was applied and is held, but cannot run (an
-	// invalid desired value, its plugin refused it or failed to load). The
-	// bridge keeps it like a running one, so that RemoveDevice removes it
-	// and UpdateDevice can correct it.
-	ErrRefused = errors.New("cannot run")
-)
-
-// Devices is the part of the host's device manager the bridge uses.
+// Devices is the part of the host's device manager the bridge uses. Its
+// errors wrap the sentinels of package wapper.dev/wapper/host/devices, so
+// that the bridge answers with the right gRPC code: devices.ErrNotFound,
+// devices.ErrConflict, devices.ErrInvalid and devices.ErrReadOnly, and
+// devices.ErrUnavailable for a device applied and held that cannot run
+// (an invalid desired value, its plugin refused it or failed to load). The
+// bridge keeps such a device like a running one, so that RemoveDevice
+// removes it and UpdateDevice can correct it.
 type Devices interface {
 	// Protocols lists the protocols that loaded plugins provide.
 	Protocols() []string
@@ -41,7 +31,7 @@ type Devices interface {
 	// ApplyDevice creates or replaces a Device owned by source. A changed
 	// desired value in spec.properties is written to the device (one on a
 	// ReadOnly property is ignored). A device applied but unable to run is
-	// reported with an error wrapping ErrRefused.
+	// reported with an error wrapping devices.ErrUnavailable.
 	ApplyDevice(ctx context.Context, source string, d *v1beta1.Device) error
 	// RemoveDevice removes a Device owned by source; removing one that
 	// source does not have is not an error.

@@ -15,6 +15,11 @@ import (
 	"google.golang.org/grpc/status"
 )
 
+// maxRegisterResponse bounds a MapperRegister response. Edgecore lists
+// every device of the protocol with its model, about half a kilobyte each:
+// gRPC's default of 4 MiB refused the registration of some 8,000 devices.
+const maxRegisterResponse = 256 << 20
+
 // connectLoop keeps a connection to edgecore, registers every protocol on
 // each new connection and each new protocol, and runs the sender.
 func (b *Bridge) connectLoop(ctx context.Context) error {
@@ -25,11 +30,16 @@ func (b *Bridge) connectLoop(ctx context.Context) error {
 			MinConnectTimeout: 2 * time.Second,
 		}),
 		grpc.WithIdleTimeout(0),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRegisterResponse)),
 	)
 	if err != nil {
 		return fmt.Errorf("edgecore socket %s: %w", b.o.EdgecoreSocket, err)
 	}
-	defer conn.Close()
+	defer func() {
+		if err := conn.Close(); err != nil {
+			b.log.Debug("close the connection to edgecore", "err", err)
+		}
+	}()
 	client := pb.NewDeviceManagerServiceClient(conn)
 	go b.sendLoop(ctx, client)
 
@@ -117,7 +127,19 @@ func (b *Bridge) register(ctx context.Context, c pb.DeviceManagerServiceClient, 
 		return fmt.Errorf("MapperRegister: %s", status.Convert(err).Message())
 	}
 	b.m.registrations.WithLabelValues(protocol, "ok").Inc()
+	// Edgecore lists a device's model with each device: put each model
+	// once.
+	models := map[string]*pb.DeviceModel{}
+	var order []string
 	for _, m := range resp.ModelList {
+		k := id(m.GetNamespace(), m.GetName())
+		if _, ok := models[k]; !ok {
+			order = append(order, k)
+		}
+		models[k] = m
+	}
+	for _, k := range order {
+		m := models[k]
 		if err := b.putModel(ctx, m); err != nil {
 			b.log.Warn("model from edgecore refused", "model", id(m.GetNamespace(), m.GetName()), "err", status.Convert(err).Message())
 		}
@@ -125,9 +147,17 @@ func (b *Bridge) register(ctx context.Context, c pb.DeviceManagerServiceClient, 
 	listed := map[string]bool{}
 	for _, d := range resp.DeviceList {
 		listed[id(d.GetNamespace(), d.GetName())] = true
-		if err := b.applyDevice(ctx, d, false); err != nil {
-			b.log.Warn("device from edgecore refused", "device", id(d.GetNamespace(), d.GetName()), "err", status.Convert(err).Message())
-		}
+	}
+	// The devices are applied one by one, each at a cost that does not
+	// grow with their number, and saved together.
+	b.applyMu.Lock()
+	held := b.admitAll(ctx, resp.DeviceList, func(d *pb.Device, _ bool, err error) {
+		b.log.Warn("device from edgecore refused", "device", id(d.GetNamespace(), d.GetName()), "err", status.Convert(err).Message())
+	})
+	serr := b.saveDevices(held)
+	b.applyMu.Unlock()
+	if serr != nil {
+		b.log.Error("save the devices edgecore listed; they are restored after a restart only once edgecore lists them again", "err", serr)
 	}
 	b.mu.Lock()
 	var stale []string

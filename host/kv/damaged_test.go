@@ -30,7 +30,7 @@ func TestDamagedPage(t *testing.T) {
 		}
 	}
 	var root int
-	if err := db.View(func(tx *bolt.Tx) error { root = int(tx.Bucket(s.bucket).Root()); return nil }); err != nil || root == 0 {
+	if err := db.View(func(tx *bolt.Tx) error { root = int(s.b(tx).Root()); return nil }); err != nil || root == 0 {
 		t.Fatalf("bucket root page %d: %v", root, err)
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY, 0)

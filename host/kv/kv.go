@@ -1,6 +1,7 @@
 // Package kv is the per-plugin persistent key-value store behind the ABI's
-// kv_get, kv_set and kv_delete: one bbolt bucket per plugin, with the size
-// limits of the ABI enforced.
+// kv_get, kv_set and kv_delete: one bbolt bucket per plugin, named after
+// it, inside the state database's top-level bucket store.TopKV, with the
+// size limits of the ABI enforced.
 package kv
 
 import (
@@ -18,10 +19,13 @@ import (
 // exceed its limit.
 var ErrTooLarge = errors.New("kv: limit exceeded")
 
+// topKV is the top-level bucket holding every plugin's bucket.
+var topKV = []byte(store.TopKV)
+
 // Store is one plugin's store.
 type Store struct {
 	db     *bolt.DB
-	bucket []byte
+	bucket []byte // inside topKV
 	max    int64
 
 	mu   sync.Mutex // serialises Set and Delete, keeping size in step with the bucket
@@ -34,9 +38,16 @@ func Open(db *bolt.DB, plugin string, maxBytes int64) (*Store, error) {
 	if maxBytes <= 0 {
 		maxBytes = abi.MaxKVBytes
 	}
-	s := &Store{db: db, bucket: []byte("kv/" + plugin), max: maxBytes}
+	if plugin == "" {
+		return nil, errors.New("open kv store: empty plugin name")
+	}
+	s := &Store{db: db, bucket: []byte(plugin), max: maxBytes}
 	err := s.update(func(tx *bolt.Tx) error {
-		b, err := tx.CreateBucketIfNotExists(s.bucket)
+		top, err := tx.CreateBucketIfNotExists(topKV)
+		if err != nil {
+			return err
+		}
+		b, err := top.CreateBucketIfNotExists(s.bucket)
 		if err != nil {
 			return err
 		}
@@ -49,6 +60,11 @@ func Open(db *bolt.DB, plugin string, maxBytes int64) (*Store, error) {
 		return nil, fmt.Errorf("open kv store of plugin %q: %w", plugin, err)
 	}
 	return s, nil
+}
+
+// b returns the plugin's bucket; Open created it.
+func (s *Store) b(tx *bolt.Tx) *bolt.Bucket {
+	return tx.Bucket(topKV).Bucket(s.bucket)
 }
 
 // view and update run fn in a bbolt transaction, turning a panic of bbolt
@@ -66,7 +82,7 @@ func (s *Store) update(fn func(*bolt.Tx) error) (err error) {
 // Get returns a copy of the value, and whether the key exists.
 func (s *Store) Get(key []byte) (val []byte, ok bool, err error) {
 	err = s.view(func(tx *bolt.Tx) error {
-		if v := tx.Bucket(s.bucket).Get(key); v != nil {
+		if v := s.b(tx).Get(key); v != nil {
 			val, ok = append([]byte(nil), v...), true
 		}
 		return nil
@@ -82,7 +98,7 @@ func (s *Store) Set(key, val []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(s.bucket)
+		b := s.b(tx)
 		delta := int64(len(key) + len(val))
 		if old := b.Get(key); old != nil {
 			delta -= int64(len(key) + len(old))
@@ -103,7 +119,7 @@ func (s *Store) Delete(key []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(s.bucket)
+		b := s.b(tx)
 		old := b.Get(key)
 		if old == nil {
 			return nil

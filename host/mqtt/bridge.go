@@ -64,8 +64,8 @@ type Bridge struct {
 	extMu sync.Mutex          // guards ext
 	ext   map[string]*extConn // pushMethod.mqtt brokers by address
 
-	cancel func()
-	done   chan struct{}
+	events <-chan devices.Event // from Subscribe
+	cancel func()               // ends the event subscription
 }
 
 type extConn struct {
@@ -73,7 +73,8 @@ type extConn struct {
 	err error
 }
 
-// NewBridge returns a bridge between mgr and conn; call Start.
+// NewBridge returns a bridge between mgr and conn; call Subscribe, then
+// Run.
 //
 // conn is nil when the host has no MQTT connection (no embedded broker and
 // no external one): then the bridge publishes only the pushMethod.mqtt
@@ -112,9 +113,14 @@ const (
 	pushPublish  = "publish"
 )
 
-// Start subscribes to the request topics and starts publishing events
-// (without a host connection, only the pushMethod.mqtt readings).
-func (b *Bridge) Start(ctx context.Context) error {
+// Subscribe subscribes to the request topics and to the device events
+// that Run publishes (without a host connection, only the pushMethod.mqtt
+// readings). It is Run's synchronous first step: call it before devices
+// start, so that Run misses no event; Run calls it if it was not.
+func (b *Bridge) Subscribe() error {
+	if b.events != nil {
+		return nil
+	}
 	if b.conn != nil {
 		if err := b.conn.Subscribe(topicPrefix+"+/+/twin/update", 1, b.onTwinUpdate); err != nil {
 			return err
@@ -132,29 +138,37 @@ func (b *Bridge) Start(ctx context.Context) error {
 		}
 		return hostConn || ev.Type == devices.EventDeviceRemoved
 	})
-	b.cancel, b.done = cancel, make(chan struct{})
-	go func() {
-		defer close(b.done)
-		for ev := range events {
-			b.handle(ev)
-		}
-	}()
+	b.events, b.cancel = events, cancel
 	return nil
 }
 
-// Stop stops publishing and closes connections to pushMethod brokers.
-func (b *Bridge) Stop() {
-	if b.cancel != nil {
-		b.cancel()
-		<-b.done
+// Run publishes device events until ctx ends, then ends the subscription
+// after the events already received, closes the connections to
+// pushMethod brokers and returns nil; it fails only when Subscribe does.
+func (b *Bridge) Run(ctx context.Context) error {
+	if err := b.Subscribe(); err != nil {
+		return err
 	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ev := range b.events {
+			b.handle(ev)
+		}
+	}()
+	<-ctx.Done()
+	b.cancel()
+	<-done
 	b.extMu.Lock()
 	defer b.extMu.Unlock()
-	for _, e := range b.ext {
+	for addr, e := range b.ext {
 		if e.c != nil {
-			e.c.Close()
+			if err := e.c.Close(); err != nil {
+				b.log.Debug("close pushMethod.mqtt broker connection", "broker", addr, "err", err)
+			}
 		}
 	}
+	return nil
 }
 
 func base(t time.Time) BaseMessage {

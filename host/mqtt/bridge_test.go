@@ -90,7 +90,7 @@ func TestTwinGetAnswered(t *testing.T) {
 	for _, no := range []bool{false, true} {
 		conn := newFakeConn()
 		b := NewBridge(mgr, conn, BridgeOptions{NoTwinGet: no})
-		if err := b.Start(context.Background()); err != nil {
+		if err := b.Subscribe(); err != nil {
 			t.Fatal(err)
 		}
 		fn := conn.sub(get)
@@ -110,7 +110,11 @@ func TestTwinGetAnswered(t *testing.T) {
 				t.Errorf("twin/get answer %+v, %v", res, err)
 			}
 		}
-		b.Stop()
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if err := b.Run(ctx); err != nil { // ends the subscription at once
+			t.Fatal(err)
+		}
 	}
 }
 

@@ -65,6 +65,10 @@ type BrokerOptions struct {
 	Logger             *slog.Logger
 }
 
+// DefaultAddr is the address of wapper-host's embedded broker (its
+// --mqtt-listen): loopback only, until the operator protects it.
+const DefaultAddr = "127.0.0.1:1883"
+
 // Serve starts an embedded broker.
 func Serve(o BrokerOptions) (*Broker, error) {
 	if o.Logger == nil {

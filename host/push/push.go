@@ -59,7 +59,8 @@ type HTTP struct {
 	sent   prometheus.Counter
 	failed *prometheus.CounterVec
 	queue  chan job
-	cancel func()
+	events <-chan devices.Event // from Subscribe
+	cancel func()               // ends the subscription
 	wg     sync.WaitGroup
 }
 
@@ -70,7 +71,7 @@ type job struct {
 	contentType string
 }
 
-// NewHTTP returns a pusher; call Start.
+// NewHTTP returns a pusher; call Subscribe, then Run.
 func NewHTTP(mgr *devices.Manager, o Options) *HTTP {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -113,12 +114,24 @@ func URL(p *v1beta1.PushMethodHTTP) string {
 	return host + path
 }
 
-// Start subscribes to readings and starts the workers.
-func (h *HTTP) Start(ctx context.Context) {
-	events, cancel := h.mgr.SubscribeFunc("http-push", 1<<14, func(ev *devices.Event) bool {
+// Subscribe subscribes to the readings Run posts: Run's synchronous first
+// step, to call before devices start so that Run misses no reading; Run
+// calls it if it was not.
+func (h *HTTP) Subscribe() {
+	if h.events != nil {
+		return
+	}
+	h.events, h.cancel = h.mgr.SubscribeFunc("http-push", 1<<14, func(ev *devices.Event) bool {
 		return ev.Type == devices.EventReading && ev.PushesHTTP()
 	})
-	h.cancel = cancel
+}
+
+// Run posts readings until ctx ends, then ends the subscription, waits
+// for the POSTs under way (each bounded by its pushMethod's timeout) and
+// returns nil.
+func (h *HTTP) Run(ctx context.Context) error {
+	h.Subscribe()
+	events := h.events
 	h.queue = make(chan job, h.opts.Queue)
 	for range h.opts.Workers {
 		h.wg.Add(1)
@@ -155,14 +168,10 @@ func (h *HTTP) Start(ctx context.Context) {
 			}
 		}
 	}()
-}
-
-// Stop ends the subscription and waits for the POSTs under way.
-func (h *HTTP) Stop() {
-	if h.cancel != nil {
-		h.cancel()
-		h.wg.Wait()
-	}
+	<-ctx.Done()
+	h.cancel()
+	h.wg.Wait()
+	return nil
 }
 
 func (h *HTTP) post(j job) {

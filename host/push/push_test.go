@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -18,11 +17,9 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"wapper.dev/wapper/host/devices"
-	"wapper.dev/wapper/host/manifest"
 	"wapper.dev/wapper/host/mqtt"
 	"wapper.dev/wapper/host/push"
-	"wapper.dev/wapper/host/runtime"
-	"wapper.dev/wapper/host/store"
+	"wapper.dev/wapper/internal/hosttest"
 	"wapper.dev/wapper/internal/testenv"
 )
 
@@ -109,35 +106,34 @@ func startHost(t *testing.T, f push.Format) *peers {
 		}
 	}))
 	t.Cleanup(srv.Close)
-	bus, err := mqtt.Serve(mqtt.BrokerOptions{Addr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { bus.Close() })
-	ext, err := mqtt.Serve(mqtt.BrokerOptions{Addr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ext.Close() })
+	bus, ext := hosttest.Broker(t), hosttest.Broker(t)
 	p.busURL = "tcp://" + bus.Addr()
 	subscribe(t, p.busURL, "#", p.bus) // all but $hw/...
 	subscribe(t, "tcp://"+ext.Addr(), "ext/#", p.ext)
 
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	log := slog.New(slog.NewTextHandler(testenv.LogWriter(t), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	mgr := newManager(t, log, virtual)
 	bridge := mqtt.NewBridge(mgr, bus, mqtt.BridgeOptions{Logger: log, PushFormat: f})
-	if err := bridge.Start(context.Background()); err != nil {
+	if err := bridge.Subscribe(); err != nil {
 		t.Fatal(err)
 	}
 	pusher := push.NewHTTP(mgr, push.Options{Logger: log, Format: f})
-	pusher.Start(context.Background())
+	pusher.Subscribe()
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 2)
+	go func() { done <- bridge.Run(ctx) }()
+	go func() { done <- pusher.Run(ctx) }()
 	t.Cleanup(func() {
-		pusher.Stop()
-		bridge.Stop()
+		stop()
+		for range 2 {
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		}
 	})
 
 	host, port, _ := strings.Cut(strings.TrimPrefix(srv.URL, "http://"), ":")
-	apply(t, mgr, strings.NewReplacer("HTTPHOST", host, "HTTPPORT", port, "EXTADDR", ext.Addr()).Replace(deviceYAML))
+	hosttest.Apply(t, mgr, strings.NewReplacer("HTTPHOST", host, "HTTPPORT", port, "EXTADDR", ext.Addr()).Replace(deviceYAML))
 	return p
 }
 
@@ -146,68 +142,21 @@ func startHost(t *testing.T, f push.Format) *peers {
 // closed at the end of the test, after the cleanups registered later.
 func newManager(t *testing.T, log *slog.Logger, virtual string) *devices.Manager {
 	t.Helper()
-	dir := t.TempDir()
-	st, err := store.Open(filepath.Join(dir, "state"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	eng, err := runtime.NewEngine(runtime.EngineOptions{CacheDir: filepath.Join(dir, "cache"), Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mgr, err := devices.New(devices.Options{Engine: eng, Store: st, Logger: log,
-		Modules:             devices.ModuleLoader{PluginDir: filepath.Dir(virtual), CacheDir: filepath.Join(dir, "modules")},
+	return hosttest.Manager(t, log, filepath.Dir(virtual), devices.Options{
 		DefaultCollectCycle: 200 * time.Millisecond, DefaultReportCycle: time.Second, StateCycle: time.Second, FlushInterval: time.Second,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		mgr.Close(ctx)
-		eng.Close(ctx)
-		st.Close()
-	})
-	return mgr
 }
 
-// apply loads the manifests in yml into mgr.
-func apply(t *testing.T, mgr *devices.Manager, yml string) {
-	t.Helper()
-	mdir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(mdir, "devices.yaml"), []byte(yml), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	set, err := manifest.Load(mdir)
-	if err != nil || len(set.Problems) > 0 {
-		t.Fatalf("manifest: %v %+v", err, set.Problems)
-	}
-	if err := mgr.Apply(context.Background(), "manifests", devices.ResourceSet{Devices: set.Devices, Models: set.Models, Plugins: set.Plugins}); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// subscribe connects a paho client to url and sends what it receives on
-// filter (at QoS 2, so the QoS received is the QoS published) to ch.
+// subscribe sends what a client of the broker at url receives on filter
+// to ch, dropping what ch has no room for.
 func subscribe(t *testing.T, url, filter string, ch chan message) {
 	t.Helper()
-	o := paho.NewClientOptions().AddBroker(url).SetClientID(fmt.Sprintf("t-%d", time.Now().UnixNano())).
-		SetAutoReconnect(false).SetConnectTimeout(30 * time.Second)
-	c := paho.NewClient(o)
-	if tok := c.Connect(); !tok.WaitTimeout(60*time.Second) || tok.Error() != nil {
-		t.Fatalf("connect to %s: %v", url, tok.Error())
-	}
-	t.Cleanup(func() { c.Disconnect(100) })
-	tok := c.Subscribe(filter, 2, func(_ paho.Client, m paho.Message) {
+	hosttest.Subscribe(t, url, filter, func(m paho.Message) {
 		select {
 		case ch <- message{m.Topic(), string(m.Payload()), m.Qos(), m.Retained()}:
 		default:
 		}
 	})
-	if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
-		t.Fatalf("subscribe to %s on %s: %v", filter, url, tok.Error())
-	}
 }
 
 func receive[T any](t *testing.T, what string, ch <-chan T) T {
@@ -219,13 +168,6 @@ func receive[T any](t *testing.T, what string, ch <-chan T) T {
 		t.Fatalf("no %s within 60s", what)
 	}
 	panic("unreachable")
-}
-
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
 
 // mfTime matches mapper-framework's time in a payload.

@@ -1,6 +1,7 @@
 package push
 
 import (
+	"context"
 	"log/slog"
 	"strings"
 
@@ -17,8 +18,8 @@ import (
 type Unsupported struct {
 	mgr    *devices.Manager
 	log    *slog.Logger
-	cancel func()
-	done   chan struct{}
+	events <-chan devices.Event // from Subscribe
+	cancel func()               // ends the subscription
 
 	// warned is what was last warned about, by device and property; only
 	// the event goroutine (or a test calling handle) uses it.
@@ -30,7 +31,7 @@ type warnedPush struct {
 	what string
 }
 
-// NewUnsupported returns a warner; call Start.
+// NewUnsupported returns a warner; call Subscribe, then Run.
 func NewUnsupported(mgr *devices.Manager, log *slog.Logger) *Unsupported {
 	if log == nil {
 		log = slog.Default()
@@ -38,9 +39,14 @@ func NewUnsupported(mgr *devices.Manager, log *slog.Logger) *Unsupported {
 	return &Unsupported{mgr: mgr, log: log, warned: map[string]map[string]warnedPush{}}
 }
 
-// Start subscribes to the readings that carry such a pushMethod.
-func (u *Unsupported) Start() {
-	events, cancel := u.mgr.SubscribeFunc("push-unsupported", 256, func(ev *devices.Event) bool {
+// Subscribe subscribes to the readings that carry such a pushMethod:
+// Run's synchronous first step, to call before devices start; Run calls
+// it if it was not.
+func (u *Unsupported) Subscribe() {
+	if u.events != nil {
+		return
+	}
+	u.events, u.cancel = u.mgr.SubscribeFunc("push-unsupported", 256, func(ev *devices.Event) bool {
 		if ev.Type == devices.EventDeviceRemoved {
 			return true
 		}
@@ -54,21 +60,23 @@ func (u *Unsupported) Start() {
 		}
 		return false
 	})
-	u.cancel, u.done = cancel, make(chan struct{})
+}
+
+// Run warns until ctx ends, then ends the subscription after the events
+// already received, and returns nil.
+func (u *Unsupported) Run(ctx context.Context) error {
+	u.Subscribe()
+	done := make(chan struct{})
 	go func() {
-		defer close(u.done)
-		for ev := range events {
+		defer close(done)
+		for ev := range u.events {
 			u.handle(ev)
 		}
 	}()
-}
-
-// Stop ends the subscription, after the events already received.
-func (u *Unsupported) Stop() {
-	if u.cancel != nil {
-		u.cancel()
-		<-u.done
-	}
+	<-ctx.Done()
+	u.cancel()
+	<-done
+	return nil
 }
 
 func hasUnsupported(p *v1beta1.PushMethod) bool {

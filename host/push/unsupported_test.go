@@ -2,6 +2,7 @@ package push_test
 
 import (
 	"bytes"
+	"context"
 	"log/slog"
 	"strings"
 	"sync"
@@ -9,6 +10,7 @@ import (
 
 	"wapper.dev/wapper/host/devices"
 	"wapper.dev/wapper/host/push"
+	"wapper.dev/wapper/internal/hosttest"
 	"wapper.dev/wapper/internal/testenv"
 )
 
@@ -90,22 +92,26 @@ func (s *syncBuffer) String() string {
 func TestUnsupportedLoggedOnce(t *testing.T) {
 	virtual := testenv.Plugin(t, "virtual")
 	var warnings syncBuffer
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	log := slog.New(slog.NewTextHandler(testenv.LogWriter(t), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	mgr := newManager(t, log, virtual)
 	u := push.NewUnsupported(mgr, slog.New(slog.NewTextHandler(&warnings, nil)))
-	u.Start()
+	u.Subscribe()
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- u.Run(ctx) }()
 	stopped := false
 	t.Cleanup(func() {
 		if !stopped {
-			u.Stop()
+			stop()
+			<-done
 		}
 	})
 	// Count the readings that carry each pushMethod; once the warner has
 	// had three of each (it got every event this subscription got, by the
-	// time Stop returns), stop it.
+	// time Run returns), stop it.
 	events, cancel := mgr.SubscribeFunc("test", 1024, func(ev *devices.Event) bool { return ev.Type == devices.EventReading })
 	defer cancel()
-	apply(t, mgr, unsupportedYAML)
+	hosttest.Apply(t, mgr, unsupportedYAML)
 	pushed := map[string]int{}
 	for pushed["temp"] < 3 || pushed["rate"] < 3 || pushed["label"] < 3 {
 		ev := receive(t, "reading", events)
@@ -115,7 +121,10 @@ func TestUnsupportedLoggedOnce(t *testing.T) {
 			}
 		}
 	}
-	u.Stop()
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
 	stopped = true
 
 	got := strings.Split(strings.TrimSpace(warnings.String()), "\n")

@@ -58,6 +58,10 @@ import (
 	"wapper.dev/wapper/host/manifest"
 )
 
+// DefaultAddr is the address wapper-host serves the API on (its
+// --http-listen): loopback only, until the operator protects it.
+const DefaultAddr = "127.0.0.1:7777"
+
 // APIVersion is the apiVersion of every response.
 const APIVersion = "v1"
 
@@ -90,7 +94,7 @@ type Server struct {
 	opts Options
 	mux  *http.ServeMux
 	h    http.Handler
-	srv  *http.Server
+	ln   net.Listener // from Listen
 }
 
 // New returns the API over mgr.
@@ -131,8 +135,9 @@ func New(mgr *devices.Manager, o Options) *Server {
 // Handler returns the API's handler, token checks included.
 func (s *Server) Handler() http.Handler { return s.h }
 
-// Listen serves on addr in the background (HTTPS with Options.TLS) and
-// returns the bound address.
+// Listen binds addr (HTTPS with Options.TLS) and returns the bound
+// address: Run's synchronous first step, so that an address in use is
+// reported before anything starts. Connections wait until Run serves.
 func (s *Server) Listen(addr string) (string, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -141,24 +146,40 @@ func (s *Server) Listen(addr string) (string, error) {
 	if s.opts.TLS != nil {
 		ln = tls.NewListener(ln, s.opts.TLS)
 	}
-	// TLS handshake failures and the like go to the debug log.
-	s.srv = &http.Server{Handler: s.h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
-	go func() {
-		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.log.Error("REST API stopped", "err", err)
-		}
-	}()
+	s.ln = ln
 	return ln.Addr().String(), nil
 }
 
-// Close stops the server, letting requests under way finish for 5 s.
-func (s *Server) Close() error {
-	if s.srv == nil {
-		return nil
+// ShutdownGrace is how long Run lets requests under way finish once its
+// context has ended.
+const ShutdownGrace = 5 * time.Second
+
+// Run serves on the listener of Listen until ctx ends, then stops taking
+// requests, lets those under way finish for ShutdownGrace, and returns:
+// nil, or why serving stopped by itself.
+func (s *Server) Run(ctx context.Context) error {
+	if s.ln == nil {
+		return errors.New("REST API: Run before Listen")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	// TLS handshake failures and the like go to the debug log.
+	srv := &http.Server{Handler: s.h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(s.ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("REST API stopped: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), ShutdownGrace)
 	defer cancel()
-	return s.srv.Shutdown(ctx)
+	err := srv.Shutdown(sctx)
+	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) && err == nil {
+		err = serr
+	}
+	if err != nil {
+		return fmt.Errorf("REST API shutdown: %w", err)
+	}
+	return nil
 }
 
 func (s *Server) route(pattern string, h http.HandlerFunc, methods ...string) {

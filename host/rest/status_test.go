@@ -18,8 +18,7 @@ import (
 	"wapper.dev/wapper/host/devices"
 	"wapper.dev/wapper/host/manifest"
 	"wapper.dev/wapper/host/rest"
-	"wapper.dev/wapper/host/runtime"
-	"wapper.dev/wapper/host/store"
+	"wapper.dev/wapper/internal/hosttest"
 	"wapper.dev/wapper/internal/testenv"
 )
 
@@ -63,25 +62,7 @@ spec:
 
 func newManager(t *testing.T) *devices.Manager {
 	t.Helper()
-	dir := t.TempDir()
-	st, err := store.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	log := slog.New(slog.DiscardHandler)
-	eng, err := runtime.NewEngine(runtime.EngineOptions{CacheDir: filepath.Join(dir, "cache"), Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { eng.Close(context.Background()) })
-	m, err := devices.New(devices.Options{Engine: eng, Store: st, Logger: log,
-		Modules: devices.ModuleLoader{PluginDir: filepath.Dir(testenv.Plugin(t, "modbus"))}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close(context.Background()) })
-	return m
+	return hosttest.Manager(t, slog.New(slog.DiscardHandler), filepath.Dir(testenv.Plugin(t, "modbus")), devices.Options{})
 }
 
 // TestReadStatusCodes: a read the grants refuse is 403 with the refusal's

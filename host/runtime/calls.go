@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -58,27 +59,34 @@ func convertFor(pd *abi.Property, v abi.Value) (abi.Value, error) {
 // wapper_read_batch when it has one (a Modbus plugin merges neighbouring
 // registers), else one read after another on the same instance. Each entry
 // has a value or its own error; the returned error is for the whole call.
-func (p *Plugin) ReadBatch(ctx context.Context, dev uint32, props []uint32) (out []abi.BatchEntry, err error) {
+func (p *Plugin) ReadBatch(ctx context.Context, dev uint32, props []uint32) ([]abi.BatchEntry, error) {
 	if len(props) == 0 {
 		return nil, nil
 	}
+	return p.ReadBatchTo(ctx, dev, props, nil)
+}
+
+// ReadBatchTo is ReadBatch with the entries written to out, resliced to
+// len(props) (its array is reused when it is large enough), so that a
+// caller reading the same batch every cycle allocates nothing.
+func (p *Plugin) ReadBatchTo(ctx context.Context, dev uint32, props []uint32, out []abi.BatchEntry) ([]abi.BatchEntry, error) {
 	if len(props) > abi.MaxBatch {
-		return nil, abi.Errorf(abi.ErrTooLarge, "batch of %d properties exceeds %d", len(props), abi.MaxBatch)
+		return out[:0], abi.Errorf(abi.ErrTooLarge, "batch of %d properties exceeds %d", len(props), abi.MaxBatch)
 	}
-	err = p.withDevice(ctx, dev, func(in *instance, d *device) error {
-		pds := make([]*abi.Property, len(props))
-		for i, h := range props {
-			if pds[i] = d.desc.Property(h); pds[i] == nil {
+	err := p.withDevice(ctx, dev, func(in *instance, d *device) error {
+		for _, h := range props {
+			if d.desc.Property(h) == nil {
 				return abi.Errorf(abi.ErrNotFound, "device %s has no property handle %d", d.name(), h)
 			}
 		}
 		if in.batch == nil {
-			out = make([]abi.BatchEntry, len(props))
+			out = slices.Grow(out[:0], len(props))[:len(props)]
+			clear(out)
 			for i, h := range props {
 				in.stack[0], in.stack[1] = uint64(dev), uint64(h)
 				payload, err := in.call(abi.ExportRead, in.read)
 				if err == nil {
-					out[i].Value, err = decodeFor(pds[i], payload)
+					out[i].Value, err = decodeFor(d.desc.Property(h), payload)
 				}
 				out[i].Err = clipErr(err)
 				if in.dead {
@@ -87,18 +95,19 @@ func (p *Plugin) ReadBatch(ctx context.Context, dev uint32, props []uint32) (out
 			}
 			return nil
 		}
+		in.argBuf = abi.AppendHandles(in.argBuf[:0], props)
 		in.stack[0] = uint64(dev)
-		payload, err := in.callBufN(abi.ExportReadBatch, in.batch, abi.AppendHandles(nil, props), 1, uint64(len(props)))
+		payload, err := in.callArgs(abi.ExportReadBatch, in.batch, in.argBuf, 1, uint64(len(props)))
 		if err != nil {
 			return err
 		}
-		entries, err := abi.ParseBatch(payload, len(props))
+		entries, err := abi.ParseBatchAppend(out[:0], payload, len(props))
 		if err != nil {
 			return abi.Errorf(abi.ErrInvalid, "plugin returned a malformed batch result: %v", err)
 		}
 		for i := range entries {
 			if entries[i].Err == nil {
-				entries[i].Value, entries[i].Err = convertFor(pds[i], entries[i].Value)
+				entries[i].Value, entries[i].Err = convertFor(d.desc.Property(props[i]), entries[i].Value)
 			} else if ae, ok := entries[i].Err.(*abi.Error); ok {
 				entries[i].Err = in.withCause(&abi.Error{Code: ae.Code, Message: clipText(ae.Message)})
 			}
@@ -107,7 +116,10 @@ func (p *Plugin) ReadBatch(ctx context.Context, dev uint32, props []uint32) (out
 		out = entries
 		return nil
 	})
-	return out, err
+	if err != nil {
+		return out[:0], err
+	}
+	return out, nil
 }
 
 // Write sets a property. The value is converted to the property's declared
@@ -149,7 +161,7 @@ func (p *Plugin) State(ctx context.Context, dev uint32) (st abi.State, reason st
 		reason = clipText(reason)
 		// A device that is not online because its I/O fails: say why, as
 		// the host saw it (the plugin only got a code).
-		if cause := d.ioCause; cause != "" && st != abi.StateOnline && st != abi.StateOK && !strings.Contains(reason, cause) {
+		if cause := d.cause(); cause != "" && st != abi.StateOnline && st != abi.StateOK && !strings.Contains(reason, cause) {
 			if reason != "" {
 				reason += " "
 			}

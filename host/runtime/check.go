@@ -73,6 +73,7 @@ var requiredExports = map[string]sig{
 
 var optionalExports = map[string]sig{
 	abi.ExportReadBatch:  s(p(i32, i32, i32), i64),
+	abi.ExportReadMany:   s(p(i32, i32), i64),
 	abi.ExportMethod:     s(p(i32, i32, i32), i64),
 	abi.ExportPoll:       s(p(i32, i32), i64),
 	abi.ExportInitialize: s(p()),

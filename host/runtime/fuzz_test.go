@@ -57,7 +57,7 @@ func newFuzzGuest(f *testing.F) *fuzzGuest {
 		log:     slog.New(slog.NewTextHandler(io.Discard, nil)),
 		timeout: time.Minute,
 		m:       newPluginMetrics(NewMetrics(nil), "fuzz"),
-		devices: map[uint32]*device{},
+		reg:     newRegistry(),
 	}
 	p.logs = newLogLimiter(p, 0)
 	return &fuzzGuest{p: p, mem: mod.Memory()}
@@ -284,7 +284,7 @@ func FuzzHostReport(f *testing.F) {
 		p.Handle = uint32(i)
 		props[i] = p
 	}
-	g.p.devices[1] = &device{desc: abi.Device{ID: 1, Namespace: "ns", Name: "d", Properties: props}}
+	g.p.reg.add(1, newDevice(abi.Device{ID: 1, Namespace: "ns", Name: "d", Properties: props}, nil, 1))
 	var got []Reading
 	g.p.cfg.Report = func(r Reading) { got = append(got, r) }
 
@@ -300,7 +300,7 @@ func FuzzHostReport(f *testing.F) {
 				t.Fatalf("accepted report delivered %d readings", len(got))
 			}
 			r := got[0]
-			pd := g.p.devices[1].desc.Property(uint32(prop))
+			pd := g.p.device(1).desc.Property(uint32(prop))
 			if uint32(dev) != 1 || pd == nil || r.Device != 1 || r.Property != uint32(prop) {
 				t.Fatalf("report of %d/%d delivered as %+v", dev, prop, r)
 			}

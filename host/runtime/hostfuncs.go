@@ -163,11 +163,15 @@ func hostReport(_ context.Context, in *instance, mem api.Memory, stack []uint64)
 		return
 	}
 	d := in.p.device(dev)
-	if d == nil || d.desc.Property(prop) == nil {
+	var pd *abi.Property
+	if d != nil {
+		pd = d.cur.Load().desc.Property(prop)
+	}
+	if pd == nil {
 		stack[0] = errno(abi.ErrNotFound)
 		return
 	}
-	if v, err = convertFor(d.desc.Property(prop), v); err != nil {
+	if v, err = convertFor(pd, v); err != nil {
 		in.p.logs.log(in, slog.LevelWarn, "plugin reported a value of the wrong type", "device", dev, "property", prop, "err", err)
 		stack[0] = errno(abi.ErrInvalid)
 		return

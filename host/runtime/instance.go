@@ -23,18 +23,20 @@ type instKey struct{}
 // instance is one instantiation of a plugin's module. It is used by one
 // goroutine at a time (the holder of its pool slot).
 type instance struct {
-	p   *Plugin
-	id  int
-	mod api.Module
-	mem api.Memory
+	p    *Plugin
+	id   int
+	slot *slot // the pool slot the instance serves in
+	mod  api.Module
+	mem  api.Memory
 	// ctx carries the instance for host functions. The watchdog cancels
-	// it when a call outlives the plugin's timeout, which makes wazero
-	// close the module (WithCloseOnContextDone); one reusable timer per
-	// instance keeps the hot path free of allocations.
+	// it when a call outlives the plugin's timeout, which sets the
+	// guest's stop flag (interrupt.go) so that the call traps; one
+	// reusable timer per instance keeps the hot path free of allocations.
 	ctx      context.Context
 	cancel   context.CancelFunc
 	watchdog *time.Timer
 	timedOut atomic.Bool
+	unarm    func() bool // stops the flag's setting (armStop)
 	// deadline is when the call in progress times out; host functions
 	// that block (device I/O) end before it.
 	deadline time.Time
@@ -45,8 +47,15 @@ type instance struct {
 
 	// known maps device handles to the description version this instance
 	// has been given.
-	known    map[uint32]known
-	sweptGen uint64
+	known map[uint32]known
+	pend  []uint32 // sweep's scratch
+
+	// args is a guest buffer from wapper_alloc that the instance keeps
+	// for the small arguments of hot calls (callArgs), and argsCap its
+	// size; argBuf is host scratch to encode them.
+	args    uint32
+	argsCap int
+	argBuf  []byte
 	// curDev is the device of the call in progress, for log tags.
 	curDev *device
 
@@ -82,8 +91,12 @@ const (
 	reasonMalformed = "malformed result"
 )
 
-func (p *Plugin) newInstance(id int) (_ *instance, err error) {
-	in := &instance{p: p, id: id, known: map[uint32]known{}}
+// failed reports whether a call threw the instance away.
+func (in *instance) failed() bool { return in.dead }
+
+// newInstance creates an instance for slot s and initialises it.
+func (p *Plugin) newInstance(s *slot) (_ *instance, err error) {
+	in := &instance{p: p, id: s.id, slot: s, known: map[uint32]known{}}
 	in.ctx, in.cancel = context.WithCancel(context.WithValue(p.stopCtx, instKey{}, in))
 	in.watchdog = time.AfterFunc(time.Hour, func() { in.timedOut.Store(true); in.cancel() })
 	in.watchdog.Stop()
@@ -101,17 +114,21 @@ func (p *Plugin) newInstance(id int) (_ *instance, err error) {
 	// I/O in _initialize end with it too.
 	in.deadline = time.Now().Add(2 * p.timeout)
 	in.watchdog.Reset(2 * p.timeout)
-	mod, err := p.rt.InstantiateModule(in.ctx, p.compiled, cfg)
+	mod, err := p.rt.InstantiateModule(withLinearMemory(in.ctx), p.compiled, cfg)
 	if err != nil {
 		in.close()
 		return nil, fmt.Errorf("instantiate: %w", in.describe(err))
 	}
 	in.mod, in.mem = mod, mod.Memory()
+	in.armStop(mod)
 	defer func() {
 		if err != nil {
 			in.close()
 		}
 	}()
+	if err := in.runStart(); err != nil {
+		return nil, err
+	}
 	fn := mod.ExportedFunction
 	in.alloc, in.free, in.init = fn(abi.ExportAlloc), fn(abi.ExportFree), fn(abi.ExportInit)
 	in.add, in.update, in.remove = fn(abi.ExportDeviceAdd), fn(abi.ExportDeviceUpdate), fn(abi.ExportDeviceRemove)
@@ -155,13 +172,11 @@ func (in *instance) sleep(ns int64) {
 	}
 }
 
-// describe is the package's describe, with a timeout seen by the watchdog
-// named as one even when wazero reports the cancellation it caused.
+// describe is the package's describe of the error's cause: a timeout seen
+// by the watchdog is named as one even when the guest reports the trap of
+// the stop flag it caused.
 func (in *instance) describe(err error) error {
-	if in.timedOut.Load() {
-		err = sys.NewExitError(sys.ExitCodeDeadlineExceeded)
-	}
-	return describe(err)
+	return describe(in.cause(err))
 }
 
 // describe turns an error from a guest call into something a user can act
@@ -197,7 +212,7 @@ func reasonOf(err error) (string, abi.Code) {
 func (in *instance) logger() *slog.Logger {
 	l := in.p.log.With("instance", in.id)
 	if d := in.curDev; d != nil {
-		l = l.With("device", d.desc.Namespace+"/"+d.desc.Name)
+		l = l.With("device", d.name())
 	}
 	return l
 }
@@ -217,6 +232,7 @@ func (in *instance) close() {
 	if in.watchdog != nil {
 		in.watchdog.Stop()
 	}
+	in.disarm()
 	in.cancel() // wakes a guest sleeping in WASI
 	for _, c := range in.closer {
 		c()
@@ -275,9 +291,7 @@ func (in *instance) rawCall(export string, f api.Function) error {
 		err = sys.NewExitError(sys.ExitCodeDeadlineExceeded)
 	}
 	if err != nil {
-		if in.timedOut.Load() {
-			err = sys.NewExitError(sys.ExitCodeDeadlineExceeded)
-		}
+		err = in.cause(err)
 		reason, code := reasonOf(err)
 		return in.kill(export, reason, code, describe(err))
 	}
@@ -316,21 +330,71 @@ func (in *instance) callBufN(export string, f api.Function, b []byte, pos int, n
 
 // put copies b into a buffer from wapper_alloc.
 func (in *instance) put(b []byte) (uint32, error) {
-	if len(b) > abi.MaxMessage {
-		return 0, abi.Errorf(abi.ErrTooLarge, "buffer of %d bytes exceeds the ABI limit of %d", len(b), abi.MaxMessage)
-	}
-	in.stack[0] = uint64(len(b))
-	if err := in.rawCall(abi.ExportAlloc, in.alloc); err != nil {
+	ptr, err := in.allocate(len(b))
+	if err != nil {
 		return 0, err
-	}
-	ptr := uint32(in.stack[0])
-	if ptr == 0 {
-		return 0, abi.Errorf(abi.ErrTooLarge, "wapper_alloc(%d) returned 0", len(b))
 	}
 	if !in.mem.Write(ptr, b) {
 		return 0, in.kill(abi.ExportAlloc, reasonMalformed, abi.ErrInternal, fmt.Errorf("wapper_alloc returned %#x, outside guest memory", ptr))
 	}
 	return ptr, nil
+}
+
+// allocate returns a guest buffer of n bytes from wapper_alloc.
+func (in *instance) allocate(n int) (uint32, error) {
+	if n > abi.MaxMessage {
+		return 0, abi.Errorf(abi.ErrTooLarge, "buffer of %d bytes exceeds the ABI limit of %d", n, abi.MaxMessage)
+	}
+	in.stack[0] = uint64(n)
+	if err := in.rawCall(abi.ExportAlloc, in.alloc); err != nil {
+		return 0, err
+	}
+	ptr := uint32(in.stack[0])
+	if ptr == 0 {
+		return 0, abi.Errorf(abi.ErrTooLarge, "wapper_alloc(%d) returned 0", n)
+	}
+	return ptr, nil
+}
+
+// Bounds of the argument buffer an instance keeps (callArgs).
+const (
+	minArgs = 256      // 64 handles
+	maxArgs = 64 << 10 // larger arguments get a buffer of their own
+)
+
+// callArgs is callBufN for the small arguments of hot calls (property
+// handles, read requests): b goes into a buffer the instance keeps, so
+// that the call is one guest call instead of three (wapper_alloc, the
+// export, wapper_free). The guest must not keep an argument pointer
+// (SPEC.md §9) and sees the same live wapper_alloc buffer each time. The
+// payload aliases guest memory until the next call into the instance.
+func (in *instance) callArgs(export string, f api.Function, b []byte, pos int, n uint64) ([]byte, error) {
+	if len(b) > maxArgs {
+		return in.callBufN(export, f, b, pos, n)
+	}
+	args := in.stack // the caller's leading arguments
+	if len(b) > in.argsCap {
+		if in.args != 0 {
+			in.stack[0] = uint64(in.args)
+			in.args, in.argsCap = 0, 0
+			if err := in.rawCall(abi.ExportFree, in.free); err != nil {
+				return nil, err
+			}
+		}
+		size := max(minArgs, len(b))
+		ptr, err := in.allocate(size)
+		if err != nil {
+			return nil, err
+		}
+		if _, ok := in.mem.Read(ptr, uint32(size)); !ok {
+			return nil, in.kill(abi.ExportAlloc, reasonMalformed, abi.ErrInternal, fmt.Errorf("wapper_alloc returned %#x, outside guest memory", ptr))
+		}
+		in.args, in.argsCap = ptr, size
+	}
+	in.mem.Write(in.args, b) // in bounds: checked when it was allocated, and memory never shrinks
+	copy(in.stack[:pos], args[:pos])
+	in.stack[pos], in.stack[pos+1] = uint64(in.args), n
+	return in.call(export, f)
 }
 
 // lineWriter turns a guest's stdout or stderr into log lines, under the

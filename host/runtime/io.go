@@ -87,7 +87,7 @@ func (in *instance) ioResult(stack []uint64, n int32, err error, op string) {
 		if op != abi.ImportIOClose {
 			in.ioFail = nil
 			if d := in.curDev; d != nil {
-				d.ioCause = ""
+				d.setCause("")
 			}
 		}
 		return
@@ -96,7 +96,7 @@ func (in *instance) ioResult(stack []uint64, n int32, err error, op string) {
 	if op != abi.ImportGPIOWaitEdge || code != abi.ErrTimeout { // no edge in time is routine
 		in.ioFail = err
 		if d := in.curDev; d != nil {
-			d.ioCause = causeText(err)
+			d.setCause(causeText(err))
 		}
 	}
 	var denied *hostio.DeniedError

@@ -6,8 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/tetratelabs/wazero"
@@ -23,13 +23,6 @@ const (
 	DefaultCallTimeout = 5 * time.Second
 	DefaultInstances   = 2
 	MaxInstances       = 64
-)
-
-// Restart backoff after an instance fails.
-const (
-	backoffMin   = 100 * time.Millisecond
-	backoffMax   = 30 * time.Second
-	backoffReset = time.Minute
 )
 
 // KV is the persistent store behind the kv host functions; see package
@@ -81,6 +74,18 @@ type Config struct {
 
 // Plugin is a loaded plugin: a pool of instances and the devices they
 // serve. Its methods are safe for concurrent use.
+//
+// It is made of three parts, each with its own state: the device
+// registry (registry.go: which devices exist, their descriptions), the
+// instance pool (pool.go: slots, who waits for which, growth, restarts)
+// and instance sync (instsync.go: which devices each instance holds).
+//
+// Lock order: a device's mu first (a call holds its device's for the
+// whole call; ReadMany takes several, in ascending handle order), then a
+// pool slot (not a mutex, but waited for in acquire), then the pool's mu
+// or the registry's mu, which are leaves. Nothing waits for a device's mu
+// while it holds a slot: a restarted instance re-adds its devices without
+// their locks, from their atomic descriptions.
 type Plugin struct {
 	e        *Engine
 	cfg      Config
@@ -98,52 +103,18 @@ type Plugin struct {
 	initConfig []byte
 	skipInit   bool // Verify: instantiate and ask the marker only
 
-	devMu     sync.RWMutex // guards devices
-	devices   map[uint32]*device
-	version   atomic.Uint64
-	removeGen atomic.Uint64 // bumped on every removal; instances sweep when it moves
-
-	poolMu   sync.Mutex // guards slots (their in and busy), failures and lastFail
-	slots    []*slot
-	ready    chan struct{} // one token per idle live slot
-	failures int
-	lastFail time.Time
-	restarts atomic.Int64
+	reg  *registry
+	pool *pool[*instance]
 
 	closeOnce sync.Once
-	closed    chan struct{}
 	// stopCtx is the parent of every instance's context; stop cancels it
 	// when Close stops waiting for calls in progress.
 	stopCtx context.Context
 	stop    context.CancelFunc
-	wg      sync.WaitGroup
 }
 
-type slot struct {
-	id   int
-	in   *instance // nil while the slot restarts
-	busy bool
-}
-
-// device is a device known to the plugin.
-type device struct {
-	mu      sync.Mutex // serialises calls for the device; guards the fields below
-	desc    abi.Device
-	raw     []byte // JSON of desc
-	version uint64
-	last    *slot // the slot that served it last
-	removed bool
-	// strikes counts the device's calls in a row that killed their
-	// instance; from the second, its calls fail at once until until, so
-	// that one device that traps or hangs cannot keep the instances its
-	// neighbours share restarting.
-	strikes int
-	until   time.Time
-	// ioCause is the host's text of the device's last failed I/O call,
-	// cleared by a successful one; a state reason other than online
-	// carries it (see Plugin.State).
-	ioCause string
-}
+// slot is a place for an instance in the plugin's pool.
+type slot = poolSlot[*instance]
 
 // Quarantine of a device whose calls kill their instance: it doubles from
 // quarantineMin with each call in a row that does, up to quarantineMax.
@@ -151,12 +122,6 @@ const (
 	quarantineMin = time.Second
 	quarantineMax = 5 * time.Minute
 )
-
-// known records which description of a device an instance was given.
-type known struct {
-	d       *device
-	version uint64
-}
 
 // Load compiles (or loads from the cache) and instantiates a plugin. It
 // fails when the module is refused, or when its first instance cannot be
@@ -194,9 +159,7 @@ func (e *Engine) load(ctx context.Context, cfg Config, skipInit bool) (*Plugin, 
 		m:          newPluginMetrics(e.metrics, cfg.Name),
 		initConfig: cfg.PluginConfig,
 		skipInit:   skipInit,
-		devices:    map[uint32]*device{},
-		ready:      make(chan struct{}, cfg.Instances),
-		closed:     make(chan struct{}),
+		reg:        newRegistry(),
 	}
 	p.logs = newLogLimiter(p, cfg.LogBytesPerSecond)
 	p.denials = newRepeats()
@@ -208,11 +171,7 @@ func (e *Engine) load(ctx context.Context, cfg Config, skipInit bool) (*Plugin, 
 	if err != nil {
 		return nil, err
 	}
-	rc := wazero.NewRuntimeConfig().
-		WithCloseOnContextDone(true).
-		WithMemoryLimitPages(pages).
-		WithCompilationCache(e.cache)
-	p.rt = wazero.NewRuntimeWithConfig(ctx, rc)
+	p.rt = wazero.NewRuntimeWithConfig(ctx, runtimeConfig(pages, e.cache))
 	ok := false
 	defer func() {
 		if !ok {
@@ -230,24 +189,37 @@ func (e *Engine) load(ctx context.Context, cfg Config, skipInit bool) (*Plugin, 
 		return nil, fmt.Errorf("plugin %s: %w", cfg.Name, err)
 	}
 	compileTime := time.Since(start)
-	for i := range cfg.Instances {
-		s := &slot{id: i}
-		p.slots = append(p.slots, s)
-		in, err := p.newInstance(i)
-		if err != nil {
-			p.closeInstances()
-			return nil, fmt.Errorf("plugin %s: create instance: %w", cfg.Name, err)
-		}
-		s.in = in
-		p.m.instances.Inc()
-		p.ready <- struct{}{}
+	// Compiling a large module leaves tens of MiB of garbage that the Go
+	// runtime would keep mapped for minutes: give it back now.
+	if len(cfg.Wasm) >= freeAfterCompile {
+		debug.FreeOSMemory()
 	}
-	p.info.ABIMinor = int(p.slots[0].in.minor)
+	// One instance now; the pool adds more, up to limits.instances, when
+	// calls queue.
+	first := &slot{id: 0}
+	in, err := p.newInstance(first)
+	if err != nil {
+		return nil, fmt.Errorf("plugin %s: create instance: %w", cfg.Name, err)
+	}
+	p.pool = newPool(poolConfig[*instance]{
+		name: cfg.Name, max: cfg.Instances,
+		growAfter: defaultGrowAfter, stealAfter: defaultStealAfter,
+		start:     p.newInstance,
+		revive:    func(_ *slot, fresh, dead *instance) error { return fresh.readd(dead) },
+		live:      func(delta int) { p.m.instances.Add(float64(delta)) },
+		restarted: p.m.restarts.Inc,
+		log:       p.log,
+	}, first, in)
+	p.info.ABIMinor = int(in.minor)
 	ok = true
 	p.log.Info("plugin loaded", "abi", fmt.Sprintf("%d.%d", abi.Major, p.info.ABIMinor), "bytes", len(cfg.Wasm),
 		"compile", compileTime.Round(time.Millisecond), "instances", cfg.Instances, "memoryMiB", cfg.MemoryMiB, "callTimeout", cfg.CallTimeout)
 	return p, nil
 }
+
+// freeAfterCompile is the module size from which Load returns the
+// compiler's garbage to the OS (a Go plugin is 2 to 5 MiB).
+const freeAfterCompile = 1 << 20
 
 // memoryPages is the linear-memory limit of one instance in 64 KiB pages:
 // limits.memoryMiB less what the module's tables and wasm stacks can take
@@ -298,7 +270,7 @@ func (p *Plugin) Info() *ModuleInfo { return p.info }
 func (p *Plugin) Config() Config { return p.cfg }
 
 // Restarts returns how many instances were recreated after failures.
-func (p *Plugin) Restarts() int64 { return p.restarts.Load() }
+func (p *Plugin) Restarts() int64 { return p.pool.restarts.Load() }
 
 // HasPoll reports whether the plugin exports wapper_poll.
 func (p *Plugin) HasPoll() bool { return p.info.Has(abi.ExportPoll) }
@@ -313,269 +285,39 @@ const closeGrace = 2 * time.Second
 // under a running guest is not safe.
 func (p *Plugin) Close(ctx context.Context) error {
 	p.closeOnce.Do(func() {
-		close(p.closed)
-		// Take every live slot so no call is in progress.
-		left := p.drain(ctx, len(p.liveSlots()))
+		left := p.pool.close(ctx)
 		p.stop()
 		if left > 0 {
 			grace, cancel := context.WithTimeout(context.Background(), closeGrace)
-			left = p.drain(grace, left)
+			left = p.pool.close(grace)
 			cancel()
 		}
-		p.wg.Wait()
-		p.closeInstances()
+		p.pool.closeIdle()
 		p.logs.flush()
 		if left > 0 {
 			p.log.Warn("plugin closed with calls still running; they end with the process", "calls", left)
 			return
 		}
-		p.rt.Close(context.Background())
+		if err := p.rt.Close(context.Background()); err != nil {
+			p.log.Warn("closing the plugin's runtime failed", "err", err)
+		}
 	})
 	return nil
-}
-
-// drain takes n ready tokens, or fewer when ctx ends; it returns how many
-// it did not get.
-func (p *Plugin) drain(ctx context.Context, n int) int {
-	for ; n > 0; n-- {
-		select {
-		case <-p.ready:
-		case <-ctx.Done():
-			return n
-		}
-	}
-	return 0
-}
-
-func (p *Plugin) liveSlots() []*slot {
-	p.poolMu.Lock()
-	defer p.poolMu.Unlock()
-	var out []*slot
-	for _, s := range p.slots {
-		if s.in != nil {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
-// closeInstances closes the instances no call is using.
-func (p *Plugin) closeInstances() {
-	p.poolMu.Lock()
-	defer p.poolMu.Unlock()
-	for _, s := range p.slots {
-		if s.in != nil && !s.busy {
-			s.in.close()
-			s.in = nil
-			p.m.instances.Dec()
-		}
-	}
 }
 
 // ErrClosed is returned by calls on a closed plugin.
 var ErrClosed = abi.Errorf(abi.ErrUnavailable, "plugin is closed")
 
-// acquire takes an idle live slot, preferring prefer.
-func (p *Plugin) acquire(ctx context.Context, prefer *slot) (*slot, error) {
-	select {
-	case <-p.closed:
-		return nil, ErrClosed
-	default:
-	}
-	select {
-	case <-p.ready:
-	case <-p.closed:
-		return nil, ErrClosed
-	case <-ctx.Done():
-		return nil, abi.Errorf(abi.ErrUnavailable, "plugin %s: no instance free before the deadline (%d instances, all busy or restarting)", p.name, len(p.slots))
-	}
-	p.poolMu.Lock()
-	defer p.poolMu.Unlock()
-	if prefer != nil && !prefer.busy && prefer.in != nil {
-		prefer.busy = true
-		return prefer, nil
-	}
-	for _, s := range p.slots {
-		if !s.busy && s.in != nil {
-			s.busy = true
-			return s, nil
-		}
-	}
-	panic("runtime: ready token without an idle slot")
+// acquire takes a slot, preferring home (nil: any).
+func (p *Plugin) acquire(ctx context.Context, home *slot) (*slot, error) {
+	return p.pool.acquire(ctx, home)
 }
 
-// release returns a slot. A slot whose instance died is restarted in the
-// background and becomes ready again when its new instance is.
-func (p *Plugin) release(s *slot) {
-	p.poolMu.Lock()
-	select {
-	case <-p.closed:
-		// Closing: no restarts; Close closes what is left.
-		if s.in.dead {
-			s.in = nil
-			p.m.instances.Dec()
-		}
-		s.busy = false
-		p.poolMu.Unlock()
-		p.ready <- struct{}{}
-		return
-	default:
-	}
-	if !s.in.dead {
-		s.busy = false
-		p.poolMu.Unlock()
-		p.ready <- struct{}{}
-		return
-	}
-	dead := s.in
-	s.in = nil
-	p.m.instances.Dec()
-	if time.Since(p.lastFail) > backoffReset {
-		p.failures = 0
-	}
-	p.failures++
-	p.lastFail = time.Now()
-	delay := backoffMin << min(p.failures-1, 16)
-	if delay > backoffMax {
-		delay = backoffMax
-	}
-	p.poolMu.Unlock()
-	p.wg.Add(1)
-	go p.restart(s, dead, delay)
-}
+// release returns a slot; one whose instance failed restarts it.
+func (p *Plugin) release(s *slot) { p.pool.release(s) }
 
-// restart recreates a slot's instance after delay, re-adds the devices the
-// dead instance served, and makes the slot ready.
-func (p *Plugin) restart(s *slot, dead *instance, delay time.Duration) {
-	defer p.wg.Done()
-	for {
-		p.log.Warn("restarting plugin instance", "instance", s.id, "after", delay)
-		select {
-		case <-time.After(delay):
-		case <-p.closed:
-			return
-		}
-		in, err := p.newInstance(s.id)
-		if err == nil {
-			p.restarts.Add(1)
-			p.m.restarts.Inc()
-			p.readd(in, dead)
-			if in.dead {
-				err = errors.New("instance failed while devices were re-added")
-			}
-		}
-		if err != nil {
-			p.log.Error("plugin instance restart failed", "instance", s.id, "err", err)
-			delay = min(delay*2, backoffMax)
-			continue
-		}
-		p.poolMu.Lock()
-		select {
-		case <-p.closed:
-			p.poolMu.Unlock()
-			in.close()
-			return
-		default:
-		}
-		s.in, s.busy = in, false
-		p.m.instances.Inc()
-		p.poolMu.Unlock()
-		p.ready <- struct{}{}
-		p.log.Info("plugin instance restarted", "instance", s.id)
-		return
-	}
-}
-
-// readd adds to a new instance the devices the dead one served.
-func (p *Plugin) readd(in *instance, dead *instance) {
-	for id, k := range dead.known {
-		if in.dead {
-			return
-		}
-		if p.device(id) != k.d {
-			continue // removed meanwhile
-		}
-		// A caller holding the device's lock may be waiting for this very
-		// slot; it re-adds the device itself (ensure) once it gets one.
-		if !k.d.mu.TryLock() {
-			continue
-		}
-		if !k.d.removed {
-			in.curDev = k.d
-			if err := in.ensure(k.d); err != nil {
-				p.log.Warn("re-adding device to restarted instance failed; it is retried on its next call", "device", k.d.name(), "err", err)
-			}
-			in.curDev = nil
-		}
-		k.d.mu.Unlock()
-	}
-}
-
-func (p *Plugin) device(id uint32) *device {
-	p.devMu.RLock()
-	defer p.devMu.RUnlock()
-	return p.devices[id]
-}
-
-func (d *device) name() string { return d.desc.Namespace + "/" + d.desc.Name }
-
-// ensure gives the instance the device's current description.
-func (in *instance) ensure(d *device) error {
-	id := d.desc.ID
-	k, ok := in.known[id]
-	if ok && k.d == d && k.version == d.version {
-		return nil
-	}
-	if ok && k.d != d {
-		// A removed device with the same handle: remove it first.
-		if err := in.removeDevice(id); err != nil {
-			return err
-		}
-		ok = false
-	}
-	export, f := abi.ExportDeviceAdd, in.add
-	if ok {
-		export, f = abi.ExportDeviceUpdate, in.update
-	}
-	in.stack[0] = uint64(id)
-	if _, err := in.callBuf(export, f, d.raw, 1); err != nil {
-		return err
-	}
-	in.known[id] = known{d: d, version: d.version}
-	return nil
-}
-
-func (in *instance) removeDevice(id uint32) error {
-	delete(in.known, id)
-	in.stack[0] = uint64(id)
-	_, err := in.call(abi.ExportDeviceRemove, in.remove)
-	return err
-}
-
-// sweep removes from the instance every device that the plugin no longer
-// has. It returns the error of removing only.
-func (in *instance) sweep(only *device) error {
-	gen := in.p.removeGen.Load()
-	if in.sweptGen == gen {
-		return nil
-	}
-	var onlyErr error
-	for id, k := range in.known {
-		if in.p.device(id) == k.d || in.dead {
-			continue
-		}
-		err := in.removeDevice(id)
-		if k.d == only {
-			onlyErr = err
-		} else if err != nil {
-			in.p.log.Warn("removing device from instance failed", "device", k.d.name(), "instance", in.id, "err", err)
-		}
-	}
-	if !in.dead {
-		in.sweptGen = gen
-	}
-	return onlyErr
-}
+// device returns the device with handle id, or nil.
+func (p *Plugin) device(id uint32) *device { return p.reg.get(id) }
 
 // withDevice runs fn on an instance that knows device id, holding the
 // device's lock and a pool slot.
@@ -593,19 +335,26 @@ func (p *Plugin) withDevice(ctx context.Context, id uint32, fn func(in *instance
 		return abi.Errorf(abi.ErrUnavailable, "device %s is set aside for %v: its last %d calls killed the plugin instance (see the log for the trap or timeout)", d.name(), left.Round(time.Millisecond), d.strikes)
 	}
 	err := p.onSlot(ctx, d, fn)
-	var ce *callErr
 	switch {
-	case errors.As(err, &ce):
+	case err == nil:
+		d.strikes = 0
+	case killedInstance(err):
 		// One failure may be bad luck; from the second in a row the
 		// device waits.
 		if d.strikes++; d.strikes > 1 {
 			d.until = time.Now().Add(min(quarantineMin<<min(d.strikes-2, 16), quarantineMax))
 			p.log.Warn("device set aside: its calls keep killing the plugin instance", "device", d.name(), "strikes", d.strikes, "for", time.Until(d.until).Round(time.Millisecond))
 		}
-	case err == nil:
-		d.strikes = 0
 	}
 	return clipErr(err)
+}
+
+// killedInstance reports whether err is from a call that threw its
+// instance away. (A function of its own: the target of errors.As goes to
+// the heap, and only failed calls should pay for it.)
+func killedInstance(err error) bool {
+	var ce *callErr
+	return errors.As(err, &ce)
 }
 
 func (p *Plugin) onSlot(ctx context.Context, d *device, fn func(in *instance, d *device) error) error {
@@ -623,7 +372,6 @@ func (p *Plugin) onSlot(ctx context.Context, d *device, fn func(in *instance, d 
 	if err := in.ensure(d); err != nil {
 		return err
 	}
-	d.last = s
 	return fn(in, d)
 }
 
@@ -648,16 +396,12 @@ func (p *Plugin) AddDevice(ctx context.Context, desc abi.Device) error {
 	if err != nil {
 		return err
 	}
-	d := &device{desc: desc, raw: raw, version: p.version.Add(1)}
-	p.devMu.Lock()
-	if _, dup := p.devices[desc.ID]; dup {
-		p.devMu.Unlock()
+	d := newDevice(desc, raw, p.reg.nextVersion())
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !p.reg.add(desc.ID, d) {
 		return abi.Errorf(abi.ErrInvalid, "plugin %s already has a device with handle %d", p.name, desc.ID)
 	}
-	p.devices[desc.ID] = d
-	d.mu.Lock()
-	p.devMu.Unlock()
-	defer d.mu.Unlock()
 	if err := p.onSlot(ctx, d, noop); err != nil {
 		p.drop(d)
 		return err
@@ -665,19 +409,18 @@ func (p *Plugin) AddDevice(ctx context.Context, desc abi.Device) error {
 	return nil
 }
 
-// drop forgets a device; instances remove it when they next sweep.
+// drop forgets a device; the instance that holds it removes it at its
+// next use. The caller holds d.mu.
 func (p *Plugin) drop(d *device) {
 	d.removed = true
-	p.devMu.Lock()
-	if p.devices[d.desc.ID] == d {
-		delete(p.devices, d.desc.ID)
+	p.reg.remove(d.desc.ID, d)
+	if d.last != nil {
+		p.pool.rehome(d.last, nil, d.desc.ID)
 	}
-	p.devMu.Unlock()
-	p.removeGen.Add(1)
 }
 
-// UpdateDevice replaces a device's description. The instance that served it
-// last gets the update now; the others before their next call for it.
+// UpdateDevice replaces a device's description. The instance that holds
+// it gets the update now.
 func (p *Plugin) UpdateDevice(ctx context.Context, desc abi.Device) error {
 	raw, err := encodeDesc(desc)
 	if err != nil {
@@ -692,13 +435,12 @@ func (p *Plugin) UpdateDevice(ctx context.Context, desc abi.Device) error {
 	if d.removed {
 		return abi.Errorf(abi.ErrNotFound, "device %s was removed", d.name())
 	}
-	d.desc, d.raw, d.version = desc, raw, p.version.Add(1)
+	d.setDesc(desc, raw, p.reg.nextVersion())
 	return p.onSlot(ctx, d, noop)
 }
 
-// RemoveDevice removes a device. The instance that served it last removes
-// it now and its error is returned; the others remove it before their next
-// call.
+// RemoveDevice removes a device. The instance that holds it removes it
+// now and its error is returned.
 func (p *Plugin) RemoveDevice(ctx context.Context, id uint32) error {
 	d := p.device(id)
 	if d == nil {
@@ -734,13 +476,7 @@ func (p *Plugin) Ping(ctx context.Context) error {
 
 // MemoryBytes returns the linear memory of the live instances, in bytes.
 func (p *Plugin) MemoryBytes() int64 {
-	p.poolMu.Lock()
-	defer p.poolMu.Unlock()
 	var n int64
-	for _, s := range p.slots {
-		if s.in != nil {
-			n += int64(s.in.mem.Size())
-		}
-	}
+	p.pool.each(func(in *instance) { n += int64(in.mem.Size()) })
 	return n
 }

@@ -22,7 +22,7 @@ type pluginMetrics struct {
 
 var exportNames = []string{
 	abi.ExportMarker, abi.ExportAlloc, abi.ExportFree, abi.ExportInit, abi.ExportDeviceAdd, abi.ExportDeviceUpdate,
-	abi.ExportDeviceRemove, abi.ExportRead, abi.ExportWrite, abi.ExportState, abi.ExportReadBatch,
+	abi.ExportDeviceRemove, abi.ExportRead, abi.ExportWrite, abi.ExportState, abi.ExportReadBatch, abi.ExportReadMany,
 	abi.ExportMethod, abi.ExportPoll,
 }
 

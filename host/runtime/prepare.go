@@ -3,6 +3,7 @@ package runtime
 import (
 	"crypto/sha256"
 	"sync"
+	"weak"
 
 	"wapper.dev/wapper/host/runtime/internal/stackguard"
 )
@@ -39,13 +40,16 @@ type prepared struct {
 	err    error // a module the stack guard cannot instrument
 }
 
-// prepareCache keeps the last modules prepared, keyed by content and stack
-// budget: instrumenting a Go plugin takes a tenth of a second, and a host
-// loads the same module again at every restart of a plugin and in tests.
+// prepareCache keeps the modules prepared, keyed by content and stack
+// budget, while something still uses them: instrumenting a Go plugin
+// takes a tenth of a second and a load prepares its module twice (for the
+// memory budget, then to compile). The references are weak: a prepared
+// module is as large as the module, and once compiled nothing needs it,
+// so it does not stay in the host's memory for good.
 var prepareCache = struct {
 	mu sync.Mutex // guards m
-	m  map[[sha256.Size + 4]byte]*prepared
-}{m: map[[sha256.Size + 4]byte]*prepared{}}
+	m  map[[sha256.Size + 4]byte]weak.Pointer[prepared]
+}{m: map[[sha256.Size + 4]byte]weak.Pointer[prepared]{}}
 
 const prepareCacheSize = 16
 
@@ -59,9 +63,9 @@ func prepare(wasm []byte, stackKiB int) (*prepared, error) {
 	copy(key[:], sum[:])
 	key[sha256.Size], key[sha256.Size+1], key[sha256.Size+2], key[sha256.Size+3] = byte(stackKiB), byte(stackKiB>>8), byte(stackKiB>>16), byte(stackKiB>>24)
 	prepareCache.mu.Lock()
-	p, ok := prepareCache.m[key]
+	p := prepareCache.m[key].Value()
 	prepareCache.mu.Unlock()
-	if ok {
+	if p != nil {
 		return p, nil
 	}
 	bounded, tables, err := boundTables(wasm)
@@ -74,12 +78,17 @@ func prepare(wasm []byte, stackKiB int) (*prepared, error) {
 	}
 	prepareCache.mu.Lock()
 	defer prepareCache.mu.Unlock()
+	for k, w := range prepareCache.m {
+		if w.Value() == nil {
+			delete(prepareCache.m, k)
+		}
+	}
 	if len(prepareCache.m) >= prepareCacheSize {
 		for k := range prepareCache.m {
 			delete(prepareCache.m, k)
 			break
 		}
 	}
-	prepareCache.m[key] = p
+	prepareCache.m[key] = weak.Make(p)
 	return p, nil
 }

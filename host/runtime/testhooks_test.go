@@ -6,9 +6,9 @@ import "time"
 // the failures in a row so far and the time of the last one. Tests use it
 // to reach the backoff's cap and its reset without waiting for them.
 func SetFailuresForTest(p *Plugin, failures int, last time.Time) {
-	p.poolMu.Lock()
-	defer p.poolMu.Unlock()
-	p.failures, p.lastFail = failures, last
+	p.pool.mu.Lock()
+	defer p.pool.mu.Unlock()
+	p.pool.failures, p.pool.lastFail = failures, last
 }
 
 // SetDenialClockForTest sets the clock of the rate limit of the plugin's

@@ -23,7 +23,7 @@ var ErrCorrupt = errors.New("state database is damaged")
 
 // corruptError wraps cause as ErrCorrupt and says what the operator can do.
 func corruptError(path string, cause error) error {
-	return fmt.Errorf("%w: %s: %v. Its device twins, desired values and plugin data are never discarded silently: "+
+	return fmt.Errorf("%w: %s: %w. Its device twins, desired values and plugin data are never discarded silently: "+
 		"stop wapper-host if it runs, then restore %s from a backup, or move it aside (mv %s %s.damaged) to start "+
 		"with an empty state, in which devices come back from --manifests and the cloud without their stored twins "+
 		"and plugin kv data",
@@ -94,11 +94,23 @@ func check(db *bolt.DB, path string) (err error) {
 	})
 }
 
+// checkedBucket returns this package's bucket called name in either
+// layout: nested in TopStore, or at the top level in a database that
+// Open has yet to migrate. It returns nil when there is none.
+func checkedBucket(tx *bolt.Tx, name []byte) *bolt.Bucket {
+	if top := tx.Bucket(topStore); top != nil {
+		if b := top.Bucket(name); b != nil {
+			return b
+		}
+	}
+	return tx.Bucket(name)
+}
+
 // checkValues decodes the stored objects and twins, whose bytes bbolt
 // does not checksum.
 func checkValues(tx *bolt.Tx) error {
 	for _, name := range [][]byte{bucketObjects, bucketTwins} {
-		b := tx.Bucket(name)
+		b := checkedBucket(tx, name)
 		if b == nil {
 			continue
 		}
@@ -112,7 +124,7 @@ func checkValues(tx *bolt.Tx) error {
 			return err
 		}
 	}
-	if b := tx.Bucket(bucketReported); b != nil {
+	if b := checkedBucket(tx, bucketReported); b != nil {
 		return b.ForEach(func(k, v []byte) error {
 			if len(v) < 8 {
 				return fmt.Errorf("bucket %s: value of key %q is %d bytes, shorter than its timestamp", bucketReported, k, len(v))

@@ -29,7 +29,7 @@ func writeTwins(t *testing.T, dir string) {
 	err = s.update(func(tx *bolt.Tx) error { // the rest in one transaction, for speed
 		for i := 1; i < 200; i++ {
 			tw := Twin{Desired: fmt.Sprint(20 + i), DesiredSeq: uint64(i + 1), DesiredTime: now, DesiredBy: "test"}
-			if err := putTwin(tx.Bucket(bucketTwins), twinKey(fmt.Sprintf("default/dev%03d", i), "setpoint"), tw); err != nil {
+			if err := putTwin(bucket(tx, bucketTwins), twinKey(fmt.Sprintf("default/dev%03d", i), "setpoint"), tw); err != nil {
 				return err
 			}
 		}
@@ -61,7 +61,7 @@ func twinsLeaf(t *testing.T, path string) (pageSize int, id uint64, valOff, valL
 	page := func(id uint64) []byte { return raw[id*uint64(pageSize) : (id+1)*uint64(pageSize)] }
 	ne := binary.NativeEndian
 	err = db.View(func(tx *bolt.Tx) error {
-		id = uint64(tx.Bucket(bucketTwins).Root())
+		id = uint64(bucket(tx, bucketTwins).Root())
 		for {
 			info, err := tx.Page(int(id))
 			if err != nil {

@@ -8,8 +8,11 @@
 // values change at every collect cycle, so they are kept in memory by the
 // caller and saved in batches with [Store.SaveReported].
 //
-// The same *bolt.DB also holds the plugins' kv buckets (package host/kv);
-// [Store.DB] returns it.
+// The same *bolt.DB also holds the data of package host/cloudlink and the
+// plugins' kv buckets (package host/kv), each under one top-level bucket
+// named after its component ([TopStore], [TopCloudlink], [TopKV]); [Open]
+// moves the buckets of a database written before that layout into place,
+// in one transaction. [Store.DB] returns the database.
 //
 // [Open] checks the file before using it (its page structure, bbolt's own
 // consistency check, and that every stored object and twin decodes) and
@@ -52,7 +55,10 @@ type Store struct {
 
 // Open opens (or creates) state.db in dir. It checks the database first
 // and refuses a damaged one with an error wrapping [ErrCorrupt] that names
-// the file and says what to do; it never repairs or empties it.
+// the file and says what to do; it never repairs or empties it. A database
+// written before the layout of one top-level bucket per component is
+// moved into it, in one transaction; opening one already laid out writes
+// nothing.
 func Open(dir string) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create state directory %s: %w", dir, err)
@@ -66,23 +72,21 @@ func Open(dir string) (*Store, error) {
 		return nil, err
 	}
 	if err := check(db, path); err != nil {
-		db.Close()
-		return nil, err
+		return nil, errors.Join(err, closeErr(db, path))
 	}
 	s := &Store{db: db, path: path}
-	err = s.update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketObjects, bucketTwins, bucketReported, bucketMeta} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("prepare state database %s: %w", path, err)
+	if err := s.prepare(); err != nil {
+		return nil, errors.Join(fmt.Errorf("prepare state database %s: %w", path, err), closeErr(db, path))
 	}
 	return s, nil
+}
+
+// closeErr closes db after a failed Open, wrapping the error, if any.
+func closeErr(db *bolt.DB, path string) error {
+	if err := db.Close(); err != nil {
+		return fmt.Errorf("close state database %s: %w", path, err)
+	}
+	return nil
 }
 
 // openTimeout bounds the wait for the file lock.
@@ -140,7 +144,7 @@ func objectKey(source, kind, key string) []byte {
 // the source no longer has, in one transaction.
 func (s *Store) ReplaceObjects(source string, objs []Object) error {
 	return s.update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketObjects)
+		b := bucket(tx, bucketObjects)
 		prefix := []byte(source + "\x00")
 		c := b.Cursor()
 		var stale [][]byte
@@ -164,14 +168,14 @@ func (s *Store) ReplaceObjects(source string, objs []Object) error {
 // PutObject stores one object of a source.
 func (s *Store) PutObject(o Object) error {
 	return s.update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketObjects).Put(objectKey(o.Source, o.Kind, o.Key), o.JSON)
+		return bucket(tx, bucketObjects).Put(objectKey(o.Source, o.Kind, o.Key), o.JSON)
 	})
 }
 
 // DeleteObject removes one object of a source.
 func (s *Store) DeleteObject(source, kind, key string) error {
 	return s.update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketObjects).Delete(objectKey(source, kind, key))
+		return bucket(tx, bucketObjects).Delete(objectKey(source, kind, key))
 	})
 }
 
@@ -179,7 +183,7 @@ func (s *Store) DeleteObject(source, kind, key string) error {
 func (s *Store) Objects() ([]Object, error) {
 	var out []Object
 	err := s.view(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketObjects).ForEach(func(k, v []byte) error {
+		return bucket(tx, bucketObjects).ForEach(func(k, v []byte) error {
 			parts := bytes.SplitN(k, []byte{0}, 3)
 			if len(parts) != 3 {
 				return nil
@@ -221,7 +225,7 @@ func (s *Store) Twins(device string) (map[string]Twin, error) {
 	out := map[string]Twin{}
 	prefix := []byte(device + "\x00")
 	err := s.view(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketTwins).Cursor()
+		c := bucket(tx, bucketTwins).Cursor()
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 			var t Twin
 			if err := json.Unmarshal(v, &t); err != nil {
@@ -229,7 +233,7 @@ func (s *Store) Twins(device string) (map[string]Twin, error) {
 			}
 			out[string(k[len(prefix):])] = t
 		}
-		c = tx.Bucket(bucketReported).Cursor()
+		c = bucket(tx, bucketReported).Cursor()
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 			if len(v) < 8 {
 				continue
@@ -268,7 +272,7 @@ func putTwin(b *bolt.Bucket, k []byte, t Twin) error {
 func (s *Store) SetDesired(device, prop, value, by string, spec bool, now time.Time) (Twin, error) {
 	var t Twin
 	err := s.update(func(tx *bolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
+		meta := bucket(tx, bucketMeta)
 		var seq uint64
 		if v := meta.Get(keySeq); len(v) == 8 {
 			seq = beUint64(v)
@@ -277,7 +281,7 @@ func (s *Store) SetDesired(device, prop, value, by string, spec bool, now time.T
 		if err := meta.Put(keySeq, bePut(seq)); err != nil {
 			return err
 		}
-		b := tx.Bucket(bucketTwins)
+		b := bucket(tx, bucketTwins)
 		k := twinKey(device, prop)
 		var err error
 		if t, err = getTwin(b, k); err != nil {
@@ -296,7 +300,7 @@ func (s *Store) SetDesired(device, prop, value, by string, spec bool, now time.T
 // device. A seq older than the one recorded is ignored.
 func (s *Store) MarkApplied(device, prop string, seq uint64, now time.Time) error {
 	return s.update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketTwins)
+		b := bucket(tx, bucketTwins)
 		k := twinKey(device, prop)
 		t, err := getTwin(b, k)
 		if err != nil {
@@ -332,7 +336,7 @@ func (s *Store) SaveReported(batch []Reported) error {
 	// bbolt inserts in key order fastest.
 	slices.SortFunc(puts, func(a, b kv) int { return bytes.Compare(a.k, b.k) })
 	return s.update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketReported)
+		b := bucket(tx, bucketReported)
 		for _, p := range puts {
 			if err := b.Put(p.k, p.v); err != nil {
 				return err
@@ -347,7 +351,7 @@ func (s *Store) DeleteTwins(device string) error {
 	prefix := []byte(device + "\x00")
 	return s.update(func(tx *bolt.Tx) error {
 		for _, name := range [][]byte{bucketTwins, bucketReported} {
-			c := tx.Bucket(name).Cursor()
+			c := bucket(tx, name).Cursor()
 			for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Seek(prefix) {
 				if err := c.Delete(); err != nil {
 					return err

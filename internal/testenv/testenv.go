@@ -15,10 +15,12 @@
 package testenv
 
 import (
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 )
 
@@ -96,4 +98,15 @@ func Plugin(t testing.TB, name string) string { return Artifact(t, "plugins/"+na
 // TestPlugin returns bin/testplugins/NAME.wasm, built from abi/testdata/plugins.
 func TestPlugin(t testing.TB, name string) string {
 	return Artifact(t, "testplugins/"+name+".wasm")
+}
+
+// LogWriter returns a writer that logs each write with t.Log, for a
+// slog handler or a subprocess's output.
+func LogWriter(t testing.TB) io.Writer { return logWriter{t} }
+
+type logWriter struct{ t testing.TB }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }

@@ -77,9 +77,58 @@ func (virtual) AddDevice(d *wapper.Device) error { return setup(d) }
 
 func (virtual) UpdateDevice(d *wapper.Device) error { return setup(d) }
 
+// props holds a device's parsed properties by handle: in a slice for the
+// small handles the host gives, so that a read finds its property without
+// a map lookup (costly in wasm), and in a map past that.
+type props struct {
+	dense  []*property
+	sparse map[uint32]*property
+}
+
+// maxDenseHandle bounds props.dense.
+const maxDenseHandle = 256
+
+func (ps *props) get(h uint32) *property {
+	if int(h) < len(ps.dense) {
+		return ps.dense[h]
+	}
+	return ps.sparse[h]
+}
+
+func (ps *props) set(h uint32, pr *property) {
+	if h >= maxDenseHandle {
+		if ps.sparse == nil {
+			ps.sparse = map[uint32]*property{}
+		}
+		ps.sparse[h] = pr
+		return
+	}
+	if int(h) >= len(ps.dense) {
+		ps.dense = append(ps.dense, make([]*property, int(h)+1-len(ps.dense))...)
+	}
+	ps.dense[h] = pr
+}
+
+// all calls f for every property.
+func (ps *props) all(f func(*property) error) error {
+	for _, pr := range ps.dense {
+		if pr != nil {
+			if err := f(pr); err != nil {
+				return err
+			}
+		}
+	}
+	for _, pr := range ps.sparse {
+		if err := f(pr); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // setup parses every visitor once, so a bad config fails at add time.
 func setup(d *wapper.Device) error {
-	props := map[uint32]*property{}
+	props := &props{}
 	for _, p := range d.Properties() {
 		var pr property
 		if err := p.Visit(&pr.visitor); err != nil {
@@ -104,14 +153,14 @@ func setup(d *wapper.Device) error {
 			}
 			pr.cell = c
 		}
-		props[p.Handle] = &pr
+		props.set(p.Handle, &pr)
 	}
 	d.Data = props
 	return nil
 }
 
 func prop(d *wapper.Device, p *wapper.Property) *property {
-	return d.Data.(map[uint32]*property)[p.Handle]
+	return d.Data.(*props).get(p.Handle)
 }
 
 func loadFloat(key string, def float64) (float64, error) {
@@ -174,8 +223,17 @@ func (virtual) Read(d *wapper.Device, p *wapper.Property) (wapper.Value, error) 
 		if period <= 0 {
 			period = 60000
 		}
-		t := float64(time.Now().UnixMilli())
-		f = or(pr.Amplitude, 1)*math.Sin(2*math.Pi*t/period) + pr.Offset
+		// The phase within the period, in integers when the period is
+		// whole milliseconds: sin of a huge argument loses precision and
+		// costs a long argument reduction.
+		now := time.Now().UnixMilli()
+		var phase float64
+		if p := int64(period); float64(p) == period {
+			phase = float64(now%p) / period
+		} else {
+			phase = math.Mod(float64(now), period) / period
+		}
+		f = or(pr.Amplitude, 1)*math.Sin(2*math.Pi*phase) + pr.Offset
 	case "random":
 		lo, hi := or(pr.Min, 0), or(pr.Max, 100)
 		step := or(pr.Step, (hi-lo)/20)
@@ -231,13 +289,10 @@ func (virtual) Write(d *wapper.Device, p *wapper.Property, v wapper.Value) error
 }
 
 func (virtual) RemoveDevice(d *wapper.Device) error {
-	for _, pr := range d.Data.(map[uint32]*property) {
+	return d.Data.(*props).all(func(pr *property) error {
 		delete(cells, pr.key)
-		if err := wapper.KVDelete(pr.key); err != nil {
-			return err
-		}
-	}
-	return nil
+		return wapper.KVDelete(pr.key)
+	})
 }
 
 func (virtual) State(*wapper.Device) (wapper.State, error) { return wapper.StateOK, nil }

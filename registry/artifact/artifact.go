@@ -229,7 +229,7 @@ type Artifact struct {
 func Parse(mediaType string, manifest []byte) (*Artifact, error) {
 	var m ocispec.Manifest
 	if err := json.Unmarshal(manifest, &m); err != nil {
-		return nil, fmt.Errorf("%w: manifest is not JSON: %v", ErrNotWapperArtifact, err)
+		return nil, fmt.Errorf("%w: manifest is not JSON: %w", ErrNotWapperArtifact, err)
 	}
 	if mediaType == "" {
 		mediaType = m.MediaType
@@ -256,7 +256,7 @@ func Parse(mediaType string, manifest []byte) (*Artifact, error) {
 		return nil, fmt.Errorf("%w: want exactly one %s layer, found layers %v", ErrNotWapperArtifact, MediaTypeWasm, types)
 	}
 	if err := layers[0].Digest.Validate(); err != nil {
-		return nil, fmt.Errorf("%w: wasm layer digest: %v", ErrNotWapperArtifact, err)
+		return nil, fmt.Errorf("%w: wasm layer digest: %w", ErrNotWapperArtifact, err)
 	}
 	if n := layers[0].Size; n <= 0 || n > MaxModuleSize {
 		return nil, fmt.Errorf("%w: wasm layer size %d is not between 1 and %d bytes", ErrNotWapperArtifact, n, MaxModuleSize)

@@ -11,10 +11,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"wapper.dev/wapper/internal/regtest"
 	"wapper.dev/wapper/internal/testenv"
 	"wapper.dev/wapper/registry/auth"
 	"wapper.dev/wapper/registry/cli"
-	"wapper.dev/wapper/registry/internal/regtest"
 )
 
 // run executes `wapper ARGS...` in process and returns stdout.

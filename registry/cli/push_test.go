@@ -5,9 +5,9 @@ import (
 	"strings"
 	"testing"
 
+	"wapper.dev/wapper/internal/regtest"
 	"wapper.dev/wapper/internal/testenv"
 	"wapper.dev/wapper/registry/cli"
-	"wapper.dev/wapper/registry/internal/regtest"
 )
 
 // push runs `wapper push` of the virtual plugin to ref and returns the

@@ -72,7 +72,11 @@ Reads need one too unless --anonymous-read is set.`,
 			if err != nil {
 				return err
 			}
-			defer st.Close()
+			defer func() {
+				if err := st.Close(); err != nil {
+					slog.Warn("close registry store", "root", root, "err", err)
+				}
+			}()
 			cfg := server.Config{Store: st, AnonymousRead: anonRead, Logger: slog.Default()}
 			if len(checkers) > 0 {
 				cfg.Auth = checkers

@@ -188,13 +188,13 @@ func (c *Client) wrap(what, host string, err error) error {
 	case errors.As(err, &resp) && resp.StatusCode == http.StatusForbidden:
 		return fmt.Errorf("%s: %w (the credential for %s may not do this)", what, err, host)
 	case errors.Is(err, errdef.ErrNotFound), errors.As(err, &resp) && resp.StatusCode == http.StatusNotFound:
-		return fmt.Errorf("%s: %w: %v", what, ErrNotFound, err)
+		return fmt.Errorf("%s: %w: %w", what, ErrNotFound, err)
 	case errors.As(err, &ue):
 		hint := "check the address and that the registry runs"
 		if strings.Contains(err.Error(), "server gave HTTP response to HTTPS client") {
 			hint = "the registry speaks plain HTTP: pass " + c.opts.flag("plain-http") + " (loopback only)"
 		}
-		return fmt.Errorf("%s: %w: %s: %v (%s)", what, ErrUnreachable, host, err, hint)
+		return fmt.Errorf("%s: %w: %s: %w (%s)", what, ErrUnreachable, host, err, hint)
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }
@@ -323,7 +323,7 @@ func (c *Client) FetchBlob(ctx context.Context, ref registry.Reference, desc oci
 		if !errors.As(err, &ue) && !errors.As(err, &resp) && !errors.Is(err, errdef.ErrNotFound) {
 			// oras checks the size the registry announces against the
 			// manifest's before any byte is read.
-			return nil, fmt.Errorf("blob %s from %s: %w: %v", desc.Digest, r.Registry, ErrDigest, err)
+			return nil, fmt.Errorf("blob %s from %s: %w: %w", desc.Digest, r.Registry, ErrDigest, err)
 		}
 		return nil, c.wrap("fetch blob "+desc.Digest.String(), r.Registry, err)
 	}
@@ -332,7 +332,7 @@ func (c *Client) FetchBlob(ctx context.Context, ref registry.Reference, desc oci
 	b, err := content.ReadAll(pr, desc)
 	if err != nil {
 		if errors.Is(err, content.ErrMismatchedDigest) || errors.Is(err, content.ErrTrailingData) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, fmt.Errorf("blob %s from %s: %w: %v", desc.Digest, r.Registry, ErrDigest, err)
+			return nil, fmt.Errorf("blob %s from %s: %w: %w", desc.Digest, r.Registry, ErrDigest, err)
 		}
 		return nil, c.wrap("read blob "+desc.Digest.String(), r.Registry, err)
 	}

@@ -18,10 +18,10 @@ import (
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
 
+	"wapper.dev/wapper/internal/regtest"
 	"wapper.dev/wapper/internal/testenv"
 	"wapper.dev/wapper/registry/artifact"
 	"wapper.dev/wapper/registry/client"
-	"wapper.dev/wapper/registry/internal/regtest"
 )
 
 func virtual(t *testing.T) *artifact.Built {

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"wapper.dev/wapper/registry/internal/regtest"
+	"wapper.dev/wapper/internal/regtest"
 )
 
 // selfSigned writes a certificate for 127.0.0.1 and its key.

@@ -11,11 +11,11 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"wapper.dev/wapper/internal/regtest"
 	"wapper.dev/wapper/internal/testenv"
 	"wapper.dev/wapper/registry/artifact"
 	"wapper.dev/wapper/registry/client"
 	"wapper.dev/wapper/registry/fetch"
-	"wapper.dev/wapper/registry/internal/regtest"
 )
 
 // setup pushes the virtual plugin to a fresh embedded registry.

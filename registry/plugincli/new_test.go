@@ -1,7 +1,6 @@
 package plugincli_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -12,13 +11,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"wapper.dev/wapper/abi"
 	"wapper.dev/wapper/abi/grant"
 	"wapper.dev/wapper/host/runtime"
+	"wapper.dev/wapper/internal/authortest"
 	"wapper.dev/wapper/internal/testenv"
 	"wapper.dev/wapper/internal/testproc"
 	"wapper.dev/wapper/registry/plugincli"
@@ -36,8 +35,8 @@ func TestPluginNewRust(t *testing.T) { testPluginNew(t, "rust") }
 func testPluginNew(t *testing.T, lang string) {
 	testenv.Slow(t, "builds a generated plugin project to wasm and runs its tests")
 	mk := testenv.Bin(t, "make")
-	env := offlineEnv(t, lang)
-	sim := startInstrument(t)
+	env := authortest.OfflineEnv(t, lang)
+	sim := authortest.Instrument(t)
 
 	dir := filepath.Join(t.TempDir(), "bench-meter")
 	if strings.HasPrefix(dir, testenv.Root()+string(filepath.Separator)) {
@@ -67,40 +66,6 @@ func testPluginNew(t *testing.T, lang string) {
 		t.Fatal(err)
 	}
 	checkInHost(t, wasm, "scpi", sim, true)
-}
-
-// offlineEnv is the environment of a build with no network and no module
-// or crate cache: the project must carry everything it needs.
-func offlineEnv(t *testing.T, lang string) []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		switch k, _, _ := strings.Cut(kv, "="); k {
-		case "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "GOFLAGS", "GOPROXY", "GOMODCACHE", "GOWORK", "CARGO_HOME", "CARGO_TARGET_DIR", "RUSTC", "RUSTDOC", "CARGO":
-		default:
-			env = append(env, kv)
-		}
-	}
-	tmp := t.TempDir()
-	switch lang {
-	case "go":
-		goBin := testenv.Bin(t, "go")
-		env = append(env,
-			"GO="+goBin,
-			"GOPROXY=off", "GOSUMDB=off", "GONOSUMDB=*", "GOWORK=off", "GOTOOLCHAIN=local",
-			// readonly: go.mod as written must be complete; an empty module cache:
-			// nothing may come from a download made before.
-			"GOFLAGS=-mod=readonly -modcacherw", "GOMODCACHE="+filepath.Join(tmp, "gomodcache"))
-	case "rust":
-		testenv.Bin(t, "/usr/bin/cargo")
-		testenv.Bin(t, "/usr/bin/rustc")
-		testenv.Bin(t, "rust-lld")
-		if _, err := os.Stat("/usr/lib/rustlib/wasm32-wasi/lib"); err != nil {
-			testenv.Missing(t, "Debian's Rust std for wasm32-wasi", "run `hack/rust-toolchain.sh install` (libstd-rust-dev-wasm32, lld-14)")
-		}
-		// An empty CARGO_HOME: no crates.io index or crate is there.
-		env = append(env, "CARGO_HOME="+filepath.Join(tmp, "cargo-home"), "CARGO_NET_OFFLINE=true")
-	}
-	return env
 }
 
 // checkInHost loads wasm in wapper-host's runtime with the grants of the
@@ -154,7 +119,7 @@ func checkInHost(t *testing.T, wasm []byte, protocol, addr string, exact bool) {
 		t.Fatalf("read setpoint in wasm = %#v, %v; want DOUBLE(23.5)", v, err)
 	}
 
-	other := startInstrument(t) // a real instrument, but not granted
+	other := authortest.Instrument(t) // a real instrument, but not granted
 	if err := p.AddDevice(ctx, device(2, other)); err != nil {
 		t.Fatalf("add device: %v", err)
 	}
@@ -219,7 +184,7 @@ func TestTCPInstrumentExamples(t *testing.T) {
 		checkInHost(t, wasm, "tcp-instrument", addr, false)
 	})
 	t.Run("rust", func(t *testing.T) {
-		env := offlineEnv(t, "rust")
+		env := authortest.OfflineEnv(t, "rust")
 		// Build output outside the tree, kept between runs as
 		// hack/rust-toolchain.sh keeps it.
 		target := filepath.Join(os.Getenv("HOME"), ".cache", "wapper-cargo", "tcp-instrument-rust")
@@ -235,49 +200,6 @@ func TestTCPInstrumentExamples(t *testing.T) {
 		}
 		checkInHost(t, wasm, "tcp-instrument", addr, false)
 	})
-}
-
-// startInstrument serves the line protocol of the generated driver's
-// tests on a free local port and returns its address.
-func startInstrument(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	var mu sync.Mutex
-	setpoint := "20"
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				sc := bufio.NewScanner(c)
-				for sc.Scan() {
-					cmd := strings.TrimSpace(sc.Text())
-					mu.Lock()
-					reply := "ERR unknown command " + cmd
-					switch {
-					case cmd == "TEMP?":
-						reply = "21.50"
-					case cmd == "SETP?":
-						reply = setpoint
-					case strings.HasPrefix(cmd, "SETP "):
-						setpoint, reply = strings.TrimPrefix(cmd, "SETP "), "OK"
-					}
-					mu.Unlock()
-					if _, err := c.Write([]byte(reply + "\n")); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	return ln.Addr().String()
 }
 
 func lastLines(s string, n int) string {

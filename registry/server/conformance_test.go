@@ -9,8 +9,8 @@ import (
 	"strconv"
 	"testing"
 
+	"wapper.dev/wapper/internal/regtest"
 	"wapper.dev/wapper/internal/testenv"
-	"wapper.dev/wapper/registry/internal/regtest"
 )
 
 // TestOCIConformance runs the official distribution-spec conformance

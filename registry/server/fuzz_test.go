@@ -13,9 +13,9 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"wapper.dev/wapper/internal/regtest"
 	"wapper.dev/wapper/registry/artifact"
 	"wapper.dev/wapper/registry/auth"
-	"wapper.dev/wapper/registry/internal/regtest"
 	"wapper.dev/wapper/registry/server"
 	"wapper.dev/wapper/registry/store"
 )

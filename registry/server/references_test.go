@@ -10,7 +10,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"wapper.dev/wapper/registry/internal/regtest"
+	"wapper.dev/wapper/internal/regtest"
 )
 
 // errorBody is the error document of the distribution-spec.

@@ -67,7 +67,7 @@ func ValidTag(tag string) bool { return tagRE.MatchString(tag) }
 func ParseDigest(s string) (digest.Digest, error) {
 	d, err := digest.Parse(s)
 	if err != nil {
-		return "", fmt.Errorf("%w: %q: %v", ErrBadDigest, s, err)
+		return "", fmt.Errorf("%w: %q: %w", ErrBadDigest, s, err)
 	}
 	if a := d.Algorithm(); a != digest.SHA256 && a != digest.SHA512 {
 		return "", fmt.Errorf("%w: %q: only sha256 and sha512 are supported", ErrBadDigest, s)

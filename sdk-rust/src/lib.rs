@@ -6,7 +6,8 @@
 //! [`export_plugin!`]. The macro generates every export of the ABI
 //! (`wapper_abi_v1`, `wapper_alloc`, `wapper_free`, `wapper_init`,
 //! `wapper_device_add`/`_update`/`_remove`, `wapper_read`, `wapper_write`,
-//! `wapper_device_state`, `wapper_read_batch`, `wapper_call_method`,
+//! `wapper_device_state`, `wapper_read_batch`, `wapper_read_many`,
+//! `wapper_call_method`,
 //! `wapper_poll`); the SDK parses the device description (JSON, with its
 //! own parser: the crate has no dependencies), encodes values and errors,
 //! and keeps buffers the host writes into alive until it frees them. The
@@ -150,7 +151,8 @@ pub use json::Json;
 pub use value::{base64_decode, base64_encode, Type, Value, MAX_MESSAGE};
 
 /// The ABI minor version this SDK implements; `wapper_abi_v1` returns it.
-pub const ABI_MINOR: u32 = 0;
+/// Minor 1 added `wapper_read_many`.
+pub const ABI_MINOR: u32 = 1;
 
 /// Generates every export of the plugin ABI for a [`Driver`].
 ///
@@ -233,6 +235,11 @@ macro_rules! export_plugin {
             #[no_mangle]
             pub extern "C" fn wapper_read_batch(dev: u32, ptr: u32, count: u32) -> u64 {
                 with(|rt| $crate::rt::export_read_batch(rt, dev, ptr, count))
+            }
+
+            #[no_mangle]
+            pub extern "C" fn wapper_read_many(ptr: u32, count: u32) -> u64 {
+                with(|rt| $crate::rt::export_read_many(rt, ptr, count))
             }
 
             #[no_mangle]

@@ -6,7 +6,7 @@
 //! tests exactly as the host drives it, with byte buffers in and result
 //! buffers out; see [`Runtime::read`].
 
-use crate::device::{Description, Device};
+use crate::device::{Description, Device, Property};
 use crate::driver::{Driver, State};
 use crate::json::Json;
 use crate::value::{Value, MAX_MESSAGE};
@@ -15,9 +15,19 @@ use std::alloc::{alloc, dealloc, Layout};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
 
-/// The largest batch read (§3.2).
+/// The largest batch read (§3.2), and the most requests of one
+/// `wapper_read_many` call (§3.3).
 pub const MAX_BATCH: u32 = 4096;
+
+/// The message of a `wapper_read_many` entry that would take the result
+/// past [`MAX_MESSAGE`]; room for one is kept for every entry to come
+/// (§3.3).
+const FULL_MESSAGE: &str = "result full: the readings before this one filled the wapper_read_many result";
+
+/// The encoded size of an entry holding [`FULL_MESSAGE`].
+const FULL_ENTRY: usize = 5 + FULL_MESSAGE.len();
 
 thread_local! {
     /// Every live buffer handed out by `wapper_alloc`: address → size.
@@ -120,6 +130,9 @@ pub struct Runtime<D: Driver> {
     driver: D,
     devices: BTreeMap<u32, Device<D::Data>>,
     result: Vec<u8>,
+    /// The properties of one device's run of `wapper_read_many`
+    /// requests, reused from call to call.
+    props: Vec<Rc<Property>>,
 }
 
 fn lookup<T>(devices: &mut BTreeMap<u32, Device<T>>, id: u32) -> Result<&mut Device<T>> {
@@ -144,6 +157,7 @@ impl<D: Driver> Runtime<D> {
             driver,
             devices: BTreeMap::new(),
             result: Vec::new(),
+            props: Vec::new(),
         }
     }
 
@@ -342,6 +356,88 @@ impl<D: Driver> Runtime<D> {
         }
     }
 
+    /// `wapper_read_many` (ABI minor 1, §3.3) with `reqs` holding
+    /// `(device u32, property u32)` pairs, little-endian. Each run of
+    /// adjacent requests for one device is read with one
+    /// [`Driver::read_batch`]; an unknown device or property fails its own
+    /// entries only. The result buffer is reused from call to call.
+    pub fn read_many(&mut self, reqs: &[u8]) -> &[u8] {
+        if reqs.len() % 8 != 0 {
+            return self.fail(Error::invalid(format!("read request list of {} bytes is not a multiple of 8", reqs.len())));
+        }
+        if reqs.len() / 8 > MAX_BATCH as usize {
+            return self.fail(Error::new(Code::TOO_LARGE, format!("read_many of {} requests exceeds {}", reqs.len() / 8, MAX_BATCH)));
+        }
+        let (drv, devs, props) = (&mut self.driver, &mut self.devices, &mut self.props);
+        let mut out = std::mem::take(&mut self.result);
+        out.clear();
+        out.push(Code::OK.0);
+        let r = guard(|| {
+            let n = reqs.len() / 8;
+            let req = |i: usize| {
+                let c = &reqs[i * 8..i * 8 + 8];
+                (u32::from_le_bytes([c[0], c[1], c[2], c[3]]), u32::from_le_bytes([c[4], c[5], c[6], c[7]]))
+            };
+            let mut start = 0;
+            while start < n {
+                let id = req(start).0;
+                let mut end = start + 1;
+                while end < n && req(end).0 == id {
+                    end += 1;
+                }
+                let left = n - end; // entries after this run
+                let dev = match lookup(devs, id) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        for i in start..end {
+                            push_err(&mut out, &e, left + end - 1 - i);
+                        }
+                        start = end;
+                        continue;
+                    }
+                };
+                props.clear();
+                for i in start..end {
+                    if let Some(p) = dev.property(req(i).1) {
+                        props.push(p.clone());
+                    }
+                }
+                let vals = if props.is_empty() { Vec::new() } else { drv.read_batch(dev, props) };
+                if vals.len() != props.len() {
+                    let e = Error::internal(format!("read_batch returned {} results for {} properties", vals.len(), props.len()));
+                    for i in start..end {
+                        push_err(&mut out, &e, left + end - 1 - i);
+                    }
+                    start = end;
+                    continue;
+                }
+                let mut vals = vals.into_iter();
+                for i in start..end {
+                    let after = left + end - 1 - i;
+                    let h = req(i).1;
+                    if dev.property(h).is_none() {
+                        let e = Error::not_found(format!("device {} has no property handle {}", dev.full_name(), h));
+                        push_err(&mut out, &e, after);
+                        continue;
+                    }
+                    match vals.next() {
+                        Some(Ok(v)) => push_value(&mut out, &v, after),
+                        Some(Err(e)) => push_err(&mut out, &e, after),
+                        None => push_err(&mut out, &Error::internal("read_batch returned too few results"), after),
+                    }
+                }
+                props.clear();
+                start = end;
+            }
+            Ok(())
+        });
+        self.result = out;
+        match r {
+            Ok(()) => &self.result,
+            Err(e) => self.fail(e),
+        }
+    }
+
     /// `wapper_call_method` with `{"method": NAME, "args": {...}}`.
     pub fn call_method(&mut self, id: u32, req: &[u8]) -> &[u8] {
         let (drv, devs) = (&mut self.driver, &mut self.devices);
@@ -367,6 +463,44 @@ impl<D: Driver> Runtime<D> {
         });
         self.finish(r)
     }
+}
+
+/// Whether an entry of `n` bytes fits in the `wapper_read_many` result
+/// `out` with room left for `after` more "result full" entries.
+fn fits(out: &[u8], n: usize, after: usize) -> bool {
+    out.len() + n + after * FULL_ENTRY <= MAX_MESSAGE
+}
+
+fn push_entry(out: &mut Vec<u8>, code: Code, data: &[u8]) {
+    out.push(code.0);
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(data);
+}
+
+/// Appends a failed `wapper_read_many` entry, or a "result full" one when
+/// its message does not fit.
+fn push_err(out: &mut Vec<u8>, e: &Error, after: usize) {
+    let code = if e.code == Code::OK { Code::INTERNAL } else { e.code };
+    if fits(out, 5 + e.message.len(), after) {
+        push_entry(out, code, e.message.as_bytes());
+    } else {
+        push_entry(out, Code::TOO_LARGE, FULL_MESSAGE.as_bytes());
+    }
+}
+
+/// Appends a `wapper_read_many` value entry in place (no temporary
+/// buffer), or a "result full" entry when the value does not fit.
+fn push_value(out: &mut Vec<u8>, v: &Value, after: usize) {
+    let at = out.len();
+    out.extend_from_slice(&[0; 5]);
+    v.encode_into(out);
+    let n = out.len() - at - 5;
+    if !fits(&out[..at], 5 + n, after) {
+        out.truncate(at);
+        push_entry(out, Code::TOO_LARGE, FULL_MESSAGE.as_bytes());
+        return;
+    }
+    out[at + 1..at + 5].copy_from_slice(&(n as u32).to_le_bytes());
 }
 
 // Entry points for the generated exports: raw pointers in, packed results
@@ -407,6 +541,14 @@ pub fn export_read_batch<D: Driver>(rt: &mut Runtime<D>, dev: u32, ptr: u32, cou
         return pack(rt.fail(Error::new(Code::TOO_LARGE, format!("batch of {} handles exceeds {}", count, MAX_BATCH))));
     }
     with_arg(rt, ptr, count * 4, |rt, b| pack(rt.read_batch(dev, b)))
+}
+
+#[doc(hidden)]
+pub fn export_read_many<D: Driver>(rt: &mut Runtime<D>, ptr: u32, count: u32) -> u64 {
+    if count > MAX_BATCH {
+        return pack(rt.fail(Error::new(Code::TOO_LARGE, format!("read_many of {} requests exceeds {}", count, MAX_BATCH))));
+    }
+    with_arg(rt, ptr, count * 8, |rt, b| pack(rt.read_many(b)))
 }
 
 #[doc(hidden)]
@@ -481,6 +623,12 @@ pub mod testing {
         Ok(out)
     }
 
+    /// Encodes `(device, property)` requests for
+    /// [`Runtime::read_many`](super::Runtime::read_many).
+    pub fn requests(rs: &[(u32, u32)]) -> Vec<u8> {
+        rs.iter().flat_map(|(d, p)| d.to_le_bytes().into_iter().chain(p.to_le_bytes())).collect()
+    }
+
     /// Encodes property handles for [`Runtime::read_batch`](super::Runtime::read_batch).
     pub fn handles(hs: &[u32]) -> Vec<u8> {
         hs.iter().flat_map(|h| h.to_le_bytes()).collect()
@@ -491,7 +639,7 @@ pub mod testing {
 mod tests {
     use super::testing::*;
     use super::*;
-    use crate::device::Property;
+
 
     #[derive(Default)]
     struct T {
@@ -614,6 +762,37 @@ mod tests {
         assert_eq!(rt.read_batch(3, &[]), &[0][..], "an empty batch is a success byte alone");
         assert_eq!(payload(rt.read_batch(3, &handles(&[0, 7]))).unwrap_err().code, Code::NOT_FOUND);
         assert_eq!(payload(rt.read_batch(3, &[1, 2])).unwrap_err().code, Code::INVALID);
+    }
+
+    #[test]
+    fn read_many() {
+        let mut rt = rt();
+        rt.write(3, 0, &Value::Int(5).encode());
+        let reqs = requests(&[(3, 0), (9, 0), (3, 1), (3, 7), (3, 0)]);
+        let got = super::testing::batch(rt.read_many(&reqs)).unwrap();
+        assert_eq!(got.len(), 5);
+        assert_eq!(got[0].as_ref().unwrap(), &Value::Int(5));
+        assert_eq!(got[1].as_ref().unwrap_err().code, Code::NOT_FOUND, "unknown device");
+        assert_eq!(got[2].as_ref().unwrap_err().code, Code::DEVICE);
+        assert_eq!(got[3].as_ref().unwrap_err().code, Code::NOT_FOUND, "unknown property");
+        assert_eq!(got[4].as_ref().unwrap(), &Value::Int(5));
+        assert_eq!(rt.read_many(&[]), &[0][..], "no requests: a success byte alone");
+        assert_eq!(payload(rt.read_many(&[1, 2, 3])).unwrap_err().code, Code::INVALID);
+        let big = vec![0u8; (MAX_BATCH as usize + 1) * 8];
+        assert_eq!(payload(rt.read_many(&big)).unwrap_err().code, Code::TOO_LARGE);
+        let e = payload(rt.read_many(&requests(&[(3, 0), (3, 2)]))).unwrap_err();
+        assert_eq!(e.code, Code::PANIC, "a panic fails the whole call");
+    }
+
+    #[test]
+    fn read_many_full() {
+        let mut out = vec![0u8];
+        out.resize(MAX_MESSAGE - 2 * FULL_ENTRY - 20, 0);
+        push_value(&mut out, &Value::String("x".repeat(100)), 1);
+        assert_eq!(out[out.len() - FULL_ENTRY], Code::TOO_LARGE.0, "a value that leaves no room is replaced");
+        push_value(&mut out, &Value::Int(1), 0);
+        assert!(out.len() <= MAX_MESSAGE);
+        assert_eq!(out[out.len() - 14], Code::OK.0);
     }
 
     #[test]

@@ -9,42 +9,141 @@
 //
 // The token subcommand prints node NODE's bearer token, creating its
 // Secret first when needed; give it to the host with --token-file.
+//
+// The command line follows internal/cli's conventions: --help exits 0, a
+// bad flag exits 2.
 package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
 
+	"github.com/spf13/cobra"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"wapper.dev/wapper/cloud/hub"
 	"wapper.dev/wapper/cloud/nodeauth"
 	"wapper.dev/wapper/cloud/server"
+	"wapper.dev/wapper/cloud/status"
+	"wapper.dev/wapper/internal/cli"
 	"wapper.dev/wapper/registry/client"
 	"wapper.dev/wapper/registry/fetch"
 )
 
+// defaultKubeAPIQPS is --kube-api-qps: the client's requests per second
+// towards the API server (the burst is twice that).
+const defaultKubeAPIQPS = 100
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	var err error
-	if len(os.Args) > 1 && os.Args[1] == "token" {
-		err = token(ctx, os.Args[2:])
-	} else {
-		err = serve(ctx, os.Args[1:])
+	code := cli.Run(ctx, newCommand(server.Run), os.Args[1:], os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// options are the flags of the serving command beyond server.Config.
+type options struct {
+	cfg        server.Config
+	kubeconfig string
+	tlsHosts   string
+	registry   client.Options
+	statusQPS  float64
+	apiQPS     float64
+	log        cli.Log
+}
+
+// newCommand returns the wapper-cloud command tree; serve runs the
+// server (server.Run, or a stand-in in tests).
+func newCommand(serve func(context.Context, server.Config) error) *cobra.Command {
+	var o options
+	cmd := &cobra.Command{
+		Use:   "wapper-cloud",
+		Short: "Deliver Devices, DeviceModels and MapperPlugins to wapper-host edge nodes",
+		Long: `wapper-cloud watches Device, DeviceModel and MapperPlugin resources in
+Kubernetes and delivers each edge node's share to its wapper-host over an
+authenticated websocket (TLS), serves plugin modules to hosts that cannot
+reach the registry, and writes reported twins and plugin states back.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := o.config()
+			if err != nil {
+				return err
+			}
+			slog.SetDefault(cfg.Logger)
+			return serve(cmd.Context(), cfg)
+		},
 	}
+	f := cmd.Flags()
+	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default $KUBECONFIG, then in-cluster, then ~/.kube/config)")
+	f.StringVar(&o.tlsHosts, "tls-hosts", "", "comma-separated names and addresses for the generated certificate (default localhost, loopback and the host name)")
+	o.registry.FlagPrefix = "registry-"
+	f.BoolVar(&o.registry.PlainHTTP, "registry-plain-http", false, "pull modules over plain HTTP (loopback registries only)")
+	f.BoolVar(&o.registry.Insecure, "registry-insecure", false, "skip registry TLS verification")
+	f.StringVar(&o.registry.CAFile, "registry-ca-file", "", "PEM certificates to trust for the registry")
+	f.Float64Var(&o.statusQPS, "status-qps", status.DefaultQPS, "status writes per second to the API server")
+	f.IntVar(&o.cfg.Status.Burst, "status-burst", status.DefaultBurst, "status write burst")
+	f.IntVar(&o.cfg.Status.Workers, "status-workers", status.DefaultWorkers, "concurrent status writers")
+	f.DurationVar(&o.cfg.Status.FlushInterval, "status-flush", status.DefaultFlushInterval, "how long reports for one object gather before a write")
+	f.IntVar(&o.cfg.Hub.Window, "window", hub.DefaultWindow, "unacknowledged batches per host before the hub waits (backpressure)")
+	f.IntVar(&o.cfg.Hub.BatchSize, "batch", hub.DefaultBatchSize, "most objects in one batch")
+	f.Float64Var(&o.apiQPS, "kube-api-qps", defaultKubeAPIQPS, "client QPS towards the API server (the burst is twice that)")
+	cli.AddLogFlags(f, &o.log)
+	f.StringVar(&o.cfg.Listen, "listen", server.DefaultListen, "address hosts connect to (TLS)")
+	f.StringVar(&o.cfg.Namespace, "namespace", server.DefaultNamespace, "namespace of the node token Secrets and the TLS Secret")
+	f.StringVar(&o.cfg.TLSCert, "tls-cert", "", "serving certificate (PEM); default: a self-signed one kept in --tls-secret")
+	f.StringVar(&o.cfg.TLSKey, "tls-key", "", "serving key (PEM)")
+	f.StringVar(&o.cfg.TLSSecret, "tls-secret", server.DefaultTLSSecret, "Secret that keeps the generated certificate")
+	f.StringVar(&o.cfg.CAOut, "ca-out", "", "write the serving certificate here, for hosts' --ca-file")
+	f.StringVar(&o.cfg.ModuleCacheDir, "module-cache", "", "module cache for pull-through (default: user cache dir)")
+	f.IntVar(&o.cfg.Workers, "workers", server.DefaultWorkers, "reconcile workers (1 or more)")
+	cmd.AddCommand(tokenCommand())
+	return cmd
+}
+
+// config checks the flags and returns the server's configuration.
+func (o *options) config() (server.Config, error) {
+	cfg := o.cfg
+	for _, c := range []struct {
+		name string
+		v    float64
+	}{
+		{"workers", float64(cfg.Workers)}, {"status-workers", float64(cfg.Status.Workers)}, {"status-burst", float64(cfg.Status.Burst)},
+		{"window", float64(cfg.Hub.Window)}, {"batch", float64(cfg.Hub.BatchSize)},
+	} {
+		if c.v < 1 {
+			return cfg, cli.Usagef("--%s %v: want 1 or more", c.name, c.v)
+		}
+	}
+	if o.statusQPS <= 0 || o.apiQPS <= 0 {
+		return cfg, cli.Usagef("--status-qps %v, --kube-api-qps %v: want more than 0", o.statusQPS, o.apiQPS)
+	}
+	if cfg.Status.FlushInterval <= 0 {
+		return cfg, cli.Usagef("--status-flush %s: want a positive duration", cfg.Status.FlushInterval)
+	}
+	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
+		return cfg, cli.Usagef("--tls-cert and --tls-key go together")
+	}
+	log := o.log.Logger(os.Stderr)
+	rc, err := restConfig(o.kubeconfig)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "wapper-cloud:", err)
-		os.Exit(1)
+		return cfg, err
 	}
+	rc.QPS, rc.Burst = float32(o.apiQPS), int(2*o.apiQPS)
+	cfg.Rest = rc
+	cfg.Logger = log
+	if o.tlsHosts != "" {
+		cfg.TLSHosts = strings.Split(o.tlsHosts, ",")
+	}
+	cfg.Fetch = fetch.Options{Client: o.registry, Logger: log}
+	cfg.Status.QPS = float32(o.statusQPS)
+	return cfg, nil
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {
@@ -67,79 +166,33 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 	return cfg, nil
 }
 
-func serve(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("wapper-cloud", flag.ContinueOnError)
-	var (
-		cfg        server.Config
-		kubeconfig = fs.String("kubeconfig", "", "kubeconfig file (default $KUBECONFIG, then in-cluster, then ~/.kube/config)")
-		hosts      = fs.String("tls-hosts", "", "comma-separated names and addresses for the generated certificate (default localhost, loopback and the host name)")
-		plainHTTP  = fs.Bool("registry-plain-http", false, "pull modules over plain HTTP (loopback registries only)")
-		insecure   = fs.Bool("registry-insecure", false, "skip registry TLS verification")
-		regCA      = fs.String("registry-ca-file", "", "PEM certificates to trust for the registry")
-		qps        = fs.Float64("status-qps", 50, "status writes per second to the API server")
-		burst      = fs.Int("status-burst", 100, "status write burst")
-		sworkers   = fs.Int("status-workers", 16, "concurrent status writers")
-		flush      = fs.Duration("status-flush", time.Second, "how long reports for one object gather before a write")
-		window     = fs.Int("window", 4, "unacknowledged batches per host before the hub waits (backpressure)")
-		batch      = fs.Int("batch", 256, "most objects in one batch")
-		apiQPS     = fs.Float64("kube-api-qps", 100, "client QPS towards the API server")
-		level      = fs.String("log-level", "info", "debug, info, warn or error")
-	)
-	fs.StringVar(&cfg.Listen, "listen", ":8443", "address hosts connect to (TLS)")
-	fs.StringVar(&cfg.Namespace, "namespace", "wapper-system", "namespace of the node token Secrets and the TLS Secret")
-	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "serving certificate (PEM); default: a self-signed one kept in --tls-secret")
-	fs.StringVar(&cfg.TLSKey, "tls-key", "", "serving key (PEM)")
-	fs.StringVar(&cfg.TLSSecret, "tls-secret", "wapper-cloud-tls", "Secret that keeps the generated certificate")
-	fs.StringVar(&cfg.CAOut, "ca-out", "", "write the serving certificate here, for hosts' --ca-file")
-	fs.StringVar(&cfg.ModuleCacheDir, "module-cache", "", "module cache for pull-through (default: user cache dir)")
-	fs.IntVar(&cfg.Workers, "workers", 4, "reconcile workers")
-	if err := fs.Parse(args); err != nil {
-		return err
+// tokenCommand returns `wapper-cloud token NODE`.
+func tokenCommand() *cobra.Command {
+	var kubeconfig, ns string
+	cmd := &cobra.Command{
+		Use:   "token NODE",
+		Short: "Print node NODE's bearer token, creating its Secret when needed",
+		Long: `Print node NODE's bearer token, creating its Secret when needed.
+Give the token to the node's wapper-host with --token-file.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rc, err := restConfig(kubeconfig)
+			if err != nil {
+				return err
+			}
+			cs, err := kubernetes.NewForConfig(rc)
+			if err != nil {
+				return fmt.Errorf("kubernetes client: %w", err)
+			}
+			tok, err := nodeauth.Ensure(cmd.Context(), cs, ns, args[0])
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(cmd.OutOrStdout(), tok)
+			return err
+		},
 	}
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
-		return fmt.Errorf("--log-level: %w", err)
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
-	slog.SetDefault(log)
-	rc, err := restConfig(*kubeconfig)
-	if err != nil {
-		return err
-	}
-	rc.QPS, rc.Burst = float32(*apiQPS), int(2**apiQPS)
-	cfg.Rest = rc
-	cfg.Logger = log
-	if *hosts != "" {
-		cfg.TLSHosts = strings.Split(*hosts, ",")
-	}
-	cfg.Fetch = fetch.Options{Client: client.Options{PlainHTTP: *plainHTTP, Insecure: *insecure, CAFile: *regCA, FlagPrefix: "registry-"}}
-	cfg.Status.QPS, cfg.Status.Burst, cfg.Status.FlushInterval, cfg.Status.Workers = float32(*qps), *burst, *flush, *sworkers
-	cfg.Hub.Window, cfg.Hub.BatchSize = *window, *batch
-	return server.Run(ctx, cfg)
-}
-
-func token(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("wapper-cloud token", flag.ContinueOnError)
-	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file")
-	ns := fs.String("namespace", "wapper-system", "namespace of the token Secrets")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		return fmt.Errorf("usage: wapper-cloud token [--kubeconfig F] [--namespace NS] NODE")
-	}
-	rc, err := restConfig(*kubeconfig)
-	if err != nil {
-		return err
-	}
-	cs, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return err
-	}
-	tok, err := nodeauth.Ensure(ctx, cs, *ns, fs.Arg(0))
-	if err != nil {
-		return err
-	}
-	fmt.Println(tok)
-	return nil
+	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default $KUBECONFIG, then in-cluster, then ~/.kube/config)")
+	cmd.Flags().StringVar(&ns, "namespace", server.DefaultNamespace, "namespace of the token Secrets")
+	return cmd
 }

@@ -14,13 +14,21 @@
 //     peak);
 //   - the status write rate: every client then reports a twin for each of
 //     its devices, and the time until the cloud has acknowledged them all
-//     (each acknowledgement means the DeviceStatus is written).
+//     (each acknowledgement means the DeviceStatus is written);
+//   - the baseline, measured in the same run against the same
+//     kube-apiserver once wapper-cloud is done: a plain client-go loop (64
+//     workers, no client rate limit) creating as many DeviceStatus objects
+//     of the same shape in another namespace, then merge-patching each
+//     one's status, and wapper-cloud's status write rates as ratios to it.
+//     wapper-cloud is also bounded by its --status-qps (-status-qps here),
+//     which the output names.
 package main
 
 import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -41,15 +49,19 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	mappersv1alpha1 "wapper.dev/wapper/apis/mappers/v1alpha1"
-	"wapper.dev/wapper/linkproto"
 	"wapper.dev/wapper/cloud/nodeauth"
+	"wapper.dev/wapper/cloud/status"
 	"wapper.dev/wapper/deploy/crds"
 	"wapper.dev/wapper/internal/k8stest"
 	"wapper.dev/wapper/internal/testenv"
+	"wapper.dev/wapper/linkproto"
 )
 
 func main() {
@@ -223,6 +235,19 @@ func run(nHosts, nDevices, statusQPS int) error {
 	}
 	patchTime := time.Since(patchStart)
 
+	// The baseline: the API server's own create and patch rate for the
+	// same objects, from a plain client-go loop.
+	unlimited := rest.CopyConfig(cfg)
+	unlimited.QPS = -1 // no client-side rate limiter
+	baseDyn, err := dynamic.NewForConfig(unlimited)
+	if err != nil {
+		return err
+	}
+	baseCreate, basePatch, err := baseline(ctx, kc, baseDyn, nDevices)
+	if err != nil {
+		return fmt.Errorf("baseline: %w", err)
+	}
+
 	fmt.Printf("wapper-cloud, %d hosts, %d devices (one process, real kube-apiserver + etcd, %d cores)\n", nHosts, nDevices, numCPU())
 	fmt.Printf("  creates took                      %8.2f s  (%.0f Devices/s through client-go)\n", created.Seconds(), float64(nDevices)/created.Seconds())
 	fmt.Printf("  every host acknowledged after     %8.2f s  from the first create (%.0f ms after the last)\n", converged.Seconds(), float64((converged - created).Milliseconds()))
@@ -232,7 +257,67 @@ func run(nHosts, nDevices, statusQPS int) error {
 		upTime.Seconds(), nDevices, float64(nDevices)/upTime.Seconds(), statusQPS, cpu2-cpu1, rss2, hwm2)
 	fmt.Printf("  status writes, next report        %8.2f s  for %d merge patches = %.0f writes/s\n",
 		patchTime.Seconds(), nDevices, float64(nDevices)/patchTime.Seconds())
+	createRate, patchRate := float64(nDevices)/upTime.Seconds(), float64(nDevices)/patchTime.Seconds()
+	fmt.Printf("  baseline: plain client-go loop    %8.0f creates/s, %.0f merge patches/s (same apiserver, %d DeviceStatus objects, %d workers)\n",
+		baseCreate, basePatch, nDevices, baselineWorkers)
+	fmt.Printf("  wapper-cloud / baseline           %8.2fx for creates, %.2fx for patches (wapper-cloud capped at --status-qps %d = %.2fx of the baseline creates)\n",
+		createRate/baseCreate, patchRate/basePatch, statusQPS, float64(statusQPS)/baseCreate)
 	return nil
+}
+
+// baselineWorkers is the baseline loop's parallelism, as for the Device
+// creates above.
+const baselineWorkers = 64
+
+// baseline creates n DeviceStatus objects, each shaped as wapper-cloud
+// writes them (an owner reference and a status with one twin), in a
+// namespace of their own through client-go with no client-side rate
+// limit, then merge-patches each one's status, and returns both rates
+// (objects per second).
+func baseline(ctx context.Context, kc kubernetes.Interface, dyn dynamic.Interface, n int) (createRate, patchRate float64, err error) {
+	const ns = "baseline"
+	if _, err := kc.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		return 0, 0, fmt.Errorf("namespace: %w", err)
+	}
+	api := dyn.Resource(status.DeviceStatuses).Namespace(ns)
+	gv := devicesv1beta1.SchemeGroupVersion.String()
+	twins := func(v string) devicesv1beta1.DeviceStatusStatus {
+		return devicesv1beta1.DeviceStatusStatus{State: "ok", Twins: []devicesv1beta1.Twin{{PropertyName: "temperature", Reported: devicesv1beta1.TwinProperty{Value: v}}}}
+	}
+	start := time.Now()
+	err = parallel(baselineWorkers, n, func(i int) error {
+		name := fmt.Sprintf("d%05d", i)
+		ds := &devicesv1beta1.DeviceStatus{
+			TypeMeta: metav1.TypeMeta{APIVersion: gv, Kind: "DeviceStatus"},
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, OwnerReferences: []metav1.OwnerReference{{
+				APIVersion: gv, Kind: "Device", Name: name, UID: types.UID(fmt.Sprintf("00000000-0000-4000-8000-%012d", i)),
+			}}},
+			Status: twins("0"),
+		}
+		u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(ds)
+		if err != nil {
+			return err
+		}
+		_, err = api.Create(ctx, &unstructured.Unstructured{Object: u}, metav1.CreateOptions{FieldManager: "cloudbench"})
+		return err
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("create: %w", err)
+	}
+	createRate = float64(n) / time.Since(start).Seconds()
+	start = time.Now()
+	err = parallel(baselineWorkers, n, func(i int) error {
+		patch, err := json.Marshal(map[string]any{"status": twins(strconv.Itoa(i))})
+		if err != nil {
+			return err
+		}
+		_, err = api.Patch(ctx, fmt.Sprintf("d%05d", i), types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "cloudbench"})
+		return err
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("patch: %w", err)
+	}
+	return createRate, float64(n) / time.Since(start).Seconds(), nil
 }
 
 func node(i int) string { return fmt.Sprintf("edge-%04d", i) }

@@ -22,15 +22,35 @@ import (
 
 	"wapper.dev/wapper/abi"
 	mappersv1alpha1 "wapper.dev/wapper/apis/mappers/v1alpha1"
-	"wapper.dev/wapper/linkproto"
 	"wapper.dev/wapper/host/cloudlink"
 	"wapper.dev/wapper/host/devices"
 	"wapper.dev/wapper/host/store"
+	"wapper.dev/wapper/internal/cli"
+	"wapper.dev/wapper/linkproto"
 )
 
 // cloudOptions are the cloud link's flags.
 type cloudOptions struct {
 	url, node, tokenFile, caFile string
+}
+
+// validate refuses an incomplete or insecure cloud setting before the
+// host starts: --cloud must be https:// (the link carries the node's
+// token), and --node and --token-file go with it.
+func (o cloudOptions) validate() error {
+	if o.url == "" {
+		if o.node != "" || o.tokenFile != "" {
+			return cli.Usagef("--node and --token-file need --cloud")
+		}
+		return nil
+	}
+	if o.node == "" || o.tokenFile == "" {
+		return cli.Usagef("--cloud needs --node and --token-file")
+	}
+	if err := cloudlink.CheckURL(o.url); err != nil {
+		return &cli.UsageError{Err: err}
+	}
+	return nil
 }
 
 func addCloudFlags(f *pflag.FlagSet, o *cloudOptions) {
@@ -55,20 +75,19 @@ func (c *cloudModules) Module(ctx context.Context, p *mappersv1alpha1.MapperPlug
 	return c.direct.Module(ctx, p)
 }
 
-// startCloud starts the link when --cloud is set; stop ends it.
-func startCloud(ctx context.Context, o cloudOptions, st *store.Store, mgr *devices.Manager, mods *cloudModules, stateDir string, reg prometheus.Registerer, log *slog.Logger) (stop func(), err error) {
+// startCloud starts, in the inputs stage, the link and the forwarding of
+// reports to it when --cloud is set (validate has checked the options). A
+// link that stops by itself is logged; the host keeps running.
+func startCloud(o cloudOptions, lc *lifecycle, st *store.Store, mgr *devices.Manager, mods *cloudModules, stateDir string, reg prometheus.Registerer, log *slog.Logger) error {
 	if o.url == "" {
-		if o.node != "" || o.tokenFile != "" {
-			return nil, fmt.Errorf("--node and --token-file need --cloud")
-		}
-		return func() {}, nil
+		return nil
 	}
-	if o.node == "" || o.tokenFile == "" {
-		return nil, fmt.Errorf("--cloud needs --node and --token-file")
+	if err := o.validate(); err != nil {
+		return err
 	}
 	tok, err := os.ReadFile(o.tokenFile)
 	if err != nil {
-		return nil, fmt.Errorf("read --token-file: %w", err)
+		return fmt.Errorf("read --token-file: %w", err)
 	}
 	opts := cloudlink.Options{
 		URL: o.url, Node: o.node, Token: strings.TrimSpace(string(tok)), DB: st.DB(),
@@ -80,36 +99,30 @@ func startCloud(ctx context.Context, o cloudOptions, st *store.Store, mgr *devic
 	}
 	if o.caFile != "" {
 		if opts.TLS, err = cloudlink.LoadCA(o.caFile); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	link, err := cloudlink.New(opts)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	mods.link.Store(link)
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{}, 2)
-	go func() {
-		defer func() { done <- struct{}{} }()
+	lc.Go(stageInputs, "cloud link", func(ctx context.Context) error {
 		if err := link.Run(ctx); err != nil {
 			log.Error("cloud link stopped", "err", err)
 		}
-	}()
+		return nil
+	})
 	events, unsubscribe := mgr.SubscribeFunc("cloud", 4096, func(ev *devices.Event) bool {
 		return ev.Type == devices.EventReport || ev.Type == devices.EventState && ev.Changed
 	})
-	go func() {
-		defer func() { done <- struct{}{} }()
+	lc.Go(stageInputs, "cloud reports", func(ctx context.Context) error {
+		defer unsubscribe()
 		forwardReports(ctx, mgr, link, events, log)
-	}()
+		return nil
+	})
 	log.Info("cloud link started", "cloud", o.url, "node", o.node)
-	return func() {
-		cancel()
-		unsubscribe()
-		<-done
-		<-done
-	}, nil
+	return nil
 }
 
 // forwardReports sends the twins and states of the cloud's devices, and

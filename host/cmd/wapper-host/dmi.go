@@ -2,16 +2,13 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 
-	"wapper.dev/wapper/apis/mappers/v1alpha1"
 	"wapper.dev/wapper/host/devices"
 	"wapper.dev/wapper/host/dmi"
 	"wapper.dev/wapper/host/store"
@@ -74,50 +71,26 @@ func (v twinGetOption) answers(dmi bool, broker string) bool {
 	return !dmi || broker == ""
 }
 
-// startDMI starts the DMI bridge when --dmi is set, after the manager has
-// restored its state. The returned function waits for the bridge to stop
-// once ctx ends; call it before closing the manager and the store.
-func startDMI(ctx context.Context, o dmiOptions, mgr *devices.Manager, st *store.Store, log *slog.Logger, reg prometheus.Registerer) (wait func(), err error) {
+// startDMI starts the DMI bridge, in the inputs stage, when --dmi is set,
+// after the manager has restored its state. A bridge that stops by itself
+// is logged; the host keeps running its other devices.
+func startDMI(o dmiOptions, lc *lifecycle, mgr *devices.Manager, st *store.Store, log *slog.Logger, reg prometheus.Registerer) error {
 	if !o.enabled {
-		return func() {}, nil
+		return nil
 	}
 	b, err := dmi.New(dmi.Options{
-		Devices: dmi.FromManager(mgr, func() []string { return storedProtocols(st, log) }),
+		Devices: dmi.FromManager(mgr),
 		DB:      st.DB(), Socket: o.socket, EdgecoreSocket: o.edgecoreSocket,
 		ReportRate: o.reportRate, Logger: log, Metrics: dmi.NewMetrics(reg),
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
+	lc.Go(stageInputs, "DMI bridge", func(ctx context.Context) error {
 		if err := b.Run(ctx); err != nil {
 			log.Error("DMI bridge stopped; restart wapper-host to serve edgecore again", "err", err)
 		}
-	}()
-	return func() { <-done }, nil
-}
-
-// storedProtocols lists the protocols of the MapperPlugins the manager
-// holds, read from its saved objects: the fallback while the manager has no
-// Protocols method.
-func storedProtocols(st *store.Store, log *slog.Logger) []string {
-	objs, err := st.Objects()
-	if err != nil {
-		log.Warn("list MapperPlugins for DMI registration", "err", err)
 		return nil
-	}
-	var out []string
-	for _, o := range objs {
-		if o.Kind != devices.KindMapperPlugin {
-			continue
-		}
-		var p v1alpha1.MapperPlugin
-		if json.Unmarshal(o.JSON, &p) == nil {
-			out = append(out, p.Spec.Protocols...)
-		}
-	}
-	slices.Sort(out)
-	return slices.Compact(out)
+	})
+	return nil
 }

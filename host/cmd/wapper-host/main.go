@@ -7,7 +7,8 @@
 //
 // Every flag can also be set in a YAML file given with --config, keyed by
 // the flag name (for example "http-listen: 127.0.0.1:7777"); flags on the
-// command line win.
+// command line win. The command line follows internal/cli's conventions:
+// --help exits 0, a bad flag or setting exits 2.
 package main
 
 import (
@@ -27,11 +28,13 @@ import (
 
 	"wapper.dev/wapper/host/devices"
 	"wapper.dev/wapper/host/manifest"
+	"wapper.dev/wapper/host/memlimit"
 	"wapper.dev/wapper/host/mqtt"
 	"wapper.dev/wapper/host/push"
 	"wapper.dev/wapper/host/rest"
 	"wapper.dev/wapper/host/runtime"
 	"wapper.dev/wapper/host/store"
+	"wapper.dev/wapper/internal/cli"
 	"wapper.dev/wapper/registry/client"
 	"wapper.dev/wapper/registry/fetch"
 )
@@ -47,8 +50,8 @@ type options struct {
 	mqttPassword  string
 	httpListen    string
 	pluginDir     string
-	logLevel      string
-	logFormat     string
+	log           cli.Log
+	memoryLimit   memlimit.Setting
 	collectCycle  time.Duration
 	reportCycle   time.Duration
 	stateCycle    time.Duration
@@ -64,11 +67,13 @@ type options struct {
 	shutdownTimeout time.Duration
 }
 
+// manifestDebounce is how long the manifests folder must be quiet before
+// a change is applied.
+const manifestDebounce = 300 * time.Millisecond
+
 func main() {
-	if err := command().Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "wapper-host:", err)
-		os.Exit(1)
-	}
+	// Signals are handled by run (see shutdown.go), not by a context here.
+	os.Exit(cli.Run(context.Background(), command(), os.Args[1:], os.Stderr))
 }
 
 func command() *cobra.Command {
@@ -80,13 +85,14 @@ func command() *cobra.Command {
 func newCommand() (*cobra.Command, *options) {
 	var o options
 	cmd := &cobra.Command{
-		Use:           "wapper-host",
-		Short:         "Run KubeEdge device mappers as sandboxed WebAssembly plugins",
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		Args:          cobra.NoArgs,
+		Use:   "wapper-host",
+		Short: "Run KubeEdge device mappers as sandboxed WebAssembly plugins",
+		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := applyConfigFile(cmd.Flags(), o.config); err != nil {
+				return &cli.UsageError{Err: err}
+			}
+			if err := o.validate(); err != nil {
 				return err
 			}
 			return run(o)
@@ -96,15 +102,16 @@ func newCommand() (*cobra.Command, *options) {
 	f.StringVar(&o.config, "config", "", "YAML file of settings keyed by flag name; flags given on the command line win")
 	f.StringVar(&o.manifests, "manifests", "", "folder of Device, DeviceModel and MapperPlugin YAML, watched for changes")
 	f.StringVar(&o.stateDir, "state-dir", "/var/lib/wapper", "folder for the bbolt state database and the compile and module caches")
-	f.StringVar(&o.mqttListen, "mqtt-listen", "127.0.0.1:1883", "address of the embedded MQTT broker; empty for none")
+	f.StringVar(&o.mqttListen, "mqtt-listen", mqtt.DefaultAddr, "address of the embedded MQTT broker; empty for none")
 	f.StringVar(&o.mqttBroker, "mqtt-broker", "", "URL of an external MQTT broker (tcp://host:1883) to use instead of the embedded one")
 	f.StringVar(&o.mqttClientID, "mqtt-client-id", "wapper-host", "client id on the external MQTT broker")
 	f.StringVar(&o.mqttUser, "mqtt-username", "", "user name on the external MQTT broker")
 	f.StringVar(&o.mqttPassword, "mqtt-password", "", "password on the external MQTT broker (prefer the config file)")
-	f.StringVar(&o.httpListen, "http-listen", "127.0.0.1:7777", "address of the REST API and /metrics; empty for none")
+	f.StringVar(&o.httpListen, "http-listen", rest.DefaultAddr, "address of the REST API and /metrics; empty for none")
 	f.StringVar(&o.pluginDir, "plugin-dir", "", "folder that MapperPlugin spec.module.file is relative to")
-	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
-	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
+	cli.AddLogFlags(f, &o.log)
+	f.Var(&o.memoryLimit, "memory-limit", fmt.Sprintf("soft memory limit of the Go runtime: auto (%s plus %s per device, following the device count), off (or 0), or a size such as 512MiB; GOMEMLIMIT in the environment wins",
+		humanSize(memlimit.DefaultBase), humanSize(memlimit.DefaultPerDevice)))
 	f.DurationVar(&o.collectCycle, "default-collect-cycle", time.Second, "collect cycle of properties that set none")
 	f.DurationVar(&o.reportCycle, "default-report-cycle", time.Second, "report cycle of properties that set none")
 	f.DurationVar(&o.stateCycle, "state-cycle", 10*time.Second, "how often device state is asked for and published, unless spec.stateReport sets it")
@@ -112,7 +119,7 @@ func newCommand() (*cobra.Command, *options) {
 	f.Var(&o.pushFormat, "push-format", "payload of pushMethod.http and pushMethod.mqtt: mapper-framework (the form and text of KubeEdge's generated mappers) or json (the whole reading)")
 	f.BoolVar(&o.pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on --http-listen")
 	f.DurationVar(&o.flushInterval, "flush-interval", 2*time.Second, "how often reported values are saved to the state database")
-	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "after SIGINT or SIGTERM, how long to wait for devices, plugins and saves to finish before exiting anyway; a second signal exits at once")
+	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "after SIGINT or SIGTERM, how long to wait for devices, plugins and saves to finish before exiting anyway; a second signal exits at once")
 	o.registry.FlagPrefix = "registry-" // errors name --registry-plain-http, not wapper's --plain-http
 	f.BoolVar(&o.registry.PlainHTTP, "registry-plain-http", false, "pull spec.module.image over plain HTTP (loopback registries only)")
 	f.StringVar(&o.registry.CAFile, "registry-ca-file", "", "PEM certificates to trust for OCI registries")
@@ -152,33 +159,51 @@ func applyConfigFile(fs *pflag.FlagSet, path string) error {
 	return nil
 }
 
-func newLogger(level, format string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+// defaultShutdownTimeout is --shutdown-timeout.
+const defaultShutdownTimeout = 10 * time.Second
+
+// humanSize writes a size in MiB or KiB for --help.
+func humanSize(n int64) string {
+	if n%(1<<20) == 0 {
+		return fmt.Sprintf("%dMiB", n>>20)
 	}
-	ho := &slog.HandlerOptions{Level: l}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, ho)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, ho)), nil
-	}
-	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+	return fmt.Sprintf("%dKiB", n>>10)
 }
 
-func run(o options) error {
-	log, err := newLogger(o.logLevel, o.logFormat)
-	if err != nil {
-		return err
+// validate checks the settings that need no I/O, so that a bad one is
+// refused (exit status 2) before anything starts.
+func (o *options) validate() error {
+	if o.shutdownTimeout <= 0 {
+		return cli.Usagef("--shutdown-timeout %s: want a positive duration, such as 10s", o.shutdownTimeout)
 	}
+	return o.cloud.validate()
+}
+
+// run runs wapper-host until a signal or the first failure of a
+// component, and returns once everything has stopped.
+//
+// Components (each a Run(ctx) in the lifecycle, see lifecycle.go) and the
+// shutdown order, stage by stage; a stage stops only once the stages
+// before it have returned:
+//  1. inputs: the REST API, the manifests watcher, the DMI bridge, the
+//     cloud link and its report forwarder (no new device, change or
+//     request comes in);
+//  2. outputs: the MQTT bridge, the pushMethod.http pusher and the
+//     unsupported-pushMethod warner (they finish the events received);
+//  3. the MQTT connection (embedded broker or external client);
+//  4. core: the devices manager (closed within --shutdown-timeout) and
+//     the memory limiter;
+//  5. then, outside the lifecycle: the plugin engine, the state store.
+//
+// The first signal, or a component's failure, begins the shutdown; a
+// second signal or the end of --shutdown-timeout exits at once, logging
+// the components left running.
+func run(o options) error {
+	log := o.log.Logger(os.Stderr)
 	slog.SetDefault(log)
 	sec, err := loadSecurity(o)
 	if err != nil {
 		return err
-	}
-	if o.shutdownTimeout <= 0 {
-		return fmt.Errorf("--shutdown-timeout %s: want a positive duration, such as 10s", o.shutdownTimeout)
 	}
 	sd := handleSignals(log, o.shutdownTimeout)
 	defer sd.end() // last: the deferred closes below run within the shutdown timeout
@@ -191,7 +216,11 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	defer st.Close()
+	defer func() {
+		if err := st.Close(); err != nil {
+			log.Warn("state database closed incompletely", "err", err)
+		}
+	}()
 	eng, err := runtime.NewEngine(runtime.EngineOptions{CacheDir: filepath.Join(o.stateDir, "compile-cache"), Logger: log, Metrics: runtime.NewMetrics(reg)})
 	if err != nil {
 		return fmt.Errorf("start plugin engine: %w", err)
@@ -206,7 +235,7 @@ func run(o options) error {
 	pluginDir := o.pluginDir
 	if pluginDir != "" {
 		if pluginDir, err = filepath.Abs(pluginDir); err != nil {
-			return err
+			return fmt.Errorf("--plugin-dir: %w", err)
 		}
 	}
 	mods := &cloudModules{direct: devices.ModuleLoader{PluginDir: pluginDir, CacheDir: filepath.Join(o.stateDir, "modules"),
@@ -219,30 +248,47 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	defer func() {
-		cctx, cancel := sd.closeContext()
-		defer cancel()
-		if err := mgr.Close(cctx); err != nil {
-			log.Warn("devices closed incompletely", "err", err)
-		}
-	}()
 
+	lc := newLifecycle(ctx, log, sd.begin)
+	sd.reportLeft(lc.Running)
+	// From here on, a failure goes through lc.Fail so that what started
+	// stops in order.
+	lc.Go(stageCore, "devices", managerRun{mgr: mgr, closeContext: sd.closeContext, log: log}.Run)
 	// Resume from our own state first, so devices run before manifests are
 	// read again (and keep running if the folder is unreadable).
 	if err := mgr.Restore(ctx); err != nil {
-		return err
+		lc.Fail(err)
+		return lc.Wait()
 	}
+	lim, err := memlimit.New(memlimit.Options{Setting: o.memoryLimit, Devices: mgr.DeviceCount, Logger: log, Registerer: reg})
+	if err != nil {
+		lc.Fail(err)
+		return lc.Wait()
+	}
+	lc.Go(stageCore, "memory limiter", lim.Run)
 
+	if err := startInputsOutputs(ctx, o, sec, lc, mgr, st, mods, reg, log); err != nil {
+		lc.Fail(err)
+		return lc.Wait()
+	}
+	log.Info("wapper-host running", "state-dir", o.stateDir, "manifests", o.manifests, "plugin-dir", pluginDir)
+	return lc.Wait() // handleSignals logs the signal
+}
+
+// startInputsOutputs starts the stages above the core: the MQTT
+// connection, the outputs, then the inputs (see run).
+func startInputsOutputs(ctx context.Context, o options, sec *security, lc *lifecycle, mgr *devices.Manager, st *store.Store, mods *cloudModules, reg *prometheus.Registry, log *slog.Logger) error {
 	problems := rest.NewProblems(reg)
 
 	// MQTT: embedded broker or external one.
 	var bus mqtt.Conn
 	switch {
 	case o.mqttBroker != "":
-		bus, err = mqtt.Dial(ctx, mqtt.ClientOptions{URL: o.mqttBroker, ClientID: o.mqttClientID, Username: o.mqttUser, Password: o.mqttPassword, Logger: log})
+		c, err := mqtt.Dial(ctx, mqtt.ClientOptions{URL: o.mqttBroker, ClientID: o.mqttClientID, Username: o.mqttUser, Password: o.mqttPassword, Logger: log})
 		if err != nil {
 			return err
 		}
+		bus = c
 		log.Info("using external MQTT broker", "url", o.mqttBroker)
 	case o.mqttListen != "" || o.sec.mqttTLSListen != "":
 		b, err := mqtt.Serve(mqtt.BrokerOptions{Addr: o.mqttListen, TLSAddr: o.sec.mqttTLSListen, TLS: sec.mqttTLS,
@@ -255,13 +301,17 @@ func run(o options) error {
 		sec.warnBroker(log, b.Addr(), b.TLSAddr())
 	}
 	if bus != nil {
-		defer bus.Close()
+		lc.Go(stageBus, "MQTT connection", func(ctx context.Context) error {
+			<-ctx.Done()
+			if err := bus.Close(); err != nil {
+				log.Warn("MQTT connection closed incompletely", "err", err)
+			}
+			return nil
+		})
 	}
-	stopPushes, err := startPushes(ctx, o, mgr, bus, log, reg)
-	if err != nil {
+	if err := startPushes(o, lc, mgr, bus, log, reg); err != nil {
 		return err
 	}
-	defer stopPushes()
 
 	// Serve REST before reading manifests, so that a host with many
 	// devices can be watched while it starts them.
@@ -272,44 +322,59 @@ func run(o options) error {
 		if err != nil {
 			return err
 		}
+		lc.Go(stageInputs, "REST API", srv.Run)
 		scheme := "http"
 		if sec.httpTLS != nil {
 			scheme = "https"
 		}
 		log.Info("REST API listening", "addr", addr, "try", "curl "+scheme+"://"+addr+"/api/v1/devices", "token", sec.httpToken != "", "client-certs", sec.httpClientCerts)
 		sec.warnREST(log, addr)
-		defer srv.Close()
 	}
 	if o.manifests != "" {
-		applyManifests := func(set *manifest.Set) { applyManifestSet(ctx, mgr, set, problems, log) }
 		set, err := manifest.Load(o.manifests)
 		if err != nil {
 			log.Error("manifests not loaded; running on saved state", "err", err)
 		} else {
-			applyManifests(set)
+			applyManifestSet(ctx, mgr, set, problems, log)
 		}
-		go func() {
-			if err := manifest.Watch(ctx, o.manifests, 300*time.Millisecond, log, applyManifests); err != nil {
+		lc.Go(stageInputs, "manifests watcher", func(ctx context.Context) error {
+			apply := func(set *manifest.Set) { applyManifestSet(ctx, mgr, set, problems, log) }
+			if err := manifest.Watch(ctx, o.manifests, manifestDebounce, log, apply); err != nil {
 				log.Error("manifest folder not watched; restart to pick up changes", "err", err)
 			}
-		}()
+			return nil // the host keeps running its devices
+		})
 	}
 
 	// Devices from KubeEdge edgecore (DMI) and from wapper-cloud, beside the
 	// manifests; the manager refuses a name two sources provide.
-	waitDMI, err := startDMI(ctx, o.dmi, mgr, st, log, reg)
-	if err != nil {
+	if err := startDMI(o.dmi, lc, mgr, st, log, reg); err != nil {
 		return err
 	}
-	defer waitDMI()
-	stopCloud, err := startCloud(ctx, o.cloud, st, mgr, mods, o.stateDir, reg, log)
-	if err != nil {
-		return err
-	}
-	defer stopCloud()
+	return startCloud(o.cloud, lc, st, mgr, mods, o.stateDir, reg, log)
+}
 
-	log.Info("wapper-host running", "state-dir", o.stateDir, "manifests", o.manifests, "plugin-dir", pluginDir)
-	<-ctx.Done() // handleSignals logs the signal
+// managerRun is the devices manager's lifecycle in wapper-host. It is
+// Manager.Run split in two, because the daemon restores the manager before
+// it starts its inputs (so devices run before manifests are read again) and
+// bounds the close by the process's shutdown deadline rather than by
+// Options.CloseTimeout: run restores, and Run waits for ctx to end, then
+// closes the manager, logging what was left behind rather than failing the
+// exit status.
+type managerRun struct {
+	mgr          *devices.Manager
+	closeContext func() (context.Context, context.CancelFunc)
+	log          *slog.Logger
+}
+
+// Run waits for ctx to end, then closes the manager.
+func (r managerRun) Run(ctx context.Context) error {
+	<-ctx.Done()
+	cctx, cancel := r.closeContext()
+	defer cancel()
+	if err := r.mgr.Close(cctx); err != nil {
+		r.log.Warn("devices closed incompletely", "err", err)
+	}
 	return nil
 }
 

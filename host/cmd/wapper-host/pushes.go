@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"log/slog"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -11,12 +10,14 @@ import (
 	"wapper.dev/wapper/host/push"
 )
 
-// startPushes starts what sends device events out: the MQTT bridge (the
-// EventBus topics on bus, and pushMethod.mqtt), the pushMethod.http pusher,
-// and the warnings about the pushMethods not supported yet. bus is nil when
-// the host has no MQTT broker: the bridge then publishes only the
-// pushMethod.mqtt that name their own broker. stop stops them all.
-func startPushes(ctx context.Context, o options, mgr *devices.Manager, bus mqtt.Conn, log *slog.Logger, reg prometheus.Registerer) (stop func(), err error) {
+// startPushes starts, in the outputs stage, what sends device events out:
+// the MQTT bridge (the EventBus topics on bus, and pushMethod.mqtt), the
+// pushMethod.http pusher, and the warnings about the pushMethods not
+// supported yet. Each subscribes before it returns, so that no event of
+// the devices started later is missed. bus is nil when the host has no
+// MQTT broker: the bridge then publishes only the pushMethod.mqtt that name
+// their own broker.
+func startPushes(o options, lc *lifecycle, mgr *devices.Manager, bus mqtt.Conn, log *slog.Logger, reg prometheus.Registerer) error {
 	noTwinGet := !o.dmi.twinGet.answers(o.dmi.enabled, o.mqttBroker)
 	switch {
 	case bus == nil:
@@ -25,16 +26,15 @@ func startPushes(ctx context.Context, o options, mgr *devices.Manager, bus mqtt.
 		log.Info("not answering twin/get over MQTT: edgecore answers it on its broker (--mqtt-twin-get=true to answer too)")
 	}
 	bridge := mqtt.NewBridge(mgr, bus, mqtt.BridgeOptions{Logger: log, Registerer: reg, PushFormat: o.pushFormat, NoTwinGet: noTwinGet})
-	if err := bridge.Start(ctx); err != nil {
-		return nil, err
+	if err := bridge.Subscribe(); err != nil {
+		return err
 	}
+	lc.Go(stageOutputs, "MQTT bridge", bridge.Run)
 	pusher := push.NewHTTP(mgr, push.Options{Logger: log, Registerer: reg, Format: o.pushFormat})
-	pusher.Start(ctx)
+	pusher.Subscribe()
+	lc.Go(stageOutputs, "HTTP pusher", pusher.Run)
 	unsupported := push.NewUnsupported(mgr, log)
-	unsupported.Start()
-	return func() {
-		unsupported.Stop()
-		pusher.Stop()
-		bridge.Stop()
-	}, nil
+	unsupported.Subscribe()
+	lc.Go(stageOutputs, "unsupported-push warner", unsupported.Run)
+	return nil
 }

@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,10 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"wapper.dev/wapper/host/devices"
-	"wapper.dev/wapper/host/manifest"
-	"wapper.dev/wapper/host/mqtt"
-	"wapper.dev/wapper/host/runtime"
-	"wapper.dev/wapper/host/store"
+	"wapper.dev/wapper/internal/hosttest"
 	"wapper.dev/wapper/internal/testenv"
 )
 
@@ -148,76 +143,40 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // dbMethod.
 func TestPushesWithoutHostBroker(t *testing.T) {
 	virtual := testenv.Plugin(t, "virtual")
-	ext, err := mqtt.Serve(mqtt.BrokerOptions{Addr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ext.Close() })
+	ext := hosttest.Broker(t)
 	got := make(chan paho.Message, 100)
-	co := paho.NewClientOptions().AddBroker("tcp://" + ext.Addr()).SetClientID(fmt.Sprintf("t-%d", time.Now().UnixNano())).
-		SetAutoReconnect(false).SetConnectTimeout(30 * time.Second)
-	c := paho.NewClient(co)
-	if tok := c.Connect(); !tok.WaitTimeout(time.Minute) || tok.Error() != nil {
-		t.Fatalf("connect: %v", tok.Error())
-	}
-	t.Cleanup(func() { c.Disconnect(100) })
-	if tok := c.Subscribe("#", 2, func(_ paho.Client, m paho.Message) {
+	hosttest.Subscribe(t, "tcp://"+ext.Addr(), "#", func(m paho.Message) {
 		select {
 		case got <- m:
 		default:
 		}
-	}); !tok.WaitTimeout(time.Minute) || tok.Error() != nil {
-		t.Fatalf("subscribe: %v", tok.Error())
-	}
+	})
 
-	dir := t.TempDir()
 	logs := &logBuffer{t: t}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	reg := prometheus.NewRegistry()
-	st, err := store.Open(filepath.Join(dir, "state"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	eng, err := runtime.NewEngine(runtime.EngineOptions{CacheDir: filepath.Join(dir, "cache"), Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mgr, err := devices.New(devices.Options{Engine: eng, Store: st, Logger: log,
-		Modules:             devices.ModuleLoader{PluginDir: filepath.Dir(virtual), CacheDir: filepath.Join(dir, "modules")},
+	mgr := hosttest.Manager(t, log, filepath.Dir(virtual), devices.Options{
 		DefaultCollectCycle: 100 * time.Millisecond, DefaultReportCycle: 100 * time.Millisecond, StateCycle: time.Second, FlushInterval: time.Second,
 	})
-	if err != nil {
+	o := options{mqttListen: ""} // and no --mqtt-broker
+	ctx, cancel := context.WithCancel(context.Background())
+	lc := newLifecycle(ctx, log, nil)
+	if err := startPushes(o, lc, mgr, nil, log, reg); err != nil {
 		t.Fatal(err)
 	}
-	o := options{mqttListen: ""} // and no --mqtt-broker
-	stop, err := startPushes(context.Background(), o, mgr, nil, log, reg)
-	if err != nil {
-		t.Fatal(err)
+	stop := func() {
+		cancel()
+		if err := lc.Wait(); err != nil {
+			t.Errorf("pushes stopped with %v", err)
+		}
 	}
 	stopped := false
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		mgr.Close(ctx)
+	t.Cleanup(func() { // before the manager closes
 		if !stopped {
 			stop()
 		}
-		eng.Close(ctx)
-		st.Close()
 	})
-
-	mdir := filepath.Join(dir, "manifests")
-	os.Mkdir(mdir, 0o755)
-	if err := os.WriteFile(filepath.Join(mdir, "boiler.yaml"), []byte(strings.ReplaceAll(pushesYAML, "EXTADDR", ext.Addr())), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	set, err := manifest.Load(mdir)
-	if err != nil || len(set.Problems) > 0 {
-		t.Fatalf("manifest: %v %+v", err, set.Problems)
-	}
-	if err := mgr.Apply(context.Background(), "manifests", devices.ResourceSet{Devices: set.Devices, Models: set.Models, Plugins: set.Plugins}); err != nil {
-		t.Fatal(err)
-	}
+	hosttest.Apply(t, mgr, strings.ReplaceAll(pushesYAML, "EXTADDR", ext.Addr()))
 
 	select {
 	case m := <-got:

@@ -27,8 +27,17 @@ type shutdown struct {
 	once    sync.Once     // closes began
 	endOnce sync.Once     // closes over
 
-	mu       sync.Mutex // guards deadline
-	deadline time.Time  // when the process exits anyway
+	mu       sync.Mutex      // guards deadline and left
+	deadline time.Time       // when the process exits anyway
+	left     func() []string // the components still running, for the timeout's log
+}
+
+// reportLeft makes the log of a shutdown that times out name the
+// components that left returns.
+func (s *shutdown) reportLeft(left func() []string) {
+	s.mu.Lock()
+	s.left = left
+	s.mu.Unlock()
 }
 
 // handleSignals starts handling SIGINT and SIGTERM. Defer the returned
@@ -53,6 +62,7 @@ func (s *shutdown) watch() {
 	}
 	s.mu.Lock()
 	t := time.NewTimer(time.Until(s.deadline))
+	left := s.left
 	s.mu.Unlock()
 	defer t.Stop()
 	select {
@@ -60,7 +70,11 @@ func (s *shutdown) watch() {
 		s.log.Error("second signal: exiting without finishing the shutdown", "signal", sig.String())
 		os.Exit(1)
 	case <-t.C:
-		s.log.Error("shutdown did not finish within --shutdown-timeout; exiting without waiting further (see the warnings above for what was left)", "shutdown-timeout", s.timeout)
+		var running []string
+		if left != nil {
+			running = left()
+		}
+		s.log.Error("shutdown did not finish within --shutdown-timeout; exiting without waiting further (see the warnings above for what was left)", "shutdown-timeout", s.timeout, "still-running", running)
 		os.Exit(1)
 	case <-s.over:
 	}

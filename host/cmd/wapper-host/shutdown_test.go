@@ -131,8 +131,9 @@ spec:
 }
 
 // startStuck starts wapper-host on stuckManifests and waits until the
-// stuck read is in progress: the plugin's read counter counts calls as
-// they start, and nothing else reads.
+// stuck read is in progress: the plugin's read counters (single or batched,
+// wapper_read or wapper_read_many) count calls as they start, and nothing
+// else reads.
 func startStuck(t *testing.T, args ...string) *shutdownHost {
 	t.Helper()
 	pluginDir := filepath.Dir(testenv.TestPlugin(t, "faulty"))
@@ -147,7 +148,7 @@ func startStuck(t *testing.T, args ...string) *shutdownHost {
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
 		for _, line := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(line, "wapper_plugin_calls_total{") && strings.Contains(line, `export="wapper_read"`) &&
+			if strings.HasPrefix(line, "wapper_plugin_calls_total{") && (strings.Contains(line, `export="wapper_read"`) || strings.Contains(line, `export="wapper_read_many"`)) &&
 				strings.Contains(line, `plugin="faulty"`) && !strings.HasSuffix(line, " 0") {
 				return nil
 			}
@@ -262,7 +263,7 @@ func damagedState(t *testing.T) (dir, path string) {
 	}
 	var leaf uint64
 	err = db.View(func(tx *bolt.Tx) error {
-		id := uint64(tx.Bucket([]byte("reported")).Root())
+		id := uint64(tx.Bucket([]byte("store")).Bucket([]byte("reported")).Root())
 		for {
 			info, err := tx.Page(int(id))
 			if err != nil {

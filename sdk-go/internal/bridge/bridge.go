@@ -16,6 +16,7 @@ type Runtime interface {
 	Write(dev, prop uint32, val []byte) []byte
 	State(dev uint32) []byte
 	ReadBatch(dev uint32, handles []byte) []byte
+	ReadMany(reqs []byte) []byte
 	Method(dev uint32, req []byte) []byte
 	Poll(dev, budgetMS uint32) []byte
 }

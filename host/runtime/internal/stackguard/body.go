@@ -216,6 +216,16 @@ func (f *funcBody) run() error {
 			}
 			f.ctrls = append(f.ctrls, ctrl{base: f.h, params: p, results: res, isIf: op == 0x04})
 			f.push(p)
+			if op == 0x03 {
+				// Every iteration starts with: if stop { unreachable }.
+				f.out = append(f.out, r.b[f.last:r.pos]...)
+				f.out = append(f.out, 0x23)
+				f.out = appendULEB(f.out, uint64(f.m.stop))
+				f.out = append(f.out, 0x04, 0x40, 0x00, 0x0b)
+				f.last = r.pos
+				f.push(1) // the flag, on the stack for a moment
+				f.h--
+			}
 		case 0x05: // else
 			top := &f.ctrls[len(f.ctrls)-1]
 			if len(f.ctrls) == 1 || !top.isIf {
@@ -451,9 +461,9 @@ func (m *module) instrumentBody(fn uint32, sig *funcSig, blockType, body []byte,
 		cost = uint64(budget) + 1
 	}
 	g := uint64(m.counter)
-	b := make([]byte, 0, len(body)+48+f.stats.returns)
+	b := make([]byte, 0, len(body)+56+f.stats.returns)
 	b = append(b, body[:localsEnd]...)
-	// Prologue: counter += cost; if counter > budget { unreachable }.
+	// Prologue: counter += cost; if counter > budget | stop { unreachable }.
 	b = append(b, 0x23)
 	b = appendULEB(b, g)
 	b = append(b, 0x41)
@@ -464,7 +474,9 @@ func (m *module) instrumentBody(fn uint32, sig *funcSig, blockType, body []byte,
 	b = appendULEB(b, g)
 	b = append(b, 0x41)
 	b = appendSLEB(b, int64(int32(budget)))
-	b = append(b, 0x4b, 0x04, 0x40, 0x00, 0x0b)
+	b = append(b, 0x4b, 0x23)
+	b = appendULEB(b, uint64(m.stop))
+	b = append(b, 0x72, 0x04, 0x40, 0x00, 0x0b)
 	if opt.exportPeak != "" {
 		// if counter > peak { peak = counter }
 		p := g + 1

@@ -21,6 +21,7 @@ type module struct {
 	globals []byte   // value type of every global, imported ones first
 	nImport uint32   // imported functions
 	counter uint32   // index of the counter global that Instrument adds
+	stop    uint32   // index of the stop flag global that Instrument adds
 }
 
 type section struct {
@@ -37,6 +38,7 @@ const (
 	secFunction = 3
 	secGlobal   = 6
 	secExport   = 7
+	secStart    = 8
 	secCode     = 10
 )
 
@@ -100,7 +102,7 @@ func instrument(wasm []byte, budget uint32, opt options) ([]byte, error) {
 	}
 
 	m := &module{}
-	var typeSec, globalSec, codeSec, exportSec *section
+	var typeSec, globalSec, codeSec, exportSec, startSec *section
 	for i := range secs {
 		s := &secs[i]
 		var err error
@@ -117,6 +119,9 @@ func instrument(wasm []byte, budget uint32, opt options) ([]byte, error) {
 			err = m.parseGlobals(s.payload)
 		case secExport:
 			exportSec = s
+			err = checkReserved(s.payload)
+		case secStart:
+			startSec = s
 		case secCode:
 			codeSec = s
 		}
@@ -132,6 +137,10 @@ func instrument(wasm []byte, budget uint32, opt options) ([]byte, error) {
 		return nil, fmt.Errorf("stackguard: %d functions are declared but the code section is missing", nDefined)
 	}
 	m.counter = uint32(len(m.globals))
+	m.stop = m.counter + 1
+	if opt.exportPeak != "" {
+		m.stop++ // the peak is right after the counter
+	}
 
 	// The wrapper block of a function with several results needs a type
 	// [] -> [results]; append the ones the type section lacks.
@@ -205,12 +214,10 @@ func instrument(wasm []byte, budget uint32, opt options) ([]byte, error) {
 		return nil, fmt.Errorf("stackguard: %d bytes after the last function body", len(cr.b)-cr.pos)
 	}
 
-	// The counter: (global (mut i32) (i32.const 0)), after every other.
+	// The counter, the peak if asked for, and the stop flag, each
+	// (global (mut i32) (i32.const 0)), after every other global.
 	counter := []byte{valI32, 0x01, 0x41, 0x00, 0x0b}
-	added := uint64(1)
-	if opt.exportPeak != "" {
-		added++ // the peak, right after the counter
-	}
+	added := uint64(m.stop-m.counter) + 1
 	var globals []byte
 	if globalSec != nil {
 		gr := reader{b: globalSec.payload}
@@ -229,14 +236,24 @@ func instrument(wasm []byte, budget uint32, opt options) ([]byte, error) {
 		name string
 		idx  uint32
 	}
-	var extra []export
+	extra := []export{{StopExport, m.stop}}
+	var startExport []byte // the start function, exported instead of run at instantiation
+	if startSec != nil {
+		sr := reader{b: startSec.payload}
+		fn, err := sr.u32()
+		if err != nil || !sr.eof() {
+			return nil, fmt.Errorf("stackguard: malformed start section")
+		}
+		startExport = appendULEB(appendName(nil, StartExport), 0)
+		startExport = appendULEB(startExport, uint64(fn))
+	}
 	if opt.exportCounter != "" {
 		extra = append(extra, export{opt.exportCounter, m.counter})
 	}
 	if opt.exportPeak != "" {
 		extra = append(extra, export{opt.exportPeak, m.counter + 1})
 	}
-	if len(extra) > 0 {
+	{
 		var cnt uint32
 		var rest []byte
 		if exportSec != nil {
@@ -247,11 +264,15 @@ func instrument(wasm []byte, budget uint32, opt options) ([]byte, error) {
 			}
 			rest = exportSec.payload[er.pos:]
 		}
-		exports = appendULEB(nil, uint64(cnt)+uint64(len(extra)))
+		n := uint64(cnt) + uint64(len(extra))
+		if startExport != nil {
+			n++
+		}
+		exports = appendULEB(nil, n)
 		exports = append(exports, rest...)
+		exports = append(exports, startExport...)
 		for _, e := range extra {
-			exports = appendULEB(exports, uint64(len(e.name)))
-			exports = append(exports, e.name...)
+			exports = appendName(exports, e.name)
 			exports = append(exports, 0x03)
 			exports = appendULEB(exports, uint64(e.idx))
 		}
@@ -268,7 +289,7 @@ func instrument(wasm []byte, budget uint32, opt options) ([]byte, error) {
 				out = appendSection(out, secGlobal, globals)
 				addedGlobals = true
 			}
-			if exports != nil && exportSec == nil && !addedExports && rank > sectionRank[secExport] {
+			if exportSec == nil && !addedExports && rank > sectionRank[secExport] {
 				out = appendSection(out, secExport, exports)
 				addedExports = true
 			}
@@ -294,12 +315,10 @@ func instrument(wasm []byte, budget uint32, opt options) ([]byte, error) {
 			out = appendSection(out, secGlobal, globals)
 			addedGlobals = true
 		case secExport:
-			if exports == nil {
-				out = append(out, s.raw...)
-				continue
-			}
 			out = appendSection(out, secExport, exports)
 			addedExports = true
+		case secStart:
+			continue // exported as StartExport
 		case secCode:
 			out = appendSection(out, secCode, code)
 		default:
@@ -509,6 +528,38 @@ func (m *module) parseGlobals(p []byte) error {
 	}
 	if !r.eof() {
 		return errors.New("bytes after the last global")
+	}
+	return nil
+}
+
+// appendName appends a name (its byte length, then its bytes).
+func appendName(b []byte, name string) []byte {
+	b = appendULEB(b, uint64(len(name)))
+	return append(b, name...)
+}
+
+// checkReserved refuses an export section that already uses StopExport or
+// StartExport, the names Instrument adds.
+func checkReserved(p []byte) error {
+	r := reader{b: p}
+	n, err := r.u32()
+	if err != nil {
+		return err
+	}
+	for range n {
+		name, err := r.name()
+		if err != nil {
+			return err
+		}
+		if string(name) == StopExport || string(name) == StartExport {
+			return fmt.Errorf("%w: the module exports %q, a name the stack guard reserves", ErrUnsupported, name)
+		}
+		if _, err := r.byte(); err != nil {
+			return err
+		}
+		if _, err := r.u32(); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -162,6 +162,17 @@ func (s *specSide) instantiate(ctx context.Context, bin []byte, name string) err
 		return err
 	}
 	s.all = append(s.all, m)
+	return runStart(ctx, m)
+}
+
+// runStart calls the start function Instrument exported, as the host does
+// right after instantiation.
+func runStart(ctx context.Context, m api.Module) error {
+	if f := m.ExportedFunction(StartExport); f != nil {
+		if _, err := f.Call(ctx); err != nil {
+			return fmt.Errorf("start function: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -292,6 +303,9 @@ func runSpecScript(t *testing.T, dir, script string, spectest []byte) (modules, 
 					t.Fatalf("line %d: register %s: %v", c.Line, c.As, err)
 				}
 				s.all = append(s.all, rm)
+				if err := runStart(ctx, rm); err != nil {
+					t.Fatalf("line %d: register %s: %v", c.Line, c.As, err)
+				}
 			}
 		case "action", "assert_return", "assert_trap", "assert_exhaustion":
 			var r1 []uint64

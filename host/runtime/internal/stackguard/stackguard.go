@@ -28,6 +28,35 @@
 // "name" section stay valid; DWARF custom sections (".debug_*") are dropped
 // because code offsets move.
 //
+// # Stopping a call
+//
+// Instrument also appends a second mutable i32 global, the stop flag,
+// exported as [StopExport], and checks it where every call and every loop
+// iteration begins: the prologue traps when counter > budget or the flag
+// is non-zero, and each loop body starts with
+//
+//	global.get $stop; if; unreachable; end
+//
+// A host that sets the flag (api.MutableGlobal.Set) from another goroutine
+// while a call runs makes the guest trap at its next call or loop
+// iteration, so it can enforce a call's deadline without wazero's
+// WithCloseOnContextDone, whose check exits to Go at every function entry
+// and loop header. This relies on wazero's compiler (wazevo) reading a
+// mutable, module-defined global with a load from the module's context
+// on each global.get that a loop header or a call separates from the
+// previous one: it does not keep globals in registers across blocks with
+// several predecessors (ssa.Builder.FindValueInLinearPath) nor after a
+// call (reloadAfterCall), and has no pass that hoists or merges loads
+// across blocks. The tests check that loops, recursion and a start
+// function are stopped.
+//
+// A start section would run inside wazero's instantiation, where the host
+// holds no module yet and so cannot set the flag: Instrument removes it and
+// exports the start function as [StartExport]. The host must call that
+// export right after instantiation, before anything else, as wasm would
+// have. Modules that already export either name are refused with
+// [ErrUnsupported].
+//
 // # Unit and cost
 //
 // Budgets and costs are counted in slots of [SlotBytes] (8) bytes of
@@ -117,6 +146,16 @@ const (
 	callOverhead = 4
 )
 
+// Names of the exports Instrument adds.
+const (
+	// StopExport is the stop flag, a mutable i32 global: non-zero makes
+	// the guest trap with unreachable at its next call or loop iteration.
+	StopExport = "wapper:stackguard.stop"
+	// StartExport is the module's start function, when it has one, which
+	// the host must call right after instantiation.
+	StartExport = "wapper:stackguard.start"
+)
+
 // ErrUnsupported is wrapped by the errors of Instrument for modules that
 // use an instruction or type it cannot account for.
 var ErrUnsupported = errors.New("stackguard: unsupported")
@@ -124,7 +163,10 @@ var ErrUnsupported = errors.New("stackguard: unsupported")
 // Instrument returns a copy of the module binary wasm in which every
 // defined function adds its cost to a counter on entry, subtracts it on
 // exit, and traps with unreachable when the counter would exceed budget
-// (in slots; see [BudgetForBytes]). It fails on a malformed module, on a
+// (in slots; see [BudgetForBytes]); it also adds the stop flag and moves
+// the start function to an export (see the package doc). A module that
+// defines no function is returned unchanged: it runs no guest code, and
+// has no flag. It fails on a malformed module, on a
 // budget above [MaxBudget], on a module [Check] refuses (it runs it
 // first), and, wrapping [ErrUnsupported], on a module that uses tail calls,
 // exceptions or other features it does not handle. It does not validate

@@ -1,6 +1,7 @@
 // Package regtest starts registries for tests: wapper's embedded one in
 // process, the wapper binary as a separate process, and Debian's
-// docker-registry as an independent peer.
+// docker-registry as an independent peer. Registry, host and end-to-end
+// tests share it.
 package regtest
 
 import (
@@ -55,8 +56,12 @@ func Start(t testing.TB, anonymousRead bool) *Registry {
 	})}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() {
-		_ = srv.Close()
-		_ = st.Close()
+		if err := srv.Close(); err != nil {
+			t.Errorf("regtest: close registry server: %v", err)
+		}
+		if err := st.Close(); err != nil {
+			t.Errorf("regtest: close registry store: %v", err)
+		}
 	})
 	return &Registry{Addr: ln.Addr().String(), Store: st}
 }
@@ -86,7 +91,7 @@ func WapperBin(t testing.TB) string {
 		cmd := exec.Command("go", "build", "-o", buildPath, "./registry/cmd/wapper")
 		cmd.Dir = testenv.Root()
 		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build wapper: %v\n%s", err, out)
+			buildErr = fmt.Errorf("go build wapper: %w\n%s", err, out)
 		}
 	})
 	if buildErr != nil {
@@ -178,16 +183,18 @@ http:
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	// Wait for the port by polling /v2/: bounded in count, not in time.
-	for range 500 {
+	// Wait for the port by polling /v2/; the minute only bounds a broken
+	// setup, it is no threshold of what the tests check.
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		resp, err := http.Get("http://" + addr + "/v2/")
 		if err == nil {
-			resp.Body.Close()
+			if err := resp.Body.Close(); err != nil {
+				t.Logf("regtest: close /v2/ response: %v", err)
+			}
 			return addr
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
-	t.Fatalf("docker-registry did not answer on %s", addr)
+	t.Fatalf("docker-registry did not answer on %s within a minute", addr)
 	return ""
 }
 

@@ -1,0 +1,430 @@
+package devices
+
+import (
+	"container/heap"
+	"context"
+	goruntime "runtime"
+	"sync"
+	"time"
+
+	"wapper.dev/wapper/abi"
+)
+
+// schedEnv is what the scheduler needs from its surroundings.
+type schedEnv interface {
+	// now is the clock.
+	now() time.Time
+	// waitCtx bounds a read's wait for a free plugin instance (see
+	// [Manager.waitCtx]).
+	waitCtx() context.Context
+}
+
+// Sizes of the jobs the scheduler makes of the reads due at one step,
+// per plugin: as many jobs as the plugin has instances, unless that
+// makes jobs smaller than chunkMin requests; never more than chunkMax
+// requests in one job.
+const (
+	chunkMin = 16
+	chunkMax = 512
+)
+
+// scheduler runs the loops of every running device of a Manager without
+// a goroutine per device: it keeps their next due times in a min-heap,
+// and at each step gathers everything due, makes one read of all the due
+// properties per plugin (split into jobs that run in parallel, up to the
+// plugin's instances), and runs the jobs on a pool of workers, which
+// hand the readings to the devices and then do their other due work.
+// Steps are at least tick apart; a wakeup (a desired value to write)
+// starts one at once.
+type scheduler struct {
+	env     schedEnv
+	tick    time.Duration
+	workers int
+
+	mu    sync.Mutex // guards the fields below, and the loops' scheduler fields
+	heap  entryHeap
+	free  []*job
+	kicks chan struct{} // a step is due earlier than planned
+
+	jobs    chan *job      // to idle workers
+	running sync.WaitGroup // jobs dispatched and not done
+
+	// Scratch of step, which one goroutine runs at a time.
+	byReader map[reader]*batch
+	batches  []*batch
+}
+
+// batch is what one step reads from one plugin.
+type batch struct {
+	r     reader
+	loops []*loop
+	reqs  []readReq
+}
+
+// job is work for a worker: the reads of some loops and what follows
+// them, or one poll.
+type job struct {
+	poll  *loop
+	ask   []*loop // whose state the job asks, after the reads
+	r     reader
+	loops []*loop
+	reqs  []readReq
+	out   []abi.BatchEntry
+	sc    scratch
+}
+
+// newScheduler returns a scheduler whose steps are at least tick apart and
+// whose run keeps workers idle workers; it runs nothing until run is
+// called (tests call step instead).
+func newScheduler(env schedEnv, tick time.Duration, workers int) *scheduler {
+	return &scheduler{env: env, tick: tick, workers: workers, kicks: make(chan struct{}, 1),
+		jobs: make(chan *job), byReader: map[reader]*batch{}}
+}
+
+// run steps the scheduler until ctx ends, with a pool of workers.
+func (s *scheduler) run(ctx context.Context) {
+	for range s.workers {
+		go s.worker(ctx)
+	}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		now := s.env.now()
+		next := s.step(now)
+		wait := time.Hour
+		if !next.IsZero() {
+			wait = max(next.Sub(now), s.tick)
+		}
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.kicks:
+		case <-timer.C:
+		}
+	}
+}
+
+// worker runs the jobs handed to it until ctx ends.
+func (s *scheduler) worker(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case j := <-s.jobs:
+			s.work(j)
+		}
+	}
+}
+
+// kick has the scheduler step now.
+func (s *scheduler) kick() {
+	select {
+	case s.kicks <- struct{}{}:
+	default:
+	}
+}
+
+// add schedules a loop.
+func (s *scheduler) add(l *loop) {
+	s.mu.Lock()
+	heap.Push(&s.heap, &l.main)
+	if l.polls {
+		heap.Push(&s.heap, &l.polling)
+	}
+	s.mu.Unlock()
+	s.kick()
+}
+
+// remove unschedules a loop and returns a channel closed once its job
+// and poll in progress, if any, have ended (nil when none runs).
+func (s *scheduler) remove(l *loop) <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l.stopped = true
+	for _, e := range []*entry{&l.main, &l.polling} {
+		if e.index >= 0 {
+			heap.Remove(&s.heap, e.index)
+		}
+	}
+	if !l.main.busy && !l.polling.busy && !l.stating {
+		return nil
+	}
+	if l.idle == nil {
+		l.idle = make(chan struct{})
+	}
+	return l.idle
+}
+
+// wakeup has the loop write its pending desired values now.
+func (s *scheduler) wakeup(l *loop) {
+	s.mu.Lock()
+	l.wake = true
+	e := &l.main
+	now := false
+	if !e.busy && e.index >= 0 {
+		e.at = s.env.now()
+		heap.Fix(&s.heap, e.index)
+		now = true
+	} // else the job in progress schedules it when done
+	s.mu.Unlock()
+	if now {
+		s.kick()
+	}
+}
+
+// step starts everything due at now and returns when the next step is
+// due (zero when nothing is scheduled). One goroutine steps at a time.
+func (s *scheduler) step(now time.Time) time.Time {
+	s.mu.Lock()
+	var polls []*loop
+	for len(s.heap) > 0 && !s.heap[0].at.After(now) {
+		e := heap.Pop(&s.heap).(*entry)
+		l := e.l
+		if e.poll {
+			e.busy = true
+			polls = append(polls, l)
+			continue
+		}
+		if e.busy {
+			// The previous job still runs (its plugin is slow or
+			// stuck): skip this round rather than queue it.
+			l.skip(now)
+			e.at = l.dueAt()
+			heap.Push(&s.heap, e)
+			continue
+		}
+		e.busy = true
+		b := s.byReader[l.r]
+		if b == nil {
+			b = s.newBatch(l.r)
+			s.byReader[l.r] = b
+		}
+		b.loops = append(b.loops, l)
+		b.reqs = l.take(now, b.reqs)
+		l.applyNow, l.wake = l.wake, false
+		// A state query still running from the last cycle is not
+		// doubled: the state is asked at the next cycle.
+		l.askState = l.state && !l.stating
+		l.stating = l.stating || l.askState
+		e.at = l.dueAt()
+		heap.Push(&s.heap, e)
+	}
+	var next time.Time
+	if len(s.heap) > 0 {
+		next = s.heap[0].at
+	}
+	s.mu.Unlock()
+	for _, l := range polls {
+		j := s.newJob(nil)
+		j.poll = l
+		s.dispatch(j)
+	}
+	for _, b := range s.batches {
+		s.split(b)
+	}
+	s.mu.Lock()
+	for _, b := range s.batches {
+		clear(b.loops)
+		b.r, b.loops, b.reqs = nil, b.loops[:0], b.reqs[:0]
+	}
+	s.batches = s.batches[:0]
+	clear(s.byReader)
+	s.mu.Unlock()
+	return next
+}
+
+// newBatch returns an empty batch for reader r, reusing those of earlier
+// steps.
+func (s *scheduler) newBatch(r reader) *batch {
+	n := len(s.batches)
+	if n < cap(s.batches) {
+		s.batches = s.batches[:n+1]
+		if s.batches[n] == nil {
+			s.batches[n] = &batch{}
+		}
+	} else {
+		s.batches = append(s.batches, &batch{})
+	}
+	b := s.batches[n]
+	b.r = r
+	return b
+}
+
+// split makes jobs of a batch: up to the plugin's parallelism, of at
+// least chunkMin and at most chunkMax requests (a device's requests stay
+// in one job).
+func (s *scheduler) split(b *batch) {
+	n := len(b.reqs)
+	jobs := min(max((n+chunkMin-1)/chunkMin, 1), max(b.r.parallel(), 1))
+	jobs = max(jobs, (n+chunkMax-1)/chunkMax)
+	size := (n + jobs - 1) / jobs
+	j := s.newJob(b.r)
+	for _, l := range b.loops {
+		from, to := l.reqStart, l.reqEnd
+		l.reqStart = len(j.reqs)
+		j.reqs = append(j.reqs, b.reqs[from:to]...)
+		j.loops = append(j.loops, l)
+		if len(j.reqs) >= size && size > 0 {
+			s.dispatch(j)
+			j = s.newJob(b.r)
+		}
+	}
+	if len(j.loops) > 0 {
+		s.dispatch(j)
+	} else {
+		s.release(j)
+	}
+}
+
+// newJob returns an empty job for reader r, reusing a released one.
+func (s *scheduler) newJob(r reader) *job {
+	s.mu.Lock()
+	var j *job
+	if n := len(s.free); n > 0 {
+		j, s.free = s.free[n-1], s.free[:n-1]
+	} else {
+		j = &job{}
+	}
+	s.mu.Unlock()
+	j.r = r
+	return j
+}
+
+// release keeps a finished job for reuse.
+func (s *scheduler) release(j *job) {
+	clear(j.loops)
+	clear(j.ask)
+	j.poll, j.r, j.loops, j.ask, j.reqs, j.out = nil, nil, j.loops[:0], j.ask[:0], j.reqs[:0], j.out[:0]
+	s.mu.Lock()
+	s.free = append(s.free, j)
+	s.mu.Unlock()
+}
+
+// dispatch hands a job to an idle worker, or to a new goroutine when
+// every worker is busy (a plugin call may be stuck).
+func (s *scheduler) dispatch(j *job) {
+	s.running.Add(1)
+	select {
+	case s.jobs <- j:
+	default:
+		go s.work(j)
+	}
+}
+
+// work runs a job.
+func (s *scheduler) work(j *job) {
+	defer s.running.Done()
+	if l := j.poll; l != nil {
+		next := l.pollOnce()
+		s.mu.Lock()
+		l.polling.busy = false
+		if next > 0 && !l.stopped {
+			l.polling.at = s.env.now().Add(next)
+			heap.Push(&s.heap, &l.polling)
+		}
+		s.idleLocked(l)
+		s.mu.Unlock()
+		if next > 0 {
+			s.kick()
+		}
+		s.release(j)
+		return
+	}
+	rctx := s.env.waitCtx()
+	at := s.env.now()
+	var entries []abi.BatchEntry
+	var err error
+	if len(j.reqs) > 0 {
+		entries, err = j.r.readMany(rctx, j.reqs, j.out[:0])
+		if cap(entries) > cap(j.out) {
+			j.out = entries[:0]
+		}
+	}
+	for _, l := range j.loops {
+		if l.askState { // read before the loop is free to be taken again
+			j.ask = append(j.ask, l)
+		}
+		l.finish(rctx, at, entries, err, &j.sc)
+		s.jobDone(l)
+	}
+	// The state queries come last, after every loop of the job is free
+	// again: a device call each, they must not hold up the readings.
+	for _, l := range j.ask {
+		if l.ctx.Err() == nil {
+			l.t.pollState(l.ctx)
+		}
+		s.mu.Lock()
+		l.stating = false
+		s.idleLocked(l)
+		s.mu.Unlock()
+	}
+	s.release(j)
+}
+
+// jobDone ends a loop's job: a wakeup that came meanwhile runs at once.
+func (s *scheduler) jobDone(l *loop) {
+	s.mu.Lock()
+	e := &l.main
+	e.busy = false
+	woken := l.wake && !l.stopped && e.index >= 0
+	if woken {
+		e.at = s.env.now()
+		heap.Fix(&s.heap, e.index)
+	}
+	s.idleLocked(l)
+	s.mu.Unlock()
+	if woken {
+		s.kick()
+	}
+}
+
+// idleLocked tells a stopping loop's waiter that its work has ended.
+// Callers hold s.mu.
+func (s *scheduler) idleLocked(l *loop) {
+	if l.stopped && !l.main.busy && !l.polling.busy && !l.stating && l.idle != nil {
+		close(l.idle)
+		l.idle = nil
+	}
+}
+
+// entryHeap orders entries by due time.
+type entryHeap []*entry
+
+func (h entryHeap) Len() int           { return len(h) }
+func (h entryHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h entryHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index, h[j].index = i, j
+}
+func (h *entryHeap) Push(x any) {
+	e := x.(*entry)
+	e.index = len(*h)
+	*h = append(*h, e)
+}
+func (h *entryHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	e.index = -1
+	return e
+}
+
+// schedTick is the least time between two steps of a Manager's scheduler:
+// the reads due within it are made together.
+const schedTick = 10 * time.Millisecond
+
+// managerClock is the scheduler's environment in a Manager: the wall
+// clock and the Manager's bound on waiting for an instance.
+type managerClock struct{ m *Manager }
+
+func (c managerClock) now() time.Time           { return time.Now() }
+func (c managerClock) waitCtx() context.Context { return c.m.waitCtx() }
+
+// startScheduler starts the Manager's scheduler, which ends with the
+// Manager's context.
+func (m *Manager) startScheduler() {
+	m.sched = newScheduler(managerClock{m}, schedTick, max(16, 4*goruntime.GOMAXPROCS(0)))
+	go m.sched.run(m.ctx)
+}

@@ -17,14 +17,27 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"wapper.dev/wapper/host/devices"
+	"wapper.dev/wapper/host/store"
 )
 
 // Buckets for what edgecore sent, so that reports resume after a host
 // restart even before edgecore answers again.
 var (
-	devicesBucket = []byte("dmi/devices")
-	modelsBucket  = []byte("dmi/models")
+	// topBucket is host/dmi's top-level bucket in the state database; the
+	// others are inside it.
+	topBucket     = []byte(store.TopDMI)
+	devicesBucket = []byte("devices")
+	modelsBucket  = []byte("models")
 )
+
+// bucket returns the bucket name inside topBucket, creating both if need be.
+func bucket(tx *bolt.Tx, name []byte) (*bolt.Bucket, error) {
+	top, err := tx.CreateBucketIfNotExists(topBucket)
+	if err != nil {
+		return nil, err
+	}
+	return top.CreateBucketIfNotExists(name)
+}
 
 func id(namespace, name string) string { return defaultNS(namespace) + "/" + name }
 
@@ -55,11 +68,11 @@ func statusError(err error, format string, args ...any) error {
 func (b *Bridge) restore(ctx context.Context) error {
 	var devs []*pb.Device
 	err := b.o.DB.Update(func(tx *bolt.Tx) error {
-		mb, err := tx.CreateBucketIfNotExists(modelsBucket)
+		mb, err := bucket(tx, modelsBucket)
 		if err != nil {
 			return err
 		}
-		db, err := tx.CreateBucketIfNotExists(devicesBucket)
+		db, err := bucket(tx, devicesBucket)
 		if err != nil {
 			return err
 		}
@@ -136,7 +149,7 @@ func (b *Bridge) saveDevices(devs []admitted) error {
 		return nil
 	}
 	return b.o.DB.Update(func(tx *bolt.Tx) error {
-		bk, err := tx.CreateBucketIfNotExists(devicesBucket)
+		bk, err := bucket(tx, devicesBucket)
 		if err != nil {
 			return err
 		}
@@ -189,9 +202,9 @@ func (b *Bridge) forgetStale(ctx context.Context, saved []*pb.Device) {
 	}
 }
 
-func (b *Bridge) save(bucket []byte, key string, m proto.Message) error {
+func (b *Bridge) save(name []byte, key string, m proto.Message) error {
 	return b.o.DB.Update(func(tx *bolt.Tx) error {
-		bk, err := tx.CreateBucketIfNotExists(bucket)
+		bk, err := bucket(tx, name)
 		if err != nil {
 			return err
 		}

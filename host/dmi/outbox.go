@@ -15,10 +15,10 @@ import (
 
 var (
 	// outboxBucket holds the reports not yet accepted by edgecore.
-	outboxBucket = []byte("dmi/outbox")
+	outboxBucket = []byte("outbox")
 	// acceptedBucket holds what edgecore last accepted per device and
 	// kind (JSON [accepted]), from which the outbox ranks new reports.
-	acceptedBucket = []byte("dmi/accepted")
+	acceptedBucket = []byte("accepted")
 )
 
 // report kinds, also the first byte of an outbox key.
@@ -110,7 +110,7 @@ func openOutbox(db *bolt.DB) (*outbox, error) {
 	o := &outbox{db: db, now: time.Now, pending: map[string]*report{}, accepted: map[string]*accepted{},
 		dirty: map[string]bool{}, dirtyAcc: map[string]bool{}, stored: map[string]bool{}, notify: make(chan struct{}, 1)}
 	err := db.Update(func(tx *bolt.Tx) error {
-		ab, err := tx.CreateBucketIfNotExists(acceptedBucket)
+		ab, err := bucket(tx, acceptedBucket)
 		if err != nil {
 			return err
 		}
@@ -124,7 +124,7 @@ func openOutbox(db *bolt.DB) (*outbox, error) {
 		if err != nil {
 			return err
 		}
-		b, err := tx.CreateBucketIfNotExists(outboxBucket)
+		b, err := bucket(tx, outboxBucket)
 		if err != nil {
 			return err
 		}
@@ -140,7 +140,7 @@ func openOutbox(db *bolt.DB) (*outbox, error) {
 		})
 	})
 	if err != nil {
-		return nil, fmt.Errorf("open DMI report outbox: %w (remove buckets %s and %s from the state database to start afresh)", err, outboxBucket, acceptedBucket)
+		return nil, fmt.Errorf("open DMI report outbox: %w (remove buckets %s/%s and %s/%s from the state database to start afresh)", err, topBucket, outboxBucket, topBucket, acceptedBucket)
 	}
 	for _, r := range o.pending {
 		o.classify(r)
@@ -485,8 +485,10 @@ func (o *outbox) sync() error {
 	}
 	err := o.db.Update(func(tx *bolt.Tx) error {
 		for _, w := range ws {
-			b := tx.Bucket(w.bucket)
-			var err error
+			b, err := bucket(tx, w.bucket)
+			if err != nil {
+				return err
+			}
 			if w.val == nil {
 				err = b.Delete([]byte(w.key))
 			} else {

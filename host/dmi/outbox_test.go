@@ -113,7 +113,7 @@ func TestOutboxCoalescesAndPersists(t *testing.T) {
 		t.Fatalf("%d reports left in the database after all were sent", n)
 	}
 	if tx, err := db.Begin(false); err == nil {
-		n := tx.Bucket(outboxBucket).Stats().KeyN
+		n := tx.Bucket(topBucket).Bucket(outboxBucket).Stats().KeyN
 		tx.Rollback()
 		if n != 0 {
 			t.Fatalf("%d keys left in bucket %s", n, outboxBucket)

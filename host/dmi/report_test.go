@@ -270,7 +270,7 @@ func TestOutboxReadsOldEntries(t *testing.T) {
 	v = append(v, kindTwins)
 	v, _ = proto.MarshalOptions{}.MarshalAppend(v, req)
 	if err := db.Update(func(tx *bolt.Tx) error {
-		b, err := tx.CreateBucketIfNotExists(outboxBucket)
+		b, err := bucket(tx, outboxBucket)
 		if err != nil {
 			return err
 		}

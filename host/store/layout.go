@@ -18,7 +18,7 @@ import (
 //
 // Databases written before this layout held these buckets at the top
 // level, under three naming conventions ("objects", "cloudlink.objects",
-// "kv/<plugin>"); [Open] moves them into place once (see migrate).
+// "kv/<plugin>", "dmi/devices"); [Open] moves them into place once (see migrate).
 const (
 	// TopStore is the top-level bucket of this package.
 	TopStore = "store"
@@ -26,6 +26,8 @@ const (
 	TopCloudlink = "cloudlink"
 	// TopKV is the top-level bucket of package host/kv.
 	TopKV = "kv"
+	// TopDMI is the top-level bucket of package host/dmi.
+	TopDMI = "dmi"
 )
 
 // topStore is TopStore as a bucket name.
@@ -49,6 +51,10 @@ func legacyPlace(name []byte) (top, sub []byte, ok bool) {
 	}
 	if rest, found := bytes.CutPrefix(name, []byte("kv/")); found && len(rest) > 0 {
 		return []byte(TopKV), rest, true
+	}
+	switch string(name) {
+	case "dmi/devices", "dmi/models", "dmi/outbox", "dmi/accepted":
+		return []byte(TopDMI), name[len("dmi/"):], true
 	}
 	return nil, nil, false
 }

@@ -27,6 +27,11 @@ var oldLayout = map[string]map[string]string{
 
 	"kv/modbus":  {"k1": "v1", "k2": "v2"},
 	"kv/virtual": {"state": "on"},
+
+	"dmi/devices":  {"default/a": "device"},
+	"dmi/models":   {"default/m": "model"},
+	"dmi/outbox":   {"t/default/a": "report"},
+	"dmi/accepted": {"default/a": "{}"},
 }
 
 // newPlace is where each bucket of oldLayout lives now.
@@ -35,6 +40,8 @@ var newPlace = map[string][2]string{
 	"cloudlink.objects": {"cloudlink", "objects"}, "cloudlink.reported": {"cloudlink", "reported"},
 	"cloudlink.outbox": {"cloudlink", "outbox"}, "cloudlink.meta": {"cloudlink", "meta"},
 	"kv/modbus": {"kv", "modbus"}, "kv/virtual": {"kv", "virtual"},
+	"dmi/devices": {"dmi", "devices"}, "dmi/models": {"dmi", "models"},
+	"dmi/outbox": {"dmi", "outbox"}, "dmi/accepted": {"dmi", "accepted"},
 }
 
 // writeOldLayout writes oldLayout with raw bbolt, plus a nested bucket and
@@ -69,7 +76,7 @@ func writeOldLayout(t *testing.T, path string) {
 		if err := nested.Put([]byte("deep"), []byte("value")); err != nil {
 			return err
 		}
-		other, err := tx.CreateBucket([]byte("dmi/devices"))
+		other, err := tx.CreateBucket([]byte("someone-else"))
 		if err != nil {
 			return err
 		}
@@ -136,7 +143,7 @@ func TestMigrateOldLayout(t *testing.T) {
 		if err := tx.ForEach(func(name []byte, _ *bolt.Bucket) error { tops = append(tops, string(name)); return nil }); err != nil {
 			return err
 		}
-		if fmt.Sprint(tops) != "[cloudlink dmi/devices kv store]" {
+		if fmt.Sprint(tops) != "[cloudlink dmi kv someone-else store]" {
 			return fmt.Errorf("top-level buckets %v", tops)
 		}
 		for old, want := range oldLayout {
@@ -168,7 +175,7 @@ func TestMigrateOldLayout(t *testing.T) {
 		if mb.Sequence() != 42 || string(mb.Bucket([]byte("nested")).Get([]byte("deep"))) != "value" {
 			return fmt.Errorf("kv/modbus sequence %d, nested %q", mb.Sequence(), contents(mb.Bucket([]byte("nested"))))
 		}
-		if got := contents(tx.Bucket([]byte("dmi/devices"))); got["x"] != "y" {
+		if got := contents(tx.Bucket([]byte("someone-else"))); got["x"] != "y" {
 			return fmt.Errorf("unknown bucket changed: %q", got)
 		}
 		return nil

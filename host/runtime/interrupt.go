@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	goruntime "runtime"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
@@ -27,11 +26,28 @@ import (
 //
 // The flag is read by wazero's compiler with plain loads from native code.
 // Its interpreter, used where the compiler is not, would read it as a Go
-// data race: there the runtime keeps WithCloseOnContextDone instead.
+// data race: there the runtime must keep WithCloseOnContextDone.
+//
+// The flag is not enough on its own, so it is off (stopByFlag): Go cannot
+// preempt a goroutine that runs wazero's compiled code, so a guest that
+// loops without exiting to Go holds off every stop-the-world of the
+// garbage collector, and while the collector waits for it no other
+// goroutine runs, the watchdog that would set the flag included: the host
+// freezes until the guest ends by itself (TestGuestStoppedAtDeadline hangs
+// so with stopByFlag on, and passes with GOGC=off).
+// WithCloseOnContextDone's exits to Go at every loop header are also what
+// lets the collector in; wazero 1.12 makes none at function entries, so a
+// guest that recurses without loops (fib(60)) is neither stopped nor lets
+// the collector in, with or without the flag. Turning the flag on needs
+// the guest to exit to Go now and then by itself (for instance a countdown
+// at each check whose expiry runs memory.grow 0, which wazero serves in
+// Go).
 
 // stopByFlag reports whether the plugins' runtimes stop guests with the
-// stop flag: wazero compiles guest code on amd64 and arm64.
-var stopByFlag = goruntime.GOARCH == "amd64" || goruntime.GOARCH == "arm64"
+// stop flag instead of WithCloseOnContextDone. It needs wazero's compiler
+// (amd64, arm64: the interpreter would race on the flag) and guests that
+// yield to Go (see above), so it is off.
+const stopByFlag = false
 
 // runtimeConfig is the wazero configuration of a plugin's runtime.
 func runtimeConfig(pages uint32, cache wazero.CompilationCache) wazero.RuntimeConfig {

@@ -36,12 +36,13 @@ import (
 // freezes until the guest ends by itself (TestGuestStoppedAtDeadline hangs
 // so with stopByFlag on, and passes with GOGC=off).
 // WithCloseOnContextDone's exits to Go at every loop header are also what
-// lets the collector in; wazero 1.12 makes none at function entries, so a
-// guest that recurses without loops (fib(60)) is neither stopped nor lets
-// the collector in, with or without the flag. Turning the flag on needs
-// the guest to exit to Go now and then by itself (for instance a countdown
-// at each check whose expiry runs memory.grow 0, which wazero serves in
-// Go).
+// lets the collector in. wazero 1.12 makes none at function entries, so the
+// stack guard's prologue enters an empty loop once every
+// stackguard.CheckEvery calls: a guest that recurses without loops
+// (fib(60)) is stopped at its deadline and lets the collector in too.
+// Turning the flag on needs the guest to exit to Go now and then by itself
+// at loop headers as well (for instance a countdown at each check whose
+// expiry runs memory.grow 0, which wazero serves in Go).
 
 // stopByFlag reports whether the plugins' runtimes stop guests with the
 // stop flag instead of WithCloseOnContextDone. It needs wazero's compiler

@@ -46,7 +46,7 @@ func (p *Plugin) ReadMany(ctx context.Context, reqs []ReadReq, out []abi.BatchEn
 	// Each instance is asked only for the devices it holds (their home),
 	// so that no device moves: a move is a wapper_device_add, far dearer
 	// than the reads it would serve.
-	sc.groupByHome(p, reqs)
+	sc.groupByHome(p, reqs, out)
 	var err error
 	for g := 0; g < len(sc.bounds)-1 && err == nil; g++ {
 		order := sc.order[sc.bounds[g]:sc.bounds[g+1]]
@@ -85,14 +85,18 @@ func (p *Plugin) readGroup(ctx context.Context, sc *manyScratch, reqs []ReadReq,
 // groupByHome orders the indices of reqs by the home of their device (a
 // counting sort over the few slots there are, keeping request order within
 // a home) into sc.order, with group g at sc.order[sc.bounds[g]:sc.bounds[g+1]].
-// Devices with no home yet, or unknown, form a group of their own.
-func (sc *manyScratch) groupByHome(p *Plugin, reqs []ReadReq) {
+// Devices with no home yet form a group of their own; a request for an
+// unknown device gets its error in out at once and joins no group.
+func (sc *manyScratch) groupByHome(p *Plugin, reqs []ReadReq, out []abi.BatchEntry) {
 	sc.homes, sc.gid = sc.homes[:0], sc.gid[:0]
-	for _, r := range reqs {
-		var h *slot
-		if d := p.device(r.Device); d != nil {
-			h = d.home.Load()
+	for k, r := range reqs {
+		d := p.device(r.Device)
+		if d == nil {
+			out[k].Err = abi.Errorf(abi.ErrNotFound, "plugin %s has no device with handle %d", p.name, r.Device)
+			sc.gid = append(sc.gid, -1)
+			continue
 		}
+		h := d.home.Load()
 		g := slices.Index(sc.homes, h)
 		if g < 0 {
 			g = len(sc.homes)
@@ -102,14 +106,19 @@ func (sc *manyScratch) groupByHome(p *Plugin, reqs []ReadReq) {
 	}
 	sc.bounds = append(sc.bounds[:0], make([]int, len(sc.homes)+1)...)
 	for _, g := range sc.gid {
-		sc.bounds[g+1]++
+		if g >= 0 {
+			sc.bounds[g+1]++
+		}
 	}
 	for g := 1; g < len(sc.bounds); g++ {
 		sc.bounds[g] += sc.bounds[g-1]
 	}
-	sc.order = append(sc.order[:0], make([]int32, len(reqs))...)
+	sc.order = append(sc.order[:0], make([]int32, sc.bounds[len(sc.homes)])...)
 	next := append(sc.next[:0], sc.bounds[:len(sc.homes)]...)
 	for k, g := range sc.gid {
+		if g < 0 {
+			continue
+		}
 		sc.order[next[g]] = int32(k)
 		next[g]++
 	}

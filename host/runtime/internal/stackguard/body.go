@@ -461,7 +461,7 @@ func (m *module) instrumentBody(fn uint32, sig *funcSig, blockType, body []byte,
 		cost = uint64(budget) + 1
 	}
 	g := uint64(m.counter)
-	b := make([]byte, 0, len(body)+56+f.stats.returns)
+	b := make([]byte, 0, len(body)+80+f.stats.returns)
 	b = append(b, body[:localsEnd]...)
 	// Prologue: counter += cost; if counter > budget | stop { unreachable }.
 	b = append(b, 0x23)
@@ -477,6 +477,24 @@ func (m *module) instrumentBody(fn uint32, sig *funcSig, blockType, body []byte,
 	b = append(b, 0x4b, 0x23)
 	b = appendULEB(b, uint64(m.stop))
 	b = append(b, 0x72, 0x04, 0x40, 0x00, 0x0b)
+	// Every CheckEvery calls: if tick == 0 { tick = CheckEvery; loop end }
+	// else { tick -= 1 }. Entering a loop is where wazero checks for a
+	// closed module (WithCloseOnContextDone) by a call out to Go, which
+	// is also where Go's garbage collector can stop the goroutine: so a
+	// guest that recurses without a loop is still stopped at its deadline
+	// and never holds up the rest of the host.
+	t := uint64(m.tick)
+	b = append(b, 0x23)
+	b = appendULEB(b, t)
+	b = append(b, 0x45, 0x04, 0x40, 0x41)
+	b = appendSLEB(b, CheckEvery)
+	b = append(b, 0x24)
+	b = appendULEB(b, t)
+	b = append(b, 0x03, 0x40, 0x0b, 0x05, 0x23)
+	b = appendULEB(b, t)
+	b = append(b, 0x41, 0x01, 0x6b, 0x24)
+	b = appendULEB(b, t)
+	b = append(b, 0x0b)
 	if opt.exportPeak != "" {
 		// if counter > peak { peak = counter }
 		p := g + 1

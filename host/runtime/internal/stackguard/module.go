@@ -22,6 +22,7 @@ type module struct {
 	nImport uint32   // imported functions
 	counter uint32   // index of the counter global that Instrument adds
 	stop    uint32   // index of the stop flag global that Instrument adds
+	tick    uint32   // index of the call countdown global that Instrument adds
 }
 
 type section struct {
@@ -141,6 +142,7 @@ func instrument(wasm []byte, budget uint32, opt options) ([]byte, error) {
 	if opt.exportPeak != "" {
 		m.stop++ // the peak is right after the counter
 	}
+	m.tick = m.stop + 1
 
 	// The wrapper block of a function with several results needs a type
 	// [] -> [results]; append the ones the type section lacks.
@@ -214,10 +216,11 @@ func instrument(wasm []byte, budget uint32, opt options) ([]byte, error) {
 		return nil, fmt.Errorf("stackguard: %d bytes after the last function body", len(cr.b)-cr.pos)
 	}
 
-	// The counter, the peak if asked for, and the stop flag, each
-	// (global (mut i32) (i32.const 0)), after every other global.
+	// The counter, the peak if asked for, the stop flag and the call
+	// countdown, each (global (mut i32) (i32.const 0)), after every other
+	// global.
 	counter := []byte{valI32, 0x01, 0x41, 0x00, 0x0b}
-	added := uint64(m.stop-m.counter) + 1
+	added := uint64(m.tick-m.counter) + 1
 	var globals []byte
 	if globalSec != nil {
 		gr := reader{b: globalSec.payload}

@@ -144,6 +144,12 @@ const (
 	// callOverhead is what a call site adds to its arguments and results,
 	// in slots: wazero's Go-call trampoline frame.
 	callOverhead = 4
+	// CheckEvery is how many calls a guest makes between two entries
+	// into an empty loop that the rewrite adds to every function's
+	// prologue: wazero checks for a closed module only at loop headers,
+	// so without it a guest that recurses without loops would never be
+	// stopped, nor let Go's garbage collector stop the world.
+	CheckEvery = 1 << 16
 )
 
 // Names of the exports Instrument adds.

@@ -23,12 +23,12 @@ import (
 
 	mappersv1alpha1 "wapper.dev/wapper/apis/mappers/v1alpha1"
 	"wapper.dev/wapper/cloud/certs"
-	"wapper.dev/wapper/linkproto"
 	"wapper.dev/wapper/cloud/nodeauth"
 	"wapper.dev/wapper/cloud/server"
 	"wapper.dev/wapper/host/cloudlink"
 	"wapper.dev/wapper/internal/k8stest"
 	"wapper.dev/wapper/internal/testenv"
+	"wapper.dev/wapper/linkproto"
 )
 
 func TestMain(m *testing.M) { os.Exit(k8stest.Run(m)) }

@@ -14,10 +14,10 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	mappersv1alpha1 "wapper.dev/wapper/apis/mappers/v1alpha1"
-	"wapper.dev/wapper/linkproto"
 	"wapper.dev/wapper/cloud/server"
 	"wapper.dev/wapper/host/cloudlink"
 	"wapper.dev/wapper/internal/testenv"
+	"wapper.dev/wapper/linkproto"
 	"wapper.dev/wapper/registry/artifact"
 	"wapper.dev/wapper/registry/auth"
 	"wapper.dev/wapper/registry/client"

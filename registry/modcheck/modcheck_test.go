@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"wapper.dev/wapper/abi"
 	"wapper.dev/wapper/internal/testenv"
 	"wapper.dev/wapper/registry/modcheck"
 )
@@ -20,7 +21,7 @@ func TestLoaderOnVirtualPlugin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.ABIMajor != 1 || m.ABIMinor != 0 || !slices.Contains(m.Exports, "wapper_read") || !slices.Contains(m.Imports, "wapper.log") {
+	if m.ABIMajor != abi.Major || m.ABIMinor != abi.Minor || !slices.Contains(m.Exports, "wapper_read") || !slices.Contains(m.Imports, "wapper.log") {
 		t.Fatalf("metadata %+v", m)
 	}
 	// Cut the module short: a clear refusal, no panic.

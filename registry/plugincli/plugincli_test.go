@@ -3,12 +3,14 @@ package plugincli_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"wapper.dev/wapper/abi"
 	"wapper.dev/wapper/internal/testenv"
 	"wapper.dev/wapper/registry/plugincli"
 )
@@ -29,7 +31,7 @@ func TestInspect(t *testing.T) {
 	if err != nil {
 		t.Fatalf("virtual refused: %v\n%s", err, out)
 	}
-	for _, want := range []string{"abi:      1.0", "wapper_read(i32, i32) -> (i64)", "wapper.kv_get(", "verdict:  loads\n", "wapper_read_batch",
+	for _, want := range []string{fmt.Sprintf("abi:      %d.%d", abi.Major, abi.Minor), "wapper_read(i32, i32) -> (i64)", "wapper.kv_get(", "verdict:  loads\n", "wapper_read_batch",
 		"needs:    no grants", "protocol: none declared"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)

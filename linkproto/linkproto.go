@@ -126,7 +126,9 @@ type PluginReport struct {
 	Name string `json:"name"`
 	// Phase is Pending, Loaded or Failed.
 	Phase string `json:"phase"`
-	// Digest is the digest of the module loaded.
+	// Digest is the digest of the module the node runs (Loaded) or tried
+	// to run (Failed): the sha256 of the bytes it compiled, written
+	// "sha256:<hex>" as OCI digests are; empty when it has no module.
 	Digest string `json:"digest,omitempty"`
 	// Message says why the plugin failed, or what it is waiting for.
 	Message string `json:"message,omitempty"`

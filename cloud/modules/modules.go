@@ -9,6 +9,7 @@ package modules
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -103,6 +104,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	opts := h.opts.Fetch
 	opts.Logger = h.log
 	b, err := fetch.Module(ctx, p.Spec.Module.Image, digest.Digest(p.Spec.Module.Digest), h.opts.CacheDir, opts)
+	if errors.Is(err, fetch.ErrMismatch) {
+		// The registry answered, and what it holds is not what the plugin
+		// pins: the same request would get the same answer until the
+		// MapperPlugin or the image changes.
+		h.requests.WithLabelValues("mismatch").Inc()
+		h.log.Warn("modules: module refused: it does not match its pin", "node", node, "plugin", name, "image", p.Spec.Module.Image, "err", err)
+		http.Error(w, "wapper-cloud: MapperPlugin "+name+": "+err.Error(), http.StatusUnprocessableEntity)
+		return
+	}
 	if err != nil {
 		h.requests.WithLabelValues("error").Inc()
 		h.log.Warn("modules: pull failed", "node", node, "plugin", name, "image", p.Spec.Module.Image, "err", err)

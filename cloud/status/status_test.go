@@ -3,6 +3,7 @@ package status_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,11 +16,12 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
-	"wapper.dev/wapper/linkproto"
+	mappersv1alpha1 "wapper.dev/wapper/apis/mappers/v1alpha1"
 	"wapper.dev/wapper/cloud/status"
 	"wapper.dev/wapper/deploy/crds"
 	"wapper.dev/wapper/internal/k8stest"
 	"wapper.dev/wapper/internal/testenv"
+	"wapper.dev/wapper/linkproto"
 )
 
 // TestDeviceStatusFallback: in a cluster without the DeviceStatus CRD (a
@@ -89,5 +91,33 @@ func TestDeviceStatusFallback(t *testing.T) {
 	twins, _, _ := unstructured.NestedSlice(u.Object, "status", "twins")
 	if len(twins) != 1 || twins[0].(map[string]any)["reported"].(map[string]any)["value"] != "42" {
 		t.Fatalf("Device status: %v", u.Object["status"])
+	}
+}
+
+// TestSetNodesCarriesDigest: each node's entry in MapperPlugin status
+// carries the digest of the module it runs; a new digest in the same
+// phase is a change that keeps the time of the last phase change.
+func TestSetNodesCarriesDigest(t *testing.T) {
+	t0 := metav1.NewTime(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	t1 := metav1.NewTime(t0.Add(time.Minute))
+	var st mappersv1alpha1.MapperPluginStatus
+	a, b := "sha256:"+strings.Repeat("a", 64), "sha256:"+strings.Repeat("b", 64)
+	if !status.SetNodes(&st, map[string]linkproto.PluginReport{
+		"n2": {Name: "p", Phase: "Loaded", Digest: a},
+		"n1": {Name: "p", Phase: "Failed", Message: "no memory"},
+	}, t0) {
+		t.Fatal("first reports: no change")
+	}
+	if len(st.Nodes) != 2 || st.Nodes[0].Node != "n1" || st.Nodes[1].Digest != a || st.Nodes[0].Digest != "" {
+		t.Fatalf("nodes %+v", st.Nodes)
+	}
+	if status.SetNodes(&st, map[string]linkproto.PluginReport{"n2": {Name: "p", Phase: "Loaded", Digest: a}}, t1) {
+		t.Fatal("the same report is a change")
+	}
+	if !status.SetNodes(&st, map[string]linkproto.PluginReport{"n2": {Name: "p", Phase: "Loaded", Digest: b}}, t1) {
+		t.Fatal("a new digest is not a change")
+	}
+	if n := st.Nodes[1]; n.Digest != b || !n.LastTransitionTime.Equal(&t0) {
+		t.Fatalf("after a new digest in the same phase: %+v", n)
 	}
 }

@@ -371,7 +371,8 @@ func TestEachNodeGetsItsOwnObjects(t *testing.T) {
 }
 
 // TestReportsReachTheCluster: twins and state land in DeviceStatus, plugin
-// state in MapperPlugin status, each node's entry its own.
+// state (with the digest of the module the node runs) in MapperPlugin
+// status, each node's entry its own.
 func TestReportsReachTheCluster(t *testing.T) {
 	c := newCluster(t)
 	cl := c.startCloud(t, "", nil)
@@ -402,7 +403,8 @@ func TestReportsReachTheCluster(t *testing.T) {
 			len(ds.OwnerReferences) == 1 && ds.OwnerReferences[0].Name == "a1", nil
 	})
 	c.pluginNodes(t, func(na, nb map[string]any) bool {
-		return na["node"] == c.node("a") && na["phase"] == "Loaded" && nb["node"] == c.node("b") && nb["phase"] == "Failed" && nb["message"] == "no memory"
+		return na["node"] == c.node("a") && na["phase"] == "Loaded" && na["digest"] == "sha256:aa" &&
+			nb["node"] == c.node("b") && nb["phase"] == "Failed" && nb["message"] == "no memory"
 	})
 	waitUntil(t, "empty outboxes", func() (bool, error) { return a.link.Pending() == 0 && b.link.Pending() == 0, nil })
 }

@@ -107,8 +107,11 @@ type Options struct {
 	// Direct fetches modules from their registry; when it fails the
 	// link asks the cloud. Nil always asks the cloud.
 	Direct ModuleResolver
-	// ModuleDir caches modules fetched through the cloud (required for
-	// Module).
+	// ModuleDir is the module cache, in registry/fetch's layout (required
+	// for Module). Modules fetched through the cloud are saved there with
+	// fetch.Save, so that when it is also the cache of Direct (as in
+	// wapper-host: <state-dir>/modules) a host restarted with the cloud
+	// unreachable loads them before the link is up.
 	ModuleDir string
 	// MinBackoff and MaxBackoff bound the reconnect delay (defaults 500ms
 	// and 30s).

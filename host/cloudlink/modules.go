@@ -1,6 +1,7 @@
 package cloudlink
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 
 	mappersv1alpha1 "wapper.dev/wapper/apis/mappers/v1alpha1"
 	"wapper.dev/wapper/linkproto"
+	"wapper.dev/wapper/registry/fetch"
 )
 
 // ModuleResolver returns the wasm module of a MapperPlugin (the device
@@ -23,12 +25,17 @@ type ModuleResolver interface {
 
 // Module returns p's module: from Options.Direct (the registry) when that
 // works, else through the cloud's pull-through endpoint, checked by digest
-// and cached in ModuleDir so that it loads again with both unreachable.
+// and saved in ModuleDir (registry/fetch's layout) so that it loads again
+// with both unreachable. A module that does not match its pin is a
+// definite refusal (fetch.ErrMismatch), never a reason to ask the cloud,
+// which would pull the same module and refuse it too; the cloud's own
+// refusal (HTTP 422) is returned the same way.
 func (l *Link) Module(ctx context.Context, p *mappersv1alpha1.MapperPlugin) ([]byte, error) {
 	var direct error
 	if l.opts.Direct != nil {
 		b, err := l.opts.Direct.Module(ctx, p)
-		if err == nil || p.Spec.Module.Image == "" {
+		switch {
+		case err == nil, p.Spec.Module.Image == "", errors.Is(err, fetch.ErrMismatch), ctx.Err() != nil:
 			return b, err
 		}
 		direct = err
@@ -41,8 +48,43 @@ func (l *Link) Module(ctx context.Context, p *mappersv1alpha1.MapperPlugin) ([]b
 	return b, err
 }
 
-func (l *Link) cachePath(d digest.Digest) string {
+// refusal is the cloud's definite refusal of a module: its text is the
+// cloud's, and it matches fetch.ErrMismatch.
+type refusal struct{ msg string }
+
+func (r *refusal) Error() string { return r.msg }
+
+func (r *refusal) Unwrap() error { return fetch.ErrMismatch }
+
+// legacyPath is where hosts before registry/fetch's shared layout kept
+// modules fetched through the cloud; they are still read, and moved into
+// the shared layout when found.
+func (l *Link) legacyPath(d digest.Digest) string {
 	return filepath.Join(l.opts.ModuleDir, "cloud", d.Algorithm().String(), d.Encoded())
+}
+
+// cached returns the module pin names from the module cache.
+func (l *Link) cached(p *mappersv1alpha1.MapperPlugin, pin digest.Digest) ([]byte, bool) {
+	if pin == "" || pin.Validate() != nil {
+		return nil, false
+	}
+	if b, ok := fetch.Cached(l.opts.ModuleDir, pin); ok {
+		return b, true
+	}
+	// A pin may name the module itself, or its manifest (then the mapping
+	// saved at the last fetch finds the module).
+	for _, d := range []digest.Digest{pin, l.legacyPinned(pin)} {
+		if d == "" {
+			continue
+		}
+		if b, err := os.ReadFile(l.legacyPath(d)); err == nil && digest.FromBytes(b) == d {
+			if _, err := fetch.Save(l.opts.ModuleDir, b, pin); err != nil {
+				l.log.Warn("cloudlink: module not moved to the shared cache", "plugin", p.Name, "err", err)
+			}
+			return b, true
+		}
+	}
+	return nil, false
 }
 
 func (l *Link) moduleViaCloud(ctx context.Context, p *mappersv1alpha1.MapperPlugin) ([]byte, error) {
@@ -50,17 +92,8 @@ func (l *Link) moduleViaCloud(ctx context.Context, p *mappersv1alpha1.MapperPlug
 		return nil, errors.New("cloudlink: no module cache folder set")
 	}
 	pin := digest.Digest(p.Spec.Module.Digest)
-	if pin != "" && pin.Validate() == nil {
-		// A pin may name the module itself, or its manifest (then the
-		// mapping saved at the last fetch finds the module).
-		for _, d := range []digest.Digest{pin, l.pinned(pin)} {
-			if d == "" {
-				continue
-			}
-			if b, err := os.ReadFile(l.cachePath(d)); err == nil && digest.FromBytes(b) == d {
-				return b, nil
-			}
-		}
+	if b, ok := l.cached(p, pin); ok {
+		return b, nil
 	}
 	ep, err := l.endpoint(linkproto.ModulesPath + p.Name)
 	if err != nil {
@@ -76,12 +109,17 @@ func (l *Link) moduleViaCloud(ctx context.Context, p *mappersv1alpha1.MapperPlug
 		return nil, fmt.Errorf("MapperPlugin %s: fetch the module through the cloud: %w", p.Name, err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+		text := fmt.Sprintf("MapperPlugin %s: the cloud answered %s: %s", p.Name, resp.Status, bytes.TrimSpace(msg))
+		if resp.StatusCode == http.StatusUnprocessableEntity {
+			return nil, &refusal{msg: text}
+		}
+		return nil, errors.New(text)
+	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 512<<20))
 	if err != nil {
 		return nil, fmt.Errorf("MapperPlugin %s: read the module from the cloud: %w", p.Name, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("MapperPlugin %s: the cloud answered %s: %s", p.Name, resp.Status, body)
 	}
 	got := digest.FromBytes(body)
 	if want := digest.Digest(resp.Header.Get(linkproto.ModuleDigestHeader)); want != got {
@@ -93,14 +131,17 @@ func (l *Link) moduleViaCloud(ctx context.Context, p *mappersv1alpha1.MapperPlug
 	if got != pin && digest.Digest(resp.Header.Get(linkproto.ModulePinHeader)) != pin {
 		return nil, fmt.Errorf("MapperPlugin %s: the cloud checked the module against %q but this host pins %s; refusing it (the plugin is being changed; it is fetched again with the new object)", p.Name, resp.Header.Get(linkproto.ModulePinHeader), pin)
 	}
-	if err := l.save(got, pin, body); err != nil {
+	if _, err := fetch.Save(l.opts.ModuleDir, body, pin); err != nil {
 		l.log.Warn("cloudlink: module not cached", "plugin", p.Name, "err", err)
 	}
 	return body, nil
 }
 
-func (l *Link) pinned(pin digest.Digest) digest.Digest {
-	b, err := os.ReadFile(l.cachePath(pin) + ".module")
+// maxErrorBody bounds the part of an error answer kept for the message.
+const maxErrorBody = 4 << 10
+
+func (l *Link) legacyPinned(pin digest.Digest) digest.Digest {
+	b, err := os.ReadFile(l.legacyPath(pin) + ".module")
 	if err != nil {
 		return ""
 	}
@@ -109,39 +150,4 @@ func (l *Link) pinned(pin digest.Digest) digest.Digest {
 		return ""
 	}
 	return d
-}
-
-func (l *Link) save(d, pin digest.Digest, b []byte) error {
-	path := l.cachePath(d)
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	if err := writeAtomic(path, b); err != nil {
-		return err
-	}
-	if pin != "" && pin != d && pin.Validate() == nil {
-		pp := l.cachePath(pin) + ".module"
-		if err := os.MkdirAll(filepath.Dir(pp), 0o755); err != nil {
-			return err
-		}
-		return writeAtomic(pp, []byte(d))
-	}
-	return nil
-}
-
-func writeAtomic(path string, b []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

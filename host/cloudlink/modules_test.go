@@ -3,7 +3,6 @@ package cloudlink_test
 import (
 	"bytes"
 	"context"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -16,18 +15,17 @@ import (
 	mappersv1alpha1 "wapper.dev/wapper/apis/mappers/v1alpha1"
 	"wapper.dev/wapper/cloud/server"
 	"wapper.dev/wapper/host/cloudlink"
+	"wapper.dev/wapper/internal/regtest"
 	"wapper.dev/wapper/internal/testenv"
 	"wapper.dev/wapper/linkproto"
 	"wapper.dev/wapper/registry/artifact"
-	"wapper.dev/wapper/registry/auth"
 	"wapper.dev/wapper/registry/client"
 	"wapper.dev/wapper/registry/fetch"
-	regserver "wapper.dev/wapper/registry/server"
-	"wapper.dev/wapper/registry/store"
 )
 
-// registry starts wapper's embedded registry on loopback, pushes the
-// virtual plugin and returns its reference, manifest digest and module.
+// registry starts wapper's embedded registry on loopback (plain HTTP,
+// anonymous reads), pushes the virtual plugin and returns its reference,
+// manifest digest and module.
 func registry(t *testing.T) (ref string, manifest digest.Digest, wasm []byte) {
 	t.Helper()
 	wasm, err := os.ReadFile(testenv.Plugin(t, "virtual"))
@@ -38,22 +36,12 @@ func registry(t *testing.T) (ref string, manifest digest.Digest, wasm []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.Open(t.TempDir())
+	r := regtest.Start(t, true)
+	c, err := client.New(regtest.ClientOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: regserver.New(regserver.Config{Store: st, Auth: auth.Static{User: "u", Password: "p"}, AnonymousRead: true})}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close(); _ = st.Close() })
-	c, err := client.New(client.Options{PlainHTTP: true, Username: "u", Password: "p", DockerConfig: filepath.Join(t.TempDir(), "none.json")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref = ln.Addr().String() + "/plugins/virtual:v1"
+	ref = r.Addr + "/plugins/virtual:v1"
 	if _, err := c.Push(context.Background(), ref, b); err != nil {
 		t.Fatal(err)
 	}
@@ -102,9 +90,8 @@ spec:
 	if !bytes.Equal(got, wasm) {
 		t.Fatal("module through the cloud differs from the pushed one")
 	}
-	cached := filepath.Join(dir, "modules", "cloud", "sha256", digest.FromBytes(wasm).Encoded())
-	if _, err := os.Stat(cached); err != nil {
-		t.Fatalf("module not cached by digest: %v", err)
+	if b, ok := fetch.Cached(filepath.Join(dir, "modules"), manifest); !ok || !bytes.Equal(b, wasm) {
+		t.Fatal("module not cached under its pin")
 	}
 
 	// A node without this plugin is refused, and so is a wrong token.

@@ -1,6 +1,8 @@
 // Package fetch gives the host its plugin modules: pulled from a registry,
 // verified by digest, and cached by digest on disk so that a module the
-// host has seen once still loads while the registry is unreachable.
+// host has seen once still loads while the registry is unreachable. Modules
+// that came another way (through wapper-cloud's pull-through endpoint) are
+// cached in the same layout with Save, so one lookup finds both.
 //
 // Cache layout under cacheDir (every file written atomically):
 //
@@ -24,9 +26,19 @@ import (
 	"wapper.dev/wapper/registry/client"
 )
 
-// ErrNotCached is wrapped in the error returned when the registry is
-// unreachable and the module is not in the cache.
-var ErrNotCached = errors.New("module not in cache")
+// Errors callers tell apart with errors.Is.
+var (
+	// ErrNotCached is wrapped in the error returned when the registry is
+	// unreachable and the module is not in the cache: another way to the
+	// module (wapper-cloud's pull-through endpoint) may still work.
+	ErrNotCached = errors.New("module not in cache")
+	// ErrMismatch is wrapped (together with client.ErrDigest) in the error
+	// returned when the registry answered but what the reference names
+	// matches neither digest the pin may be: a definite refusal that no
+	// other way to the same registry changes. The error names the pinned
+	// digest and the manifest and module digests found.
+	ErrMismatch = errors.New("module does not match its pinned digest")
+)
 
 // Options configure Module.
 type Options struct {
@@ -85,8 +97,8 @@ func Module(ctx context.Context, ref string, want digest.Digest, cacheDir string
 	}
 	md, ld := p.Manifest.Desc.Digest, p.Artifact.Module.Digest
 	if want != "" && want != md && want != ld {
-		return nil, fmt.Errorf("%w: %s resolves to manifest %s with module %s, but %s is pinned; refusing to run it (fix the pinned digest or the reference)",
-			client.ErrDigest, ref, md, ld, want)
+		return nil, fmt.Errorf("%w (%w): %s resolves to manifest %s with module %s, but %s is pinned; refusing to run it (fix the pinned digest or the reference)",
+			ErrMismatch, client.ErrDigest, ref, md, ld, want)
 	}
 	if err := c.store(p.Wasm, ld, md, ref); err != nil {
 		log.Warn("could not cache module; it will need the registry next time", "dir", cacheDir, "err", err)
@@ -122,6 +134,45 @@ func pull(ctx context.Context, cl *client.Client, ref string, want digest.Digest
 			err, want, r.Registry, r.Repository)
 	}
 	return cl.Pull(ctx, ref)
+}
+
+// Cached returns the module that d names in the cache under cacheDir,
+// verified against its digest: d is the module's own digest, or the digest
+// of an artifact manifest whose module was cached with it (by Module or
+// Save). It never contacts a registry.
+func Cached(cacheDir string, d digest.Digest) ([]byte, bool) {
+	if cacheDir == "" || d.Validate() != nil {
+		return nil, false
+	}
+	return cache{dir: cacheDir}.lookup(d)
+}
+
+// Save caches wasm, a module obtained by other means than Module (through
+// wapper-cloud, which checked it against pin), so that Module and Cached
+// find it under pin later with no registry and no cloud in reach. The bytes
+// are stored under their own digest; a pin naming something else (the
+// artifact's manifest) is recorded as pointing to them. It returns the
+// module's digest.
+func Save(cacheDir string, wasm []byte, pin digest.Digest) (digest.Digest, error) {
+	if cacheDir == "" {
+		return "", errors.New("fetch: no cache directory given")
+	}
+	if pin != "" {
+		if err := pin.Validate(); err != nil {
+			return "", fmt.Errorf("pinned digest %q: %w", pin, err)
+		}
+	}
+	c := cache{dir: cacheDir}
+	d := digest.FromBytes(wasm)
+	if err := writeAtomic(c.path("blobs", d), wasm); err != nil {
+		return "", fmt.Errorf("cache module %s: %w", d, err)
+	}
+	if pin != "" && pin != d {
+		if err := writeAtomic(c.path("manifests", pin), []byte(d.String())); err != nil {
+			return "", fmt.Errorf("cache module %s under %s: %w", d, pin, err)
+		}
+	}
+	return d, nil
 }
 
 type cache struct{ dir string }

@@ -71,6 +71,65 @@ func TestWrongPinIsRefused(t *testing.T) {
 	if !errors.Is(err, client.ErrDigest) {
 		t.Fatalf("want ErrDigest, got %v", err)
 	}
+	// A definite refusal, told apart from an unreachable registry, naming
+	// the pin and what the reference holds.
+	if !errors.Is(err, fetch.ErrMismatch) || errors.Is(err, fetch.ErrNotCached) || errors.Is(err, client.ErrUnreachable) {
+		t.Fatalf("want ErrMismatch only, got %v", err)
+	}
+	_, b := setup(t)
+	for _, d := range []digest.Digest{wrong, b.ManifestDesc.Digest, b.WasmDesc.Digest} {
+		if !strings.Contains(err.Error(), d.String()) {
+			t.Errorf("refusal does not name %s: %v", d, err)
+		}
+	}
+}
+
+// TestSavedModuleIsFound: a module cached with Save (as the host's cloud
+// link does with one fetched through wapper-cloud) is found by Module
+// under its pin, a manifest digest or the module's own, with the registry
+// unreachable; a corrupt copy is not used.
+func TestSavedModuleIsFound(t *testing.T) {
+	wasm, err := os.ReadFile(testenv.Plugin(t, "virtual"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := artifact.Build(wasm, artifact.Metadata{ABIMajor: 1, ABIMinor: -1}, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := regtest.DeadAddr(t) + "/plugins/virtual:v1"
+	for name, pin := range map[string]digest.Digest{"manifest": b.ManifestDesc.Digest, "module": b.WasmDesc.Digest} {
+		t.Run(name, func(t *testing.T) {
+			cache := t.TempDir()
+			if _, err := fetch.Module(context.Background(), dead, pin, cache, opts()); !errors.Is(err, fetch.ErrNotCached) {
+				t.Fatalf("before Save: %v, want ErrNotCached", err)
+			}
+			d, err := fetch.Save(cache, wasm, pin)
+			if err != nil || d != b.WasmDesc.Digest {
+				t.Fatalf("Save = %s, %v; want %s", d, err, b.WasmDesc.Digest)
+			}
+			got, err := fetch.Module(context.Background(), dead, pin, cache, opts())
+			if err != nil || !bytes.Equal(got, wasm) {
+				t.Fatalf("saved module: %v", err)
+			}
+			if got, ok := fetch.Cached(cache, pin); !ok || !bytes.Equal(got, wasm) {
+				t.Fatal("Cached does not find the saved module")
+			}
+			if _, ok := fetch.Cached(cache, digest.FromString("other")); ok {
+				t.Fatal("Cached finds a module never saved")
+			}
+			p := cache + "/blobs/" + string(d.Algorithm()) + "/" + d.Encoded()
+			if err := os.WriteFile(p, []byte("garbage"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := fetch.Cached(cache, pin); ok {
+				t.Fatal("Cached returns a corrupt copy")
+			}
+		})
+	}
+	if _, err := fetch.Save(t.TempDir(), wasm, "sha256:nothex"); err == nil {
+		t.Fatal("Save takes a malformed pin")
+	}
 }
 
 func TestUnreachableWithoutCache(t *testing.T) {

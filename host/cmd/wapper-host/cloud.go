@@ -13,10 +13,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	devicesv1beta1 "github.com/kubeedge/api/apis/devices/v1beta1"
+	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 
@@ -61,18 +63,53 @@ func addCloudFlags(f *pflag.FlagSet, o *cloudOptions) {
 }
 
 // cloudModules resolves modules from the registry directly and, once the
-// link is up, falls back to the cloud's pull-through endpoint.
+// link is up, falls back to the cloud's pull-through endpoint. It keeps the
+// digest of the module it last gave the device manager for each plugin,
+// which is the module the plugin runs once loaded (the manager asks for a
+// module only to load it), for the plugin's status in the cloud.
 type cloudModules struct {
 	direct devices.ModuleResolver
 	link   atomic.Pointer[cloudlink.Link]
+
+	mu      sync.Mutex
+	digests map[string]string // plugin name → "sha256:<hex>" of the module bytes
 }
 
 // Module implements devices.ModuleResolver.
 func (c *cloudModules) Module(ctx context.Context, p *mappersv1alpha1.MapperPlugin) ([]byte, error) {
+	var b []byte
+	var err error
 	if l := c.link.Load(); l != nil {
-		return l.Module(ctx, p)
+		b, err = l.Module(ctx, p)
+	} else {
+		b, err = c.direct.Module(ctx, p)
 	}
-	return c.direct.Module(ctx, p)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		delete(c.digests, p.Name)
+		return nil, err
+	}
+	if c.digests == nil {
+		c.digests = map[string]string{}
+	}
+	c.digests[p.Name] = digest.FromBytes(b).String()
+	return b, nil
+}
+
+// Digest returns the digest of the module last resolved for the plugin
+// name (sha256 of its bytes, as OCI writes digests), or "" when none was,
+// or the last resolution failed.
+func (c *cloudModules) Digest(name string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.digests[name]
+}
+
+// reporter is what forwardReports sends reports to: the cloud link.
+type reporter interface {
+	ReportDevice(linkproto.DeviceReport) error
+	ReportPlugin(linkproto.PluginReport) error
 }
 
 // startCloud starts, in the inputs stage, the link and the forwarding of
@@ -113,21 +150,57 @@ func startCloud(o cloudOptions, lc *lifecycle, st *store.Store, mgr *devices.Man
 		}
 		return nil
 	})
-	events, unsubscribe := mgr.SubscribeFunc("cloud", 4096, func(ev *devices.Event) bool {
-		return ev.Type == devices.EventReport || ev.Type == devices.EventState && ev.Changed
-	})
+	events, unsubscribe := mgr.SubscribeFunc("cloud", 4096, forwarded)
 	lc.Go(stageInputs, "cloud reports", func(ctx context.Context) error {
 		defer unsubscribe()
-		forwardReports(ctx, mgr, link, events, log)
+		forwardReports(ctx, mgr, link, mods.Digest, events, log)
 		return nil
 	})
 	log.Info("cloud link started", "cloud", o.url, "node", o.node)
 	return nil
 }
 
+// online tells the states in which edgecore sets a device's
+// lastOnlineTime (edge/pkg/devicetwin/dtmanager, dealDeviceStateUpdate).
+func online(st abi.State) bool { return st == abi.StateOK || st == abi.StateOnline }
+
+// forwarded tells the device events the cloud gets: every twin report,
+// every change of state, and every ok or online state report even
+// unchanged, since edgecore refreshes lastOnlineTime on each of those.
+func forwarded(ev *devices.Event) bool {
+	switch ev.Type {
+	case devices.EventReport:
+		return true
+	case devices.EventState:
+		return ev.Changed || online(ev.State)
+	}
+	return false
+}
+
+// deviceReport is the cloud's report of a device event that forwarded
+// keeps: twins as KubeEdge writes them, or the state, with lastOnlineTime
+// at the time of the report when the state is ok or online (edgecore's
+// rule; other states leave the last one in place).
+func deviceReport(ev *devices.Event) linkproto.DeviceReport {
+	r := linkproto.DeviceReport{Namespace: ev.Namespace, Name: ev.Name}
+	switch ev.Type {
+	case devices.EventReport:
+		for _, t := range ev.Twins {
+			r.Twins = append(r.Twins, kubeedgeTwin(t))
+		}
+	case devices.EventState:
+		r.State = ev.State.String()
+		if online(ev.State) {
+			r.LastOnlineTime = ev.Time.UTC().Format(time.RFC3339)
+		}
+	}
+	return r
+}
+
 // forwardReports sends the twins and states of the cloud's devices, and
-// the state of the cloud's plugins, to the link.
-func forwardReports(ctx context.Context, mgr *devices.Manager, link *cloudlink.Link, events <-chan devices.Event, log *slog.Logger) {
+// the state of the cloud's plugins with the digest of their modules, to
+// the link.
+func forwardReports(ctx context.Context, mgr *devices.Manager, link reporter, digestOf func(plugin string) string, events <-chan devices.Event, log *slog.Logger) {
 	tick := time.NewTicker(5 * time.Second)
 	defer tick.Stop()
 	plugins := map[string]linkproto.PluginReport{}
@@ -136,7 +209,7 @@ func forwardReports(ctx context.Context, mgr *devices.Manager, link *cloudlink.L
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			reportPlugins(mgr, link, plugins, log)
+			reportPlugins(mgr, link, digestOf, plugins, log)
 		case ev, ok := <-events:
 			if !ok {
 				return
@@ -145,19 +218,7 @@ func forwardReports(ctx context.Context, mgr *devices.Manager, link *cloudlink.L
 			if err != nil || d.Source != cloudlink.Source {
 				continue
 			}
-			r := linkproto.DeviceReport{Namespace: ev.Namespace, Name: ev.Name}
-			switch ev.Type {
-			case devices.EventReport:
-				for _, t := range ev.Twins {
-					r.Twins = append(r.Twins, kubeedgeTwin(t))
-				}
-			case devices.EventState:
-				r.State = ev.State.String()
-				if ev.State == abi.StateOK || ev.State == abi.StateOnline {
-					r.LastOnlineTime = ev.Time.UTC().Format(time.RFC3339)
-				}
-			}
-			if err := link.ReportDevice(r); err != nil {
+			if err := link.ReportDevice(deviceReport(&ev)); err != nil {
 				log.Warn("cloud report not queued", "device", ev.Device, "err", err)
 			}
 		}
@@ -186,8 +247,10 @@ func kubeedgeTwin(t devices.TwinStatus) devicesv1beta1.Twin {
 
 // reportPlugins derives each cloud plugin's state from its devices:
 // Loaded when one runs on it, Failed with the reason when its devices fail
-// because of it, Pending otherwise. Only changes are reported.
-func reportPlugins(mgr *devices.Manager, link *cloudlink.Link, last map[string]linkproto.PluginReport, log *slog.Logger) {
+// because of it, Pending otherwise; with the digest of the module it runs
+// (Loaded) or tried to run (Failed), as digestOf tells. Only changes are
+// reported.
+func reportPlugins(mgr *devices.Manager, link reporter, digestOf func(plugin string) string, last map[string]linkproto.PluginReport, log *slog.Logger) {
 	cur := map[string]linkproto.PluginReport{}
 	for _, d := range mgr.Devices() {
 		if d.Source != cloudlink.Source || d.Plugin == "" {
@@ -196,10 +259,10 @@ func reportPlugins(mgr *devices.Manager, link *cloudlink.Link, last map[string]l
 		r, seen := cur[d.Plugin]
 		switch {
 		case d.Phase == devices.PhaseRunning:
-			r = linkproto.PluginReport{Name: d.Plugin, Phase: string(mappersv1alpha1.PhaseLoaded)}
+			r = linkproto.PluginReport{Name: d.Plugin, Phase: string(mappersv1alpha1.PhaseLoaded), Digest: digestOf(d.Plugin)}
 		case r.Phase == string(mappersv1alpha1.PhaseLoaded):
 		case d.Phase == devices.PhaseError && strings.Contains(d.Reason, d.Plugin):
-			r = linkproto.PluginReport{Name: d.Plugin, Phase: string(mappersv1alpha1.PhaseFailed), Message: d.Reason}
+			r = linkproto.PluginReport{Name: d.Plugin, Phase: string(mappersv1alpha1.PhaseFailed), Digest: digestOf(d.Plugin), Message: d.Reason}
 		case !seen:
 			r = linkproto.PluginReport{Name: d.Plugin, Phase: string(mappersv1alpha1.PhasePending)}
 		}

@@ -17,7 +17,7 @@ import (
 // not make every cycle (state, poll).
 type hotTarget struct{ *devRun }
 
-func (hotTarget) pollState(context.Context)                   {}
+func (hotTarget) state(stateResult, bool)                     {}
 func (hotTarget) poll(context.Context) (time.Duration, error) { return 0, nil }
 
 // sineReader answers every request with a value that changes each call,
@@ -25,6 +25,9 @@ func (hotTarget) poll(context.Context) (time.Duration, error) { return 0, nil }
 type sineReader struct{ n atomic.Uint64 }
 
 func (r *sineReader) parallel() int { return 4 }
+func (r *sineReader) states(_ context.Context, devs []uint32, out []stateResult) []stateResult {
+	return append(out[:0], make([]stateResult, len(devs))...)
+}
 func (r *sineReader) readMany(_ context.Context, reqs []readReq, out []abi.BatchEntry) ([]abi.BatchEntry, error) {
 	out = out[:0]
 	n := r.n.Add(1)

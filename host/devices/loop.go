@@ -12,13 +12,18 @@ import (
 // readReq names one property of one device to read.
 type readReq = runtime.ReadReq
 
+// stateResult is a device's state, or the error of asking it.
+type stateResult = runtime.StateResult
+
 // reader reads properties of many devices of one plugin in one call:
 // entry i of the result answers reqs[i], with a value or its own error,
-// and the error is for the whole call (see [runtime.Plugin.ReadMany]). It
-// reuses out's array. parallel is how many calls may usefully run at once
-// (the plugin's instances).
+// and the error is for the whole call (see [runtime.Plugin.ReadMany]).
+// states asks the state of many devices in one call likewise (see
+// [runtime.Plugin.StateMany]). Both reuse out's array. parallel is how
+// many calls may usefully run at once (the plugin's instances).
 type reader interface {
 	readMany(ctx context.Context, reqs []readReq, out []abi.BatchEntry) ([]abi.BatchEntry, error)
+	states(ctx context.Context, devs []uint32, out []stateResult) []stateResult
 	parallel() int
 }
 
@@ -35,8 +40,9 @@ type target interface {
 	// applyPending writes those values.
 	pendingDesired() bool
 	applyPending(ctx context.Context)
-	// pollState asks the device state and reports it.
-	pollState(ctx context.Context)
+	// state records and reports the device state the scheduler asked;
+	// busy says the plugin stayed busy so long that it was not asked.
+	state(r stateResult, busy bool)
 	// report emits every twin.
 	report(at time.Time, sc *scratch)
 	// poll calls the plugin's wapper_poll; next is when to call again,

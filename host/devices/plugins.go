@@ -125,6 +125,11 @@ func (c *readChooser) record(batch bool, wall, cpu time.Duration, n int) {
 // parallel implements [reader]: the plugin's instances.
 func (e *pluginEntry) parallel() int { return e.p.Config().Instances }
 
+// states implements [reader].
+func (e *pluginEntry) states(ctx context.Context, devs []uint32, out []stateResult) []stateResult {
+	return e.p.StateMany(ctx, devs, out)
+}
+
 // readMany implements [reader]: with one wapper_read_many call when the
 // plugin has it, else one device after another, each device's properties
 // with one batch call or one call each, as [readChooser] picks. When a

@@ -36,7 +36,7 @@ func (r *devRun) applyPending(ctx context.Context) {
 	}
 }
 
-func (r *devRun) pollState(ctx context.Context) { r.d.pollState(ctx, r.cfg) }
+func (r *devRun) state(res stateResult, busy bool) { r.d.setState(r.cfg, res, busy) }
 
 func (r *devRun) report(at time.Time, sc *scratch) { r.d.report(r.cfg, "", at, sc) }
 
@@ -118,17 +118,15 @@ func (d *device) report(cfg *config, only string, at time.Time, sc *scratch) {
 	sc.release()
 }
 
-// pollState asks the plugin the device state, records and emits it.
-func (d *device) pollState(ctx context.Context, cfg *config) {
-	sctx := d.m.waitCtx()
-	st, reason, err := cfg.plugin.p.State(sctx, d.id)
+// setState records and emits the device state res the plugin gave, or
+// the failure to ask it. busy says no instance came free in time: the
+// state is asked again at the next cycle.
+func (d *device) setState(cfg *config, res stateResult, busy bool) {
+	st, reason, err := res.State, res.Reason, res.Err
 	if err != nil {
-		if ctx.Err() != nil {
-			return
-		}
-		if sctx.Err() != nil {
+		if busy {
 			cfg.plugin.skips.Inc()
-			return // the pool was busy all along; ask at the next cycle
+			return
 		}
 		st, reason = abi.StateUnknown, "state call failed: "+abi.MessageOf(err)
 	}

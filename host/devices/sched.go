@@ -70,6 +70,8 @@ type job struct {
 	loops []*loop
 	reqs  []readReq
 	out   []abi.BatchEntry
+	ids   []uint32 // the devices of ask
+	sts   []stateResult
 	sc    scratch
 }
 
@@ -295,7 +297,9 @@ func (s *scheduler) newJob(r reader) *job {
 func (s *scheduler) release(j *job) {
 	clear(j.loops)
 	clear(j.ask)
+	clear(j.sts)
 	j.poll, j.r, j.loops, j.ask, j.reqs, j.out = nil, nil, j.loops[:0], j.ask[:0], j.reqs[:0], j.out[:0]
+	j.ids, j.sts = j.ids[:0], j.sts[:0]
 	s.mu.Lock()
 	s.free = append(s.free, j)
 	s.mu.Unlock()
@@ -350,14 +354,22 @@ func (s *scheduler) work(j *job) {
 	}
 	// The state queries come last, after every loop of the job is free
 	// again: a device call each, they must not hold up the readings.
-	for _, l := range j.ask {
-		if l.ctx.Err() == nil {
-			l.t.pollState(l.ctx)
+	if len(j.ask) > 0 {
+		for _, l := range j.ask {
+			j.ids = append(j.ids, l.dev)
 		}
-		s.mu.Lock()
-		l.stating = false
-		s.idleLocked(l)
-		s.mu.Unlock()
+		sctx := s.env.waitCtx()
+		j.sts = j.r.states(sctx, j.ids, j.sts)
+		busy := sctx.Err() != nil
+		for i, l := range j.ask {
+			if l.ctx.Err() == nil {
+				l.t.state(j.sts[i], busy)
+			}
+			s.mu.Lock()
+			l.stating = false
+			s.idleLocked(l)
+			s.mu.Unlock()
+		}
 	}
 	s.release(j)
 }

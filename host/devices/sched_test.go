@@ -71,6 +71,10 @@ func (r *fakeReader) readMany(ctx context.Context, reqs []readReq, out []abi.Bat
 	return out, nil
 }
 
+func (r *fakeReader) states(_ context.Context, devs []uint32, out []stateResult) []stateResult {
+	return append(out[:0], make([]stateResult, len(devs))...)
+}
+
 func (r *fakeReader) callSizes() []int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -116,7 +120,7 @@ func (t *fakeTarget) applyPending(context.Context) {
 	t.pending = false
 	t.mu.Unlock()
 }
-func (t *fakeTarget) pollState(context.Context) { t.mu.Lock(); t.states++; t.mu.Unlock() }
+func (t *fakeTarget) state(stateResult, bool) { t.mu.Lock(); t.states++; t.mu.Unlock() }
 func (t *fakeTarget) report(at time.Time, _ *scratch) {
 	t.mu.Lock()
 	t.reports = append(t.reports, at)

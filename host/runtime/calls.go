@@ -148,28 +148,34 @@ func (p *Plugin) Write(ctx context.Context, dev, prop uint32, v abi.Value) error
 
 // State asks the plugin for the device state and its reason.
 func (p *Plugin) State(ctx context.Context, dev uint32) (st abi.State, reason string, err error) {
-	err = p.withDevice(ctx, dev, func(in *instance, d *device) error {
-		in.stack[0] = uint64(dev)
-		payload, err := in.call(abi.ExportState, in.state)
-		if err != nil {
-			return err
-		}
-		st, reason, err = abi.ParseStateResult(payload)
-		if err != nil {
-			return abi.Errorf(abi.ErrInvalid, "plugin returned a malformed state: %v", err)
-		}
-		reason = clipText(reason)
-		// A device that is not online because its I/O fails: say why, as
-		// the host saw it (the plugin only got a code).
-		if cause := d.cause(); cause != "" && st != abi.StateOnline && st != abi.StateOK && !strings.Contains(reason, cause) {
-			if reason != "" {
-				reason += " "
-			}
-			reason += "(host: " + cause + ")"
-		}
-		return nil
+	err = p.withDevice(ctx, dev, func(in *instance, d *device) (err error) {
+		st, reason, err = in.askState(d)
+		return err
 	})
 	return st, reason, err
+}
+
+// askState calls wapper_state for d, which the instance knows.
+func (in *instance) askState(d *device) (st abi.State, reason string, err error) {
+	in.stack[0] = uint64(d.desc.ID)
+	payload, err := in.call(abi.ExportState, in.state)
+	if err != nil {
+		return 0, "", err
+	}
+	st, reason, err = abi.ParseStateResult(payload)
+	if err != nil {
+		return 0, "", abi.Errorf(abi.ErrInvalid, "plugin returned a malformed state: %v", err)
+	}
+	reason = clipText(reason)
+	// A device that is not online because its I/O fails: say why, as
+	// the host saw it (the plugin only got a code).
+	if cause := d.cause(); cause != "" && st != abi.StateOnline && st != abi.StateOK && !strings.Contains(reason, cause) {
+		if reason != "" {
+			reason += " "
+		}
+		reason += "(host: " + cause + ")"
+	}
+	return st, reason, nil
 }
 
 // CallMethod calls a custom device method; args and the result are JSON.

@@ -331,22 +331,37 @@ func (p *Plugin) withDevice(ctx context.Context, id uint32, fn func(in *instance
 	if d.removed {
 		return abi.Errorf(abi.ErrNotFound, "device %s was removed", d.name())
 	}
-	if left := time.Until(d.until); left > 0 {
-		return abi.Errorf(abi.ErrUnavailable, "device %s is set aside for %v: its last %d calls killed the plugin instance (see the log for the trap or timeout)", d.name(), left.Round(time.Millisecond), d.strikes)
+	if err := d.setAside(time.Now()); err != nil {
+		return err
 	}
 	err := p.onSlot(ctx, d, fn)
+	p.struck(d, err)
+	return clipErr(err)
+}
+
+// setAside returns the error of a call for d at now while d is set aside
+// (see [Plugin.struck]), else nil. The caller holds d.mu.
+func (d *device) setAside(now time.Time) error {
+	if !d.until.After(now) {
+		return nil
+	}
+	return abi.Errorf(abi.ErrUnavailable, "device %s is set aside for %v: its last %d calls killed the plugin instance (see the log for the trap or timeout)", d.name(), d.until.Sub(now).Round(time.Millisecond), d.strikes)
+}
+
+// struck records the outcome err of a call for d: a success clears its
+// strikes; a call that killed its instance counts one, and from the
+// second in a row d is set aside, for longer each time. One failure may be
+// bad luck. The caller holds d.mu.
+func (p *Plugin) struck(d *device, err error) {
 	switch {
 	case err == nil:
 		d.strikes = 0
 	case killedInstance(err):
-		// One failure may be bad luck; from the second in a row the
-		// device waits.
 		if d.strikes++; d.strikes > 1 {
 			d.until = time.Now().Add(min(quarantineMin<<min(d.strikes-2, 16), quarantineMax))
 			p.log.Warn("device set aside: its calls keep killing the plugin instance", "device", d.name(), "strikes", d.strikes, "for", time.Until(d.until).Round(time.Millisecond))
 		}
 	}
-	return clipErr(err)
 }
 
 // killedInstance reports whether err is from a call that threw its

@@ -202,6 +202,13 @@ type manyScratch struct {
 	order  []int32
 	greqs  []ReadReq
 	gout   []abi.BatchEntry
+
+	// StateMany's requests, grouping errors and per-device answers, and
+	// the indices of the devices it asks one by one.
+	sreqs  []ReadReq
+	sout   []abi.BatchEntry
+	states []StateResult
+	later  []int
 }
 
 var scratchPool = sync.Pool{New: func() any { return new(manyScratch) }}
@@ -215,6 +222,8 @@ func (sc *manyScratch) release() {
 	clear(sc.ents)
 	clear(sc.homes)
 	clear(sc.gout)
+	clear(sc.sout)
+	clear(sc.states)
 	scratchPool.Put(sc)
 }
 
@@ -268,8 +277,8 @@ func (p *Plugin) readChunk(ctx context.Context, sc *manyScratch, reqs []ReadReq,
 		switch {
 		case d.removed:
 			sc.errs[i] = abi.Errorf(abi.ErrNotFound, "device %s was removed", d.name())
-		case d.until.After(now):
-			sc.errs[i] = abi.Errorf(abi.ErrUnavailable, "device %s is set aside for %v: its last %d calls killed the plugin instance (see the log for the trap or timeout)", d.name(), d.until.Sub(now).Round(time.Millisecond), d.strikes)
+		default:
+			sc.errs[i] = d.setAside(now)
 		}
 	}
 	defer func() {

@@ -98,7 +98,8 @@ func TestReadManyVirtual(t *testing.T) {
 // the device of the first request: 1 a result too short for its entry, 2
 // one entry for two requests, 3 an entry claiming 4 GiB, 4 a result over
 // the ABI's buffer limit, 6 a whole-call error, 7 a trap, and any other a
-// valid INT 7 entry. wapper_read answers INT 7, and traps for device 7.
+// valid INT 7 entry. wapper_read answers INT 7, and traps for device 7;
+// so does wapper_device_state, which otherwise answers state 1, "up".
 // With withMany false it has no wapper_read_many.
 func readManyWat(withMany bool) string {
 	many := ""
@@ -123,6 +124,7 @@ func readManyWat(withMany bool) string {
   (data (i32.const 2300) "\00\00\09\00\00\00\01\07\00\00\00\00\00\00\00")
   (data (i32.const 2400) "\00\01\07\00\00\00\00\00\00\00")
   (data (i32.const 2500) "\0enope")
+  (data (i32.const 2600) "\00\01up")
   (func (export "wapper_abi_v1") (result i32) i32.const 1)
   (func (export "wapper_alloc") (param i32) (result i32) i32.const 1024)
   (func (export "wapper_free") (param i32))
@@ -134,7 +136,9 @@ func readManyWat(withMany bool) string {
     (if (i32.eq (local.get $d) (i32.const 7)) (then unreachable))
     (i64.const 10307921510410))
   (func (export "wapper_write") (param i32 i32 i32 i32) (result i64) i64.const 0)
-  (func (export "wapper_device_state") (param i32) (result i64) i64.const 0)` + many + `)`
+  (func (export "wapper_device_state") (param $d i32) (result i64)
+    (if (i32.eq (local.get $d) (i32.const 7)) (then unreachable))
+    (i64.const 11166914969604))` + many + `)`
 }
 
 // buildWat turns a module's text into wasm with Debian's wat2wasm

@@ -130,8 +130,14 @@ type PluginReport struct {
 	// to run (Failed): the sha256 of the bytes it compiled, written
 	// "sha256:<hex>" as OCI digests are; empty when it has no module.
 	Digest string `json:"digest,omitempty"`
-	// Message says why the plugin failed, or what it is waiting for.
+	// Message says why the plugin failed, or what it is waiting for; after
+	// a rejected upgrade, why the new module was rejected.
 	Message string `json:"message,omitempty"`
+	// RejectedDigest is the digest of the last module the node tried to
+	// upgrade the plugin to and rolled back from (its probe failed, or it
+	// trapped on its first calls), while it kept running Digest; empty
+	// when the last upgrade, if any, took.
+	RejectedDigest string `json:"rejectedDigest,omitempty"`
 }
 
 // Key returns the Key of an object: Kind/namespace/name, or Kind/name when

@@ -435,7 +435,7 @@ func SetNodes(st *mappersv1alpha1.MapperPluginStatus, nodes map[string]linkproto
 		idx[n.Node] = i
 	}
 	for node, r := range nodes {
-		ns := mappersv1alpha1.NodeStatus{Node: node, Phase: mappersv1alpha1.PluginPhase(r.Phase), Digest: r.Digest, Message: r.Message, LastTransitionTime: now}
+		ns := mappersv1alpha1.NodeStatus{Node: node, Phase: mappersv1alpha1.PluginPhase(r.Phase), Digest: r.Digest, Message: r.Message, RejectedDigest: r.RejectedDigest, LastTransitionTime: now}
 		i, ok := idx[node]
 		if !ok {
 			st.Nodes = append(st.Nodes, ns)

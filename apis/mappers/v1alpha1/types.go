@@ -164,9 +164,15 @@ type NodeStatus struct {
 	// Digest is the digest of the module the node runs (or tried to).
 	// +optional
 	Digest string `json:"digest,omitempty"`
-	// Message says why the plugin failed, or other detail.
+	// Message says why the plugin failed, or other detail; after a
+	// rejected upgrade, why the new module was rejected.
 	// +optional
 	Message string `json:"message,omitempty"`
+	// RejectedDigest is the digest of the last module the node tried to
+	// upgrade the plugin to and rolled back from, while it kept running
+	// Digest; empty when the last upgrade, if any, took.
+	// +optional
+	RejectedDigest string `json:"rejectedDigest,omitempty"`
 	// LastTransitionTime is when Phase last changed.
 	// +optional
 	LastTransitionTime metav1.Time `json:"lastTransitionTime,omitzero"`

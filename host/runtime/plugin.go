@@ -313,6 +313,12 @@ func (p *Plugin) acquire(ctx context.Context, home *slot) (*slot, error) {
 	return p.pool.acquire(ctx, home)
 }
 
+// acquireN takes a slot for a call for n devices whose home is home (see
+// [pool.acquireN]).
+func (p *Plugin) acquireN(ctx context.Context, home *slot, n int) (*slot, error) {
+	return p.pool.acquireN(ctx, home, n)
+}
+
 // release returns a slot; one whose instance failed restarts it.
 func (p *Plugin) release(s *slot) { p.pool.release(s) }
 

@@ -53,6 +53,10 @@ type poolSlot[T member] struct {
 type waiter[T member] struct {
 	home  *poolSlot[T] // nil: any slot
 	since time.Time
+	// moves is how many devices the call moves to the slot that serves
+	// it when that is not home: another slot takes a call of more than
+	// one only when that evens out the devices homed on the two.
+	moves int
 	ch    chan *poolSlot[T] // receives the slot handed over; capacity 1
 }
 
@@ -147,6 +151,12 @@ func newPool[T member](cfg poolConfig[T], s0 *poolSlot[T], first T) *pool[T] {
 // acquire takes a slot, preferring home (nil: any, the least loaded). It
 // waits for one until ctx ends or the pool closes.
 func (p *pool[T]) acquire(ctx context.Context, home *poolSlot[T]) (*poolSlot[T], error) {
+	return p.acquireN(ctx, home, 1)
+}
+
+// acquireN is acquire for a call that moves moves devices to the slot
+// that serves it, when that is not home (see waiter.moves).
+func (p *pool[T]) acquireN(ctx context.Context, home *poolSlot[T], moves int) (*poolSlot[T], error) {
 	select {
 	case <-p.closed:
 		return nil, ErrClosed
@@ -166,7 +176,7 @@ func (p *pool[T]) acquire(ctx context.Context, home *poolSlot[T]) (*poolSlot[T],
 	if w == nil {
 		w = &waiter[T]{ch: make(chan *poolSlot[T], 1)}
 	}
-	w.home, w.since = home, p.cfg.now()
+	w.home, w.since, w.moves = home, p.cfg.now(), moves
 	if home != nil && home.state == slotLive {
 		home.waiters = append(home.waiters, w)
 	} else {
@@ -316,6 +326,13 @@ func (p *pool[T]) next(s *poolSlot[T]) *waiter[T] {
 	var from *poolSlot[T]
 	for _, o := range p.slots {
 		if o == s || len(o.waiters) == 0 || now.Sub(o.waiters[0].since) < p.cfg.stealAfter {
+			continue
+		}
+		// A batch waits for its home unless moving it here evens the
+		// load: under load every home is busy, and moving batches
+		// around (a wapper_device_add per device) would cost more than
+		// the waits it saves, and make more.
+		if w := o.waiters[0]; w.moves > 1 && o.homed-s.homed < 2*w.moves {
 			continue
 		}
 		if from == nil || o.waiters[0].since.Before(from.waiters[0].since) {

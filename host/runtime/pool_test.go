@@ -107,10 +107,16 @@ type acquired struct {
 // acquireAsync starts an acquire and waits until it has queued.
 func (r *poolRig) acquireAsync(ctx context.Context, home *poolSlot[*fakeInst]) <-chan acquired {
 	r.t.Helper()
+	return r.acquireAsyncN(ctx, home, 1)
+}
+
+// acquireAsyncN is acquireAsync for a call that moves n devices.
+func (r *poolRig) acquireAsyncN(ctx context.Context, home *poolSlot[*fakeInst], n int) <-chan acquired {
+	r.t.Helper()
 	before := r.queued()
 	ch := make(chan acquired, 1)
 	go func() {
-		s, err := r.p.acquire(ctx, home)
+		s, err := r.p.acquireN(ctx, home, n)
 		ch <- acquired{s, err}
 	}()
 	for r.queued() == before {
@@ -187,6 +193,29 @@ func TestPoolStealsOnlyAfterStealAfter(t *testing.T) {
 	r.check()
 	if got := <-w; got.s != b {
 		t.Fatalf("caller waiting stealAfter got %v, want the idle slot %d", got.s, b.id)
+	}
+	r.p.release(b)
+	r.p.release(held)
+}
+
+// TestPoolStealsBatchesOnlyToEvenTheLoad: a call that would move many
+// devices waits for its home however long, unless its home holds so many
+// more devices than the idle slot that moving them evens the load.
+func TestPoolStealsBatchesOnlyToEvenTheLoad(t *testing.T) {
+	r := newPoolRig(t, 2)
+	a, b := r.p.slots[0], r.addSlot()
+	a.homed, b.homed = 100, 90
+	held := r.mustAcquire(a)
+	w := r.acquireAsyncN(context.Background(), a, 10)
+	r.advance(time.Second)
+	r.check()
+	if r.queued() != 1 || b.busy {
+		t.Fatalf("batch of 10 moved from a home of 100 devices to one of 90 (queued %d, other busy %v)", r.queued(), b.busy)
+	}
+	a.homed = 110
+	r.check()
+	if got := <-w; got.s != b {
+		t.Fatalf("batch of 10 waiting on a home of 110 devices got %v, want the idle slot of 90", got.s)
 	}
 	r.p.release(b)
 	r.p.release(held)

@@ -299,7 +299,7 @@ func (p *Plugin) readChunk(ctx context.Context, sc *manyScratch, reqs []ReadReq,
 	}
 	// The instance that served the first device last most likely knows
 	// the others too: the same chunks come back every cycle.
-	s, err := p.acquire(ctx, sc.devs[live].last)
+	s, err := p.acquireN(ctx, sc.devs[live].last, len(sc.held))
 	if err != nil {
 		return err
 	}

@@ -115,7 +115,7 @@ func (p *Plugin) stateChunk(ctx context.Context, sc *manyScratch, ids []uint32, 
 	if live < 0 {
 		return nil
 	}
-	s, err := p.acquire(ctx, sc.devs[live].last)
+	s, err := p.acquireN(ctx, sc.devs[live].last, len(sc.held))
 	if err != nil {
 		return err
 	}

@@ -23,6 +23,7 @@ package store
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -143,6 +144,12 @@ func objectKey(source, kind, key string) []byte {
 // ReplaceObjects stores objs as the complete set of source, removing what
 // the source no longer has, in one transaction.
 func (s *Store) ReplaceObjects(source string, objs []Object) error {
+	// In key order, bbolt appends to its pages instead of splitting them
+	// all over the tree: at 50,000 devices that is minutes against
+	// seconds.
+	slices.SortFunc(objs, func(a, b Object) int {
+		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Key, b.Key))
+	})
 	return s.update(func(tx *bolt.Tx) error {
 		b := bucket(tx, bucketObjects)
 		prefix := []byte(source + "\x00")

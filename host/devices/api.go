@@ -3,6 +3,7 @@
 package devices
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -328,22 +329,45 @@ func (m *Manager) Apply(ctx context.Context, source string, set ResourceSet) err
 
 // UpsertDevice adds or replaces one Device of source.
 func (m *Manager) UpsertDevice(ctx context.Context, source string, d *v1beta1.Device) error {
-	d = d.DeepCopy()
-	if d.Namespace == "" {
-		d.Namespace = "default"
+	return m.UpsertDevices(ctx, source, []*v1beta1.Device{d})[0]
+}
+
+// UpsertDevices adds or replaces Devices of source as one change: one
+// save to the state database and one reconcile for all of them, where
+// UpsertDevice per device costs a disk sync each (most of the time of
+// registering thousands of devices over DMI). errs[i] is the error of
+// ds[i]: ErrConflict when another source holds it; an error of the whole
+// change is in every entry.
+func (m *Manager) UpsertDevices(ctx context.Context, source string, ds []*v1beta1.Device) (errs []error) {
+	errs = make([]error, len(ds))
+	stored := make([]storedDevice, len(ds))
+	for i, d := range ds {
+		d = d.DeepCopy()
+		if d.Namespace == "" {
+			d.Namespace = "default"
+		}
+		stored[i] = storedDevice{d, deviceHash(d)}
 	}
-	k := nsName(d.Namespace, d.Name)
-	h := deviceHash(d)
-	return m.change(ctx, source, func(s *sourceObjs, ch *changes) error {
-		if p := m.claim(source, KindDevice, k); p != nil {
-			return fmt.Errorf("%w: %s", ErrConflict, p.Reason)
+	err := m.change(ctx, source, func(s *sourceObjs, ch *changes) error {
+		for i, sd := range stored {
+			k := nsName(sd.obj.Namespace, sd.obj.Name)
+			if p := m.claim(source, KindDevice, k); p != nil {
+				errs[i] = fmt.Errorf("%w: %s", ErrConflict, p.Reason)
+				continue
+			}
+			if old, ok := s.devices[k]; !ok || old.hash != sd.hash {
+				ch.devices[k] = struct{}{}
+			}
+			s.devices[k] = sd
 		}
-		if old, ok := s.devices[k]; !ok || old.hash != h {
-			ch.devices[k] = struct{}{}
-		}
-		s.devices[k] = storedDevice{d, h}
 		return nil
 	})
+	if err != nil {
+		for i := range errs {
+			errs[i] = cmp.Or(errs[i], err)
+		}
+	}
+	return errs
 }
 
 // DeleteDevice removes one Device of source; a Device the source does not
@@ -408,6 +432,8 @@ func (m *Manager) UpsertPlugin(ctx context.Context, source string, p *v1alpha1.M
 		}
 		if old, ok := s.plugins[p.Name]; !ok || old.hash != h {
 			ch.plugins[p.Name] = struct{}{}
+		} else if p.Spec.Module.File != "" {
+			ch.recheck[p.Name] = struct{}{} // the file may have new content
 		}
 		s.plugins[p.Name] = storedPlugin{p, h}
 		return nil
@@ -454,6 +480,14 @@ func (m *Manager) Problems() []Problem {
 		if p.err != nil {
 			out = append(out, Problem{Source: p.source, Kind: KindMapperPlugin, Name: p.name,
 				Reason: fmt.Sprintf("%v (loading it again in %s, attempt %d)", p.err, max(0, time.Until(p.retryAt)).Round(time.Second), p.failures+1)})
+		}
+		if p.err == nil && p.upgradeFailures > 0 {
+			out = append(out, Problem{Source: p.source, Kind: KindMapperPlugin, Name: p.name,
+				Reason: fmt.Sprintf("new module not resolved yet (attempt %d), still running %s; trying again in %s", p.upgradeFailures, p.digest, max(0, time.Until(p.upgradeAt)).Round(time.Second))})
+		}
+		if p.err == nil && p.rejected != "" {
+			out = append(out, Problem{Source: p.source, Kind: KindMapperPlugin, Name: p.name,
+				Reason: fmt.Sprintf("upgrade to module %s rolled back, still running %s: %s", p.rejected, p.digest, p.rejectedWhy)})
 		}
 	}
 	for _, d := range m.devices {

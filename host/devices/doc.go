@@ -50,6 +50,20 @@
 // same objects keeps them; a device its source deletes loses its twins, so
 // one added again later under the same name starts afresh.
 //
+// # Upgrading a plugin's module
+//
+// When a loaded MapperPlugin changes only in its module (a new digest, an
+// image tag that resolves to another digest, or new content of its module
+// file, read again whenever the plugin is applied again) and its
+// spec.upgrade.strategy is Hot (the default), the new module is loaded
+// beside the old one, probed, and the devices are moved to it between two
+// of their jobs, the canary share (spec.upgrade.canaryPercent) first; the
+// kv store is the same for both. A failed probe or canary rolls back: the
+// old module keeps every device, and [Manager.Plugin] and
+// [Manager.Problems] tell which module was rejected and why. Strategy
+// Restart, and any other change of the spec, stop the plugin's devices
+// and start them on the new plugin. See upgrade.go.
+//
 // # Observing and driving devices
 //
 // [Manager.Subscribe] returns a channel of [Event]: a reading at each

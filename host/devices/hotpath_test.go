@@ -24,7 +24,8 @@ func (hotTarget) poll(context.Context) (time.Duration, error) { return 0, nil }
 // as a simulated sine does.
 type sineReader struct{ n atomic.Uint64 }
 
-func (r *sineReader) parallel() int { return 4 }
+func (r *sineReader) parallel() int   { return 4 }
+func (r *sineReader) home(uint32) int { return -1 }
 func (r *sineReader) states(_ context.Context, devs []uint32, out []stateResult) []stateResult {
 	return append(out[:0], make([]stateResult, len(devs))...)
 }

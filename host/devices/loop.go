@@ -25,6 +25,9 @@ type reader interface {
 	readMany(ctx context.Context, reqs []readReq, out []abi.BatchEntry) ([]abi.BatchEntry, error)
 	states(ctx context.Context, devs []uint32, out []stateResult) []stateResult
 	parallel() int
+	// home is the instance that holds device dev, or -1 (see
+	// [runtime.Plugin.Home]): the scheduler batches reads per home.
+	home(dev uint32) int
 }
 
 // target is the running device a loop drives: it takes the readings and
@@ -117,6 +120,9 @@ type loop struct {
 	state, report    bool
 	applyNow         bool
 	askState         bool // the job asks the state (set by the scheduler)
+
+	// nextIn links the scheduler's loops added since its last step.
+	nextIn *loop
 
 	// Guarded by the scheduler's lock.
 	main, polling entry

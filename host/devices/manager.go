@@ -436,6 +436,11 @@ func (m *Manager) replaceSource(source string, set *ResourceSet, ch *changes) []
 		diff(old.devices, objs.devices, func(o storedDevice) uint64 { return o.hash }, ch.devices)
 		diff(old.models, objs.models, func(o storedModel) uint64 { return o.hash }, ch.models)
 		diff(old.plugins, objs.plugins, func(o storedPlugin) uint64 { return o.hash }, ch.plugins)
+		for k, p := range objs.plugins {
+			if _, changed := ch.plugins[k]; !changed && p.obj.Spec.Module.File != "" {
+				ch.recheck[k] = struct{}{} // the file may have new content
+			}
+		}
 	}
 	m.sources[source] = objs
 	m.conflicts[source] = conflicts
@@ -550,20 +555,21 @@ func (m *Manager) persistChanges(source string, ch *changes) error {
 	}
 	m.mu.RUnlock()
 	var errs []error
+	var puts, dels []store.Object
 	for _, p := range todo {
 		if p.obj == nil {
-			if err := m.opts.Store.DeleteObject(source, p.kind, p.key); err != nil {
-				errs = append(errs, fmt.Errorf("remove %s %s of source %s: %w", p.kind, p.key, source, err))
-			}
+			dels = append(dels, store.Object{Source: source, Kind: p.kind, Key: p.key})
 			continue
 		}
 		o, err := storeObject(source, p.kind, p.key, p.obj)
-		if err == nil {
-			err = m.opts.Store.PutObject(o)
-		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("save %s %s of source %s: %w", p.kind, p.key, source, err))
+			continue
 		}
+		puts = append(puts, o)
+	}
+	if err := m.opts.Store.UpdateObjects(puts, dels); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -12,6 +12,7 @@ type metrics struct {
 	skipped      *prometheus.CounterVec
 	addRetries   *prometheus.CounterVec
 	pluginErrors prometheus.Counter
+	upgrades     *prometheus.CounterVec
 	phases       *prometheus.GaugeVec
 	plugins      *prometheus.GaugeVec
 }
@@ -32,6 +33,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Transient failures to add or update a device in its plugin, each retried with backoff, by plugin and ABI error code."}, []string{"plugin", "code"}),
 		pluginErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "wapper_plugin_load_errors_total",
 			Help: "MapperPlugins that failed to load (missing module, digest mismatch, refused module)."}),
+		upgrades: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wapper_plugin_upgrades_total",
+			Help: "Hot upgrades of a MapperPlugin's module, by plugin and result (ok: every device moved to the new module; rolled_back: the new module failed its probe or its canary devices, and the old one kept running)."}, []string{"plugin", "result"}),
 		phases: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "wapper_devices",
 			Help: "Devices by phase (Running, Error, Pending)."}, []string{"phase"}),
 		plugins: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "wapper_plugins",
@@ -41,7 +44,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.phases.WithLabelValues(string(ph))
 	}
 	if reg != nil {
-		reg.MustRegister(m.readings, m.readErrors, m.writes, m.dropped, m.skipped, m.addRetries, m.pluginErrors, m.phases, m.plugins)
+		reg.MustRegister(m.readings, m.readErrors, m.writes, m.dropped, m.skipped, m.addRetries, m.pluginErrors, m.upgrades, m.phases, m.plugins)
 	}
 	return m
 }

@@ -41,6 +41,22 @@ type pluginEntry struct {
 	reads    readChooser
 	readings prometheus.Counter // wapper_readings_total of this plugin
 	skips    prometheus.Counter // wapper_reads_skipped_total of this plugin
+	// digest is the sha256 of the module the plugin runs, "sha256:<hex>"
+	// (empty when it failed to load); store is its kv store, which a hot
+	// upgrade hands to the new version.
+	digest string
+	store  *kv.Store
+	// rejected is the digest of the last module a hot upgrade of this
+	// plugin rolled back from, and rejectedWhy why; guarded by
+	// Manager.mu. released is set once a hot upgrade moved every device
+	// away, so that closing it logs the release.
+	rejected, rejectedWhy string
+	released              bool
+	// upgradeFailures counts the failed resolutions in a row of a new
+	// module for a hot upgrade, upgradeAt is when it is tried again;
+	// guarded by Manager.mu.
+	upgradeFailures int
+	upgradeAt       time.Time
 }
 
 // readChooser picks, for one plugin, how a device's properties that share
@@ -124,6 +140,9 @@ func (c *readChooser) record(batch bool, wall, cpu time.Duration, n int) {
 
 // parallel implements [reader]: the plugin's instances.
 func (e *pluginEntry) parallel() int { return e.p.Config().Instances }
+
+// home implements [reader].
+func (e *pluginEntry) home(dev uint32) int { return e.p.Home(dev) }
 
 // states implements [reader].
 func (e *pluginEntry) states(ctx context.Context, devs []uint32, out []stateResult) []stateResult {
@@ -237,7 +256,7 @@ func (m *Manager) loadPlugin(ctx context.Context, source string, obj *v1alpha1.M
 	e := &pluginEntry{name: obj.Name, source: source, spec: spec, obj: obj.DeepCopy(), gen: pluginGen.Add(1),
 		readings: m.met.readings.WithLabelValues(obj.Name), skips: m.met.skipped.WithLabelValues(obj.Name)}
 	start := time.Now()
-	e.p, e.err = m.startPlugin(ctx, e.obj)
+	e.p, e.store, e.digest, e.err = m.startPlugin(ctx, e.obj)
 	if e.err != nil {
 		m.met.pluginErrors.Inc()
 		e.failures = failures + 1
@@ -254,15 +273,30 @@ func (m *Manager) loadPlugin(ctx context.Context, source string, obj *v1alpha1.M
 	return e
 }
 
-func (m *Manager) startPlugin(ctx context.Context, obj *v1alpha1.MapperPlugin) (*runtime.Plugin, error) {
+// startPlugin resolves a MapperPlugin's module, opens its kv store and
+// loads it; it returns the plugin, its store and the module's digest.
+func (m *Manager) startPlugin(ctx context.Context, obj *v1alpha1.MapperPlugin) (*runtime.Plugin, *kv.Store, string, error) {
 	wasm, err := m.opts.Modules.Module(ctx, obj)
 	if err != nil {
-		return nil, err
+		return nil, nil, "", err
 	}
 	store, err := kv.Open(m.opts.Store.DB(), obj.Name, 0)
 	if err != nil {
-		return nil, err
+		return nil, nil, "", err
 	}
+	p, err := m.startModule(ctx, obj, wasm, store)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	return p, store, moduleDigest(wasm), nil
+}
+
+// moduleDigest is the digest of module bytes as OCI writes it.
+func moduleDigest(wasm []byte) string { return digest.FromBytes(wasm).String() }
+
+// startModule loads the module wasm of a MapperPlugin with the kv store
+// store.
+func (m *Manager) startModule(ctx context.Context, obj *v1alpha1.MapperPlugin, wasm []byte, store *kv.Store) (*runtime.Plugin, error) {
 	cfg := runtime.Config{
 		Name:        obj.Name,
 		Wasm:        wasm,

@@ -25,14 +25,18 @@ type changes struct {
 	// reloaded names plugins loaded again (by retryPlugins) whose devices
 	// are planned again even though their objects did not change.
 	reloaded map[string]struct{}
+	// recheck names plugins applied again unchanged whose module file
+	// may have new content.
+	recheck map[string]struct{}
 }
 
 func newChanges() *changes {
-	return &changes{devices: map[string]struct{}{}, models: map[string]struct{}{}, plugins: map[string]struct{}{}, reloaded: map[string]struct{}{}}
+	return &changes{devices: map[string]struct{}{}, models: map[string]struct{}{}, plugins: map[string]struct{}{},
+		reloaded: map[string]struct{}{}, recheck: map[string]struct{}{}}
 }
 
 func (c *changes) empty() bool {
-	return !c.all && len(c.devices) == 0 && len(c.models) == 0 && len(c.plugins) == 0 && len(c.reloaded) == 0
+	return !c.all && len(c.devices) == 0 && len(c.models) == 0 && len(c.plugins) == 0 && len(c.reloaded) == 0 && len(c.recheck) == 0
 }
 
 // sortedKeys returns the keys of a set, sorted.
@@ -87,12 +91,15 @@ func (m *Manager) reconcile(ctx context.Context, ch *changes) {
 		names = map[string]struct{}{}
 	}
 	maps.Copy(names, ch.reloaded)
+	maps.Copy(names, ch.recheck)
 	for _, name := range sortedKeys(names) {
 		m.mu.RLock()
 		src, obj := m.pluginObj(name)
 		old := m.plugins[name]
 		m.mu.RUnlock()
 		_, reloaded := ch.reloaded[name]
+		_, changed := ch.plugins[name]
+		_, recheck := ch.recheck[name]
 		var spec string
 		if obj != nil {
 			b, err := json.Marshal(obj.Spec)
@@ -100,6 +107,28 @@ func (m *Manager) reconcile(ctx context.Context, ch *changes) {
 				m.log.Warn("MapperPlugin spec does not encode", "plugin", name, "err", err)
 			}
 			spec = string(b)
+		}
+		if obj != nil && old != nil && old.err == nil && old.source == src && spec != "" && !reloaded &&
+			(old.spec != spec || recheck) && moduleOnly(&old.obj.Spec, &obj.Spec) {
+			// Only the module (or a policy) changed, or a module file
+			// may have: keep the devices running (see upgrade.go).
+			mc := m.changeModule(ctx, old, src, obj, spec)
+			if mc.handled {
+				if mc.entry != old {
+					m.mu.Lock()
+					m.plugins[name] = mc.entry
+					m.mu.Unlock()
+				}
+				if mc.retired != nil {
+					retired = append(retired, mc.retired)
+				}
+				for _, d := range mc.stay {
+					todo[d.key] = struct{}{}
+				}
+				continue
+			}
+		} else if !changed && !reloaded {
+			continue // a module file to check again, on a plugin that failed or moved
 		}
 		switch {
 		case obj == nil && old == nil:
@@ -109,7 +138,7 @@ func (m *Manager) reconcile(ctx context.Context, ch *changes) {
 			delete(m.plugins, name)
 			m.mu.Unlock()
 			retired = append(retired, old)
-		case old != nil && old.spec == spec && spec != "" && old.source == src:
+		case old != nil && old.spec == spec && spec != "" && old.source == src && !recheck:
 			if !reloaded {
 				continue
 			}
@@ -219,9 +248,15 @@ func (m *Manager) reconcile(ctx context.Context, ch *changes) {
 	for _, e := range retired {
 		// Its devices have moved on; a plugin call still running on it
 		// may finish in the background.
+		var mem int64
+		if e.released {
+			mem = e.p.MemoryBytes()
+		}
 		cctx, cancel := context.WithTimeout(ctx, m.opts.AddTimeout)
 		if err := e.close(cctx); err != nil {
 			m.log.Warn("replaced plugin not closed yet; closing it in the background", "plugin", e.name, "err", err)
+		} else if e.released {
+			m.log.Info("plugin upgrade: old module released", "plugin", e.name, "digest", e.digest, "memory-bytes", mem)
 		}
 		cancel()
 	}
@@ -235,7 +270,7 @@ func (m *Manager) retryPlugins(ctx context.Context) {
 	m.mu.RLock()
 	due := false
 	for _, e := range m.plugins {
-		due = due || (e.err != nil && !now.Before(e.retryAt))
+		due = due || (e.err != nil && !now.Before(e.retryAt)) || upgradeDue(e, now)
 	}
 	m.mu.RUnlock()
 	if !due {
@@ -250,13 +285,16 @@ func (m *Manager) retryPlugins(ctx context.Context) {
 	}
 	m.mu.RLock()
 	var retry []*pluginEntry
+	ch := newChanges()
 	for _, e := range m.plugins {
 		if e.err != nil && !now.Before(e.retryAt) {
 			retry = append(retry, e)
 		}
+		if upgradeDue(e, now) {
+			ch.recheck[e.name] = struct{}{} // resolve its new module again
+		}
 	}
 	m.mu.RUnlock()
-	ch := newChanges()
 	for _, old := range retry {
 		ch.reloaded[old.name] = struct{}{}
 		e := m.loadPlugin(ctx, old.source, old.obj, old.spec, old.failures)
@@ -273,6 +311,13 @@ func (m *Manager) retryPlugins(ctx context.Context) {
 		}
 	}
 	m.reconcile(ctx, ch)
+}
+
+// upgradeDue tells whether the new module of a running plugin, which
+// failed to resolve for a hot upgrade, is due to be resolved again.
+// Callers hold Manager.mu.
+func upgradeDue(e *pluginEntry, now time.Time) bool {
+	return e.err == nil && e.upgradeFailures > 0 && !now.Before(e.upgradeAt)
 }
 
 // config is what a device runs with; sig tells whether it changed.

@@ -18,9 +18,11 @@ import (
 )
 
 // BenchmarkRegister registers N devices of one model on a fresh manager:
-// "apply" in one Apply of the whole set (the manifests folder), "upsert"
-// one UpsertDevice each (a source that sends devices one by one, as DMI
-// does; each is saved durably, so this one includes an fsync per device).
+// "apply" in one Apply of the whole set (the manifests folder), "batch"
+// in one UpsertDevices (DMI's MapperRegister answer), "upsert" one
+// UpsertDevice each (a source that sends devices one by one, as DMI's
+// RegisterDevice does; each is saved durably, so this one includes an
+// fsync per device).
 // With "failed" the plugin's module does not load, so the devices are
 // planned and configured but no plugin is called: the manager's own cost.
 // With "virtual" they are added to the virtual plugin (collect cycles of
@@ -28,7 +30,7 @@ import (
 // to 10,000 devices when registration is linear.
 func BenchmarkRegister(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
-		for _, mode := range []string{"apply", "upsert"} {
+		for _, mode := range []string{"apply", "batch", "upsert"} {
 			b.Run(fmt.Sprintf("failed/%s/%d", mode, n), func(b *testing.B) {
 				benchRegister(b, mode, n, noModules{})
 			})
@@ -84,6 +86,12 @@ func benchRegister(b *testing.B, mode string, n int, mods ModuleResolver) {
 		case "apply":
 			if err := m.Apply(ctx, "devices", ResourceSet{Devices: devs}); err != nil {
 				b.Fatal(err)
+			}
+		case "batch":
+			for _, err := range m.UpsertDevices(ctx, "devices", devs) {
+				if err != nil {
+					b.Fatal(err)
+				}
 			}
 		case "upsert":
 			for _, d := range devs {

@@ -5,6 +5,7 @@ import (
 	"context"
 	goruntime "runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"wapper.dev/wapper/abi"
@@ -19,10 +20,10 @@ type schedEnv interface {
 	waitCtx() context.Context
 }
 
-// Sizes of the jobs the scheduler makes of the reads due at one step,
-// per plugin: as many jobs as the plugin has instances, unless that
-// makes jobs smaller than chunkMin requests; never more than chunkMax
-// requests in one job.
+// Sizes of the jobs the scheduler makes of the reads due at one step
+// (see [scheduler.split]): never more than chunkMax requests in one job,
+// and jobs of devices no instance holds yet spread over the plugin's
+// instances, unless that makes them smaller than chunkMin requests.
 const (
 	chunkMin = 16
 	chunkMax = 512
@@ -31,8 +32,10 @@ const (
 // scheduler runs the loops of every running device of a Manager without
 // a goroutine per device: it keeps their next due times in a min-heap,
 // and at each step gathers everything due, makes one read of all the due
-// properties per plugin (split into jobs that run in parallel, up to the
-// plugin's instances), and runs the jobs on a pool of workers, which
+// properties per plugin instance (the devices' homes, which serve one
+// call at a time, so that the reads of different instances run in
+// parallel and each is one guest call), and runs the jobs on a pool of
+// workers, which
 // hand the readings to the devices and then do their other due work.
 // Steps are at least tick apart; a wakeup (a desired value to write)
 // starts one at once.
@@ -41,24 +44,51 @@ type scheduler struct {
 	tick    time.Duration
 	workers int
 
+	// incoming holds the loops added since the last step, newest first
+	// (linked by loop.nextIn): thousands of devices starting at once
+	// push onto it without taking mu, which the step and the jobs need.
+	incoming atomic.Pointer[loop]
+
 	mu    sync.Mutex // guards the fields below, and the loops' scheduler fields
 	heap  entryHeap
-	free  []*job
 	kicks chan struct{} // a step is due earlier than planned
 
 	jobs    chan *job      // to idle workers
 	running sync.WaitGroup // jobs dispatched and not done
 
+	freeMu sync.Mutex // guards free
+	free   []*job     // released jobs, for reuse
+
 	// Scratch of step, which one goroutine runs at a time.
-	byReader map[reader]*batch
+	byReader map[batchKey]*batch
 	batches  []*batch
+
+	// swaps holds the loops waiting to change reader and target (see
+	// swap) until their work in progress ends.
+	swaps map[*loop]*swapReq
 }
 
-// batch is what one step reads from one plugin.
+// swapReq is a loop's pending change of reader and target.
+type swapReq struct {
+	t    target
+	r    reader
+	ok   bool          // swapped, rather than the loop stopped
+	done chan struct{} // closed once swapped or stopped
+}
+
+// batch is what one step reads from one plugin instance (home), or from
+// the devices of a plugin that no instance holds yet (home -1).
 type batch struct {
 	r     reader
+	home  int
 	loops []*loop
 	reqs  []readReq
+}
+
+// batchKey is a batch's plugin and instance.
+type batchKey struct {
+	r    reader
+	home int
 }
 
 // job is work for a worker: the reads of some loops and what follows
@@ -80,7 +110,7 @@ type job struct {
 // called (tests call step instead).
 func newScheduler(env schedEnv, tick time.Duration, workers int) *scheduler {
 	return &scheduler{env: env, tick: tick, workers: workers, kicks: make(chan struct{}, 1),
-		jobs: make(chan *job), byReader: map[reader]*batch{}}
+		jobs: make(chan *job), byReader: map[batchKey]*batch{}}
 }
 
 // run steps the scheduler until ctx ends, with a pool of workers.
@@ -127,15 +157,32 @@ func (s *scheduler) kick() {
 	}
 }
 
-// add schedules a loop.
+// add schedules a loop, from the next step on.
 func (s *scheduler) add(l *loop) {
-	s.mu.Lock()
-	heap.Push(&s.heap, &l.main)
-	if l.polls {
-		heap.Push(&s.heap, &l.polling)
+	for {
+		head := s.incoming.Load()
+		l.nextIn = head
+		if s.incoming.CompareAndSwap(head, l) {
+			break
+		}
 	}
-	s.mu.Unlock()
 	s.kick()
+}
+
+// admitLocked moves the loops added since the last step into the heap.
+// Callers hold s.mu.
+func (s *scheduler) admitLocked() {
+	for l := s.incoming.Swap(nil); l != nil; {
+		next := l.nextIn
+		l.nextIn = nil
+		if !l.stopped {
+			heap.Push(&s.heap, &l.main)
+			if l.polls {
+				heap.Push(&s.heap, &l.polling)
+			}
+		}
+		l = next
+	}
 }
 
 // remove unschedules a loop and returns a channel closed once its job
@@ -148,6 +195,10 @@ func (s *scheduler) remove(l *loop) <-chan struct{} {
 		if e.index >= 0 {
 			heap.Remove(&s.heap, e.index)
 		}
+	}
+	if sw := s.swaps[l]; sw != nil {
+		delete(s.swaps, l)
+		close(sw.done)
 	}
 	if !l.main.busy && !l.polling.busy && !l.stating {
 		return nil
@@ -179,6 +230,7 @@ func (s *scheduler) wakeup(l *loop) {
 // due (zero when nothing is scheduled). One goroutine steps at a time.
 func (s *scheduler) step(now time.Time) time.Time {
 	s.mu.Lock()
+	s.admitLocked()
 	var polls []*loop
 	for len(s.heap) > 0 && !s.heap[0].at.After(now) {
 		e := heap.Pop(&s.heap).(*entry)
@@ -197,10 +249,11 @@ func (s *scheduler) step(now time.Time) time.Time {
 			continue
 		}
 		e.busy = true
-		b := s.byReader[l.r]
+		k := batchKey{l.r, l.r.home(l.dev)}
+		b := s.byReader[k]
 		if b == nil {
-			b = s.newBatch(l.r)
-			s.byReader[l.r] = b
+			b = s.newBatch(l.r, k.home)
+			s.byReader[k] = b
 		}
 		b.loops = append(b.loops, l)
 		b.reqs = l.take(now, b.reqs)
@@ -238,7 +291,7 @@ func (s *scheduler) step(now time.Time) time.Time {
 
 // newBatch returns an empty batch for reader r, reusing those of earlier
 // steps.
-func (s *scheduler) newBatch(r reader) *batch {
+func (s *scheduler) newBatch(r reader, home int) *batch {
 	n := len(s.batches)
 	if n < cap(s.batches) {
 		s.batches = s.batches[:n+1]
@@ -249,16 +302,20 @@ func (s *scheduler) newBatch(r reader) *batch {
 		s.batches = append(s.batches, &batch{})
 	}
 	b := s.batches[n]
-	b.r = r
+	b.r, b.home = r, home
 	return b
 }
 
-// split makes jobs of a batch: up to the plugin's parallelism, of at
-// least chunkMin and at most chunkMax requests (a device's requests stay
-// in one job).
+// split makes jobs of a batch of at most chunkMax requests (a device's
+// requests stay in one job): as few as that allows when the batch is one
+// instance's, which serves one call at a time; else up to the plugin's
+// parallelism, of at least chunkMin requests.
 func (s *scheduler) split(b *batch) {
 	n := len(b.reqs)
-	jobs := min(max((n+chunkMin-1)/chunkMin, 1), max(b.r.parallel(), 1))
+	jobs := 1
+	if b.home < 0 {
+		jobs = min(max((n+chunkMin-1)/chunkMin, 1), max(b.r.parallel(), 1))
+	}
 	jobs = max(jobs, (n+chunkMax-1)/chunkMax)
 	size := (n + jobs - 1) / jobs
 	j := s.newJob(b.r)
@@ -281,14 +338,14 @@ func (s *scheduler) split(b *batch) {
 
 // newJob returns an empty job for reader r, reusing a released one.
 func (s *scheduler) newJob(r reader) *job {
-	s.mu.Lock()
+	s.freeMu.Lock()
 	var j *job
 	if n := len(s.free); n > 0 {
 		j, s.free = s.free[n-1], s.free[:n-1]
 	} else {
 		j = &job{}
 	}
-	s.mu.Unlock()
+	s.freeMu.Unlock()
 	j.r = r
 	return j
 }
@@ -300,9 +357,9 @@ func (s *scheduler) release(j *job) {
 	clear(j.sts)
 	j.poll, j.r, j.loops, j.ask, j.reqs, j.out = nil, nil, j.loops[:0], j.ask[:0], j.reqs[:0], j.out[:0]
 	j.ids, j.sts = j.ids[:0], j.sts[:0]
-	s.mu.Lock()
+	s.freeMu.Lock()
 	s.free = append(s.free, j)
-	s.mu.Unlock()
+	s.freeMu.Unlock()
 }
 
 // dispatch hands a job to an idle worker, or to a new goroutine when
@@ -350,10 +407,10 @@ func (s *scheduler) work(j *job) {
 			j.ask = append(j.ask, l)
 		}
 		l.finish(rctx, at, entries, err, &j.sc)
-		s.jobDone(l)
 	}
+	s.jobDone(j.loops)
 	// The state queries come last, after every loop of the job is free
-	// again: a device call each, they must not hold up the readings.
+	// again: they must not hold up the readings.
 	if len(j.ask) > 0 {
 		for _, l := range j.ask {
 			j.ids = append(j.ids, l.dev)
@@ -365,35 +422,82 @@ func (s *scheduler) work(j *job) {
 			if l.ctx.Err() == nil {
 				l.t.state(j.sts[i], busy)
 			}
-			s.mu.Lock()
+		}
+		s.mu.Lock()
+		for _, l := range j.ask {
 			l.stating = false
 			s.idleLocked(l)
-			s.mu.Unlock()
 		}
+		s.mu.Unlock()
 	}
 	s.release(j)
 }
 
-// jobDone ends a loop's job: a wakeup that came meanwhile runs at once.
-func (s *scheduler) jobDone(l *loop) {
+// jobDone ends the job of loops, under one lock (thousands of loops end
+// their jobs every second): a wakeup that came meanwhile runs at once.
+func (s *scheduler) jobDone(loops []*loop) {
+	woken := false
 	s.mu.Lock()
-	e := &l.main
-	e.busy = false
-	woken := l.wake && !l.stopped && e.index >= 0
-	if woken {
-		e.at = s.env.now()
-		heap.Fix(&s.heap, e.index)
+	now := s.env.now()
+	for _, l := range loops {
+		e := &l.main
+		e.busy = false
+		if l.wake && !l.stopped && e.index >= 0 {
+			e.at = now
+			heap.Fix(&s.heap, e.index)
+			woken = true
+		}
+		s.idleLocked(l)
 	}
-	s.idleLocked(l)
 	s.mu.Unlock()
 	if woken {
 		s.kick()
 	}
 }
 
-// idleLocked tells a stopping loop's waiter that its work has ended.
+// swap has the loop read through r and hand its work to t from its next
+// job on (a hot upgrade moving the device to another plugin): at once
+// when none of its work runs, else as soon as its job, poll and state
+// query in progress have ended, so that a desired value being written
+// finishes where it started and no cycle is skipped. The returned request
+// is done once swapped (ok) or once the loop stopped (not ok).
+func (s *scheduler) swap(l *loop, t target, r reader) *swapReq {
+	sw := &swapReq{t: t, r: r, done: make(chan struct{})}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if l.stopped {
+		close(sw.done)
+		return sw
+	}
+	if old := s.swaps[l]; old != nil {
+		close(old.done) // superseded
+	}
+	if s.swaps == nil {
+		s.swaps = map[*loop]*swapReq{}
+	}
+	s.swaps[l] = sw
+	s.swapLocked(l)
+	return sw
+}
+
+// swapLocked makes a loop's pending swap once none of its work runs.
 // Callers hold s.mu.
+func (s *scheduler) swapLocked(l *loop) {
+	sw := s.swaps[l]
+	if sw == nil || l.main.busy || l.polling.busy || l.stating {
+		return
+	}
+	l.t, l.r, sw.ok = sw.t, sw.r, true
+	delete(s.swaps, l)
+	close(sw.done)
+}
+
+// idleLocked tells a stopping loop's waiter that its work has ended, and
+// makes a pending swap. Callers hold s.mu.
 func (s *scheduler) idleLocked(l *loop) {
+	if len(s.swaps) > 0 {
+		s.swapLocked(l)
+	}
 	if l.stopped && !l.main.busy && !l.polling.busy && !l.stating && l.idle != nil {
 		close(l.idle)
 		l.idle = nil

@@ -46,12 +46,19 @@ func (e *fakeEnv) waitCtx() context.Context {
 type fakeReader struct {
 	mu    sync.Mutex
 	n     int
+	homes int   // device d's home is d % homes; none when 0
 	calls []int // requests per call
 	block chan struct{}
 	err   error
 }
 
 func (r *fakeReader) parallel() int { return r.n }
+func (r *fakeReader) home(dev uint32) int {
+	if r.homes == 0 {
+		return -1
+	}
+	return int(dev) % r.homes
+}
 
 func (r *fakeReader) readMany(ctx context.Context, reqs []readReq, out []abi.BatchEntry) ([]abi.BatchEntry, error) {
 	r.mu.Lock()
@@ -221,18 +228,23 @@ func TestSchedulerKeepsEachCycle(t *testing.T) {
 // device's requests stay in one call.
 func TestSchedulerOneReadPerPluginPerStep(t *testing.T) {
 	for _, c := range []struct {
-		devices, instances int
-		want               []int
+		devices, instances, homes int
+		want                      []int
 	}{
 		{devices: 40, instances: 1, want: []int{80}},
 		{devices: 40, instances: 4, want: []int{20, 20, 20, 20}},
 		{devices: 4, instances: 4, want: []int{8}},
 		{devices: 12, instances: 4, want: []int{12, 12}},
+		// Devices held by instances: one read per instance, of at most
+		// chunkMax requests.
+		{devices: 40, instances: 4, homes: 1, want: []int{80}},
+		{devices: 40, instances: 4, homes: 4, want: []int{20, 20, 20, 20}},
+		{devices: 600, instances: 4, homes: 2, want: []int{300, 300, 300, 300}},
 	} {
-		t.Run(fmt.Sprint(c.devices, "x", c.instances), func(t *testing.T) {
+		t.Run(fmt.Sprint(c.devices, "x", c.instances, "/", c.homes), func(t *testing.T) {
 			env := newFakeEnv()
 			s := newScheduler(env, schedTick, 0)
-			r := &fakeReader{n: c.instances}
+			r := &fakeReader{n: c.instances, homes: c.homes}
 			other := &fakeReader{n: 1}
 			t0 := env.now()
 			targets := make([]*fakeTarget, c.devices)

@@ -129,15 +129,27 @@ type admitted struct {
 // it refused or cannot run (held tells which). It returns the devices
 // held, for the caller to save in one transaction. Call with applyMu.
 func (b *Bridge) admitAll(ctx context.Context, devs []*pb.Device, refused func(d *pb.Device, held bool, err error)) []admitted {
-	var out []admitted
+	var ok []admitted
+	var objs []*v1beta1.Device
+	var from []*pb.Device
 	for _, d := range devs {
-		a, err := b.admit(ctx, d, false)
+		a, obj, err := b.check(ctx, d, false)
+		if err != nil {
+			refused(d, false, err)
+			continue
+		}
+		ok, objs, from = append(ok, a), append(objs, obj), append(from, d)
+	}
+	errs := b.o.Devices.ApplyDevices(ctx, Source, objs)
+	var out []admitted
+	for i, a := range ok {
+		a, err := holding(a, errs[i])
 		if a.dev != nil {
 			out = append(out, a)
 			b.startReports(a.key, a.dev, a.protocol)
 		}
 		if err != nil {
-			refused(d, a.dev != nil, err)
+			refused(from[i], a.dev != nil, err)
 		}
 	}
 	return out
@@ -235,7 +247,11 @@ func (b *Bridge) model(key string) *pb.DeviceModel {
 func (b *Bridge) applyDevice(ctx context.Context, d *pb.Device, wait bool) error {
 	b.applyMu.Lock()
 	defer b.applyMu.Unlock()
-	a, err := b.admit(ctx, d, wait)
+	a, obj, err := b.check(ctx, d, wait)
+	if err != nil {
+		return err
+	}
+	a, err = holding(a, b.o.Devices.ApplyDevices(ctx, Source, []*v1beta1.Device{obj})[0])
 	if a.dev == nil {
 		return err
 	}
@@ -250,22 +266,22 @@ func (b *Bridge) applyDevice(ctx context.Context, d *pb.Device, wait bool) error
 	return err
 }
 
-// admit checks a device received from edgecore and applies it and its
-// model to the manager. The returned device is set when the manager
-// holds the device (with an error when it cannot run); the caller saves
-// and reports it. With wait, a missing model is waited for up to
-// ModelWait. Call with applyMu: it is released while waiting.
-func (b *Bridge) admit(ctx context.Context, d *pb.Device, wait bool) (admitted, error) {
+// check checks a device received from edgecore and applies its model to
+// the manager; it returns the device as the manager takes it, for
+// Devices.ApplyDevices, and what the bridge records of it. With wait, a
+// missing model is waited for up to ModelWait. Call with applyMu: it is
+// released while waiting.
+func (b *Bridge) check(ctx context.Context, d *pb.Device, wait bool) (admitted, *v1beta1.Device, error) {
 	dev, err := DeviceFromDMI(d)
 	if err != nil {
-		return admitted{}, status.Error(codes.InvalidArgument, err.Error())
+		return admitted{}, nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	key := id(dev.Namespace, dev.Name)
 	protocol := dev.Spec.Protocol.ProtocolName
 	d = proto.Clone(d).(*pb.Device)
 	d.Namespace = dev.Namespace
 	if ps, ok := b.hasProtocol(protocol); !ok {
-		return admitted{}, status.Errorf(codes.FailedPrecondition,
+		return admitted{}, nil, status.Errorf(codes.FailedPrecondition,
 			"device %s: unknown protocol %q: no loaded plugin provides it (loaded: %v); apply a MapperPlugin that lists %q in spec.protocols",
 			key, protocol, ps, protocol)
 	}
@@ -277,35 +293,41 @@ func (b *Bridge) admit(ctx context.Context, d *pb.Device, wait bool) (admitted, 
 		pm, err = b.waitModel(ctx, mkey)
 		b.applyMu.Lock()
 		if err != nil {
-			return admitted{}, err
+			return admitted{}, nil, err
 		}
 	}
 	if pm == nil {
-		return admitted{}, status.Errorf(codes.FailedPrecondition,
+		return admitted{}, nil, status.Errorf(codes.FailedPrecondition,
 			"device %s: device model %s not found: edgecore must send CreateDeviceModel first; check that the DeviceModel exists in namespace %s",
 			key, mkey, dev.Namespace)
 	}
 	model, err := ModelFromDMI(pm, protocol)
 	if err != nil {
-		return admitted{}, status.Error(codes.InvalidArgument, err.Error())
+		return admitted{}, nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	if err := b.checkModelProperties(key, dev.Spec.Properties, pm); err != nil {
-		return admitted{}, err
+		return admitted{}, nil, err
 	}
 	// Edgecore sends every device again on each registration; the
 	// manager notices what it already has, at little cost.
 	if err := b.o.Devices.ApplyModel(ctx, Source, model); err != nil {
-		return admitted{}, statusError(err, "device %s: apply device model %s", key, mkey)
+		return admitted{}, nil, statusError(err, "device %s: apply device model %s", key, mkey)
 	}
-	aerr := b.o.Devices.ApplyDevice(ctx, Source, dev)
-	if aerr != nil && !errors.Is(aerr, devices.ErrUnavailable) {
-		return admitted{}, statusError(aerr, "device %s", key)
+	return admitted{key: key, dev: d, protocol: protocol}, dev, nil
+}
+
+// holding is what a checked device a becomes once the manager applied it
+// with error err: held (a.dev set) unless refused, with an error when it
+// cannot run. The caller saves and reports a held device.
+func holding(a admitted, err error) (admitted, error) {
+	switch {
+	case err == nil:
+		return a, nil
+	case errors.Is(err, devices.ErrUnavailable):
+		return a, statusError(err, "device %s", a.key)
+	default:
+		return admitted{}, statusError(err, "device %s", a.key)
 	}
-	a := admitted{key: key, dev: d, protocol: protocol}
-	if aerr != nil {
-		return a, statusError(aerr, "device %s", key)
-	}
-	return a, nil
 }
 
 // waitModel waits up to ModelWait for a model edgecore has not sent yet.

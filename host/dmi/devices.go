@@ -28,11 +28,13 @@ type Devices interface {
 	// RemoveModel removes a DeviceModel owned by source; removing one that
 	// source does not have is not an error.
 	RemoveModel(ctx context.Context, source, namespace, name string) error
-	// ApplyDevice creates or replaces a Device owned by source. A changed
-	// desired value in spec.properties is written to the device (one on a
-	// ReadOnly property is ignored). A device applied but unable to run is
+	// ApplyDevices creates or replaces Devices owned by source, together
+	// (thousands come in one MapperRegister answer), and returns the
+	// error of each: errs[i] is that of ds[i]. A changed desired value in
+	// spec.properties is written to the device (one on a ReadOnly
+	// property is ignored). A device applied but unable to run is
 	// reported with an error wrapping devices.ErrUnavailable.
-	ApplyDevice(ctx context.Context, source string, d *v1beta1.Device) error
+	ApplyDevices(ctx context.Context, source string, ds []*v1beta1.Device) (errs []error)
 	// RemoveDevice removes a Device owned by source; removing one that
 	// source does not have is not an error.
 	RemoveDevice(ctx context.Context, source, namespace, name string) error

@@ -28,21 +28,24 @@ func (d *managerDevices) RemoveModel(ctx context.Context, source, namespace, nam
 	return d.m.DeleteModel(ctx, source, namespace, name)
 }
 
-// ApplyDevice upserts the device and reports one that cannot run with
-// devices.ErrUnavailable (it stays applied, so that a corrected
+// ApplyDevices upserts the devices and reports each one that cannot run
+// with devices.ErrUnavailable (it stays applied, so that a corrected
 // UpdateDevice can fix it).
-func (d *managerDevices) ApplyDevice(ctx context.Context, source string, dev *v1beta1.Device) error {
-	if err := d.m.UpsertDevice(ctx, source, dev); err != nil {
-		return err
+func (d *managerDevices) ApplyDevices(ctx context.Context, source string, ds []*v1beta1.Device) []error {
+	errs := d.m.UpsertDevices(ctx, source, ds)
+	for i, dev := range ds {
+		if errs[i] != nil {
+			continue
+		}
+		st, err := d.m.Device(dev.Namespace, dev.Name)
+		switch {
+		case err != nil:
+			errs[i] = err
+		case st.Phase == devices.PhaseError:
+			errs[i] = cannotRun(st.Reason)
+		}
 	}
-	st, err := d.m.Device(dev.Namespace, dev.Name)
-	if err != nil {
-		return err
-	}
-	if st.Phase == devices.PhaseError {
-		return cannotRun(st.Reason)
-	}
-	return nil
+	return errs
 }
 
 // cannotRun is the error of a device applied and held that cannot run; it

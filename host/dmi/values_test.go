@@ -32,8 +32,8 @@ func (v *valueDevices) ApplyModel(context.Context, string, *v1beta1.DeviceModel)
 	return nil
 }
 func (v *valueDevices) RemoveModel(context.Context, string, string, string) error { return nil }
-func (v *valueDevices) ApplyDevice(context.Context, string, *v1beta1.Device) error {
-	return nil
+func (v *valueDevices) ApplyDevices(_ context.Context, _ string, ds []*v1beta1.Device) []error {
+	return make([]error, len(ds))
 }
 func (v *valueDevices) RemoveDevice(context.Context, string, string, string) error { return nil }
 func (v *valueDevices) Owned(string) (devices, models []string)                    { return nil, nil }

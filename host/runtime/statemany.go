@@ -148,6 +148,20 @@ func (p *Plugin) stateChunk(ctx context.Context, sc *manyScratch, ids []uint32, 
 // to be asked.
 var errNotAsked = errors.New("state not asked")
 
+// Home returns the instance that holds device id (a slot number), or -1
+// when none does yet or the device is unknown. Calls for devices of one
+// home run one after another, so a caller that batches many devices'
+// calls (the host's scheduler) batches them per home, and the batches of
+// different homes run in parallel.
+func (p *Plugin) Home(id uint32) int {
+	if d := p.device(id); d != nil {
+		if s := d.home.Load(); s != nil {
+			return s.id
+		}
+	}
+	return -1
+}
+
 // resizeStates reslices out to n zeroed entries, reusing its array.
 func resizeStates(out []StateResult, n int) []StateResult {
 	if cap(out) < n {

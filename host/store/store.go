@@ -172,17 +172,22 @@ func (s *Store) ReplaceObjects(source string, objs []Object) error {
 	})
 }
 
-// PutObject stores one object of a source.
-func (s *Store) PutObject(o Object) error {
+// UpdateObjects stores put and removes the objects del names (by Source,
+// Kind and Key), in one transaction: one disk sync for a whole change.
+func (s *Store) UpdateObjects(put, del []Object) error {
 	return s.update(func(tx *bolt.Tx) error {
-		return bucket(tx, bucketObjects).Put(objectKey(o.Source, o.Kind, o.Key), o.JSON)
-	})
-}
-
-// DeleteObject removes one object of a source.
-func (s *Store) DeleteObject(source, kind, key string) error {
-	return s.update(func(tx *bolt.Tx) error {
-		return bucket(tx, bucketObjects).Delete(objectKey(source, kind, key))
+		b := bucket(tx, bucketObjects)
+		for _, o := range del {
+			if err := b.Delete(objectKey(o.Source, o.Kind, o.Key)); err != nil {
+				return fmt.Errorf("remove %s %s of source %s: %w", o.Kind, o.Key, o.Source, err)
+			}
+		}
+		for _, o := range put {
+			if err := b.Put(objectKey(o.Source, o.Kind, o.Key), o.JSON); err != nil {
+				return fmt.Errorf("save %s %s of source %s: %w", o.Kind, o.Key, o.Source, err)
+			}
+		}
+		return nil
 	})
 }
 

@@ -1,7 +1,10 @@
 package v1alpha1
 
 import (
+	"fmt"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 // Defaults and bounds of Limits.
@@ -18,12 +21,39 @@ const (
 	DefaultInstances int32 = 2
 	// MaxInstances is the largest instance pool a plugin may ask for.
 	MaxInstances int32 = 64
+	// DefaultMaxUnavailable is the wave size of a rollout that sets none.
+	DefaultMaxUnavailable = 1
 )
 
 // Default fills the unset (zero) limits with their defaults. It changes
 // nothing else and is safe to call more than once.
 func (p *MapperPlugin) Default() {
 	p.Spec.Limits.Default()
+	p.Spec.Rollout.Default()
+	p.Spec.Upgrade.Default()
+}
+
+// Default sets an unset MaxUnavailable to DefaultMaxUnavailable.
+func (r *Rollout) Default() {
+	if r.MaxUnavailable == nil {
+		v := intstr.FromInt32(DefaultMaxUnavailable)
+		r.MaxUnavailable = &v
+	}
+}
+
+// WaveSize returns how many of nodes one wave moves: MaxUnavailable as a
+// count, or as a percentage of nodes rounded up; at least 1 (when nodes is
+// above 0) and at most nodes. An invalid MaxUnavailable is an error.
+func (r Rollout) WaveSize(nodes int) (int, error) {
+	r.Default()
+	if nodes <= 0 {
+		return 0, nil
+	}
+	n, err := intstr.GetScaledValueFromIntOrPercent(r.MaxUnavailable, nodes, true)
+	if err != nil {
+		return 0, fmt.Errorf("rollout maxUnavailable %s: %w", r.MaxUnavailable, err)
+	}
+	return min(max(n, 1), nodes), nil
 }
 
 // Default fills the zero fields of l with their defaults.
@@ -50,4 +80,34 @@ func (l Limits) MemoryBytes() uint64 {
 func (l Limits) MemoryPages() uint32 {
 	l.Default()
 	return uint32(l.MemoryMiB) * 16
+}
+
+// DefaultCanaryPercent is the canary share of a plugin that sets none
+// (see Upgrade.CanaryPercent).
+const DefaultCanaryPercent int32 = 10
+
+// Default fills the unset fields of u: strategy Hot, canary share
+// DefaultCanaryPercent.
+func (u *Upgrade) Default() {
+	if u.Strategy == "" {
+		u.Strategy = UpgradeHot
+	}
+	if u.CanaryPercent == nil {
+		c := DefaultCanaryPercent
+		u.CanaryPercent = &c
+	}
+}
+
+// Canary returns how many of n devices move first in a hot upgrade: the
+// canary share of n rounded up, at least one when n is not zero. An unset
+// share counts as DefaultCanaryPercent.
+func (u Upgrade) Canary(n int) int {
+	if n <= 0 {
+		return 0
+	}
+	pct := DefaultCanaryPercent
+	if u.CanaryPercent != nil {
+		pct = min(max(*u.CanaryPercent, 0), 100)
+	}
+	return min(max((n*int(pct)+99)/100, 1), n)
 }

@@ -3,6 +3,7 @@ package v1alpha1
 import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"wapper.dev/wapper/abi/grant"
 )
@@ -23,6 +24,9 @@ const PluginAnnotation = "mappers.wapper.dev/plugin"
 // +kubebuilder:printcolumn:name="Protocols",type=string,JSONPath=`.spec.protocols`
 // +kubebuilder:printcolumn:name="Image",type=string,JSONPath=`.spec.module.image`
 // +kubebuilder:printcolumn:name="File",type=string,JSONPath=`.spec.module.file`
+// +kubebuilder:printcolumn:name="Rollout",type=string,JSONPath=`.status.rollout.phase`
+// +kubebuilder:printcolumn:name="Updated",type=integer,JSONPath=`.status.rollout.updatedNodes`
+// +kubebuilder:printcolumn:name="Nodes",type=integer,JSONPath=`.status.rollout.totalNodes`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type MapperPlugin struct {
 	metav1.TypeMeta   `json:",inline"`
@@ -59,6 +63,78 @@ type MapperPluginSpec struct {
 	// +kubebuilder:pruning:PreserveUnknownFields
 	// +kubebuilder:validation:Type=object
 	Config *runtime.RawExtension `json:"config,omitempty"`
+	// Rollout says how a change of Module reaches the edge nodes: in
+	// waves, each waiting until every node of the one before runs the
+	// new module. Other changes of the spec reach every node at once.
+	// +optional
+	Rollout Rollout `json:"rollout,omitzero"`
+	// Upgrade says how a host moves the plugin's devices to a new module
+	// (a new digest, new file content, or an image tag that now resolves
+	// to another digest) when nothing else of the spec changed.
+	// +optional
+	Upgrade Upgrade `json:"upgrade,omitzero"`
+}
+
+// UpgradeStrategy is how a host replaces a plugin's module.
+// +kubebuilder:validation:Enum=Hot;Restart
+type UpgradeStrategy string
+
+// The upgrade strategies.
+const (
+	// UpgradeHot loads the new module beside the old one, probes it, and
+	// moves the devices over between two collect cycles, canary devices
+	// first; it goes back to the old module when the new one fails.
+	UpgradeHot UpgradeStrategy = "Hot"
+	// UpgradeRestart stops the plugin's devices, loads the new module and
+	// starts them again on it, as any other change of the spec does.
+	UpgradeRestart UpgradeStrategy = "Restart"
+)
+
+// Upgrade is a host's policy for a change of the plugin's module. A
+// change of anything else in the spec (grants, limits, protocols, config)
+// always restarts the plugin's devices.
+type Upgrade struct {
+	// Strategy is Hot (the default: no collect cycle missed, and a
+	// rollback to the old module when the new one fails its probe or
+	// traps on its first calls) or Restart (stop the devices, load the
+	// new module, start them again).
+	// +optional
+	// +kubebuilder:default=Hot
+	Strategy UpgradeStrategy `json:"strategy,omitempty"`
+	// CanaryPercent is, with strategy Hot, the share of a host's devices
+	// of the plugin moved to the new module first (0 to 100, default 10,
+	// rounded up, at least one device); the others follow only once each
+	// canary device has read successfully on the new module.
+	// +optional
+	// +kubebuilder:default=10
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	CanaryPercent *int32 `json:"canaryPercent,omitempty"`
+}
+
+// Rollout is how a new module reaches the edge nodes that run the plugin.
+// The nodes not yet in a wave keep the previous module, pinned by its
+// digest. To roll back, set spec.module back to the previous module.
+type Rollout struct {
+	// MaxUnavailable is the size of a wave: how many nodes move to the
+	// new module at once, as a count (2) or a percentage of the
+	// nodes that run the plugin ("25%", rounded up). Default 1.
+	// +optional
+	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:XValidation:rule="type(self) == int ? self >= 1 : self.matches('^([1-9][0-9]?|100)%$')",message="maxUnavailable is a count of at least 1 or a percentage from 1% to 100%"
+	MaxUnavailable *intstr.IntOrString `json:"maxUnavailable,omitempty"`
+	// CanaryNodeSelector picks the nodes of the first wave (whatever
+	// their number). Without it, or when it matches none of the nodes,
+	// the first wave is MaxUnavailable nodes like the others. Every node
+	// has the label kubernetes.io/hostname set to its name; a node with a
+	// Kubernetes Node object has that Node's labels too.
+	// +optional
+	CanaryNodeSelector *metav1.LabelSelector `json:"canaryNodeSelector,omitempty"`
+	// Paused, while true, starts no new wave: the nodes already moved
+	// keep the new module, the others the previous one. Set it back to
+	// false to resume.
+	// +optional
+	Paused bool `json:"paused,omitempty"`
 }
 
 // Module names the plugin's WebAssembly module: exactly one of File and
@@ -139,6 +215,93 @@ type MapperPluginStatus struct {
 	// +listType=map
 	// +listMapKey=node
 	Nodes []NodeStatus `json:"nodes,omitempty"`
+	// Rollout is where the rollout of the module stands across the nodes.
+	// +optional
+	Rollout RolloutStatus `json:"rollout,omitzero"`
+}
+
+// RolloutPhase is where a rollout stands.
+// +kubebuilder:validation:Enum=Progressing;Paused;Complete;Failed
+type RolloutPhase string
+
+// The phases of a rollout.
+const (
+	// RolloutProgressing means a wave is under way, or about to start.
+	RolloutProgressing RolloutPhase = "Progressing"
+	// RolloutPaused means spec.rollout.paused holds the next wave.
+	RolloutPaused RolloutPhase = "Paused"
+	// RolloutComplete means every node runs the target module.
+	RolloutComplete RolloutPhase = "Complete"
+	// RolloutFailed means a node failed the target module: no further
+	// wave starts until spec.module changes (a rollback, or a fix).
+	RolloutFailed RolloutPhase = "Failed"
+)
+
+// RolloutStatus is where the rollout of a MapperPlugin's module stands.
+// wapper-cloud keeps all of its rollout state here, so that a restarted
+// cloud carries on where the last one stopped.
+type RolloutStatus struct {
+	// TargetDigest is the content digest (sha256 of the .wasm) of the
+	// module the rollout moves nodes to; empty when unknown (a file
+	// module without spec.module.digest), in which case the module goes
+	// to every node at once.
+	// +optional
+	TargetDigest string `json:"targetDigest,omitempty"`
+	// TargetModule is spec.module as it was when the rollout started.
+	// +optional
+	TargetModule Module `json:"targetModule,omitzero"`
+	// PreviousDigest is the content digest of the module the nodes ran
+	// before; nodes not yet in a wave keep it. After a rollback, the
+	// digest rolled back from (no node is sent it any more).
+	// +optional
+	PreviousDigest string `json:"previousDigest,omitempty"`
+	// PreviousModule is the module the nodes not yet in a wave are sent,
+	// pinned by digest; empty when every node is sent spec.module (no
+	// previous module, a rollback, or a module without a known digest).
+	// +optional
+	PreviousModule Module `json:"previousModule,omitzero"`
+	// Phase is Progressing, Paused, Complete or Failed.
+	// +optional
+	Phase RolloutPhase `json:"phase,omitempty"`
+	// UpdatedNodes counts the nodes that report the target module loaded.
+	// +optional
+	UpdatedNodes int32 `json:"updatedNodes,omitempty"`
+	// TotalNodes counts the nodes that run the plugin.
+	// +optional
+	TotalNodes int32 `json:"totalNodes,omitempty"`
+	// FailedNodes lists the nodes that failed the target module, and why.
+	// +optional
+	// +listType=map
+	// +listMapKey=node
+	FailedNodes []FailedNode `json:"failedNodes,omitempty"`
+	// CurrentWave numbers the latest wave, from 1; 0 before the first.
+	// +optional
+	CurrentWave int32 `json:"currentWave,omitempty"`
+	// CurrentWaveNodes are the nodes of the latest wave.
+	// +optional
+	// +listType=set
+	CurrentWaveNodes []string `json:"currentWaveNodes,omitempty"`
+	// MovedNodes are the nodes sent the target module so far, in every
+	// wave, while the rollout is under way; empty once it is Complete.
+	// +optional
+	// +listType=set
+	MovedNodes []string `json:"movedNodes,omitempty"`
+	// Message says what the rollout waits for, or why it stopped.
+	// +optional
+	Message string `json:"message,omitempty"`
+	// ObservedGeneration is the metadata.generation this status was
+	// computed from.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+}
+
+// FailedNode is a node that failed the target module of a rollout.
+type FailedNode struct {
+	// Node is the edge node's name.
+	Node string `json:"node"`
+	// Reason is what the node reported.
+	// +optional
+	Reason string `json:"reason,omitempty"`
 }
 
 // PluginPhase is where a plugin stands on one node.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 
 	v1alpha1 "wapper.dev/wapper/apis/mappers/v1alpha1"
@@ -127,6 +128,10 @@ func TestValidationErrors(t *testing.T) {
 		{"config not object", `{spec: {protocols: [m], module: {file: m.wasm}, config: [1, 2]}}`, "spec.config", "JSON object"},
 		{"namespaced", `{metadata: {namespace: default}, spec: {protocols: [m], module: {file: m.wasm}}}`, "metadata.namespace", "cluster-scoped"},
 		{"bad name", `{metadata: {name: Virtual_1}, spec: {protocols: [m], module: {file: m.wasm}}}`, "metadata.name", "lowercase"},
+		{"rollout zero wave", `{spec: {protocols: [m], module: {file: m.wasm}, rollout: {maxUnavailable: 0}}}`, "spec.rollout.maxUnavailable", "at least 1"},
+		{"rollout bare string", `{spec: {protocols: [m], module: {file: m.wasm}, rollout: {maxUnavailable: "2"}}}`, "spec.rollout.maxUnavailable", "percentage"},
+		{"rollout over 100%", `{spec: {protocols: [m], module: {file: m.wasm}, rollout: {maxUnavailable: "101%"}}}`, "spec.rollout.maxUnavailable", "percentage"},
+		{"rollout bad selector", `{spec: {protocols: [m], module: {file: m.wasm}, rollout: {canaryNodeSelector: {matchExpressions: [{key: tier, operator: Near}]}}}}`, "spec.rollout.canaryNodeSelector.matchExpressions[0].operator", "not a valid"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -257,5 +262,30 @@ func TestZeroFieldsAreOmitted(t *testing.T) {
 	b, _ = json.Marshal(p)
 	if strings.Contains(string(b), "callTimeout") || !strings.Contains(string(b), `"instances":3`) {
 		t.Errorf("partial limits: %s", b)
+	}
+}
+
+func TestRolloutDefaultsAndWaveSize(t *testing.T) {
+	p := decode(t, `{metadata: {name: p}, spec: {protocols: [m], module: {file: m.wasm, digest: "`+goodDigest+`"}, rollout: {canaryNodeSelector: {matchLabels: {tier: canary}}, paused: true}}}`)
+	p.Default()
+	if errs := p.Validate(); len(errs) != 0 {
+		t.Fatalf("valid rollout rejected: %v", errs.ToAggregate())
+	}
+	if mu := p.Spec.Rollout.MaxUnavailable; mu == nil || mu.String() != "1" {
+		t.Fatalf("default maxUnavailable %v, want 1", mu)
+	}
+	for _, c := range []struct {
+		mu    string
+		nodes int
+		want  int
+	}{
+		{"1", 5, 1}, {"3", 2, 2}, {"25%", 5, 2}, {"25%", 4, 1}, {"1%", 3, 1}, {"100%", 7, 7}, {"50%", 0, 0},
+	} {
+		v := intstr.Parse(c.mu)
+		r := v1alpha1.Rollout{MaxUnavailable: &v}
+		got, err := r.WaveSize(c.nodes)
+		if err != nil || got != c.want {
+			t.Errorf("WaveSize(%s of %d) = %d, %v; want %d", c.mu, c.nodes, got, err, c.want)
+		}
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strings"
 
+	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
@@ -15,6 +17,7 @@ import (
 )
 
 var (
+	percentRE  = regexp.MustCompile(`^([1-9][0-9]?|100)%$`)
 	protocolRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$`)
 	digestRE   = regexp.MustCompile(`^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$`)
 	// imageRE is the OCI distribution reference grammar, simplified:
@@ -57,6 +60,8 @@ func (s *MapperPluginSpec) Validate(fld *field.Path) field.ErrorList {
 	errs = append(errs, s.Module.Validate(fld.Child("module"))...)
 	errs = append(errs, s.Grants.Validate(fld.Child("grants"))...)
 	errs = append(errs, s.Limits.Validate(fld.Child("limits"))...)
+	errs = append(errs, s.Rollout.Validate(fld.Child("rollout"))...)
+	errs = append(errs, s.Upgrade.Validate(fld.Child("upgrade"))...)
 	if s.Config != nil && s.Config.Raw != nil {
 		raw := bytes.TrimSpace(s.Config.Raw)
 		if len(raw) == 0 || raw[0] != '{' || !json.Valid(raw) {
@@ -157,6 +162,39 @@ func (l *Limits) Validate(fld *field.Path) field.ErrorList {
 	}
 	if l.Instances < 1 || l.Instances > MaxInstances {
 		errs = append(errs, field.Invalid(fld.Child("instances"), l.Instances, fmt.Sprintf("must be between 1 and %d", MaxInstances)))
+	}
+	return errs
+}
+
+// Validate checks a rollout policy; fld is its path, usually
+// "spec.rollout".
+func (r *Rollout) Validate(fld *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if mu := r.MaxUnavailable; mu != nil {
+		switch {
+		case mu.Type == intstr.Int && mu.IntVal < 1:
+			errs = append(errs, field.Invalid(fld.Child("maxUnavailable"), mu.IntVal, "a wave moves at least 1 node"))
+		case mu.Type == intstr.String && !percentRE.MatchString(mu.StrVal):
+			errs = append(errs, field.Invalid(fld.Child("maxUnavailable"), mu.StrVal, "want a count (such as 2) or a percentage from 1% to 100% (such as \"25%\")"))
+		}
+	}
+	if r.CanaryNodeSelector != nil {
+		errs = append(errs, metav1validation.ValidateLabelSelector(r.CanaryNodeSelector, metav1validation.LabelSelectorValidationOptions{}, fld.Child("canaryNodeSelector"))...)
+	}
+	return errs
+}
+
+// Validate checks an upgrade policy; fld is its path, usually
+// "spec.upgrade". An empty strategy means Hot.
+func (u *Upgrade) Validate(fld *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	switch u.Strategy {
+	case "", UpgradeHot, UpgradeRestart:
+	default:
+		errs = append(errs, field.NotSupported(fld.Child("strategy"), u.Strategy, []UpgradeStrategy{UpgradeHot, UpgradeRestart}))
+	}
+	if c := u.CanaryPercent; c != nil && (*c < 0 || *c > 100) {
+		errs = append(errs, field.Invalid(fld.Child("canaryPercent"), *c, "must be between 0 and 100"))
 	}
 	return errs
 }

@@ -248,8 +248,9 @@ func kubeedgeTwin(t devices.TwinStatus) devicesv1beta1.Twin {
 // reportPlugins derives each cloud plugin's state from its devices:
 // Loaded when one runs on it, Failed with the reason when its devices fail
 // because of it, Pending otherwise; with the digest of the module it runs
-// (Loaded) or tried to run (Failed), as digestOf tells. Only changes are
-// reported.
+// (Loaded, as the manager tells, else digestOf) or tried to run (Failed,
+// as digestOf tells), and after a rolled-back hot upgrade the module
+// rejected and why. Only changes are reported.
 func reportPlugins(mgr *devices.Manager, link reporter, digestOf func(plugin string) string, last map[string]linkproto.PluginReport, log *slog.Logger) {
 	cur := map[string]linkproto.PluginReport{}
 	for _, d := range mgr.Devices() {
@@ -269,6 +270,19 @@ func reportPlugins(mgr *devices.Manager, link reporter, digestOf func(plugin str
 		cur[d.Plugin] = r
 	}
 	for name, r := range cur {
+		if st, ok := mgr.Plugin(name); ok && st.Loaded && r.Phase == string(mappersv1alpha1.PhaseLoaded) {
+			// The module the devices run: during a hot upgrade the old
+			// one until they have moved, after a rollback the old one
+			// with the rejected module and why.
+			if st.Digest != "" {
+				r.Digest = st.Digest
+			}
+			r.RejectedDigest = st.RejectedDigest
+			if st.RejectedDigest != "" {
+				r.Message = st.Rejected
+			}
+			cur[name] = r
+		}
 		if last[name] == r {
 			continue
 		}

@@ -5,6 +5,11 @@
 // their DeviceModels, and the MapperPlugins for their protocols) and hands
 // it to the hub, which delivers it to the node's host.
 //
+// A change of a MapperPlugin's module is rolled out in waves (see package
+// cloud/rollout): a second queue, of plugin names, plans each plugin's
+// rollout, writes it to status.rollout through the status writer, and
+// the desired set of a node not yet in a wave carries the previous module.
+//
 // Only nodes connected to this replica are reconciled: each replica serves
 // the hosts connected to it, and all state lives in the API server.
 package controller
@@ -28,11 +33,14 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 
 	"wapper.dev/wapper/apis/binding"
 	mappersv1alpha1 "wapper.dev/wapper/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/cloud/rollout"
 	"wapper.dev/wapper/linkproto"
 )
 
@@ -61,6 +69,18 @@ type Options struct {
 	Logger *slog.Logger
 	// Metrics receives reconcile metrics; nil for none.
 	Metrics *Metrics
+	// Rollouts receives each plugin's status.rollout. When nil there are
+	// no staged rollouts: every node gets spec.module as it is.
+	Rollouts RolloutWriter
+	// Digest returns the content digest of a module (see
+	// modules.Resolver); nil means the digest in spec.module.
+	Digest func(ctx context.Context, m mappersv1alpha1.Module) (string, error)
+	// Kube, when set, gives the canary selector the labels of Node
+	// objects (it needs nodes get, list and watch).
+	Kube kubernetes.Interface
+	// Recorder logs and counts rollout steps (default: one logging to
+	// Logger, with no metrics).
+	Recorder *rollout.Recorder
 }
 
 const (
@@ -79,6 +99,10 @@ type Controller struct {
 	models  cache.SharedIndexInformer
 	plugins cache.SharedIndexInformer
 	queue   workqueue.TypedRateLimitingInterface[string]
+
+	kubeInf  informers.SharedInformerFactory // nil without Options.Kube
+	nodes    cache.SharedIndexInformer       // nil without Options.Kube
+	rollouts rollouts
 
 	items sync.Map // key → cachedItem
 }
@@ -105,6 +129,9 @@ func New(opts Options) (*Controller, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.Recorder == nil {
+		opts.Recorder = rollout.NewRecorder(opts.Logger, nil)
 	}
 	c := &Controller{
 		opts:  opts,
@@ -153,17 +180,20 @@ func New(opts Options) (*Controller, error) {
 		return nil, err
 	}
 	if _, err := c.models.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { c.enqueueModel(obj) },
-		UpdateFunc: func(_, cur any) { c.enqueueModel(cur) },
-		DeleteFunc: func(obj any) { c.enqueueModel(obj) },
+		AddFunc:    func(obj any) { c.enqueueModel(obj); c.replanAll() },
+		UpdateFunc: func(_, cur any) { c.enqueueModel(cur); c.replanAll() },
+		DeleteFunc: func(obj any) { c.enqueueModel(obj); c.replanAll() },
 	}); err != nil {
 		return nil, err
 	}
 	if _, err := c.plugins.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { c.EnqueueConnected() },
+		AddFunc:    func(any) { c.EnqueueConnected(); c.replanAll() },
 		UpdateFunc: func(old, cur any) { c.enqueuePluginChange(old, cur) },
-		DeleteFunc: func(any) { c.EnqueueConnected() },
+		DeleteFunc: func(obj any) { c.EnqueueConnected(); c.pluginDeleted(obj); c.replanAll() },
 	}); err != nil {
+		return nil, err
+	}
+	if err := c.initRollouts(); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -213,6 +243,7 @@ func (c *Controller) enqueueDevice(obj any) {
 	}
 	if d, ok := obj.(*devicesv1beta1.Device); ok {
 		c.Enqueue(d.Spec.NodeName)
+		c.replanDevice(d)
 	}
 }
 
@@ -241,6 +272,11 @@ func (c *Controller) enqueuePluginChange(old, cur any) {
 		return // a resync
 	}
 	c.EnqueueConnected()
+	if ok1 && ok2 && o.Generation != n.Generation {
+		c.replanAll() // the protocols may have changed, and so the nodes
+	} else if ok2 {
+		c.replan(n.Name)
+	}
 }
 
 // Run starts the informers, waits for their caches, and runs
@@ -249,32 +285,42 @@ func (c *Controller) enqueuePluginChange(old, cur any) {
 func (c *Controller) Run(ctx context.Context) error {
 	defer utilruntime.HandleCrash()
 	defer c.queue.ShutDown()
+	defer c.rollouts.queue.ShutDown()
 	// Shutdown waits for the informers' goroutines, which end with ctx.
 	defer c.dynInf.Shutdown()
 	defer c.keInf.Shutdown()
 	c.keInf.Start(ctx.Done())
 	c.dynInf.Start(ctx.Done())
+	synced := []cache.InformerSynced{c.devices.HasSynced, c.models.HasSynced, c.plugins.HasSynced}
+	if c.kubeInf != nil {
+		defer c.kubeInf.Shutdown()
+		c.kubeInf.Start(ctx.Done())
+		synced = append(synced, c.nodes.HasSynced)
+	}
 	c.log.Info("controller: waiting for informer caches")
-	if !cache.WaitForCacheSync(ctx.Done(), c.devices.HasSynced, c.models.HasSynced, c.plugins.HasSynced) {
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		// Only the end of ctx stops the wait: a clean stop.
 		c.log.Info("controller: stopped before the informer caches synced")
 		return nil
 	}
 	c.log.Info("controller: caches synced; reconciling connected nodes", "workers", c.opts.Workers)
 	c.EnqueueConnected()
+	c.replanAll()
 	var wg sync.WaitGroup
 	for range c.opts.Workers {
 		wg.Go(func() { wait.UntilWithContext(ctx, c.runWorker, time.Second) })
 	}
+	wg.Go(func() { wait.UntilWithContext(ctx, c.runRolloutWorker, time.Second) })
 	<-ctx.Done()
 	c.queue.ShutDown()
+	c.rollouts.queue.ShutDown()
 	wg.Wait()
 	return nil
 }
 
 // HasSynced reports whether the informers have synced.
 func (c *Controller) HasSynced() bool {
-	return c.devices.HasSynced() && c.models.HasSynced() && c.plugins.HasSynced()
+	return c.devices.HasSynced() && c.models.HasSynced() && c.plugins.HasSynced() && (c.nodes == nil || c.nodes.HasSynced())
 }
 
 func (c *Controller) runWorker(ctx context.Context) {
@@ -352,9 +398,15 @@ func (c *Controller) DesiredSet(node string) (map[string]linkproto.Item, error) 
 			}
 		}
 		if p := c.pluginFor(d, model); p != nil {
-			if err := add(linkproto.KindMapperPlugin, p); err != nil {
+			key := linkproto.Key(linkproto.KindMapperPlugin, "", p.Name)
+			if _, ok := out[key]; ok {
+				continue
+			}
+			it, err := c.pluginItem(node, key, p)
+			if err != nil {
 				return nil, err
 			}
+			out[key] = it
 		}
 	}
 	return out, nil
@@ -427,8 +479,18 @@ type runtimeObject interface {
 // cached by resource version, so a plugin shared by many nodes is rendered
 // once.
 func (c *Controller) item(kind, key string, o runtimeObject) (linkproto.Item, error) {
+	return c.itemVariant(kind, key, "", o)
+}
+
+// itemVariant is item for one variant of an object (such as a plugin with
+// its previous module), cached apart from the others.
+func (c *Controller) itemVariant(kind, key, variant string, o runtimeObject) (linkproto.Item, error) {
 	rv := o.GetResourceVersion()
-	if v, ok := c.items.Load(key); ok && v.(cachedItem).rv == rv {
+	cacheKey := key
+	if variant != "" {
+		cacheKey = key + "\x00" + variant
+	}
+	if v, ok := c.items.Load(cacheKey); ok && v.(cachedItem).rv == rv {
 		return v.(cachedItem).item, nil
 	}
 	var obj any
@@ -447,6 +509,7 @@ func (c *Controller) item(kind, key string, o runtimeObject) (linkproto.Item, er
 	case *mappersv1alpha1.MapperPlugin:
 		p := t.DeepCopy()
 		p.Status = mappersv1alpha1.MapperPluginStatus{}
+		p.Spec.Rollout = mappersv1alpha1.Rollout{} // the cloud's business, not the host's
 		p.TypeMeta.APIVersion, p.TypeMeta.Kind = mappersv1alpha1.SchemeGroupVersion.String(), linkproto.KindMapperPlugin
 		clean(&p.ObjectMeta.ManagedFields, &p.ObjectMeta.ResourceVersion, &p.ObjectMeta.Generation)
 		obj = p
@@ -459,6 +522,6 @@ func (c *Controller) item(kind, key string, o runtimeObject) (linkproto.Item, er
 	}
 	sum := sha256.Sum256(b)
 	it := linkproto.Item{Key: key, Version: hex.EncodeToString(sum[:12]), Object: b}
-	c.items.Store(key, cachedItem{rv: rv, item: it})
+	c.items.Store(cacheKey, cachedItem{rv: rv, item: it})
 	return it, nil
 }

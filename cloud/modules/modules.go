@@ -1,14 +1,16 @@
 // Package modules is wapper-cloud's pull-through module endpoint, for hosts
 // that cannot reach the registry themselves. A host asks for a
 // MapperPlugin's module by name with its node credential; the endpoint
-// serves it only when that plugin is in the node's desired set, pulls it
-// from the registry pinned by the plugin's digest (registry/fetch), caches
+// serves it only when that plugin is in the node's desired set, pulls the
+// module the node was sent (during a staged rollout, perhaps the previous
+// one) from the registry pinned by its digest (registry/fetch), caches
 // it by digest, and sends the module's own digest in a header for the host
 // to check.
 package modules
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -87,13 +89,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := strings.TrimPrefix(r.URL.Path, linkproto.ModulesPath)
-	if _, ok := h.opts.Auth.Desired(node, linkproto.Key(linkproto.KindMapperPlugin, "", name)); !ok {
+	it, ok := h.opts.Auth.Desired(node, linkproto.Key(linkproto.KindMapperPlugin, "", name))
+	if !ok {
 		h.requests.WithLabelValues("forbidden").Inc()
 		h.log.Warn("modules: node asked for a plugin outside its desired set", "node", node, "plugin", name)
 		http.Error(w, "wapper-cloud: MapperPlugin "+strconv.Quote(name)+" is not used by node "+node+" (a node fetches only its own plugins, and only while connected)", http.StatusForbidden)
 		return
 	}
-	p, ok := h.opts.Plugin(name)
+	p, ok := h.plugin(name, it)
 	if !ok || p.Spec.Module.Image == "" {
 		h.requests.WithLabelValues("notfound").Inc()
 		http.Error(w, "wapper-cloud: MapperPlugin "+strconv.Quote(name)+" has no module image to pull", http.StatusNotFound)
@@ -127,4 +130,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodGet {
 		_, _ = w.Write(b)
 	}
+}
+
+// plugin returns the MapperPlugin as the node was sent it (during a
+// staged rollout a node may be sent the previous module), or, when the
+// item carries no object, as the cluster has it.
+func (h *Handler) plugin(name string, it linkproto.Item) (*mappersv1alpha1.MapperPlugin, bool) {
+	if len(it.Object) == 0 {
+		return h.opts.Plugin(name)
+	}
+	p := &mappersv1alpha1.MapperPlugin{}
+	if err := json.Unmarshal(it.Object, p); err != nil {
+		h.log.Warn("modules: cannot decode the MapperPlugin sent to the node; using the cluster's", "plugin", name, "err", err)
+		return h.opts.Plugin(name)
+	}
+	return p, true
 }

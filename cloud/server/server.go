@@ -1,8 +1,8 @@
-// Package server assembles wapper-cloud: the controller, the hub, the
-// status writer, node authentication and the module endpoint, behind one
-// TLS listener. cmd/wapper-cloud is a thin flag layer over Run, which
-// composes the components' Run methods and writes down their shutdown
-// order.
+// Package server assembles wapper-cloud: the controller (with staged
+// rollouts), the hub, the status writer, node authentication and the
+// module endpoint, behind one TLS listener. cmd/wapper-cloud is a thin
+// flag layer over Run, which composes the components' Run methods and
+// writes down their shutdown order.
 package server
 
 import (
@@ -31,6 +31,7 @@ import (
 	"wapper.dev/wapper/cloud/hub"
 	"wapper.dev/wapper/cloud/modules"
 	"wapper.dev/wapper/cloud/nodeauth"
+	"wapper.dev/wapper/cloud/rollout"
 	"wapper.dev/wapper/cloud/status"
 	"wapper.dev/wapper/linkproto"
 	"wapper.dev/wapper/registry/fetch"
@@ -187,7 +188,11 @@ func Run(ctx context.Context, cfg Config) error {
 	hopts.OnConnect = func(node string) { ctl.Enqueue(node) }
 	hopts.Metrics = hub.NewMetrics(reg)
 	h := hub.New(hopts)
-	ctl, err = controller.New(controller.Options{KubeEdge: kec, Dynamic: dc, Hub: h, Workers: cfg.Workers, Logger: log, Metrics: controller.NewMetrics(reg)})
+	resolver := modules.NewResolver(cfg.ModuleCacheDir, cfg.Fetch, 0)
+	ctl, err = controller.New(controller.Options{
+		KubeEdge: kec, Dynamic: dc, Hub: h, Workers: cfg.Workers, Logger: log, Metrics: controller.NewMetrics(reg),
+		Rollouts: writer, Digest: resolver.Digest, Kube: kc, Recorder: rollout.NewRecorder(log, reg),
+	})
 	if err != nil {
 		return err
 	}

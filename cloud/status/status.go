@@ -1,7 +1,8 @@
 // Package status writes what hosts report back into the cluster: device
 // twins and state to KubeEdge's DeviceStatus resource (or, where that CRD
 // is not installed, to the Device's status as older KubeEdge releases
-// have it), and each node's plugin state to MapperPlugin status.
+// have it), and each node's plugin state and the module's rollout to
+// MapperPlugin status.
 //
 // Reports are coalesced per object for a short flush interval, written by
 // a few workers under a token-bucket rate limit, and acknowledged to the
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	devicesv1beta1 "github.com/kubeedge/api/apis/devices/v1beta1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -132,6 +134,7 @@ type deviceEntry struct {
 
 type pluginEntry struct {
 	nodes   map[string]linkproto.PluginReport
+	rollout *mappersv1alpha1.RolloutStatus // nil: leave status.rollout alone
 	waiters []waiter
 }
 
@@ -201,6 +204,21 @@ func (w *Writer) Submit(node string, reports []linkproto.Report, done func([]uin
 		w.log.Warn("status: acknowledging empty reports", "node", node, "count", len(bad))
 		done(bad)
 	}
+}
+
+// SetRollout queues a write of a MapperPlugin's status.rollout, gathered
+// and rate limited with its nodes' reports; a later call before the write
+// replaces it.
+func (w *Writer) SetRollout(plugin string, st mappersv1alpha1.RolloutStatus) {
+	w.mu.Lock()
+	e := w.plugins[plugin]
+	if e == nil {
+		e = &pluginEntry{nodes: map[string]linkproto.PluginReport{}}
+		w.plugins[plugin] = e
+	}
+	e.rollout = st.DeepCopy()
+	w.mu.Unlock()
+	w.queue.AddAfter("p/"+plugin, w.opts.FlushInterval)
 }
 
 // Pending returns how many objects wait to be written.
@@ -374,7 +392,7 @@ func (w *Writer) writePlugin(ctx context.Context, name string) error {
 	if !ok {
 		return nil
 	}
-	err := w.updatePlugin(ctx, name, e.nodes)
+	err := w.updatePlugin(ctx, name, e.nodes, e.rollout)
 	if errors.Is(err, errGone) {
 		w.log.Info("status: MapperPlugin is gone; dropping its node states", "plugin", name)
 		err = nil
@@ -384,6 +402,9 @@ func (w *Writer) writePlugin(ctx context.Context, name string) error {
 		if cur := w.plugins[name]; cur != nil {
 			for n, r := range cur.nodes {
 				e.nodes[n] = r
+			}
+			if cur.rollout != nil {
+				e.rollout = cur.rollout
 			}
 			e.waiters = append(e.waiters, cur.waiters...)
 		}
@@ -396,9 +417,9 @@ func (w *Writer) writePlugin(ctx context.Context, name string) error {
 }
 
 // updatePlugin sets this replica's nodes' entries in a MapperPlugin's
-// status, leaving other nodes' entries (other replicas') alone, retrying on
-// conflicts.
-func (w *Writer) updatePlugin(ctx context.Context, name string, nodes map[string]linkproto.PluginReport) error {
+// status, leaving other nodes' entries (other replicas') alone, and its
+// status.rollout when rollout is not nil, retrying on conflicts.
+func (w *Writer) updatePlugin(ctx context.Context, name string, nodes map[string]linkproto.PluginReport, rollout *mappersv1alpha1.RolloutStatus) error {
 	gvr := schema.GroupVersionResource(mappersv1alpha1.GroupVersionResource)
 	api := w.opts.Dynamic.Resource(gvr)
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
@@ -413,7 +434,12 @@ func (w *Writer) updatePlugin(ctx context.Context, name string, nodes map[string
 		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.UnstructuredContent(), p); err != nil {
 			return fmt.Errorf("decode MapperPlugin %s: %w", name, err)
 		}
-		if !SetNodes(&p.Status, nodes, metav1.Now()) {
+		changed := SetNodes(&p.Status, nodes, metav1.Now())
+		if rollout != nil && !equality.Semantic.DeepEqual(p.Status.Rollout, *rollout) {
+			p.Status.Rollout = *rollout
+			changed = true
+		}
+		if !changed {
 			return nil
 		}
 		out, err := runtime.DefaultUnstructuredConverter.ToUnstructured(p)

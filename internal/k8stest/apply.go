@@ -11,6 +11,7 @@ import (
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/restmapper"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/yaml"
 )
 
@@ -48,13 +49,18 @@ func (e *Env) Apply(ctx context.Context, namespace, stream string) error {
 			}
 			api = dyn.Resource(m.Resource).Namespace(u.GetNamespace())
 		}
-		cur, err := api.Get(ctx, u.GetName(), metav1.GetOptions{})
-		if err == nil {
+		// A controller writing the object's status meanwhile makes the
+		// replace conflict: read and replace again, as kubectl does.
+		err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			cur, err := api.Get(ctx, u.GetName(), metav1.GetOptions{})
+			if err != nil {
+				_, err = api.Create(ctx, u, metav1.CreateOptions{})
+				return err
+			}
 			u.SetResourceVersion(cur.GetResourceVersion())
 			_, err = api.Update(ctx, u, metav1.UpdateOptions{})
-		} else {
-			_, err = api.Create(ctx, u, metav1.CreateOptions{})
-		}
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("k8stest: apply %s %s: %w", gvk.Kind, u.GetName(), err)
 		}

@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/wait"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
@@ -106,9 +107,16 @@ func TestDiscoveryServesTheCRDs(t *testing.T) {
 		mapperPluginsGVR: false, devicesGVR: true, deviceModelsGVR: true, deviceStatusGVR: true,
 	}
 	for gvr, namespaced := range want {
-		list, err := dc.ServerResourcesForGroupVersion(gvr.GroupVersion().String())
+		// Discovery may serve a new CRD's group a moment after the CRD
+		// is Established.
+		var list *metav1.APIResourceList
+		err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
+			var err error
+			list, err = dc.ServerResourcesForGroupVersion(gvr.GroupVersion().String())
+			return err == nil, nil
+		})
 		if err != nil {
-			t.Fatalf("discovery %s: %v", gvr.GroupVersion(), err)
+			t.Fatalf("discovery %s: not served: %v", gvr.GroupVersion(), err)
 		}
 		found := false
 		for _, r := range list.APIResources {
@@ -271,7 +279,7 @@ func TestMapperPluginPrinterColumns(t *testing.T) {
 	for _, col := range table.ColumnDefinitions {
 		names = append(names, col.Name)
 	}
-	if got := strings.Join(names, ","); got != "Name,Protocols,Image,File,Age" {
+	if got := strings.Join(names, ","); got != "Name,Protocols,Image,File,Rollout,Updated,Nodes,Age" {
 		t.Fatalf("columns = %s", got)
 	}
 	if len(table.Rows) != 1 || table.Rows[0].Cells[1] != `["virtual"]` || table.Rows[0].Cells[3] != "virtual.wasm" {
@@ -306,6 +314,8 @@ func TestMapperPluginSchemaRejects(t *testing.T) {
 		{"escaping file", map[string]any{"protocols": []any{"m"}, "module": map[string]any{"file": "a/../../m.wasm"}}, "relative to the host's --plugin-dir"},
 		{"bad network grant", map[string]any{"protocols": []any{"m"}, "module": map[string]any{"file": "m.wasm"}, "grants": map[string]any{"network": []any{"127.0.0.1:502"}}}, "spec.grants.network[0]"},
 		{"relative serial grant", map[string]any{"protocols": []any{"m"}, "module": map[string]any{"file": "m.wasm"}, "grants": map[string]any{"serial": []any{"ttyUSB0"}}}, "spec.grants.serial[0]"},
+		{"rollout zero wave", map[string]any{"protocols": []any{"m"}, "module": map[string]any{"file": "m.wasm"}, "rollout": map[string]any{"maxUnavailable": int64(0)}}, "maxUnavailable is a count of at least 1"},
+		{"rollout bad percentage", map[string]any{"protocols": []any{"m"}, "module": map[string]any{"file": "m.wasm"}, "rollout": map[string]any{"maxUnavailable": "150%"}}, "maxUnavailable is a count of at least 1"},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -257,42 +257,8 @@ func (p *Plugin) readChunk(ctx context.Context, sc *manyScratch, reqs []ReadReq,
 	for _, r := range reqs {
 		sc.ids = append(sc.ids, r.Device)
 	}
-	slices.Sort(sc.ids)
-	sc.ids = slices.Compact(sc.ids)
-	sc.devs, sc.errs, sc.held = sc.devs[:0], sc.errs[:0], sc.held[:0]
-	for _, id := range sc.ids {
-		sc.devs = append(sc.devs, p.device(id))
-		sc.errs = append(sc.errs, nil)
-	}
-	// Lock in ascending handle order, so that two chunks never wait for
-	// each other.
-	now := time.Now()
-	for i, d := range sc.devs {
-		if d == nil {
-			sc.errs[i] = abi.Errorf(abi.ErrNotFound, "plugin %s has no device with handle %d", p.name, sc.ids[i])
-			continue
-		}
-		d.mu.Lock()
-		sc.held = append(sc.held, d)
-		switch {
-		case d.removed:
-			sc.errs[i] = abi.Errorf(abi.ErrNotFound, "device %s was removed", d.name())
-		default:
-			sc.errs[i] = d.setAside(now)
-		}
-	}
-	defer func() {
-		for _, d := range sc.held {
-			d.mu.Unlock()
-		}
-	}()
-	live := -1
-	for i, d := range sc.devs {
-		if d != nil && sc.errs[i] == nil {
-			live = i
-			break
-		}
-	}
+	live := p.lockChunk(sc)
+	defer sc.unlock()
 	p.fillDeviceErrs(sc, reqs, out)
 	if live < 0 {
 		return nil
@@ -383,6 +349,47 @@ func (p *Plugin) readChunk(ctx context.Context, sc *manyScratch, reqs []ReadReq,
 		}
 	}
 	return nil
+}
+
+// lockChunk looks up the devices of the handles in sc.ids (sorted and
+// deduplicated in place) into sc.devs and locks them in ascending handle
+// order, so that two chunks never wait for each other; sc.held holds the
+// devices locked, for sc.unlock. sc.errs[i] fails every call for
+// sc.devs[i]: unknown, removed or set aside. It returns the index of the
+// first device that may be called, or -1.
+func (p *Plugin) lockChunk(sc *manyScratch) (live int) {
+	slices.Sort(sc.ids)
+	sc.ids = slices.Compact(sc.ids)
+	sc.devs, sc.errs, sc.held = sc.devs[:0], sc.errs[:0], sc.held[:0]
+	now := time.Now()
+	live = -1
+	for i, id := range sc.ids {
+		d := p.device(id)
+		sc.devs = append(sc.devs, d)
+		sc.errs = append(sc.errs, nil)
+		if d == nil {
+			sc.errs[i] = abi.Errorf(abi.ErrNotFound, "plugin %s has no device with handle %d", p.name, id)
+			continue
+		}
+		d.mu.Lock()
+		sc.held = append(sc.held, d)
+		if d.removed {
+			sc.errs[i] = abi.Errorf(abi.ErrNotFound, "device %s was removed", d.name())
+		} else {
+			sc.errs[i] = d.setAside(now)
+		}
+		if sc.errs[i] == nil && live < 0 {
+			live = i
+		}
+	}
+	return live
+}
+
+// unlock releases the device locks lockChunk took.
+func (sc *manyScratch) unlock() {
+	for _, d := range sc.held {
+		d.mu.Unlock()
+	}
 }
 
 // fillDeviceErrs gives every reading of a failed device its device's

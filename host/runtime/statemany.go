@@ -3,8 +3,6 @@ package runtime
 import (
 	"context"
 	"errors"
-	"slices"
-	"time"
 
 	"wapper.dev/wapper/abi"
 )
@@ -69,18 +67,15 @@ func (p *Plugin) stateChunk(ctx context.Context, sc *manyScratch, ids []uint32, 
 	for _, k := range chunk {
 		sc.ids = append(sc.ids, ids[k])
 	}
-	slices.Sort(sc.ids)
-	sc.ids = slices.Compact(sc.ids)
-	sc.devs, sc.errs, sc.held = sc.devs[:0], sc.errs[:0], sc.held[:0]
+	live := p.lockChunk(sc)
 	sc.states = resizeStates(sc.states, len(sc.ids))
-	for _, id := range sc.ids {
-		sc.devs = append(sc.devs, p.device(id))
-		sc.errs = append(sc.errs, nil)
+	for i := range sc.errs {
+		if sc.errs[i] == nil {
+			sc.errs[i] = errNotAsked
+		}
 	}
 	defer func() {
-		for _, d := range sc.held {
-			d.mu.Unlock()
-		}
+		sc.unlock()
 		for _, k := range chunk {
 			i := sc.deviceIndex(ids[k])
 			switch {
@@ -94,24 +89,6 @@ func (p *Plugin) stateChunk(ctx context.Context, sc *manyScratch, ids []uint32, 
 			}
 		}
 	}()
-	now := time.Now()
-	live := -1
-	for i, d := range sc.devs {
-		if d == nil {
-			sc.errs[i] = abi.Errorf(abi.ErrNotFound, "plugin %s has no device with handle %d", p.name, sc.ids[i])
-			continue
-		}
-		d.mu.Lock()
-		sc.held = append(sc.held, d)
-		if d.removed {
-			sc.errs[i] = abi.Errorf(abi.ErrNotFound, "device %s was removed", d.name())
-		} else if sc.errs[i] = d.setAside(now); sc.errs[i] == nil {
-			sc.errs[i] = errNotAsked
-			if live < 0 {
-				live = i
-			}
-		}
-	}
 	if live < 0 {
 		return nil
 	}

@@ -580,3 +580,26 @@ func (m *Manager) SubscribeFunc(name string, buffer int, keep func(*Event) bool)
 		}
 	}
 }
+
+// Plugins returns the status of every MapperPlugin, sorted by name.
+func (m *Manager) Plugins() []PluginStatus {
+	m.mu.RLock()
+	out := make([]PluginStatus, 0, len(m.plugins))
+	for _, e := range m.plugins {
+		out = append(out, e.statusLocked())
+	}
+	m.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Plugin returns the status of the named MapperPlugin, if there is one.
+func (m *Manager) Plugin(name string) (PluginStatus, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	e := m.plugins[name]
+	if e == nil {
+		return PluginStatus{}, false
+	}
+	return e.statusLocked(), true
+}

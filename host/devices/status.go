@@ -91,3 +91,21 @@ func (d *device) status() DeviceStatus {
 	}
 	return s
 }
+
+// PluginStatus is where a MapperPlugin stands on this host.
+type PluginStatus struct {
+	Name   string `json:"name"`
+	Source string `json:"source"`
+	// Loaded is set when the plugin runs; Error says why it does not.
+	Loaded bool   `json:"loaded"`
+	Error  string `json:"error,omitempty"`
+	// Digest is the digest of the module the plugin runs, "sha256:<hex>"
+	// of its bytes.
+	Digest string `json:"digest,omitempty"`
+	// RejectedDigest is the digest of the last module a hot upgrade
+	// rolled back from, while the plugin kept running Digest, and
+	// Rejected says why; both are empty when the last upgrade, if any,
+	// took.
+	RejectedDigest string `json:"rejectedDigest,omitempty"`
+	Rejected       string `json:"rejected,omitempty"`
+}

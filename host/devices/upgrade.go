@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"sort"
 	"sync"
 	"time"
 
@@ -53,47 +52,6 @@ const (
 	canaryCycles  = 5
 	canaryWaitMin = 2 * time.Second
 )
-
-// PluginStatus is where a MapperPlugin stands on this host.
-type PluginStatus struct {
-	Name   string `json:"name"`
-	Source string `json:"source"`
-	// Loaded is set when the plugin runs; Error says why it does not.
-	Loaded bool   `json:"loaded"`
-	Error  string `json:"error,omitempty"`
-	// Digest is the digest of the module the plugin runs, "sha256:<hex>"
-	// of its bytes.
-	Digest string `json:"digest,omitempty"`
-	// RejectedDigest is the digest of the last module a hot upgrade
-	// rolled back from, while the plugin kept running Digest, and
-	// Rejected says why; both are empty when the last upgrade, if any,
-	// took.
-	RejectedDigest string `json:"rejectedDigest,omitempty"`
-	Rejected       string `json:"rejected,omitempty"`
-}
-
-// Plugins returns the status of every MapperPlugin, sorted by name.
-func (m *Manager) Plugins() []PluginStatus {
-	m.mu.RLock()
-	out := make([]PluginStatus, 0, len(m.plugins))
-	for _, e := range m.plugins {
-		out = append(out, e.statusLocked())
-	}
-	m.mu.RUnlock()
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
-}
-
-// Plugin returns the status of the named MapperPlugin, if there is one.
-func (m *Manager) Plugin(name string) (PluginStatus, bool) {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	e := m.plugins[name]
-	if e == nil {
-		return PluginStatus{}, false
-	}
-	return e.statusLocked(), true
-}
 
 // statusLocked returns the entry's status; callers hold Manager.mu.
 func (e *pluginEntry) statusLocked() PluginStatus {

@@ -204,7 +204,15 @@ func (c *Controller) planFor(ctx context.Context, p *mappersv1alpha1.MapperPlugi
 	}
 	target, err := c.targetDigest(ctx, p)
 	if err != nil {
-		return nil, err
+		if p.Status.Rollout.Phase != "" {
+			return nil, err
+		}
+		// The plugin's first module: there is no earlier one to hold
+		// the nodes on, so they get the spec as it is and report what
+		// they make of it (a module that does not match its pin is
+		// theirs to refuse, naming the digests).
+		c.log.Warn("controller: cannot resolve the module's digest; sending the plugin as it is", "plugin", p.Name, "err", err)
+		target = p.Spec.Module.Digest
 	}
 	plan, err := rollout.Compute(rollout.Input{
 		Generation:   p.Generation,

@@ -32,7 +32,10 @@ func wapperPluginTest(t *testing.T, args ...string) (string, int) {
 
 func TestWapperPluginTestCLI(t *testing.T) {
 	for _, plugin := range []string{"conformance", "conformance-rust"} {
-		out, code := wapperPluginTest(t, "--cycles", "20", testenv.TestPlugin(t, plugin))
+		// Enough cycles that the memory cases' bound (a quarter of what
+		// the cycles allocate) is above one step of the Go guest's heap
+		// growth (576 KiB seen), which 20 cycles were not.
+		out, code := wapperPluginTest(t, "--cycles", "100", testenv.TestPlugin(t, plugin))
 		for _, line := range strings.Split(out, "\n") {
 			if strings.HasPrefix(line, "FAIL  ") {
 				t.Errorf("%s: %s", plugin, line)

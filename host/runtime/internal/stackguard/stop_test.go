@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -57,6 +58,11 @@ func stopFlag(t *testing.T, m api.Module) api.MutableGlobal {
 // no help from wazero (no WithCloseOnContextDone, no context deadline).
 // wazevo must load the flag anew at every loop iteration and call.
 func TestStopFlag(t *testing.T) {
+	// A guest spinning in compiled code with no context to check never
+	// reaches a Go safepoint: a GC that starts while it spins waits for
+	// it forever, and so does the goroutine that would set the flag (seen
+	// once in CI). The GC stays off while the guests spin.
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	out := mustInstrument(t, testdata(t, "stop.wasm"), BudgetForBytes(1<<20), options{strict: true})
 	for _, eng := range stopEngines {
 		for _, fn := range []string{"spin", "count", "fib60"} {
@@ -104,6 +110,7 @@ func TestStopFlagZeroRunsNormally(t *testing.T) {
 // instantiation, where nothing could stop it, but from StartExport, where
 // the stop flag does.
 func TestStopStart(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(-1)) // as in TestStopFlag
 	out := mustInstrument(t, testdata(t, "stopstart.wasm"), BudgetForBytes(1<<20), options{strict: true})
 	for _, eng := range stopEngines {
 		t.Run(eng.name, func(t *testing.T) {

@@ -21,7 +21,6 @@ import (
 //     ("10.0.0.0/8", "[fd00::/8]"), a DNS name, a DNS name whose first label
 //     is "*" ("*.plant.local", any one or more labels), or "*" (any host);
 //   - PORT is a number, a range "502-510", or "*" (any port).
-//
 type Network struct {
 	// Scheme is "tcp" or "udp".
 	Scheme string

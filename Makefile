@@ -63,6 +63,8 @@ test: deps build plugins testplugins $(TEST_PREREQS)
 	cd sdk-go && $(GO) test -count=1 ./...
 	$(GO) vet ./...
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 40m $(RACE_PKGS)
+	# Timing-bound (no collect cycle missed): also without the race detector.
+	$(GO) test -count=1 -run '^TestHotUpgrade$$' ./host/devices
 	$(GO) test -count=1 -timeout 20m $(RACE_FREE)
 	$(foreach s,$(TEST_STEPS),$(s) &&) true
 

@@ -42,8 +42,9 @@ import (
 // successful read within canaryCycles of its collect cycles rolls back:
 // the canary devices move back, the new version is closed, and the
 // plugin's status ([Manager.Plugins], [Manager.Problems]) says which
-// module was rejected and why. That module is not tried again until the
-// module changes again.
+// module was rejected and why. That module is not tried again while it is
+// the one asked for; once the running module is asked for again (a
+// rollback), the rejection is forgotten and the module may be tried anew.
 
 // canaryCycles is how many collect cycles a canary device has to read
 // successfully on the new version; canaryWaitMin bounds that wait from
@@ -130,8 +131,13 @@ func (m *Manager) changeModule(ctx context.Context, old *pluginEntry, src string
 	}
 	old.upgradeFailures, old.upgradeAt = 0, time.Time{}
 	rejected := old.rejected
-	m.mu.Unlock()
 	dg := moduleDigest(wasm)
+	if dg == old.digest {
+		// Asked for the running module again (a rollback): a module
+		// rejected before is tried again when asked for anew.
+		old.rejected, old.rejectedWhy = "", ""
+	}
+	m.mu.Unlock()
 	switch dg {
 	case old.digest:
 		if old.spec != spec {

@@ -28,6 +28,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -185,7 +186,11 @@ type Limiter struct {
 	log   *slog.Logger
 	gauge prometheus.Gauge
 	env   string // GOMEMLIMIT, when set
-	last  int64  // the limit last applied; -1 before the first
+
+	mu      sync.Mutex // guards the fields below
+	last    int64      // the limit the setting asks for; -1 before the first Update
+	applied int64      // the limit in force: last, or none while loosened
+	loose   int        // Loosen calls not done yet
 }
 
 // New returns a Limiter; Run applies the limit.
@@ -205,7 +210,7 @@ func New(o Options) (*Limiter, error) {
 	if o.setMemoryLimit == nil {
 		o.setMemoryLimit = debug.SetMemoryLimit
 	}
-	l := &Limiter{o: o, log: o.Logger, last: -1,
+	l := &Limiter{o: o, log: o.Logger, last: -1, applied: -1,
 		gauge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "wapper_memory_limit_bytes",
 			Help: "The Go runtime's soft memory limit (--memory-limit, or GOMEMLIMIT); 0 when there is none."})}
 	if v, ok := o.lookupEnv("GOMEMLIMIT"); ok && v != "" {
@@ -234,15 +239,14 @@ func (l *Limiter) Update() int64 {
 	default:
 		want = For(l.o.Devices())
 	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if want == l.last {
 		return shown(want)
 	}
 	first := l.last < 0
 	l.last = want
-	if l.env == "" {
-		l.o.setMemoryLimit(want)
-	}
-	l.gauge.Set(float64(shown(want)))
+	l.applyLocked()
 	switch {
 	case l.env != "" && first:
 		l.log.Info("memory limit from GOMEMLIMIT; --memory-limit ignored", "GOMEMLIMIT", l.env, "limit-bytes", shown(want), "memory-limit", l.o.Setting.String())
@@ -254,6 +258,50 @@ func (l *Limiter) Update() int64 {
 		l.log.Debug("memory limit changed with the device count", "limit", formatSize(want))
 	}
 	return shown(want)
+}
+
+// Loosen lifts the limit until done is called, for a short transient
+// that allocates far beyond the live set: compiling a plugin's module
+// (see runtime.EngineOptions.OnLoad). Near the limit, the collector would
+// run without pause through a compile, taking up to half the CPU and
+// making every allocating goroutine assist it: devices then miss their
+// cycles, and the compile takes three times as long. GOGC still bounds
+// the heap meanwhile. Loosens nest; the limit returns when the last is
+// done. GOMEMLIMIT is never lifted.
+func (l *Limiter) Loosen() (done func()) {
+	l.mu.Lock()
+	l.loose++
+	l.applyLocked()
+	l.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			l.mu.Lock()
+			l.loose--
+			l.applyLocked()
+			l.mu.Unlock()
+		})
+	}
+}
+
+// applyLocked sets the runtime's limit to what is in force now: none
+// while loosened, else the last one Update computed. Callers hold l.mu.
+func (l *Limiter) applyLocked() {
+	if l.last < 0 {
+		return
+	}
+	want := l.last
+	if l.loose > 0 && l.env == "" {
+		want = math.MaxInt64
+	}
+	if want == l.applied {
+		return
+	}
+	l.applied = want
+	if l.env == "" {
+		l.o.setMemoryLimit(want)
+	}
+	l.gauge.Set(float64(shown(want)))
 }
 
 // shown is the limit as the gauge shows it: 0 for none.

@@ -145,6 +145,57 @@ func TestRunFollowsCount(t *testing.T) {
 	}
 }
 
+// TestLoosen: while a Loosen is not done the runtime has no limit (the
+// gauge says so); loosens nest, a done func counts once, an Update
+// meanwhile takes effect when the last is done, and GOMEMLIMIT is never
+// lifted.
+func TestLoosen(t *testing.T) {
+	rt := &fake{limit: math.MaxInt64}
+	var n atomic.Int64
+	l, err := New(Options{Devices: func() int { return int(n.Load()) }, Logger: slog.New(slog.DiscardHandler),
+		lookupEnv: func(string) (string, bool) { return "", false }, setMemoryLimit: rt.set})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(step string, want int64) {
+		t.Helper()
+		gauge := want
+		if want == math.MaxInt64 {
+			gauge = 0
+		}
+		if rt.limit != want || testutil.ToFloat64(l.gauge) != float64(gauge) {
+			t.Fatalf("%s: runtime limit %d, gauge %v; want %d", step, rt.limit, testutil.ToFloat64(l.gauge), want)
+		}
+	}
+	early := l.Loosen() // before the first Update: nothing to lift yet
+	l.Update()
+	check("Update while loosened", math.MaxInt64)
+	early()
+	check("done", For(0))
+	a, b := l.Loosen(), l.Loosen()
+	check("two loosens", math.MaxInt64)
+	a()
+	a()
+	check("one done twice, one left", math.MaxInt64)
+	n.Store(1000)
+	l.Update()
+	check("Update while loosened", math.MaxInt64)
+	b()
+	check("last done", For(1000))
+
+	env := &fake{limit: 300 << 20}
+	l, err = New(Options{Devices: func() int { return 0 }, Logger: slog.New(slog.DiscardHandler),
+		lookupEnv: func(string) (string, bool) { return "300MiB", true }, setMemoryLimit: env.set})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Update()
+	l.Loosen()()
+	if env.limit != 300<<20 || env.calls != 0 {
+		t.Fatalf("GOMEMLIMIT changed by Loosen: %d after %d sets", env.limit, env.calls)
+	}
+}
+
 func TestNewNeedsDevicesInAuto(t *testing.T) {
 	if _, err := New(Options{}); err == nil {
 		t.Fatal("auto mode without Devices accepted")

@@ -17,6 +17,7 @@ type Engine struct {
 	log     *slog.Logger
 	metrics *Metrics
 	epoch   time.Time
+	onLoad  func() (done func())
 }
 
 // EngineOptions configure an Engine.
@@ -28,11 +29,18 @@ type EngineOptions struct {
 	Logger *slog.Logger
 	// Metrics receives counters (default: unregistered collectors).
 	Metrics *Metrics
+	// OnLoad, when set, is called as Load starts compiling a module, and
+	// the func it returns once the module is compiled and its first
+	// instance made (or the load failed). wapper-host lifts its soft
+	// memory limit meanwhile: a compile's garbage would otherwise keep
+	// the collector running near the limit and slow every device's
+	// reads (see host/memlimit).
+	OnLoad func() (done func())
 }
 
 // NewEngine creates an Engine.
 func NewEngine(opts EngineOptions) (*Engine, error) {
-	e := &Engine{log: opts.Logger, metrics: opts.Metrics, epoch: time.Now()}
+	e := &Engine{log: opts.Logger, metrics: opts.Metrics, epoch: time.Now(), onLoad: opts.OnLoad}
 	if e.log == nil {
 		e.log = slog.Default()
 	}

@@ -167,6 +167,10 @@ func (e *Engine) load(ctx context.Context, cfg Config, skipInit bool) (*Plugin, 
 	if len(p.initConfig) == 0 {
 		p.initConfig = []byte("{}")
 	}
+	if e.onLoad != nil {
+		done := e.onLoad()
+		defer done()
+	}
 	pages, err := memoryPages(cfg)
 	if err != nil {
 		return nil, err

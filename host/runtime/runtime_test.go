@@ -283,6 +283,48 @@ func TestMemoryLimitBelowModuleMinimum(t *testing.T) {
 	}
 }
 
+// TestOnLoadBracketsEachLoad: EngineOptions.OnLoad is called as each
+// load starts and its done func once the load ends, loaded or refused.
+func TestOnLoadBracketsEachLoad(t *testing.T) {
+	var mu sync.Mutex
+	var started, done int
+	eng, err := runtime.NewEngine(runtime.EngineOptions{CacheDir: cacheDir, Logger: slog.New(slog.DiscardHandler),
+		OnLoad: func() func() {
+			mu.Lock()
+			started++
+			mu.Unlock()
+			return func() {
+				mu.Lock()
+				done++
+				mu.Unlock()
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close(context.Background())
+	count := func() (int, int) {
+		mu.Lock()
+		defer mu.Unlock()
+		return started, done
+	}
+	wasm, _ := os.ReadFile(testenv.Plugin(t, "virtual"))
+	p, err := eng.Load(context.Background(), runtime.Config{Name: "virtual", Wasm: wasm})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(context.Background())
+	if s, d := count(); s != 1 || d != 1 {
+		t.Fatalf("after a load: OnLoad called %d times, done %d; want 1, 1", s, d)
+	}
+	if _, err := eng.Load(context.Background(), runtime.Config{Name: "garbage", Wasm: []byte("\x00asm\x01\x00\x00\x00\xff")}); err == nil {
+		t.Fatal("garbage module loaded")
+	}
+	if s, d := count(); s != 2 || d != 2 {
+		t.Fatalf("after a refused load: OnLoad called %d times, done %d; want 2, 2", s, d)
+	}
+}
+
 // TestFaultsAreContained runs each misbehaving read while a healthy device
 // of the same plugin and a device of another plugin keep being read. Each
 // fault must fail only its own call with its own code, be logged with its

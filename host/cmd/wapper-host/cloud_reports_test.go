@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -164,6 +165,54 @@ func TestPluginReportCarriesDigest(t *testing.T) {
 	}
 	if d := mods.Digest("virtual"); d != "" {
 		t.Fatalf("digest %q kept after a failed resolution", d)
+	}
+}
+
+// TestPluginReportCarriesRejectedModule: after a hot upgrade rolled back,
+// the plugin state sent to the cloud keeps the digest of the module that
+// runs and names the rejected module and why, which wapper-cloud's
+// rollout reads to pause; asking for the running module again clears it.
+func TestPluginReportCarriesRejectedModule(t *testing.T) {
+	wasm, err := os.ReadFile(testenv.Plugin(t, "virtual"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	module := filepath.Join(dir, "virtual.wasm")
+	if err := os.WriteFile(module, wasm, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mods := &cloudModules{direct: devices.ModuleLoader{PluginDir: dir}}
+	mgr := cloudManager(t, mods, 0)
+	set := manifest.Parse("cloud.yaml", []byte(cloudSet))
+	apply := func(b []byte) {
+		t.Helper()
+		if err := os.WriteFile(module, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := mgr.Apply(context.Background(), cloudlink.Source, devices.ResourceSet{Devices: set.Devices, Models: set.Models, Plugins: set.Plugins}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bad := []byte("\x00asm\x01\x00\x00\x00 not a module")
+	apply(bad)
+	rec := newReportRecorder()
+	last := map[string]linkproto.PluginReport{}
+	reportPlugins(mgr, rec, mods.Digest, last, slog.New(slog.DiscardHandler))
+	if len(rec.plugins) != 1 {
+		t.Fatalf("plugin reports %+v, want one", rec.plugins)
+	}
+	r := rec.plugins[0]
+	if r.Phase != string(mappersv1alpha1.PhaseLoaded) || r.Digest != digest.FromBytes(wasm).String() ||
+		r.RejectedDigest != digest.FromBytes(bad).String() || !strings.Contains(r.Message, "did not load") {
+		t.Fatalf("report after a rolled-back upgrade: %+v, want Loaded %s, rejected %s with the reason", r, digest.FromBytes(wasm), digest.FromBytes(bad))
+	}
+
+	apply(wasm)
+	reportPlugins(mgr, rec, mods.Digest, last, slog.New(slog.DiscardHandler))
+	want := linkproto.PluginReport{Name: "virtual", Phase: string(mappersv1alpha1.PhaseLoaded), Digest: digest.FromBytes(wasm).String()}
+	if len(rec.plugins) != 2 || rec.plugins[1] != want {
+		t.Fatalf("plugin reports %+v, want the rejection cleared: %+v", rec.plugins, want)
 	}
 }
 

@@ -221,7 +221,15 @@ func run(o options) error {
 			log.Warn("state database closed incompletely", "err", err)
 		}
 	}()
-	eng, err := runtime.NewEngine(runtime.EngineOptions{CacheDir: filepath.Join(o.stateDir, "compile-cache"), Logger: log, Metrics: runtime.NewMetrics(reg)})
+	// The limiter counts the manager's devices once it runs (after the
+	// manager exists); the engine lifts the limit while it compiles.
+	var mgr *devices.Manager
+	lim, err := memlimit.New(memlimit.Options{Setting: o.memoryLimit, Devices: func() int { return mgr.DeviceCount() }, Logger: log, Registerer: reg})
+	if err != nil {
+		return err
+	}
+	eng, err := runtime.NewEngine(runtime.EngineOptions{CacheDir: filepath.Join(o.stateDir, "compile-cache"), Logger: log, Metrics: runtime.NewMetrics(reg),
+		OnLoad: lim.Loosen})
 	if err != nil {
 		return fmt.Errorf("start plugin engine: %w", err)
 	}
@@ -240,7 +248,7 @@ func run(o options) error {
 	}
 	mods := &cloudModules{direct: devices.ModuleLoader{PluginDir: pluginDir, CacheDir: filepath.Join(o.stateDir, "modules"),
 		Fetch: fetch.Options{Logger: log, Client: o.registry}}}
-	mgr, err := devices.New(devices.Options{
+	mgr, err = devices.New(devices.Options{
 		Engine: eng, Store: st, Logger: log, Registerer: reg,
 		Modules:             mods,
 		DefaultCollectCycle: o.collectCycle, DefaultReportCycle: o.reportCycle, StateCycle: o.stateCycle, FlushInterval: o.flushInterval,
@@ -257,11 +265,6 @@ func run(o options) error {
 	// Resume from our own state first, so devices run before manifests are
 	// read again (and keep running if the folder is unreadable).
 	if err := mgr.Restore(ctx); err != nil {
-		lc.Fail(err)
-		return lc.Wait()
-	}
-	lim, err := memlimit.New(memlimit.Options{Setting: o.memoryLimit, Devices: mgr.DeviceCount, Logger: log, Registerer: reg})
-	if err != nil {
 		lc.Fail(err)
 		return lc.Wait()
 	}

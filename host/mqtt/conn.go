@@ -15,6 +15,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,10 +43,10 @@ type Conn interface {
 // inline client (which bypasses authentication and ACLs). Without
 // credentials it accepts every client: bind it to a local address then.
 type Broker struct {
-	srv    *mochi.Server
-	tcp    *listeners.TCP
-	tls    *listeners.TCP
-	nextID atomic.Int64
+	srv  *mochi.Server
+	tcp  *listeners.TCP
+	tls  *listeners.TCP
+	subs *localSubs
 }
 
 // BrokerOptions configure the embedded broker. At least one of Addr and
@@ -100,7 +102,10 @@ func Serve(o BrokerOptions) (*Broker, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Broker{srv: srv}
+	b := &Broker{srv: srv, subs: &localSubs{}}
+	if err := srv.AddHook(b.subs, nil); err != nil {
+		return nil, err
+	}
 	if o.Addr != "" {
 		b.tcp = listeners.NewTCP(listeners.Config{ID: "tcp", Address: o.Addr})
 		if err := srv.AddListener(b.tcp); err != nil {
@@ -143,12 +148,103 @@ func (b *Broker) Publish(topic string, qos byte, retain bool, payload []byte) er
 	return b.srv.Publish(topic, payload, retain, qos)
 }
 
-// Subscribe implements Conn.
+// Subscribe implements Conn. fn gets what the broker's clients publish,
+// not what the host publishes itself through Publish (as MQTT 5's No
+// Local option would): the host subscribes to topics it publishes on, such
+// as twin/update, and would only drop its own messages. fn runs on the
+// publishing client's goroutine, after the broker has delivered the
+// message to its subscribers.
 func (b *Broker) Subscribe(filter string, qos byte, fn func(topic string, payload []byte)) error {
-	id := int(b.nextID.Add(1))
-	return b.srv.Subscribe(filter, id, func(_ *mochi.Client, _ packets.Subscription, pk packets.Packet) {
-		fn(pk.TopicName, pk.Payload)
-	})
+	if err := validFilter(filter); err != nil {
+		return err
+	}
+	b.subs.add(localSub{filter: filter, fn: fn})
+	return nil
+}
+
+// localSubs are the host's own subscriptions to the embedded broker, met
+// by a mochi hook rather than mochi's inline subscriptions, which the
+// broker matches and copies on every publish, the host's own included.
+type localSubs struct {
+	mochi.HookBase
+	mu   sync.Mutex // serialises add
+	list atomic.Pointer[[]localSub]
+}
+
+type localSub struct {
+	filter string
+	fn     func(topic string, payload []byte)
+}
+
+func (h *localSubs) add(s localSub) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var list []localSub
+	if old := h.list.Load(); old != nil {
+		list = slices.Clone(*old)
+	}
+	list = append(list, s)
+	h.list.Store(&list)
+}
+
+// ID implements mochi.Hook.
+func (h *localSubs) ID() string { return "wapper-host-subscriptions" }
+
+// Provides implements mochi.Hook.
+func (h *localSubs) Provides(b byte) bool { return b == mochi.OnPublished }
+
+// OnPublished implements mochi.Hook: a message a client published (not
+// the inline client, which is the host) goes to the matching
+// subscriptions.
+func (h *localSubs) OnPublished(cl *mochi.Client, pk packets.Packet) {
+	list := h.list.Load()
+	if list == nil || cl.Net.Inline || pk.Ignore {
+		return
+	}
+	for _, s := range *list {
+		if matchTopic(s.filter, pk.TopicName) {
+			s.fn(pk.TopicName, pk.Payload)
+		}
+	}
+}
+
+// validFilter checks an MQTT topic filter: '#' only as the last level,
+// wildcards only as whole levels.
+func validFilter(filter string) error {
+	levels := strings.Split(filter, "/")
+	for i, l := range levels {
+		if (strings.ContainsAny(l, "+#") && len(l) > 1) || (l == "#" && i != len(levels)-1) || filter == "" {
+			return fmt.Errorf("invalid MQTT topic filter %q", filter)
+		}
+	}
+	return nil
+}
+
+// matchTopic reports whether topic matches the (valid) filter: '+' is one
+// level, '#' the rest (the parent level included), and a topic starting
+// with '$' is not matched by a wildcard in the first level.
+func matchTopic(filter, topic string) bool {
+	if strings.HasPrefix(topic, "$") && (strings.HasPrefix(filter, "+") || strings.HasPrefix(filter, "#")) {
+		return false
+	}
+	for {
+		f, frest, fmore := strings.Cut(filter, "/")
+		if f == "#" {
+			return true
+		}
+		t, trest, tmore := strings.Cut(topic, "/")
+		if f != "+" && f != t {
+			return false
+		}
+		switch {
+		case fmore && tmore:
+			filter, topic = frest, trest
+		case fmore:
+			return frest == "#" // "a/#" matches "a"
+		default:
+			return !tmore
+		}
+	}
 }
 
 // Close stops the broker.

@@ -153,3 +153,76 @@ func TestBrokerOptionErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestBrokerSubscriptionsSkipOwnMessages: the host's subscriptions to the
+// embedded broker get what clients publish, under the filter's rules, and
+// not what the host publishes itself.
+func TestBrokerSubscriptionsSkipOwnMessages(t *testing.T) {
+	b, err := Serve(BrokerOptions{Addr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	got := make(chan string, 10)
+	for _, f := range []string{"$hw/events/device/+/+/twin/update", "a/#"} {
+		if err := b.Subscribe(f, 1, func(topic string, payload []byte) { got <- topic + " " + string(payload) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, bad := range []string{"", "a/#/b", "a/b+", "a#"} {
+		if err := b.Subscribe(bad, 1, func(string, []byte) {}); err == nil {
+			t.Errorf("filter %q accepted", bad)
+		}
+	}
+	// The host's own publish is handled before Publish returns: had it
+	// been delivered, it would be first in got.
+	if err := b.Publish("$hw/events/device/ns/d/twin/update", 1, false, []byte("own")); err != nil {
+		t.Fatal(err)
+	}
+	c, err := connect(t, "tcp://"+b.Addr(), "", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, topic := range []string{"$hw/events/device/ns/d/twin/update/document", "b/c", "a", "$hw/events/device/ns/d/twin/update"} {
+		if tok := c.Publish(topic, 1, false, "client"); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish %s: %v", topic, tok.Error())
+		}
+	}
+	for _, want := range []string{"a client", "$hw/events/device/ns/d/twin/update client"} {
+		select {
+		case m := <-got:
+			if m != want {
+				t.Fatalf("subscriber got %q, want %q", m, want)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("subscriber got nothing, want %q", want)
+		}
+	}
+}
+
+func TestMatchTopic(t *testing.T) {
+	for _, tc := range []struct {
+		filter, topic string
+		want          bool
+	}{
+		{"a/b", "a/b", true},
+		{"a/b", "a/b/c", false},
+		{"a/b/c", "a/b", false},
+		{"a/+", "a/b", true},
+		{"a/+", "a/b/c", false},
+		{"a/+/c", "a/b/c", true},
+		{"a/+/c", "a//c", true},
+		{"a/#", "a", true},
+		{"a/#", "a/b/c", true},
+		{"#", "a/b", true},
+		{"#", "$hw/x", false},
+		{"+/x", "$hw/x", false},
+		{"$hw/+", "$hw/x", true},
+		{"+", "", true},
+		{"a/b", "a/c", false},
+	} {
+		if got := matchTopic(tc.filter, tc.topic); got != tc.want {
+			t.Errorf("matchTopic(%q, %q) = %v, want %v", tc.filter, tc.topic, got, tc.want)
+		}
+	}
+}

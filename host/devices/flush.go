@@ -3,8 +3,6 @@ package devices
 import (
 	"fmt"
 	"time"
-
-	"wapper.dev/wapper/host/store"
 )
 
 // every calls fn every period until the manager closes, then closes done.
@@ -31,10 +29,16 @@ func (m *Manager) flush() (int, error) {
 		devs = append(devs, d)
 	}
 	m.mu.RUnlock()
-	var batch []store.Reported
+	m.flushMu.Lock()
+	defer m.flushMu.Unlock()
+	batch := m.flushBuf[:0]
 	for _, d := range devs {
 		batch = d.twins.takeDirty(d.key, batch)
 	}
+	defer func() {
+		clear(batch) // drops the strings until the next flush
+		m.flushBuf = batch[:0]
+	}()
 	if err := m.opts.Store.SaveReported(batch); err != nil {
 		m.log.Error("save reported values", "count", len(batch), "err", err)
 		return 0, fmt.Errorf("save %d reported values: %w", len(batch), err)

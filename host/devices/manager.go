@@ -150,6 +150,8 @@ type Manager struct {
 	subs  map[*subscription]struct{}
 
 	flushDone chan struct{}
+	flushMu   sync.Mutex       // serialises flush; guards flushBuf
+	flushBuf  []store.Reported // flush's batch, kept from one flush to the next
 	retryDone chan struct{}
 	addSem    chan struct{} // bounds concurrent adds
 	waits     atomic.Pointer[context.Context]

@@ -50,7 +50,8 @@ type Bridge struct {
 	received     *prometheus.CounterVec
 	pushFailures *prometheus.CounterVec
 
-	last map[string]map[string]*MsgTwin // device -> property -> last twin sent
+	last map[string][]twinText // device -> the last twin sent of each property, by name
+	cur  []twinText            // the twins of the report being sent (reused)
 	// noBroker holds the properties warned about for a pushMethod.mqtt
 	// without address while there is no host connection (device ->
 	// property); like last, only the event goroutine uses it.
@@ -87,7 +88,7 @@ func NewBridge(mgr *devices.Manager, conn Conn, o BridgeOptions) *Bridge {
 	if o.Buffer <= 0 {
 		o.Buffer = 1 << 16
 	}
-	b := &Bridge{mgr: mgr, conn: conn, log: o.Logger, opts: o, last: map[string]map[string]*MsgTwin{}, noBroker: map[string]map[string]bool{}, ext: map[string]*extConn{},
+	b := &Bridge{mgr: mgr, conn: conn, log: o.Logger, opts: o, last: map[string][]twinText{}, noBroker: map[string]map[string]bool{}, ext: map[string]*extConn{},
 		published: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wapper_mqtt_published_total",
 			Help: "MQTT messages published, by kind (twin, document, delta, state, push, get)."}, []string{"kind"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wapper_mqtt_publish_failures_total",
@@ -177,6 +178,8 @@ func base(t time.Time) BaseMessage {
 
 func strp(s string) *string { return &s }
 
+func byName(a, b twinText) int { return strings.Compare(a.name, b.name) }
+
 func msgTwin(t devices.TwinStatus) *MsgTwin {
 	mt := &MsgTwin{Metadata: &TypeMetadata{Type: twinType(t.Type)}}
 	if t.Desired != "" {
@@ -218,35 +221,26 @@ func (b *Bridge) handle(ev devices.Event) {
 	}
 	switch ev.Type {
 	case devices.EventReport:
-		last := b.last[ev.Device]
-		if last == nil {
-			last = map[string]*MsgTwin{}
-			b.last[ev.Device] = last
-		}
-		actual := make([]namedTwin, 0, len(ev.Twins))
-		docs := make([]namedTwin, 0, len(ev.Twins))
+		cur := b.cur[:0]
 		pending := false
-		for _, t := range ev.Twins {
+		for i := range ev.Twins {
+			t := &ev.Twins[i]
 			if t.ReportedTime.IsZero() {
 				continue
 			}
-			actual = append(actual, namedTwin{name: t.Property, twin: &MsgTwin{
-				Actual:   &TwinValue{Value: strp(t.Reported), Metadata: &ValueMetadata{Timestamp: t.ReportedTime.UnixMilli()}},
-				Metadata: &TypeMetadata{Type: twinType(t.Type)},
-			}})
-			cur := msgTwin(t)
-			docs = append(docs, namedTwin{name: t.Property, twin: cur, last: last[t.Property]})
-			last[t.Property] = cur
+			cur = append(cur, newTwinText(t))
 			pending = pending || (t.Desired != "" && t.Desired != t.Reported)
 		}
-		if len(actual) == 0 {
+		b.cur = cur
+		if len(cur) == 0 {
 			return
 		}
-		byName := func(a, c namedTwin) int { return strings.Compare(a.name, c.name) }
-		slices.SortFunc(actual, byName)
-		slices.SortFunc(docs, byName)
-		b.publishRaw("twin", TwinUpdateTopic(ev.Device), encodeTwinUpdate(base(ev.Time), actual))
-		b.publishRaw("document", TwinDocumentTopic(ev.Device), encodeTwinDocument(base(ev.Time), docs))
+		slices.SortFunc(cur, byName)
+		last := b.last[ev.Device]
+		b.publishRaw("twin", TwinUpdateTopic(ev.Device), encodeTwinUpdate(base(ev.Time), cur))
+		b.publishRaw("document", TwinDocumentTopic(ev.Device), encodeTwinDocument(base(ev.Time), cur, last))
+		b.last[ev.Device] = mergeTwins(last, cur)
+		clear(cur) // drops the strings until the next report
 		if pending {
 			b.publishDelta(ev)
 		}

@@ -7,6 +7,7 @@ import (
 	"unicode/utf8"
 
 	"wapper.dev/wapper/abi"
+	"wapper.dev/wapper/host/devices"
 )
 
 // The twin reports are the bridge's hot path (every device, every report
@@ -34,124 +35,178 @@ func appendBase(b []byte, m BaseMessage) []byte {
 	return strconv.AppendInt(b, m.Timestamp, 10)
 }
 
-func appendTwinValue(b []byte, v *TwinValue) []byte {
+// twinText is a twin as the report messages carry it, without pointers:
+// what [msgTwin] makes of a [devices.TwinStatus], which the bridge keeps
+// per device for the "last" state of the next document.
+type twinText struct {
+	name        string
+	typ         string // metadata.type
+	expected    string
+	expectedAt  int64 // ms
+	hasExpected bool
+	actual      string
+	actualAt    int64 // ms
+	hasActual   bool
+}
+
+// newTwinText is the twin msgTwin(t) encodes.
+func newTwinText(t *devices.TwinStatus) twinText {
+	x := twinText{name: t.Property, typ: twinType(t.Type)}
+	if t.Desired != "" {
+		x.expected, x.expectedAt, x.hasExpected = t.Desired, t.DesiredTime.UnixMilli(), true
+	}
+	if !t.ReportedTime.IsZero() {
+		x.actual, x.actualAt, x.hasActual = t.Reported, t.ReportedTime.UnixMilli(), true
+	}
+	return x
+}
+
+// appendTwinText appends t as encoding/json does msgTwin's MsgTwin;
+// without expected, only the actual value and the type (as twin/update
+// carries).
+func appendTwinText(b []byte, t *twinText, expected bool) []byte {
 	b = append(b, '{')
-	comma := false
-	if v.Value != nil {
-		b = append(b, `"value":`...)
-		b = appendString(b, *v.Value)
-		comma = true
+	if expected && t.hasExpected {
+		b = append(b, `"expected":`...)
+		b = appendTimedValue(b, t.expected, t.expectedAt)
+		b = append(b, ',')
 	}
-	if v.Metadata != nil {
-		if comma {
-			b = append(b, ',')
-		}
-		b = append(b, `"metadata":{`...)
-		if v.Metadata.Timestamp != 0 {
-			b = append(b, `"timestamp":`...)
-			b = strconv.AppendInt(b, v.Metadata.Timestamp, 10)
-		}
-		b = append(b, '}')
+	if t.hasActual {
+		b = append(b, `"actual":`...)
+		b = appendTimedValue(b, t.actual, t.actualAt)
+		b = append(b, ',')
 	}
-	return append(b, '}')
+	b = append(b, `"metadata":{`...)
+	if t.typ != "" {
+		b = append(b, `"type":`...)
+		b = appendString(b, t.typ)
+	}
+	return append(b, "}}"...)
 }
 
-func appendVersion(b []byte, v *TwinVersion) []byte {
-	b = append(b, `{"cloud":`...)
-	b = strconv.AppendInt(b, v.CloudVersion, 10)
-	b = append(b, `,"edge":`...)
-	b = strconv.AppendInt(b, v.EdgeVersion, 10)
-	return append(b, '}')
+// twinTextLen is about the length appendTwinText gives t: exact for
+// timestamps of 13 digits and values that need no escape.
+func twinTextLen(t *twinText, expected bool) int {
+	n := 24 + len(t.typ)
+	if expected && t.hasExpected {
+		n += 63 + len(t.expected)
+	}
+	if t.hasActual {
+		n += 61 + len(t.actual)
+	}
+	return n
 }
 
-// appendMsgTwin appends t as JSON; nil is null.
-func appendMsgTwin(b []byte, t *MsgTwin) []byte {
-	if t == nil {
-		return append(b, "null"...)
+// baseLen is about what appendBase and the twin map's braces take.
+const baseLen = 88
+
+// appendTimedValue appends a TwinValue with a value and its time.
+func appendTimedValue(b []byte, v string, ms int64) []byte {
+	b = append(b, `{"value":`...)
+	b = appendString(b, v)
+	b = append(b, `,"metadata":{`...)
+	if ms != 0 {
+		b = append(b, `"timestamp":`...)
+		b = strconv.AppendInt(b, ms, 10)
 	}
-	b = append(b, '{')
-	n := len(b)
-	field := func(name string) {
-		if len(b) > n {
-			b = append(b, ',')
-		}
-		b = append(b, '"')
-		b = append(b, name...)
-		b = append(b, `":`...)
-	}
-	if t.Expected != nil {
-		field("expected")
-		b = appendTwinValue(b, t.Expected)
-	}
-	if t.Actual != nil {
-		field("actual")
-		b = appendTwinValue(b, t.Actual)
-	}
-	if t.Optional != nil {
-		field("optional")
-		b = strconv.AppendBool(b, *t.Optional)
-	}
-	if t.Metadata != nil {
-		field("metadata")
-		b = append(b, '{')
-		if t.Metadata.Type != "" {
-			b = append(b, `"type":`...)
-			b = appendString(b, t.Metadata.Type)
-		}
-		b = append(b, '}')
-	}
-	if t.ExpectedVersion != nil {
-		field("expected_version")
-		b = appendVersion(b, t.ExpectedVersion)
-	}
-	if t.ActualVersion != nil {
-		field("actual_version")
-		b = appendVersion(b, t.ActualVersion)
-	}
-	return append(b, '}')
+	return append(b, "}}"...)
 }
 
-// namedTwin is one entry of a twin map, in the key order encoding/json
-// uses (sorted).
-type namedTwin struct {
-	name string
-	twin *MsgTwin
-	last *MsgTwin // documents only
-}
-
-// encodeTwinUpdate encodes a DeviceTwinUpdate whose twins are sorted by
-// name.
-func encodeTwinUpdate(base BaseMessage, twins []namedTwin) []byte {
-	return encodeTwins(base, twins, 128, func(b []byte, t namedTwin) []byte { return appendMsgTwin(b, t.twin) })
-}
-
-// encodeTwinDocument encodes a DeviceTwinDocument whose twins are sorted
-// by name (twin is the current state, last the previous one).
-func encodeTwinDocument(base BaseMessage, twins []namedTwin) []byte {
-	return encodeTwins(base, twins, 256, func(b []byte, t namedTwin) []byte {
-		b = append(b, `{"last":`...)
-		b = appendMsgTwin(b, t.last)
-		b = append(b, `,"current":`...)
-		b = appendMsgTwin(b, t.twin)
-		return append(b, '}')
-	})
-}
-
-// encodeTwins encodes a message with a "twin" map, each value written by
-// value.
-func encodeTwins(base BaseMessage, twins []namedTwin, size int, value func([]byte, namedTwin) []byte) []byte {
-	b := make([]byte, 0, 64+len(twins)*size)
+// encodeTwinUpdate encodes a DeviceTwinUpdate of the actual values of
+// twins, which are sorted by name.
+func encodeTwinUpdate(base BaseMessage, twins []twinText) []byte {
+	n := baseLen
+	for i := range twins {
+		n += len(twins[i].name) + 4 + twinTextLen(&twins[i], false)
+	}
+	b := make([]byte, 0, n)
 	b = appendBase(b, base)
 	b = append(b, `,"twin":{`...)
-	for i, t := range twins {
+	for i := range twins {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, twins[i].name)
+		b = append(b, ':')
+		b = appendTwinText(b, &twins[i], false)
+	}
+	return append(b, "}}"...)
+}
+
+// encodeTwinDocument encodes a DeviceTwinDocument of twins, sorted by
+// name, each with its previous state from last (also sorted by name; a
+// twin not in it has none: null).
+func encodeTwinDocument(base BaseMessage, twins, last []twinText) []byte {
+	n, j := baseLen, 0
+	for i := range twins {
+		t := &twins[i]
+		n += len(t.name) + 24 + twinTextLen(t, true)
+		for j < len(last) && last[j].name < t.name {
+			j++
+		}
+		if j < len(last) && last[j].name == t.name {
+			n += twinTextLen(&last[j], true)
+		}
+	}
+	b := make([]byte, 0, n)
+	b = appendBase(b, base)
+	b = append(b, `,"twin":{`...)
+	j = 0
+	for i := range twins {
+		t := &twins[i]
 		if i > 0 {
 			b = append(b, ',')
 		}
 		b = appendString(b, t.name)
-		b = append(b, ':')
-		b = value(b, t)
+		b = append(b, `:{"last":`...)
+		for j < len(last) && last[j].name < t.name {
+			j++
+		}
+		if j < len(last) && last[j].name == t.name {
+			b = appendTwinText(b, &last[j], true)
+		} else {
+			b = append(b, "null"...)
+		}
+		b = append(b, `,"current":`...)
+		b = appendTwinText(b, t, true)
+		b = append(b, '}')
 	}
 	return append(b, "}}"...)
+}
+
+// mergeTwins returns last updated with twins (both sorted by name): in
+// place when last has every twin's name, else a new union.
+func mergeTwins(last, twins []twinText) []twinText {
+	j := 0
+	for i := range twins {
+		for j < len(last) && last[j].name < twins[i].name {
+			j++
+		}
+		if j == len(last) || last[j].name != twins[i].name {
+			return mergeNew(last, twins)
+		}
+		last[j] = twins[i]
+	}
+	return last
+}
+
+func mergeNew(last, twins []twinText) []twinText {
+	out := make([]twinText, 0, len(last)+len(twins))
+	i, j := 0, 0
+	for i < len(twins) || j < len(last) {
+		switch {
+		case j == len(last) || (i < len(twins) && twins[i].name < last[j].name):
+			out = append(out, twins[i])
+			i++
+		case i == len(twins) || last[j].name < twins[i].name:
+			out = append(out, last[j])
+			j++
+		default:
+			out = append(out, twins[i])
+			i, j = i+1, j+1
+		}
+	}
+	return out
 }
 
 // twinType is a property type (INT, FLOAT, ..., in any case) as

@@ -9,12 +9,11 @@
 //   - on the same 1 s cycle each device publishes a KubeEdge twin update
 //     (actual values with their times, metadata.type) on
 //     $hw/events/device/<ns>/<name>/twin/update and a twin document (last
-//     and current state of each twin) on .../twin/update/document, to a
-//     mochi-mqtt broker embedded in the process with a TCP listener, through
-//     its inline client, as host/mqtt does;
+//     and current state of each twin) on .../twin/update/document, to the
+//     host's embedded mochi-mqtt broker (host/mqtt.Serve) in the process,
+//     with a TCP listener;
 //   - it subscribes to .../+/+/twin/update and .../+/+/twin/get like the
-//     host's bridge, so its own twin updates come back to it and are
-//     dropped (they carry no expected value);
+//     host's bridge (its own publishes do not come back to it);
 //   - every 10 s each device publishes its state on .../state/update;
 //   - every 2 s the values read since the last save are written to a bbolt
 //     file in one sorted transaction, in host/store's "reported" layout
@@ -42,11 +41,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	mochi "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/auth"
-	"github.com/mochi-mqtt/server/v2/listeners"
-	"github.com/mochi-mqtt/server/v2/packets"
 	bolt "go.etcd.io/bbolt"
+
+	"wapper.dev/wapper/host/mqtt"
 )
 
 // nativeFlushInterval and nativeStateCycle are wapper-host's defaults
@@ -112,22 +109,17 @@ func main() {
 
 // runNative runs the baseline with n devices in dir until killed.
 func runNative(n int, dir string) error {
-	srv := mochi.New(&mochi.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
-	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
-		return fmt.Errorf("broker hook: %w", err)
-	}
-	if err := srv.AddListener(listeners.NewTCP(listeners.Config{ID: "tcp", Address: "127.0.0.1:0"})); err != nil {
-		return fmt.Errorf("broker listener: %w", err)
-	}
-	if err := srv.Serve(); err != nil {
+	// The host's embedded broker (mochi-mqtt with its subscriptions as a
+	// hook, so that its own publishes do not come back to it).
+	srv, err := mqtt.Serve(mqtt.BrokerOptions{Addr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
 		return fmt.Errorf("start broker: %w", err)
 	}
 	// Requests from applications: desired values and twin queries. The
-	// benchmark sends none, so this only sees (and drops, as the host's
-	// bridge does) the baseline's own twin updates.
+	// benchmark sends none.
 	var requests atomic.Int64
-	onRequest := func(_ *mochi.Client, _ packets.Subscription, pk packets.Packet) {
-		if bytes.Contains(pk.Payload, []byte(`"expected"`)) || strings.HasSuffix(pk.TopicName, "/twin/get") {
+	onRequest := func(topic string, payload []byte) {
+		if bytes.Contains(payload, []byte(`"expected"`)) || strings.HasSuffix(topic, "/twin/get") {
 			requests.Add(1)
 		}
 	}
@@ -168,7 +160,7 @@ func runNative(n int, dir string) error {
 				}
 				if !now.Before(nextState) {
 					nextState = now.Add(nativeStateCycle)
-					if err := srv.Publish(d.state, appendState(nil, now), false, 0); err != nil {
+					if err := srv.Publish(d.state, 0, false, appendState(nil, now)); err != nil {
 						fmt.Fprintln(os.Stderr, "native: publish:", err)
 					}
 				}
@@ -202,16 +194,16 @@ func (d *nativeDevice) read(now time.Time) int {
 }
 
 // report publishes the device's twin update and twin document.
-func (d *nativeDevice) report(srv *mochi.Server, now time.Time) error {
+func (d *nativeDevice) report(srv *mqtt.Broker, now time.Time) error {
 	d.mu.Lock()
 	update := appendTwinUpdate(make([]byte, 0, 320), d, now)
 	doc := appendTwinDocument(make([]byte, 0, 640), d, now)
 	d.last, d.lastAt, d.seen = d.value, d.at, true
 	d.mu.Unlock()
-	if err := srv.Publish(d.update, update, false, 0); err != nil {
+	if err := srv.Publish(d.update, 0, false, update); err != nil {
 		return err
 	}
-	return srv.Publish(d.doc, doc, false, 0)
+	return srv.Publish(d.doc, 0, false, doc)
 }
 
 // flushNative saves the readings taken since the last save, sorted by key,

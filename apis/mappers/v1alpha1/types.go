@@ -333,7 +333,8 @@ type NodeStatus struct {
 	Message string `json:"message,omitempty"`
 	// RejectedDigest is the digest of the last module the node tried to
 	// upgrade the plugin to and rolled back from, while it kept running
-	// Digest; empty when the last upgrade, if any, took.
+	// Digest; empty when the last upgrade, if any, took, and once the
+	// node is sent the module it runs again (a rollback).
 	// +optional
 	RejectedDigest string `json:"rejectedDigest,omitempty"`
 	// LastTransitionTime is when Phase last changed.

@@ -153,12 +153,20 @@ func (b *Broker) Publish(topic string, qos byte, retain bool, payload []byte) er
 // Local option would): the host subscribes to topics it publishes on, such
 // as twin/update, and would only drop its own messages. fn runs on the
 // publishing client's goroutine, after the broker has delivered the
-// message to its subscribers.
+// message to its subscribers; the retained messages matching filter are
+// given to fn before Subscribe returns.
 func (b *Broker) Subscribe(filter string, qos byte, fn func(topic string, payload []byte)) error {
 	if err := validFilter(filter); err != nil {
 		return err
 	}
 	b.subs.add(localSub{filter: filter, fn: fn})
+	// As for any subscriber, the retained messages that match it first
+	// [MQTT-3.8.4-4].
+	for _, pk := range b.srv.Topics.Messages(filter) {
+		if pk.Origin != mochi.InlineClientId {
+			fn(pk.TopicName, pk.Payload)
+		}
+	}
 	return nil
 }
 

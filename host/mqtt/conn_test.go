@@ -198,6 +198,22 @@ func TestBrokerSubscriptionsSkipOwnMessages(t *testing.T) {
 			t.Fatalf("subscriber got nothing, want %q", want)
 		}
 	}
+
+	// A retained message reaches a later subscription as it subscribes;
+	// the host's own does not.
+	if tok := c.Publish("late/x", 1, true, "retained"); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish retained: %v", tok.Error())
+	}
+	if err := b.Publish("late/own", 1, true, []byte("own")); err != nil {
+		t.Fatal(err)
+	}
+	var late []string
+	if err := b.Subscribe("late/#", 1, func(topic string, payload []byte) { late = append(late, topic+" "+string(payload)) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(late) != 1 || late[0] != "late/x retained" {
+		t.Fatalf("retained messages at subscribe: %q, want the client's only", late)
+	}
 }
 
 func TestMatchTopic(t *testing.T) {

@@ -94,6 +94,7 @@ type Bridge struct {
 	mu      sync.Mutex // guards models, devices, runCtx
 	models  map[string]*pb.DeviceModel
 	devices map[string]*held
+	heldSeq uint64 // counts the devices held or changed (held.seq)
 	runCtx  context.Context
 	reports sync.WaitGroup
 }
@@ -102,6 +103,7 @@ type Bridge struct {
 type held struct {
 	dev      *pb.Device
 	protocol string
+	seq      uint64 // Bridge.heldSeq when it was held or last changed
 	stop     context.CancelFunc
 	done     chan struct{}
 }

@@ -107,8 +107,12 @@ func (b *Bridge) connectLoop(ctx context.Context) error {
 // register registers the bridge as the mapper for one protocol and
 // applies what edgecore returns: its devices of that protocol and their
 // models. Devices of that protocol that edgecore no longer lists are
-// removed.
+// removed, unless edgecore sent them (RegisterDevice, UpdateDevice) while
+// the registration was under way: the answer does not know them yet.
 func (b *Bridge) register(ctx context.Context, c pb.DeviceManagerServiceClient, protocol string) error {
+	b.mu.Lock()
+	since := b.heldSeq
+	b.mu.Unlock()
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	resp, err := c.MapperRegister(cctx, &pb.MapperRegisterRequest{
@@ -162,7 +166,7 @@ func (b *Bridge) register(ctx context.Context, c pb.DeviceManagerServiceClient, 
 	b.mu.Lock()
 	var stale []string
 	for k, h := range b.devices {
-		if h.protocol == protocol && !listed[k] {
+		if h.protocol == protocol && !listed[k] && h.seq <= since {
 			stale = append(stale, k)
 		}
 	}

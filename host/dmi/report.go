@@ -29,7 +29,8 @@ func (b *Bridge) startReports(key string, d *pb.Device, protocol string) {
 		parent = context.Background()
 	}
 	ctx, cancel := context.WithCancel(parent)
-	h := &held{dev: d, protocol: protocol, stop: cancel, done: make(chan struct{})}
+	b.heldSeq++
+	h := &held{dev: d, protocol: protocol, seq: b.heldSeq, stop: cancel, done: make(chan struct{})}
 	b.devices[key] = h
 	b.m.devices.Set(float64(len(b.devices)))
 	b.reports.Add(1)

@@ -386,3 +386,31 @@ func TestSendLoopCountsByClass(t *testing.T) {
 		t.Errorf("waiting %v after resending an accepted value, want 1 steady", s.waiting)
 	}
 }
+
+// TestRegisterDeviceDuringMapperRegister: a device edgecore sends while
+// the host's MapperRegister is under way is kept, though the answer, made
+// before edgecore knew the device, does not list it.
+func TestRegisterDeviceDuringMapperRegister(t *testing.T) {
+	r := newRig(t, nil)
+	m := r.createModel(t)
+	release := r.ec.HoldRegistrations()
+	defer release()
+	regs, _, _ := r.ec.Counts()
+	r.ec.Stop()
+	waitUntil(t, "the bridge to notice edgecore is gone", func() bool { return !r.h.b.ready.isOpen() })
+	r.ec.Restart()
+	r.ec.WaitFor("the host's MapperRegister at the gate", func() bool { return r.ec.Gated() > 0 })
+
+	pd := dmitest.Device(t, dmitest.JSONRoundTrip(t, simDevice("late", "")))
+	if _, err := r.mapper.RegisterDevice(context.Background(), &pb.RegisterDeviceRequest{Device: pd}); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	r.ec.WaitFor("the registration answered", func() bool { return len(r.ec.Registrations) > regs })
+	waitUntil(t, "the bridge registered again", func() bool { return r.h.b.ready.isOpen() })
+	if _, err := r.h.mgr.Device("default", "late"); err != nil {
+		t.Fatalf("device sent during the registration removed by its answer: %v", err)
+	}
+	r.ec.Hold("default", "late", pd, m)
+	r.ec.WaitFor("twin reports of the device", func() bool { return r.ec.CountTwins("late", 0) >= 1 })
+}

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -166,7 +167,32 @@ type Edgecore struct {
 	models        map[string]*pb.DeviceModel
 	limiter       *rate.Limiter
 	changed       chan struct{}
+	gate          chan struct{} // with HoldRegistrations: MapperRegister waits for it to close
+	gated         atomic.Int32  // MapperRegister calls waiting at the gate
 }
+
+// HoldRegistrations makes MapperRegister calls wait, before they answer
+// from what the stand-in holds, until release is called; Gated counts the
+// calls waiting.
+func (e *Edgecore) HoldRegistrations() (release func()) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	gate := make(chan struct{})
+	e.gate = gate
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			e.mu.Lock()
+			e.gate = nil
+			e.mu.Unlock()
+			close(gate)
+		})
+	}
+}
+
+// Gated is the number of MapperRegister calls waiting at the gate of
+// HoldRegistrations (it takes no lock: WaitFor's cond may call it).
+func (e *Edgecore) Gated() int { return int(e.gated.Load()) }
 
 // SetLimiter makes the stand-in refuse calls beyond l, with edgecore's
 // messages, as edgecore's DMI server does with rate.Every(time.Second)
@@ -250,6 +276,14 @@ func (e *Edgecore) MapperRegister(_ context.Context, in *pb.MapperRegisterReques
 		return nil, fmt.Errorf("fail to register mapper %s because the protocol is nil", in.GetMapper().GetName())
 	}
 	e.mu.Lock()
+	if gate := e.gate; gate != nil {
+		e.gated.Add(1)
+		e.mu.Unlock()
+		e.poke()
+		<-gate
+		e.mu.Lock()
+		e.gated.Add(-1)
+	}
 	defer e.mu.Unlock()
 	defer e.poke()
 	if !e.allow() {

@@ -204,6 +204,20 @@ func TestBrokerSubscriptionsSkipOwnMessages(t *testing.T) {
 	if tok := c.Publish("late/x", 1, true, "retained"); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 		t.Fatalf("publish retained: %v", tok.Error())
 	}
+	// The broker acknowledges before it delivers: once a later message
+	// of the same client is delivered, the retained one has been handled
+	// (else the subscription below could also get it live).
+	if tok := c.Publish("a/sync", 1, false, "client"); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish: %v", tok.Error())
+	}
+	select {
+	case m := <-got:
+		if m != "a/sync client" {
+			t.Fatalf("subscriber got %q, want a/sync", m)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("subscriber got nothing, want a/sync")
+	}
 	if err := b.Publish("late/own", 1, true, []byte("own")); err != nil {
 		t.Fatal(err)
 	}

@@ -51,6 +51,10 @@ const (
 	ImportKVDelete = "kv_delete" // (key_ptr, key_len i32) -> i32
 	ImportReport   = "report"    // (dev, prop, val_ptr, val_len i32) -> i32
 
+	// ImportSecretGet reads one key of a secret granted to the plugin;
+	// ref is "NAME/KEY".
+	ImportSecretGet = "secret_get" // (ref_ptr, ref_len, dst_ptr, dst_cap i32) -> i32 n
+
 	// Device I/O. Every call takes a timeout in milliseconds and returns a
 	// negated Code on failure; handles are small positive integers private
 	// to the instance.
@@ -69,6 +73,9 @@ const (
 const (
 	SockTCP = 0
 	SockUDP = 1
+	// SockTLS is a TLS stream over TCP: the host makes the handshake,
+	// checks the server's certificate, and hands the plugin the plaintext.
+	SockTLS = 2
 )
 
 // Serial parity for ImportSerialOpen.
@@ -126,6 +133,8 @@ const (
 	MaxKVKey   = 512
 	MaxKVValue = 1 << 20
 	MaxKVBytes = 64 << 20
+	// MaxSecret bounds the value of one secret key.
+	MaxSecret = 64 << 10
 	// MaxBatch bounds the handles of one batch read, and the requests of
 	// one wapper_read_many call.
 	MaxBatch = 4096

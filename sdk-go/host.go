@@ -88,3 +88,24 @@ func KVDelete(key string) error {
 	}
 	return nil
 }
+
+// Secret reads one key of a secret, ref being "NAME/KEY" (such as
+// "plc-login/password"): a Kubernetes Secret delivered by wapper-cloud,
+// or a file under the host's --secrets-dir. The MapperPlugin's
+// grants.secrets must name the secret, or the error has code ErrDenied;
+// a secret or key that does not exist is ErrNotFound. Keep the value in
+// memory only: never log, report or store it.
+func Secret(ref string) ([]byte, error) {
+	buf := make([]byte, 256)
+	for {
+		n := hostSecretGet(ref, buf)
+		switch {
+		case n < 0:
+			return nil, &IOError{Op: "read", Target: "secret " + ref, Code: Code(-n)}
+		case int(n) <= len(buf):
+			return buf[:n], nil
+		}
+		clear(buf)
+		buf = make([]byte, n)
+	}
+}

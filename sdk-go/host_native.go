@@ -5,6 +5,9 @@ package wapper
 import (
 	"context"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 
 	"wapper.dev/wapper/abi"
@@ -22,6 +25,28 @@ var ReportHook func(dev, prop uint32, v Value)
 var native struct {
 	sync.Mutex // guards kv
 	kv         map[string][]byte
+}
+
+// hostSecretGet reads NAME/KEY under the folder in the environment
+// variable WAPPER_SECRETS_DIR, the layout of the host's --secrets-dir;
+// natively there are no grants.
+func hostSecretGet(ref string, dst []byte) int32 {
+	name, key, ok := strings.Cut(ref, "/")
+	dir := os.Getenv("WAPPER_SECRETS_DIR")
+	if !ok || name == "" || key == "" || strings.Contains(key, "/") || name == ".." || key == ".." {
+		return -int32(abi.ErrInvalid)
+	}
+	if dir == "" {
+		return -int32(abi.ErrNotFound)
+	}
+	v, err := os.ReadFile(filepath.Join(dir, name, key))
+	if err != nil {
+		return -int32(abi.ErrNotFound)
+	}
+	if len(v) <= len(dst) {
+		copy(dst, v)
+	}
+	return int32(len(v))
 }
 
 func hostLog(level int32, msg string) {

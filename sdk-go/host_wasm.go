@@ -19,6 +19,13 @@ func wasmKVSet(kp unsafe.Pointer, kn uint32, vp unsafe.Pointer, vn uint32) int32
 //go:wasmimport wapper kv_delete
 func wasmKVDelete(kp unsafe.Pointer, kn uint32) int32
 
+//go:wasmimport wapper secret_get
+func wasmSecretGet(rp unsafe.Pointer, rn uint32, dp unsafe.Pointer, dcap uint32) int32
+
+func hostSecretGet(ref string, dst []byte) int32 {
+	return wasmSecretGet(unsafe.Pointer(unsafe.StringData(ref)), uint32(len(ref)), unsafe.Pointer(unsafe.SliceData(dst)), uint32(len(dst)))
+}
+
 func hostLog(level int32, msg string) {
 	wasmLog(level, unsafe.Pointer(unsafe.StringData(msg)), uint32(len(msg)))
 }

@@ -161,7 +161,7 @@ func (s *stream) Close() error {
 	return nil
 }
 
-// Conn is a TCP or UDP connection through the host. It implements
+// Conn is a TCP, UDP or TLS connection through the host. It implements
 // net.Conn, so code written against net.Conn (protocol clients, bufio)
 // works inside a plugin. It is not safe for concurrent use, which a plugin
 // never needs.
@@ -172,10 +172,17 @@ type Conn struct {
 
 var _ net.Conn = (*Conn)(nil)
 
-// Dial connects to addr ("host:port") over network "tcp" or "udp" (also
-// "tcp4", "tcp6", "udp4", "udp6", treated alike), waiting at most timeout
-// (0: the host default). The host checks the address against the grants,
-// resolving a name itself.
+// Dial connects to addr ("host:port") over network "tcp", "udp" or "tls"
+// (also "tcp4", "tcp6", "udp4", "udp6", treated alike), waiting at most
+// timeout (0: the host default). The host checks the address against the
+// grants, resolving a name itself.
+//
+// Over "tls" the host makes the TLS handshake, checks the server's
+// certificate (against the CA of the MapperPlugin's grants.tls entry for
+// the address, or the host's system CAs), presents the entry's client
+// certificate, and the Conn carries the plaintext; the plugin never sees
+// a key. A certificate the host does not trust fails with ErrUnavailable
+// and the reason in the host's log and the device status.
 func Dial(network, addr string, timeout time.Duration) (*Conn, error) {
 	var kind int32
 	switch strings.TrimRight(network, "46") {
@@ -183,8 +190,10 @@ func Dial(network, addr string, timeout time.Duration) (*Conn, error) {
 		kind = abi.SockTCP
 	case "udp":
 		kind = abi.SockUDP
+	case "tls":
+		kind = abi.SockTLS
 	default:
-		return nil, Errorf(ErrInvalid, "dial %s %s: network must be tcp or udp", network, addr)
+		return nil, Errorf(ErrInvalid, "dial %s %s: network must be tcp, udp or tls", network, addr)
 	}
 	target := strings.TrimRight(network, "46") + "://" + addr
 	ms := uint32(0)

@@ -3,6 +3,7 @@
 package wapper
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -17,6 +18,11 @@ import (
 // Outside wasm, device I/O uses the real OS directly, with no grants: go
 // test can run plugin code against a local Modbus server or a pty. GPIO is
 // not available natively.
+
+// NativeTLSConfig configures the TLS connections of Dial("tls", ...) when
+// the plugin runs natively (not in wasm), where no MapperPlugin grants
+// apply; nil means crypto/tls's defaults (the system's CAs).
+var NativeTLSConfig *tls.Config
 
 var nativeIO struct {
 	sync.Mutex // guards next and m
@@ -78,9 +84,18 @@ func nativeErr(err error) int32 {
 
 func ioSockOpen(kind int32, addr string, ms uint32) int32 {
 	network := "tcp"
-	if kind == abi.SockUDP {
+	switch kind {
+	case abi.SockTCP:
+	case abi.SockUDP:
 		network = "udp"
-	} else if kind != abi.SockTCP {
+	case abi.SockTLS:
+		d := tls.Dialer{NetDialer: &net.Dialer{Timeout: time.Until(nativeTimeout(ms))}, Config: NativeTLSConfig}
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			return nativeErr(err)
+		}
+		return nativeAdd(c.(nativeStream))
+	default:
 		return -int32(abi.ErrInvalid)
 	}
 	c, err := net.DialTimeout(network, addr, time.Until(nativeTimeout(ms)))

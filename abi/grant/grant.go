@@ -1,5 +1,6 @@
 // Package grant parses and matches the resource grants of ABI §6.5: the
-// network, serial and GPIO entries a MapperPlugin gives its plugin. The
+// network, serial, GPIO and secret entries and the TLS settings a
+// MapperPlugin gives its plugin. The
 // host's sandbox (host/hostio) enforces them and the MapperPlugin API
 // validates them with the same parser.
 package grant
@@ -16,13 +17,13 @@ import (
 // Network is one parsed network grant.
 //
 // The syntax is SCHEME://HOST:PORT where
-//   - SCHEME is "tcp" or "udp";
+//   - SCHEME is "tcp", "udp" or "tls" (a TLS stream over TCP);
 //   - HOST is an IP address ("[::1]" for IPv6), a CIDR prefix
 //     ("10.0.0.0/8", "[fd00::/8]"), a DNS name, a DNS name whose first label
 //     is "*" ("*.plant.local", any one or more labels), or "*" (any host);
 //   - PORT is a number, a range "502-510", or "*" (any port).
 type Network struct {
-	// Scheme is "tcp" or "udp".
+	// Scheme is "tcp", "udp" or "tls".
 	Scheme string
 	// Any is true when HOST is "*".
 	Any bool
@@ -43,10 +44,10 @@ func ParseNetwork(s string) (Network, error) {
 		return g, fmt.Errorf("want SCHEME://HOST:PORT, such as tcp://127.0.0.1:502")
 	}
 	switch scheme {
-	case "tcp", "udp":
+	case "tcp", "udp", "tls":
 		g.Scheme = scheme
 	default:
-		return g, fmt.Errorf("scheme %q is not supported; use tcp or udp", scheme)
+		return g, fmt.Errorf("scheme %q is not supported; use tcp, udp or tls", scheme)
 	}
 	i := strings.LastIndexByte(rest, ':')
 	if i < 0 {
@@ -186,8 +187,8 @@ func (g Network) String() string {
 	return g.Scheme + "://" + host + ":" + port
 }
 
-// Allows reports whether the grant covers a connection over scheme ("tcp"
-// or "udp") to host and port. host is an IP address or a DNS name as the
+// Allows reports whether the grant covers a connection over scheme ("tcp",
+// "udp" or "tls") to host and port. host is an IP address or a DNS name as the
 // plugin asked for it: a name matches only name grants (and "*"), so a
 // host that resolves names itself must check the addresses too.
 func (g Network) Allows(scheme, host string, port int) bool {
@@ -257,10 +258,103 @@ func MatchGlob(pattern, name string) bool {
 	return err == nil && ok
 }
 
+// ValidateSecret checks one Grants.Secrets entry: a secret name pattern
+// in shell glob syntax (path.Match) over the characters of Kubernetes
+// object names (lower-case letters, digits, '-' and '.').
+func ValidateSecret(s string) error {
+	if s == "" {
+		return fmt.Errorf("empty secret name")
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || strings.ContainsRune("-.*?[]!^", c)) {
+			return fmt.Errorf("character %q is not allowed in a secret name pattern (want lower-case letters, digits, '-', '.' and glob characters)", c)
+		}
+	}
+	if _, err := path.Match(s, ""); err != nil {
+		return fmt.Errorf("bad glob pattern: %v", err)
+	}
+	return nil
+}
+
+// ValidSecretName reports whether name can name a secret: a Kubernetes
+// object name (DNS subdomain: lower-case letters, digits, '-' and '.', at
+// most 253 bytes, starting and ending with a letter or digit).
+func ValidSecretName(name string) bool {
+	if name == "" || len(name) > 253 || strings.Contains(name, "..") {
+		return false
+	}
+	for i, c := range name {
+		alnum := c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
+		if !alnum && (c != '-' && c != '.' || i == 0 || i == len(name)-1) {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidSecretKey reports whether key can be a key of a secret, as
+// Kubernetes allows: letters, digits, '-', '_' and '.', at most 253 bytes,
+// and not "." or "..".
+func ValidSecretKey(key string) bool {
+	if key == "" || len(key) > 253 || key == "." || key == ".." {
+		return false
+	}
+	for _, c := range key {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// TLS says how the host makes the TLS connections of the "tls" network
+// grants that Endpoint covers. The secrets it names are read by the host
+// and never reach the plugin, whether or not Secrets grants them.
+type TLS struct {
+	// Endpoint is a "tls://HOST:PORT" pattern in network grant syntax.
+	Endpoint string
+	// CASecret names a secret whose key "ca.crt" holds the PEM
+	// certificates the server's chain must lead to; empty: the host's
+	// system pool.
+	CASecret string
+	// ClientSecret names a secret of Kubernetes type kubernetes.io/tls
+	// (keys "tls.crt" and "tls.key") that the host presents when the
+	// server asks for a client certificate; empty: none.
+	ClientSecret string
+	// ServerName is the name the server's certificate must carry, and
+	// the name sent as SNI; empty: the host the plugin dials, as written.
+	ServerName string
+}
+
+// Validate checks the entry's syntax.
+func (t TLS) Validate() error {
+	g, err := ParseNetwork(t.Endpoint)
+	if err != nil {
+		return fmt.Errorf("endpoint %q: %w", t.Endpoint, err)
+	}
+	if g.Scheme != "tls" {
+		return fmt.Errorf("endpoint %q: want a tls:// pattern", t.Endpoint)
+	}
+	for field, name := range map[string]string{"caSecret": t.CASecret, "clientSecret": t.ClientSecret} {
+		if name != "" && !ValidSecretName(name) {
+			return fmt.Errorf("%s %q is not a secret name", field, name)
+		}
+	}
+	if t.ServerName != "" && !isDNSName(strings.ToLower(t.ServerName)) {
+		if _, err := netip.ParseAddr(t.ServerName); err != nil {
+			return fmt.Errorf("serverName %q is neither a DNS name nor an IP address", t.ServerName)
+		}
+	}
+	return nil
+}
+
 // Set is a plugin's grants by kind, as a MapperPlugin's spec.grants lists
-// them: network entries, serial path globs and GPIO line globs.
+// them: network entries, serial path globs, GPIO line globs, secret name
+// globs, and the settings of TLS connections.
 type Set struct {
 	Network []string
 	Serial  []string
 	GPIO    []string
+	Secrets []string
+	TLS     []TLS
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"wapper.dev/wapper/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/host/hostio"
 	"wapper.dev/wapper/host/runtime"
 	"wapper.dev/wapper/host/store"
 )
@@ -58,6 +59,9 @@ type Options struct {
 	// added to runtime.Config.Ext. Optional: the device I/O grants of
 	// spec.grants are always set.
 	Ext func(*v1alpha1.MapperPlugin) (map[any]any, error)
+	// Secrets are the host's secrets, which plugins read as their
+	// spec.grants allow; nil: none.
+	Secrets hostio.Secrets
 	// Logger receives the manager's logs; nil means slog.Default().
 	Logger *slog.Logger
 	// Registerer receives the metrics; nil registers nothing.

@@ -312,6 +312,9 @@ func (m *Manager) startModule(ctx context.Context, obj *v1alpha1.MapperPlugin, w
 	if err := runtime.WithGrants(&cfg, obj.Spec.Grants.Set()); err != nil {
 		return nil, fmt.Errorf("MapperPlugin %s: spec.grants: %w", obj.Name, err)
 	}
+	if m.opts.Secrets != nil {
+		runtime.SetSecrets(&cfg, m.opts.Secrets)
+	}
 	if m.opts.Ext != nil {
 		ext, err := m.opts.Ext(obj)
 		if err != nil {

@@ -1,6 +1,7 @@
 // Package hostio is the device I/O behind the plugin ABI's host functions
-// (abi/SPEC.md §6.4 and §6.5): TCP and UDP sockets, serial ports and GPIO
-// lines, each opened only when the plugin's MapperPlugin grants allow it.
+// (abi/SPEC.md §6.4 to §6.6): TCP, UDP and TLS sockets, serial ports, GPIO
+// lines and secrets, each opened only when the plugin's MapperPlugin grants
+// allow it.
 //
 // A [Table] holds the open handles of one plugin instance. It is not safe
 // for concurrent use: an instance makes one host call at a time. Every

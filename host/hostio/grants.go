@@ -21,6 +21,14 @@ type Grants struct {
 	networkRaw []string
 	serial     []string
 	gpio       []string
+	secrets    []string
+	tls        []tlsGrant
+}
+
+// tlsGrant is a parsed grant.TLS.
+type tlsGrant struct {
+	grant.TLS
+	endpoint grant.Network
 }
 
 // ParseGrants checks and parses a plugin's grants (a MapperPlugin's
@@ -51,6 +59,21 @@ func ParseGrants(g grant.Set) (*Grants, error) {
 		}
 		out.gpio = append(out.gpio, s)
 	}
+	for i, s := range g.Secrets {
+		if err := grant.ValidateSecret(s); err != nil {
+			errs = append(errs, fmt.Errorf("grants.secrets[%d] %q: %w", i, s, err))
+			continue
+		}
+		out.secrets = append(out.secrets, s)
+	}
+	for i, t := range g.TLS {
+		if err := t.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("grants.tls[%d]: %w", i, err))
+			continue
+		}
+		ep, _ := grant.ParseNetwork(t.Endpoint)
+		out.tls = append(out.tls, tlsGrant{TLS: t, endpoint: ep})
+	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -61,15 +84,18 @@ func ParseGrants(g grant.Set) (*Grants, error) {
 // is, for lists that do not sort them by kind (the dev.wapper.grants
 // annotation, `wapper push --grant`): KindNetwork for a string with "://",
 // or one that looks like a network address without its scheme ("tcp:...",
-// "udp:...", "10.0.0.5:502", "[::1]:502", "plc.local:502"), so that the
-// network parser says what is missing; KindSerial for an absolute path;
-// KindGPIO for anything else (a line name or pattern, "GPIO17", "chip0:4").
+// "udp:...", "tls:...", "10.0.0.5:502", "[::1]:502", "plc.local:502"), so
+// that the network parser says what is missing; KindSerial for an absolute
+// path; KindSecret for "secret:NAME"; KindGPIO for anything else (a line
+// name or pattern, "GPIO17", "chip0:4").
 func GrantKind(s string) string {
 	switch {
-	case strings.Contains(s, "://"), strings.HasPrefix(s, "tcp:"), strings.HasPrefix(s, "udp:"), strings.HasPrefix(s, "["):
+	case strings.Contains(s, "://"), strings.HasPrefix(s, "tcp:"), strings.HasPrefix(s, "udp:"), strings.HasPrefix(s, "tls:"), strings.HasPrefix(s, "["):
 		return KindNetwork
 	case strings.HasPrefix(s, "/"):
 		return KindSerial
+	case strings.HasPrefix(s, "secret:"):
+		return KindSecret
 	}
 	if host, _, ok := cutLast(s, ':'); ok {
 		if _, err := netip.ParseAddr(host); err == nil {
@@ -109,6 +135,10 @@ func GrantsFromList(list []string) (grant.Set, error) {
 		case KindSerial:
 			err = grant.ValidateSerial(s)
 			g.Serial = append(g.Serial, s)
+		case KindSecret:
+			name := strings.TrimPrefix(s, "secret:")
+			err = grant.ValidateSecret(name)
+			g.Secrets = append(g.Secrets, name)
 		default:
 			err = grant.ValidateGPIO(s)
 			g.GPIO = append(g.GPIO, s)
@@ -141,6 +171,7 @@ const (
 	KindNetwork = "network"
 	KindSerial  = "serial"
 	KindGPIO    = "gpio"
+	KindSecret  = "secrets"
 )
 
 // DeniedError is a resource refused by the grants. It unwraps to an
@@ -149,7 +180,7 @@ const (
 //
 //	denied: tcp://10.0.0.5:502 is not in grants.network [tcp://127.0.0.1:1502]
 type DeniedError struct {
-	// Kind is KindNetwork, KindSerial or KindGPIO.
+	// Kind is KindNetwork, KindSerial, KindGPIO or KindSecret.
 	Kind string
 	// Resource is what the plugin asked for ("tcp://10.0.0.5:502",
 	// "/dev/ttyUSB0", "GPIO17").
@@ -274,6 +305,8 @@ func (g *Grants) denied(kind, resource, reason string) *DeniedError {
 			e.Granted = g.serial
 		case KindGPIO:
 			e.Granted = g.gpio
+		case KindSecret:
+			e.Granted = g.secrets
 		}
 	}
 	return e

@@ -2,6 +2,7 @@ package hostio
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"strings"
@@ -10,10 +11,11 @@ import (
 	"wapper.dev/wapper/abi"
 )
 
-// Dial opens a TCP (kind abi.SockTCP) or UDP (abi.SockUDP) socket to addr
-// ("host:port") after checking the grants, trying each granted address in
-// turn until one answers or timeout passes. A UDP socket is connected: it
-// sends to and receives from addr only.
+// Dial opens a TCP (kind abi.SockTCP), UDP (abi.SockUDP) or TLS
+// (abi.SockTLS) socket to addr ("host:port") after checking the grants,
+// trying each granted address in turn until one answers or timeout passes.
+// A UDP socket is connected: it sends to and receives from addr only. A
+// TLS socket is handshaken (see tlsConfig) before Dial returns.
 func (t *Table) Dial(ctx context.Context, kind uint32, addr string, timeout time.Duration) (int32, error) {
 	var scheme string
 	switch kind {
@@ -21,8 +23,10 @@ func (t *Table) Dial(ctx context.Context, kind uint32, addr string, timeout time
 		scheme = "tcp"
 	case abi.SockUDP:
 		scheme = "udp"
+	case abi.SockTLS:
+		scheme = "tls"
 	default:
-		return 0, abi.Errorf(abi.ErrInvalid, "socket kind %d (want %d for TCP or %d for UDP)", kind, abi.SockTCP, abi.SockUDP)
+		return 0, abi.Errorf(abi.ErrInvalid, "socket kind %d (want %d for TCP, %d for UDP or %d for TLS)", kind, abi.SockTCP, abi.SockUDP, abi.SockTLS)
 	}
 	if err := t.reserve(); err != nil {
 		return 0, err
@@ -40,14 +44,27 @@ func (t *Table) Dial(ctx context.Context, kind uint32, addr string, timeout time
 		}
 		return 0, err
 	}
+	var tlsCfg *tls.Config
+	network := scheme
+	if kind == abi.SockTLS {
+		if tlsCfg, err = t.tlsConfig(addr); err != nil {
+			return 0, err
+		}
+		network = "tcp"
+	}
 	var d net.Dialer
 	var errs []error
 	var causes []string
 	for _, ap := range targets {
-		c, err := d.DialContext(ctx, scheme, ap.String())
+		c, err := d.DialContext(ctx, network, ap.String())
 		if err == nil {
 			if tc, ok := c.(*net.TCPConn); ok {
 				tc.SetNoDelay(true)
+			}
+			if tlsCfg != nil {
+				if c, err = handshake(ctx, c, tlsCfg, op); err != nil {
+					return 0, err
+				}
 			}
 			return t.add(&sock{c: c, name: scheme + "://" + addr}), nil
 		}

@@ -57,6 +57,7 @@ type stream interface {
 type Table struct {
 	grants   *Grants
 	resolver Resolver
+	secrets  Secrets
 	handles  map[int32]handle
 	next     int32
 }
@@ -67,6 +68,10 @@ type Option func(*Table)
 // WithResolver makes the table resolve host names with r instead of
 // net.DefaultResolver.
 func WithResolver(r Resolver) Option { return func(t *Table) { t.resolver = r } }
+
+// WithSecrets gives the table the host's secrets, for secret_get and for
+// the CA and client certificates of TLS connections.
+func WithSecrets(s Secrets) Option { return func(t *Table) { t.secrets = s } }
 
 // NewTable returns an empty table whose opens are checked against g (nil
 // grants nothing).

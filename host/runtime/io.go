@@ -24,6 +24,8 @@ type grantsKey struct{}
 
 type tableKey struct{}
 
+type secretsKey struct{}
+
 // WithGrants sets the MapperPlugin grants that the device I/O host
 // functions check every open against. A plugin loaded without grants may
 // open nothing.
@@ -44,8 +46,18 @@ func SetGrants(cfg *Config, g *hostio.Grants) {
 	cfg.Ext[grantsKey{}] = g
 }
 
+// SetSecrets gives the plugin's instances the host's secrets: those the
+// grants let it read with secret_get, and those its TLS grants name.
+func SetSecrets(cfg *Config, s hostio.Secrets) {
+	if cfg.Ext == nil {
+		cfg.Ext = map[any]any{}
+	}
+	cfg.Ext[secretsKey{}] = s
+}
+
 func init() {
 	hostFuncs = append(hostFuncs,
+		hostFunc{abi.ImportSecretGet, s(p(i32, i32, i32, i32), i32), hostSecretGet},
 		hostFunc{abi.ImportSockOpen, s(p(i32, i32, i32, i32), i32), hostSockOpen},
 		hostFunc{abi.ImportSerialOpen, s(p(i32, i32, i32, i32, i32, i32, i32), i32), hostSerialOpen},
 		hostFunc{abi.ImportIORead, s(p(i32, i32, i32, i32), i32), hostIORead},
@@ -64,7 +76,11 @@ func (in *instance) table() *hostio.Table {
 		return t
 	}
 	g, _ := in.p.cfg.Ext[grantsKey{}].(*hostio.Grants)
-	t := hostio.NewTable(g)
+	var opts []hostio.Option
+	if sec, ok := in.p.cfg.Ext[secretsKey{}].(hostio.Secrets); ok {
+		opts = append(opts, hostio.WithSecrets(sec))
+	}
+	t := hostio.NewTable(g, opts...)
 	if in.ext == nil {
 		in.ext = map[any]any{}
 	}
@@ -241,6 +257,22 @@ func hostSockOpen(ctx context.Context, in *instance, mem api.Memory, stack []uin
 	}
 	h, err := in.table().Dial(ctx, uint32(stack[0]), addr, hostio.Timeout(in.deadline, uint32(stack[3])))
 	in.ioResult(stack, h, err, abi.ImportSockOpen)
+}
+
+// hostSecretGet is secret_get: like kv_get, it returns the value's length
+// and copies the value only when it fits.
+func hostSecretGet(_ context.Context, in *instance, mem api.Memory, stack []uint64) {
+	ref, ok := guestString(mem, stack[0], stack[1])
+	if !ok {
+		stack[0] = errno(abi.ErrInvalid)
+		return
+	}
+	v, err := in.table().Secret(ref)
+	if err == nil && uint32(len(v)) <= uint32(stack[3]) && !mem.Write(uint32(stack[2]), v) {
+		err = abi.Errorf(abi.ErrInvalid, "secret_get: the destination is outside the guest's memory")
+	}
+	clear(v)
+	in.ioResult(stack, int32(len(v)), err, abi.ImportSecretGet)
 }
 
 func hostSerialOpen(ctx context.Context, in *instance, mem api.Memory, stack []uint64) {

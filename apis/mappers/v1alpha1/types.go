@@ -167,10 +167,11 @@ type Module struct {
 // against them; see package wapper.dev/wapper/abi/grant for the syntax.
 type Grants struct {
 	// Network lists SCHEME://HOST:PORT patterns, such as
-	// "tcp://127.0.0.1:5502", "udp://10.0.0.0/8:*" or "tcp://*.plant.local:502-503".
+	// "tcp://127.0.0.1:5502", "udp://10.0.0.0/8:*", "tcp://*.plant.local:502-503"
+	// or "tls://broker.plant.local:8883" (a TLS stream the host makes; see TLS).
 	// +optional
 	// +listType=atomic
-	// +kubebuilder:validation:items:Pattern=`^(tcp|udp)://[^\s]+:(\*|[0-9]+(-[0-9]+)?)$`
+	// +kubebuilder:validation:items:Pattern=`^(tcp|udp|tls)://[^\s]+:(\*|[0-9]+(-[0-9]+)?)$`
 	Network []string `json:"network,omitempty"`
 	// Serial lists absolute device path patterns (shell globs), such as
 	// "/dev/ttyUSB*".
@@ -184,6 +185,41 @@ type Grants struct {
 	// +listType=atomic
 	// +kubebuilder:validation:items:Pattern=`^[A-Za-z0-9_.:/*?!^\[\]-]+$`
 	GPIO []string `json:"gpio,omitempty"`
+	// Secrets lists the names (shell globs) of the secrets the plugin may
+	// read with secret_get, such as "plc-login" or "cam-*". In cloud mode
+	// they are Kubernetes Secrets of the plugin's namespace; otherwise
+	// directories under the host's --secrets-dir.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:items:Pattern=`^[a-z0-9.*?!^\[\]-]+$`
+	Secrets []string `json:"secrets,omitempty"`
+	// TLS sets how the host makes the plugin's TLS connections (network
+	// grants with scheme tls): the first entry whose endpoint covers the
+	// address applies; with none, the server is checked against the
+	// host's system CAs under the name the plugin dialled.
+	// +optional
+	// +listType=atomic
+	TLS []TLSGrant `json:"tls,omitempty"`
+}
+
+// TLSGrant is the TLS setting of some endpoints. The secrets it names are
+// used by the host only; the plugin never sees them.
+type TLSGrant struct {
+	// Endpoint is a tls://HOST:PORT pattern, in the syntax of Network.
+	// +kubebuilder:validation:Pattern=`^tls://[^\s]+:(\*|[0-9]+(-[0-9]+)?)$`
+	Endpoint string `json:"endpoint"`
+	// CASecret names a secret whose key ca.crt holds the PEM certificates
+	// the server's certificate must chain to; empty: the system's CAs.
+	// +optional
+	CASecret string `json:"caSecret,omitempty"`
+	// ClientSecret names a secret of type kubernetes.io/tls (keys tls.crt
+	// and tls.key) whose certificate the host presents to the server.
+	// +optional
+	ClientSecret string `json:"clientSecret,omitempty"`
+	// ServerName is the name the server's certificate must carry and the
+	// SNI sent; empty: the host part of the address the plugin dialled.
+	// +optional
+	ServerName string `json:"serverName,omitempty"`
 }
 
 // Limits bounds what one plugin may use. Zero fields take their defaults
@@ -355,5 +391,13 @@ type MapperPluginList struct {
 
 // Set returns the grants in the form the host's sandbox parses.
 func (g Grants) Set() grant.Set {
-	return grant.Set{Network: g.Network, Serial: g.Serial, GPIO: g.GPIO}
+	set := grant.Set{Network: g.Network, Serial: g.Serial, GPIO: g.GPIO, Secrets: g.Secrets}
+	for _, t := range g.TLS {
+		set.TLS = append(set.TLS, t.set())
+	}
+	return set
+}
+
+func (t TLSGrant) set() grant.TLS {
+	return grant.TLS{Endpoint: t.Endpoint, CASecret: t.CASecret, ClientSecret: t.ClientSecret, ServerName: t.ServerName}
 }

@@ -147,6 +147,16 @@ func (g *Grants) Validate(fld *field.Path) field.ErrorList {
 			errs = append(errs, field.Invalid(fld.Child("gpio").Index(i), s, err.Error()))
 		}
 	}
+	for i, s := range g.Secrets {
+		if err := grant.ValidateSecret(s); err != nil {
+			errs = append(errs, field.Invalid(fld.Child("secrets").Index(i), s, err.Error()))
+		}
+	}
+	for i, t := range g.TLS {
+		if err := t.set().Validate(); err != nil {
+			errs = append(errs, field.Invalid(fld.Child("tls").Index(i), t.Endpoint, err.Error()))
+		}
+	}
 	return errs
 }
 

@@ -50,6 +50,7 @@ type options struct {
 	mqttPassword  string
 	httpListen    string
 	pluginDir     string
+	secretsDir    string
 	log           cli.Log
 	memoryLimit   memlimit.Setting
 	collectCycle  time.Duration
@@ -109,6 +110,7 @@ func newCommand() (*cobra.Command, *options) {
 	f.StringVar(&o.mqttPassword, "mqtt-password", "", "password on the external MQTT broker (prefer the config file)")
 	f.StringVar(&o.httpListen, "http-listen", rest.DefaultAddr, "address of the REST API and /metrics; empty for none")
 	f.StringVar(&o.pluginDir, "plugin-dir", "", "folder that MapperPlugin spec.module.file is relative to")
+	f.StringVar(&o.secretsDir, "secrets-dir", "", "folder of the secrets MapperPlugin grants.secrets and grants.tls name, as a mounted Kubernetes Secret lays them out (NAME/KEY files); default STATE-DIR/secrets")
 	cli.AddLogFlags(f, &o.log)
 	f.Var(&o.memoryLimit, "memory-limit", fmt.Sprintf("soft memory limit of the Go runtime: auto (%s plus %s per device, following the device count), off (or 0), or a size such as 512MiB; GOMEMLIMIT in the environment wins",
 		humanSize(memlimit.DefaultBase), humanSize(memlimit.DefaultPerDevice)))
@@ -251,6 +253,7 @@ func run(o options) error {
 	mgr, err = devices.New(devices.Options{
 		Engine: eng, Store: st, Logger: log, Registerer: reg,
 		Modules:             mods,
+		Secrets:             secretDir(&o, log),
 		DefaultCollectCycle: o.collectCycle, DefaultReportCycle: o.reportCycle, StateCycle: o.stateCycle, FlushInterval: o.flushInterval,
 	})
 	if err != nil {

@@ -14,9 +14,12 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/pflag"
+
+	"wapper.dev/wapper/host/hostio"
 )
 
 // securityOptions are the flags that protect the embedded broker and the
@@ -194,4 +197,18 @@ func isLoopback(addr string) bool {
 	host, _, _ = strings.Cut(host, "%")
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// secretDir returns the secrets folder of --secrets-dir (default
+// STATE-DIR/secrets), warning when others than the host's user may read
+// it. The folder need not exist: a secret read from it is then not found.
+func secretDir(o *options, log *slog.Logger) hostio.SecretDir {
+	dir := o.secretsDir
+	if dir == "" {
+		dir = filepath.Join(o.stateDir, "secrets")
+	}
+	if fi, err := os.Stat(dir); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		log.Warn("the secrets folder may be read by other users; make it 0700", "dir", dir, "mode", fi.Mode().Perm().String())
+	}
+	return hostio.SecretDir(dir)
 }

@@ -54,3 +54,53 @@ func TestGlobGrants(t *testing.T) {
 		t.Error("gpio glob")
 	}
 }
+
+func TestTLSAndSecretGrants(t *testing.T) {
+	g, err := grant.ParseNetwork("tls://broker.plant:8883")
+	if err != nil || !g.AllowsAddr("tls", "broker.plant:8883") || g.AllowsAddr("tcp", "broker.plant:8883") {
+		t.Errorf("tls grant: %v %+v", err, g)
+	}
+	if _, err := grant.ParseNetwork("ssl://broker.plant:8883"); err == nil || !strings.Contains(err.Error(), "tcp, udp or tls") {
+		t.Errorf("ssl scheme: %v", err)
+	}
+	for _, ok := range []grant.TLS{
+		{Endpoint: "tls://broker.plant:8883"},
+		{Endpoint: "tls://*:*", CASecret: "plant-ca", ClientSecret: "plant.client-1", ServerName: "Broker.Plant"},
+		{Endpoint: "tls://10.0.0.0/8:443", ServerName: "10.0.0.1"},
+	} {
+		if err := ok.Validate(); err != nil {
+			t.Errorf("%+v: %v", ok, err)
+		}
+	}
+	for _, bad := range []grant.TLS{
+		{Endpoint: "tcp://broker.plant:8883"},
+		{Endpoint: "tls://broker.plant"},
+		{Endpoint: "tls://b:1", CASecret: "Plant_CA"},
+		{Endpoint: "tls://b:1", ClientSecret: "../x"},
+		{Endpoint: "tls://b:1", ServerName: "not a name"},
+	} {
+		if err := bad.Validate(); err == nil {
+			t.Errorf("%+v: accepted", bad)
+		}
+	}
+	for _, ok := range []string{"plc-login", "cam-*", "a.b", "x[0-9]"} {
+		if err := grant.ValidateSecret(ok); err != nil {
+			t.Errorf("secret grant %q: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "Plc", "a/b", "x[", "a_b"} {
+		if err := grant.ValidateSecret(bad); err == nil {
+			t.Errorf("secret grant %q accepted", bad)
+		}
+	}
+	for name, want := range map[string]bool{"plc-login": true, "a.b": true, "-a": false, "a-": false, "a..b": false, "A": false, "": false} {
+		if grant.ValidSecretName(name) != want {
+			t.Errorf("ValidSecretName(%q) != %v", name, want)
+		}
+	}
+	for key, want := range map[string]bool{"tls.crt": true, "Pass_word-1": true, ".": false, "..": false, "a/b": false, "": false} {
+		if grant.ValidSecretKey(key) != want {
+			t.Errorf("ValidSecretKey(%q) != %v", key, want)
+		}
+	}
+}

@@ -26,11 +26,12 @@ const NoDriverHint = "the module registers no driver: call wapper.Register(yourD
 	"(with -buildmode=c-shared, main never runs); in Rust, wapper::export_plugin!(YourDriver)"
 
 // grantImports maps the host functions that open a resource to the grant
-// kind the open is checked against (SPEC.md §6.5).
+// kind the open is checked against (SPEC.md §6.5 and §6.6).
 var grantImports = []struct{ fn, kind, example string }{
-	{abi.ImportSockOpen, "network", "tcp://HOST:PORT"},
+	{abi.ImportSockOpen, "network", "tcp://HOST:PORT or tls://HOST:PORT"},
 	{abi.ImportSerialOpen, "serial", "/dev/ttyUSB*"},
 	{abi.ImportGPIOOpen, "gpio", "GPIO17"},
+	{abi.ImportSecretGet, "secrets", "plc-login"},
 }
 
 // Grants lists the grants a module's device I/O needs, one line each,

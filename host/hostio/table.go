@@ -200,6 +200,9 @@ func ioError(op string, err error) error {
 
 // classify returns the ABI code of an I/O error and its cause in words.
 func classify(err error) (abi.Code, string) {
+	if code, cause, ok := classifyTLS(err); ok {
+		return code, cause
+	}
 	var ne net.Error
 	var dnsErr *net.DNSError
 	switch {

@@ -80,27 +80,30 @@ func handshake(ctx context.Context, c net.Conn, cfg *tls.Config, op string) (net
 	tc := tls.Client(c, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		c.Close()
-		return nil, tlsError(op, err)
+		return nil, ioError(op, err)
 	}
 	return tc, nil
 }
 
-// tlsError says why a handshake failed: an untrusted or mismatched server
-// certificate, or the server's refusal (an alert, such as a client
-// certificate it does not accept), are abi.ErrUnavailable with the cause
-// in words; other failures are classified as I/O errors.
-func tlsError(op string, err error) error {
+// classifyTLS says why a TLS handshake failed, when it did: an untrusted
+// or mismatched server certificate, or the server's refusal (an alert,
+// such as for a client certificate it does not accept; under TLS 1.3 it
+// comes with the first read), are abi.ErrUnavailable with the cause in
+// words.
+func classifyTLS(err error) (abi.Code, string, bool) {
 	var verr *tls.CertificateVerificationError
 	var herr x509.HostnameError
 	var operr *net.OpError
 	switch {
 	case errors.As(err, &herr):
-		return abi.Errorf(abi.ErrUnavailable, "%s: TLS: the server's certificate is not for this name: %v", op, herr)
+		return abi.ErrUnavailable, "TLS: the server's certificate is not for this name: " + herr.Error(), true
 	case errors.As(err, &verr):
-		return abi.Errorf(abi.ErrUnavailable, "%s: TLS: the server's certificate is not trusted: %v", op, verr.Err)
+		return abi.ErrUnavailable, "TLS: the server's certificate is not trusted: " + verr.Err.Error(), true
 	case errors.As(err, &operr) && operr.Op == "remote error":
 		// crypto/tls reports an alert from the server so.
-		return abi.Errorf(abi.ErrUnavailable, "%s: TLS: the server refused the handshake (%v)", op, operr.Err)
+		return abi.ErrUnavailable, "TLS: the server refused the connection (" + operr.Err.Error() + ")", true
+	case errors.As(err, new(tls.RecordHeaderError)):
+		return abi.ErrUnavailable, "TLS: the server does not speak TLS (" + err.Error() + ")", true
 	}
-	return ioError(op+": TLS handshake", err)
+	return 0, "", false
 }

@@ -14,6 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"wapper.dev/wapper/abi"
+	"wapper.dev/wapper/abi/grant"
+	"wapper.dev/wapper/host/hostio"
 	"wapper.dev/wapper/host/runtime"
 	"wapper.dev/wapper/internal/testenv"
 )
@@ -21,7 +23,8 @@ import (
 // hostile is a hand-written plugin: every required export, with the
 // attack in the parts a test fills in.
 type hostile struct {
-	table      string // table declaration, e.g. "(table 1 funcref)"
+	imports    string // more imports
+	table      string // table declaration, e.g. "(table 1 funcref)", or data segments
 	initialize string // body of _initialize; empty: no _initialize
 	read       string // body of wapper_read, which must leave an i64
 	memory     string // memory declaration (default 2 pages)
@@ -43,6 +46,7 @@ func (h hostile) wat() string {
 	return `(module
   (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
   (import "wapper" "log" (func $log (param i32 i32 i32)))
+  ` + h.imports + `
   ` + mem + `
   ` + h.table + `
   ;; a WASI clock subscription of 10 minutes at 0, its event at 64, nevents at 128
@@ -398,4 +402,65 @@ func TestTrappingDeviceIsSetAside(t *testing.T) {
 		t.Fatal("the trapping device was never set aside")
 	}
 	t.Logf("%d of 10 trapping reads set aside; %d instance restarts", setAside, p.Restarts())
+}
+
+// TestSecretGetBounds: secret_get with references and destinations outside
+// guest memory, or a destination that ends past it, returns -2 and never
+// writes out of bounds; a granted secret is copied exactly when it fits,
+// and an ungranted one is -7. The module traps (unreachable) on any other
+// answer, so a read that returns means every answer was right.
+func TestSecretGetBounds(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "s"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for name, v := range map[string]string{"s/k": "abc", "other/k": "no"} {
+		os.MkdirAll(filepath.Join(dir, filepath.Dir(name)), 0o700)
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(v), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// expect calls secret_get and traps unless it returns want.
+	expect := func(refPtr, refLen, dst, dstCap string, want int) string {
+		return fmt.Sprintf("(if (i32.ne (call $secret (i32.const %s) (i32.const %s) (i32.const %s) (i32.const %s)) (i32.const %d)) (then unreachable))\n",
+			refPtr, refLen, dst, dstCap, want)
+	}
+	const end = 2 * 65536
+	read := expect("200000", "3", "0", "0", -2) + // reference outside memory
+		expect("2048", "-1", "0", "0", -2) + // reference length of 4 GiB
+		expect("2048", "3", "0", "0", 3) + // fits nowhere: only the length
+		expect("2048", "3", fmt.Sprint(end-3), "3", 3) + // ends at the last byte
+		expect("2048", "3", fmt.Sprint(end-2), "3", -2) + // one byte past the end
+		expect("2048", "3", "-1", "3", -2) + // destination at 4 GiB - 1
+		expect("2048", "3", "4096", "-1", 3) + // a capacity above memory, a value that fits
+		expect("2064", "7", "4096", "16", -7) + // not granted
+		`(if (i32.ne (i32.load8_u (i32.const 4098)) (i32.const 99)) (then unreachable)) ;; "c"
+		i64.const 0`
+	h := hostile{
+		imports: `(import "wapper" "secret_get" (func $secret (param i32 i32 i32 i32) (result i32)))`,
+		table:   `(data (i32.const 2048) "s/k") (data (i32.const 2064) "other/k")`,
+		read:    read,
+	}
+	e := newEnv(t)
+	cfg := runtime.Config{Name: "t", Wasm: h.build(t), CallTimeout: 5 * time.Second, Instances: 1}
+	if err := runtime.WithGrants(&cfg, grant.Set{Secrets: []string{"s"}}); err != nil {
+		t.Fatal(err)
+	}
+	runtime.SetSecrets(&cfg, hostio.SecretDir(dir))
+	p, err := e.eng.Load(ctx(t), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(context.Background())
+	if err := p.AddDevice(ctx(t), abi.Device{ID: 1, Name: "d", Properties: []abi.Property{prop(0, "p", "INT", "ReadOnly", `{}`)}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = p.Read(ctx(t), 1, 0)
+	if abi.CodeOf(err) == abi.ErrPanic || strings.Contains(fmt.Sprint(err), "unreachable") {
+		t.Fatalf("secret_get answered wrong: %v", err)
+	}
+	if strings.Contains(e.logs.String(), "abc") {
+		t.Error("the secret's value is in the host log")
+	}
+	t.Logf("read: %v", err)
 }

@@ -4,7 +4,8 @@
 // apimachinery and KubeEdge's device types, never on client-go.
 //
 // Downstream, the cloud sends the node's desired objects (Devices,
-// DeviceModels, MapperPlugins) as Items, each with a Version: a hash of the
+// DeviceModels, MapperPlugins, and the Secrets those plugins are granted)
+// as Items, each with a Version: a hash of the
 // delivered object, the same on every cloud replica. A host applies a batch,
 // stores it, and acknowledges the batch's Seq. On every (re)connect the
 // host's Hello carries its inventory (the version of every object it holds),
@@ -66,7 +67,19 @@ const (
 	KindMapperPlugin = "MapperPlugin"
 	KindDeviceModel  = "DeviceModel"
 	KindDevice       = "Device"
+	// KindSecret is a Secret a delivered MapperPlugin is granted (its
+	// grants.secrets and grants.tls), as a SecretObject. Its Version is the
+	// Secret's resource version, never a hash of its data, and a host keeps
+	// it in memory only: it is not in the host's store, so a restarted host
+	// leaves it out of its inventory and is sent it again.
+	KindSecret = "Secret"
 )
+
+// SecretObject is a Secret as a host receives it: its name and data.
+type SecretObject struct {
+	Name string            `json:"name"`
+	Data map[string][]byte `json:"data"`
+}
 
 // Message is one websocket text frame.
 type Message struct {
@@ -161,10 +174,12 @@ func SplitKey(key string) (kind, namespace, name string) {
 	return "", "", key
 }
 
-// KindOrder gives the order in which kinds are applied: plugins, then
-// models, then devices (and the reverse for removals).
+// KindOrder gives the order in which kinds are applied: secrets, plugins,
+// then models, then devices (and the reverse for removals).
 func KindOrder(kind string) int {
 	switch kind {
+	case KindSecret:
+		return -1
 	case KindMapperPlugin:
 		return 0
 	case KindDeviceModel:

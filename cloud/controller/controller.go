@@ -81,6 +81,11 @@ type Options struct {
 	// Recorder logs and counts rollout steps (default: one logging to
 	// Logger, with no metrics).
 	Recorder *rollout.Recorder
+	// SecretsNamespace, with Kube, is the namespace whose Secrets plugins
+	// may be granted (it needs secrets get, list and watch there); empty:
+	// no Secret is delivered. It must not be the namespace of wapper-cloud's
+	// own Secrets (node tokens, TLS).
+	SecretsNamespace string
 }
 
 const (
@@ -103,6 +108,9 @@ type Controller struct {
 	kubeInf  informers.SharedInformerFactory // nil without Options.Kube
 	nodes    cache.SharedIndexInformer       // nil without Options.Kube
 	rollouts rollouts
+
+	secretInf informers.SharedInformerFactory // nil without Options.SecretsNamespace
+	secrets   cache.SharedIndexInformer       // nil without Options.SecretsNamespace
 
 	items sync.Map // key → cachedItem
 }
@@ -194,6 +202,9 @@ func New(opts Options) (*Controller, error) {
 		return nil, err
 	}
 	if err := c.initRollouts(); err != nil {
+		return nil, err
+	}
+	if err := c.initSecrets(); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -297,6 +308,11 @@ func (c *Controller) Run(ctx context.Context) error {
 		c.kubeInf.Start(ctx.Done())
 		synced = append(synced, c.nodes.HasSynced)
 	}
+	if c.secretInf != nil {
+		defer c.secretInf.Shutdown()
+		c.secretInf.Start(ctx.Done())
+		synced = append(synced, c.secrets.HasSynced)
+	}
 	c.log.Info("controller: waiting for informer caches")
 	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		// Only the end of ctx stops the wait: a clean stop.
@@ -320,7 +336,8 @@ func (c *Controller) Run(ctx context.Context) error {
 
 // HasSynced reports whether the informers have synced.
 func (c *Controller) HasSynced() bool {
-	return c.devices.HasSynced() && c.models.HasSynced() && c.plugins.HasSynced() && (c.nodes == nil || c.nodes.HasSynced())
+	return c.devices.HasSynced() && c.models.HasSynced() && c.plugins.HasSynced() &&
+		(c.nodes == nil || c.nodes.HasSynced()) && (c.secrets == nil || c.secrets.HasSynced())
 }
 
 func (c *Controller) runWorker(ctx context.Context) {
@@ -407,6 +424,9 @@ func (c *Controller) DesiredSet(node string) (map[string]linkproto.Item, error) 
 				return nil, err
 			}
 			out[key] = it
+			if err := c.addSecrets(out, p); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return out, nil

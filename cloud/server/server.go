@@ -55,6 +55,10 @@ type Config struct {
 	Rest *rest.Config
 	// Namespace holds the node token Secrets and the TLS Secret.
 	Namespace string
+	// PluginSecretsNamespace holds the Secrets MapperPlugins may be
+	// granted (see controller.Options.SecretsNamespace); empty for none.
+	// It must differ from Namespace.
+	PluginSecretsNamespace string
 	// Listen is the address hosts connect to (default ":8443").
 	Listen string
 	// TLSCert and TLSKey are the operator's certificate files; when empty
@@ -100,6 +104,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.Namespace == "" {
 		cfg.Namespace = DefaultNamespace
+	}
+	if cfg.PluginSecretsNamespace == cfg.Namespace {
+		return cfg, fmt.Errorf("the plugin secrets namespace %q is the namespace of wapper-cloud's own Secrets (node tokens, TLS); plugins must not be granted those: use another namespace", cfg.Namespace)
 	}
 	switch {
 	case cfg.Workers < 0:
@@ -192,6 +199,7 @@ func Run(ctx context.Context, cfg Config) error {
 	ctl, err = controller.New(controller.Options{
 		KubeEdge: kec, Dynamic: dc, Hub: h, Workers: cfg.Workers, Logger: log, Metrics: controller.NewMetrics(reg),
 		Rollouts: writer, Digest: resolver.Digest, Kube: kc, Recorder: rollout.NewRecorder(log, reg),
+		SecretsNamespace: cfg.PluginSecretsNamespace,
 	})
 	if err != nil {
 		return err

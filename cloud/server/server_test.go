@@ -30,3 +30,14 @@ func TestDefaults(t *testing.T) {
 		t.Fatalf("defaults %+v", cfg)
 	}
 }
+
+// TestPluginSecretsNamespace: the namespace of plugin Secrets may not be
+// the one that holds the node tokens.
+func TestPluginSecretsNamespace(t *testing.T) {
+	if _, err := (Config{PluginSecretsNamespace: DefaultNamespace, ModuleCacheDir: t.TempDir()}).withDefaults(); err == nil || !strings.Contains(err.Error(), "node tokens") {
+		t.Fatalf("the token namespace as plugin secrets namespace: %v", err)
+	}
+	if _, err := (Config{Namespace: "a", PluginSecretsNamespace: "b", ModuleCacheDir: t.TempDir()}).withDefaults(); err != nil {
+		t.Fatal(err)
+	}
+}

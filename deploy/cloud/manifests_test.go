@@ -55,7 +55,7 @@ func TestManifestsDecode(t *testing.T) {
 			t.Errorf("RBAC does not grant %s", need)
 		}
 	}
-	if len(kinds) != 8 {
+	if len(kinds) != 11 {
 		t.Errorf("kinds %v", kinds)
 	}
 }

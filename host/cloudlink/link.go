@@ -3,13 +3,14 @@
 // DeviceModels and MapperPlugins down and takes reported twins, device
 // states and plugin states up.
 //
-// Everything the cloud sends is stored in bbolt before it is acknowledged,
-// and handed to a Sink (the device manager) as one full Set, so a host
+// Everything the cloud sends but Secrets is stored in bbolt before it is
+// acknowledged, and handed to a Sink (the device manager) as one full Set, so a host
 // that restarts with the cloud unreachable runs its devices from its
 // store. Reports wait in a bbolt outbox, one entry per device or plugin
 // holding its latest full state, until the cloud acknowledges that it has
 // written them; while the link is down they accumulate there and flush in
-// batches on reconnect. See package linkproto for the protocol.
+// batches on reconnect. Secrets are kept in memory only (see
+// [Link.Secret]). See package linkproto for the protocol.
 //
 // cloudlink never links client-go: it imports only apimachinery, KubeEdge's
 // device types and wapper's MapperPlugin types.
@@ -151,6 +152,8 @@ type Link struct {
 
 	mu    sync.Mutex // guards state
 	state bool
+
+	secrets secrets
 }
 
 // New opens the link's buckets; Run connects.
@@ -329,6 +332,7 @@ func (l *Link) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	l.secrets.addInventory(inv)
 	if err := conn.WriteJSON(linkproto.Message{Type: linkproto.TypeHello, Inventory: inv}); err != nil {
 		return err
 	}
@@ -414,7 +418,11 @@ func (s *linkSession) readLoop(ctx context.Context) error {
 // changed, and acknowledges the batch.
 func (s *linkSession) apply(ctx context.Context, m linkproto.Message) error {
 	l := s.l
-	changed, err := applyItems(l.opts.DB, m.Items)
+	items, err := l.secrets.split(m.Items)
+	if err != nil {
+		return fmt.Errorf("batch %d: %w", m.Seq, err)
+	}
+	changed, err := applyItems(l.opts.DB, items)
 	if err != nil {
 		return fmt.Errorf("store batch %d: %w", m.Seq, err)
 	}

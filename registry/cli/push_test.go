@@ -93,7 +93,7 @@ func TestPushRefusesBadGrantsAndNoProtocol(t *testing.T) {
 		{[]string{"--protocol", "virtual", "--grant", "tcp:127.0.0.1:502"}, []string{`"tcp:127.0.0.1:502"`, "SCHEME://HOST:PORT"}},
 		{[]string{"--protocol", "virtual", "--grant", "127.0.0.1:502"}, []string{`"127.0.0.1:502"`, "SCHEME://HOST:PORT"}},
 		{[]string{"--protocol", "virtual", "--grant", "tcp://plc:70000"}, []string{`"tcp://plc:70000"`, "1-65535"}},
-		{[]string{"--protocol", "virtual", "--grant", "ftp://plc:21"}, []string{`"ftp://plc:21"`, "tcp or udp"}},
+		{[]string{"--protocol", "virtual", "--grant", "ftp://plc:21"}, []string{`"ftp://plc:21"`, "tcp, udp or tls"}},
 		{[]string{"--protocol", "virtual", "--grant", "/dev/../dev/ttyUSB0"}, []string{"not clean"}},
 		{[]string{"--protocol", "virtual", "--grant", "GPIO 17"}, []string{`"GPIO 17"`, "not allowed"}},
 		{[]string{"--grant", "tcp://127.0.0.1:502"}, []string{"no protocol", "--protocol"}},

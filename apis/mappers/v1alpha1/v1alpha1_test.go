@@ -109,7 +109,7 @@ func TestValidationErrors(t *testing.T) {
 		{"bad protocol", `{spec: {protocols: ["mod bus"], module: {file: m.wasm}}}`, "spec.protocols[0]", "letters"},
 		{"duplicate protocol", `{spec: {protocols: [m, m], module: {file: m.wasm}}}`, "spec.protocols[1]", "Duplicate"},
 		{"network no scheme", `{spec: {protocols: [m], module: {file: m.wasm}, grants: {network: ["127.0.0.1:502"]}}}`, "spec.grants.network[0]", "SCHEME://HOST:PORT"},
-		{"network bad scheme", `{spec: {protocols: [m], module: {file: m.wasm}, grants: {network: ["http://h:80"]}}}`, "spec.grants.network[0]", "tcp or udp"},
+		{"network bad scheme", `{spec: {protocols: [m], module: {file: m.wasm}, grants: {network: ["http://h:80"]}}}`, "spec.grants.network[0]", "tcp, udp or tls"},
 		{"network bad port", `{spec: {protocols: [m], module: {file: m.wasm}, grants: {network: ["tcp://h:70000"]}}}`, "spec.grants.network[0]", "1-65535"},
 		{"network reversed range", `{spec: {protocols: [m], module: {file: m.wasm}, grants: {network: ["tcp://h:9-1"]}}}`, "spec.grants.network[0]", "reversed"},
 		{"network no port", `{spec: {protocols: [m], module: {file: m.wasm}, grants: {network: ["tcp://h"]}}}`, "spec.grants.network[0]", "PORT"},

@@ -97,6 +97,7 @@ reach the registry, and writes reported twins and plugin states back.`,
 	cli.AddLogFlags(f, &o.log)
 	f.StringVar(&o.cfg.Listen, "listen", server.DefaultListen, "address hosts connect to (TLS)")
 	f.StringVar(&o.cfg.Namespace, "namespace", server.DefaultNamespace, "namespace of the node token Secrets and the TLS Secret")
+	f.StringVar(&o.cfg.PluginSecretsNamespace, "plugin-secrets-namespace", "", "namespace of the Secrets MapperPlugins may be granted (grants.secrets, grants.tls), sent to the nodes that run those plugins; empty: none (needs secrets get, list and watch there)")
 	f.StringVar(&o.cfg.TLSCert, "tls-cert", "", "serving certificate (PEM); default: a self-signed one kept in --tls-secret")
 	f.StringVar(&o.cfg.TLSKey, "tls-key", "", "serving key (PEM)")
 	f.StringVar(&o.cfg.TLSSecret, "tls-secret", server.DefaultTLSSecret, "Secret that keeps the generated certificate")

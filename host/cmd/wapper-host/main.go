@@ -253,7 +253,7 @@ func run(o options) error {
 	mgr, err = devices.New(devices.Options{
 		Engine: eng, Store: st, Logger: log, Registerer: reg,
 		Modules:             mods,
-		Secrets:             secretDir(&o, log),
+		Secrets:             newSecrets(&o, &mods.link, log),
 		DefaultCollectCycle: o.collectCycle, DefaultReportCycle: o.reportCycle, StateCycle: o.stateCycle, FlushInterval: o.flushInterval,
 	})
 	if err != nil {

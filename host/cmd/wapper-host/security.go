@@ -16,9 +16,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 
 	"github.com/spf13/pflag"
 
+	"wapper.dev/wapper/abi"
+	"wapper.dev/wapper/host/cloudlink"
 	"wapper.dev/wapper/host/hostio"
 )
 
@@ -199,10 +202,32 @@ func isLoopback(addr string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// secretDir returns the secrets folder of --secrets-dir (default
-// STATE-DIR/secrets), warning when others than the host's user may read
-// it. The folder need not exist: a secret read from it is then not found.
-func secretDir(o *options, log *slog.Logger) hostio.SecretDir {
+// hostSecrets are the secrets plugins are granted: those the cloud sent
+// (kept in memory by the link), then the files of --secrets-dir.
+type hostSecrets struct {
+	dir  hostio.SecretDir
+	link *atomic.Pointer[cloudlink.Link] // nil, or nil inside, without --cloud
+}
+
+// Key implements hostio.Secrets.
+func (s hostSecrets) Key(name, key string) ([]byte, error) {
+	if s.link != nil {
+		if l := s.link.Load(); l != nil {
+			if v, held := l.Secret(name, key); held {
+				if v == nil {
+					return nil, abi.Errorf(abi.ErrNotFound, "secret %q (from the cloud) has no key %q", name, key)
+				}
+				return v, nil
+			}
+		}
+	}
+	return s.dir.Key(name, key)
+}
+
+// newSecrets returns the host's secrets: the cloud's, through link, and
+// the folder of --secrets-dir (default STATE-DIR/secrets), warning when
+// others than the host's user may read it. The folder need not exist.
+func newSecrets(o *options, link *atomic.Pointer[cloudlink.Link], log *slog.Logger) hostSecrets {
 	dir := o.secretsDir
 	if dir == "" {
 		dir = filepath.Join(o.stateDir, "secrets")
@@ -210,5 +235,5 @@ func secretDir(o *options, log *slog.Logger) hostio.SecretDir {
 	if fi, err := os.Stat(dir); err == nil && fi.Mode().Perm()&0o077 != 0 {
 		log.Warn("the secrets folder may be read by other users; make it 0700", "dir", dir, "mode", fi.Mode().Perm().String())
 	}
-	return hostio.SecretDir(dir)
+	return hostSecrets{dir: hostio.SecretDir(dir), link: link}
 }

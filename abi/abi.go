@@ -67,6 +67,12 @@ const (
 	ImportGPIORead     = "gpio_read"      // (handle i32) -> i32 level
 	ImportGPIOWrite    = "gpio_write"     // (handle, level i32) -> i32
 	ImportGPIOWaitEdge = "gpio_wait_edge" // (handle, edge, timeout_ms i32) -> i32 level
+
+	// Datagram sockets: unconnected UDP, for broadcast, multicast and
+	// many peers.
+	ImportDgramOpen = "dgram_open" // (addr_ptr, addr_len i32) -> i32 handle
+	ImportDgramSend = "dgram_send" // (handle, addr_ptr, addr_len, src_ptr, src_len, timeout_ms i32) -> i32 n
+	ImportDgramRecv = "dgram_recv" // (handle, dst_ptr, dst_cap, from_ptr, from_cap, timeout_ms i32) -> i32 n
 )
 
 // Socket kinds for ImportSockOpen.
@@ -135,6 +141,9 @@ const (
 	MaxKVBytes = 64 << 20
 	// MaxSecret bounds the value of one secret key.
 	MaxSecret = 64 << 10
+	// MaxAddrText is the room dgram_recv needs for a sender's address:
+	// the longest "[IPv6]:PORT" and a zero byte.
+	MaxAddrText = 48
 	// MaxBatch bounds the handles of one batch read, and the requests of
 	// one wapper_read_many call.
 	MaxBatch = 4096

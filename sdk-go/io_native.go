@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"syscall"
@@ -105,6 +106,71 @@ func ioSockOpen(kind int32, addr string, ms uint32) int32 {
 	return nativeAdd(c.(nativeStream))
 }
 
+// Natively, datagram sockets are the OS's, with no grants.
+var nativeDgrams struct {
+	sync.Mutex // guards m
+	m          map[int32]*net.UDPConn
+}
+
+func dgramOpen(addr string) int32 {
+	c, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return nativeErr(err)
+	}
+	uc := c.(*net.UDPConn)
+	h := nativeAdd(uc)
+	if h > 0 {
+		nativeDgrams.Lock()
+		if nativeDgrams.m == nil {
+			nativeDgrams.m = map[int32]*net.UDPConn{}
+		}
+		nativeDgrams.m[h] = uc
+		nativeDgrams.Unlock()
+	}
+	return h
+}
+
+func nativeDgram(h int32) *net.UDPConn {
+	nativeDgrams.Lock()
+	defer nativeDgrams.Unlock()
+	return nativeDgrams.m[h]
+}
+
+func dgramSend(h int32, addr string, p []byte, ms uint32) int32 {
+	c := nativeDgram(h)
+	if c == nil {
+		return -int32(abi.ErrNotFound)
+	}
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return -int32(abi.ErrInvalid)
+	}
+	c.SetWriteDeadline(nativeTimeout(ms))
+	n, err := c.WriteTo(p, ua)
+	if err != nil {
+		return nativeErr(err)
+	}
+	return int32(n)
+}
+
+func dgramRecv(h int32, p, from []byte, ms uint32) int32 {
+	c := nativeDgram(h)
+	if c == nil {
+		return -int32(abi.ErrNotFound)
+	}
+	if len(from) < abi.MaxAddrText {
+		return -int32(abi.ErrInvalid)
+	}
+	c.SetReadDeadline(nativeTimeout(ms))
+	n, sender, err := c.ReadFromUDPAddrPort(p)
+	if err != nil {
+		return nativeErr(err)
+	}
+	sender = netip.AddrPortFrom(sender.Addr().Unmap(), sender.Port())
+	copy(from, append([]byte(sender.String()), 0))
+	return int32(n)
+}
+
 func ioSerialOpen(path string, baud, dataBits, parity, stopBits int32, ms uint32) int32 {
 	f, err := nativeOpenSerial(path, baud, dataBits, parity, stopBits)
 	if err != nil {
@@ -147,6 +213,9 @@ func ioClose(h int32) int32 {
 	s := nativeIO.m[h]
 	delete(nativeIO.m, h)
 	nativeIO.Unlock()
+	nativeDgrams.Lock()
+	delete(nativeDgrams.m, h)
+	nativeDgrams.Unlock()
 	if s == nil {
 		return -int32(abi.ErrNotFound)
 	}

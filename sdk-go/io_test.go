@@ -164,3 +164,40 @@ func TestGPIONative(t *testing.T) {
 		t.Fatalf("native GPIO: %v, want unsupported", err)
 	}
 }
+
+func TestPacketConn(t *testing.T) {
+	peer, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	c, err := ListenPacket("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.WriteTo([]byte("who"), peer.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 16)
+	peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, back, err := peer.ReadFrom(buf)
+	if err != nil || string(buf[:n]) != "who" {
+		t.Fatalf("peer: %q %v", buf[:n], err)
+	}
+	peer.WriteTo([]byte("me"), back)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, from, err := c.ReadFrom(buf)
+	if err != nil || string(buf[:n]) != "me" || from.String() != peer.LocalAddr().String() {
+		t.Fatalf("ReadFrom: %q from %v, %v", buf[:n], from, err)
+	}
+	c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	if _, _, err := c.ReadFrom(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("timeout: %v", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.ReadFrom(buf); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("after close: %v", err)
+	}
+}

@@ -31,6 +31,27 @@ func wasmGPIOWrite(h, level int32) int32
 //go:wasmimport wapper gpio_wait_edge
 func wasmGPIOWaitEdge(h, edge int32, ms uint32) int32
 
+//go:wasmimport wapper dgram_open
+func wasmDgramOpen(ap unsafe.Pointer, an uint32) int32
+
+//go:wasmimport wapper dgram_send
+func wasmDgramSend(h int32, ap unsafe.Pointer, an uint32, sp unsafe.Pointer, sn uint32, ms uint32) int32
+
+//go:wasmimport wapper dgram_recv
+func wasmDgramRecv(h int32, dp unsafe.Pointer, dcap uint32, fp unsafe.Pointer, fcap uint32, ms uint32) int32
+
+func dgramOpen(addr string) int32 {
+	return wasmDgramOpen(unsafe.Pointer(unsafe.StringData(addr)), uint32(len(addr)))
+}
+
+func dgramSend(h int32, addr string, p []byte, ms uint32) int32 {
+	return wasmDgramSend(h, unsafe.Pointer(unsafe.StringData(addr)), uint32(len(addr)), unsafe.Pointer(unsafe.SliceData(p)), uint32(len(p)), ms)
+}
+
+func dgramRecv(h int32, p, from []byte, ms uint32) int32 {
+	return wasmDgramRecv(h, unsafe.Pointer(unsafe.SliceData(p)), uint32(len(p)), unsafe.Pointer(unsafe.SliceData(from)), uint32(len(from)), ms)
+}
+
 func ioSockOpen(kind int32, addr string, ms uint32) int32 {
 	return wasmSockOpen(kind, unsafe.Pointer(unsafe.StringData(addr)), uint32(len(addr)), ms)
 }

@@ -258,6 +258,23 @@ func MatchGlob(pattern, name string) bool {
 	return err == nil && ok
 }
 
+// ParseListen parses one Grants.Listen entry: a udp://IP:PORT pattern in
+// network grant syntax, with an IP address, a prefix or * (a local
+// address, never a name), naming what a datagram socket may bind.
+func ParseListen(s string) (Network, error) {
+	g, err := ParseNetwork(s)
+	if err != nil {
+		return g, err
+	}
+	if g.Scheme != "udp" {
+		return g, fmt.Errorf("want a udp:// pattern (only datagram sockets are bound)")
+	}
+	if g.Name != "" {
+		return g, fmt.Errorf("want an IP address, a prefix or * (a local address, not a name)")
+	}
+	return g, nil
+}
+
 // ValidateSecret checks one Grants.Secrets entry: a secret name pattern
 // in shell glob syntax (path.Match) over the characters of Kubernetes
 // object names (lower-case letters, digits, '-' and '.').
@@ -349,10 +366,12 @@ func (t TLS) Validate() error {
 }
 
 // Set is a plugin's grants by kind, as a MapperPlugin's spec.grants lists
-// them: network entries, serial path globs, GPIO line globs, secret name
-// globs, and the settings of TLS connections.
+// them: network entries, local addresses datagram sockets may bind, serial
+// path globs, GPIO line globs, secret name globs, and the settings of TLS
+// connections.
 type Set struct {
 	Network []string
+	Listen  []string
 	Serial  []string
 	GPIO    []string
 	Secrets []string

@@ -104,3 +104,16 @@ func TestTLSAndSecretGrants(t *testing.T) {
 		}
 	}
 }
+
+func TestListenGrants(t *testing.T) {
+	for _, ok := range []string{"udp://0.0.0.0:162", "udp://239.255.255.250:3702", "udp://*:*", "udp://[::]:5353", "udp://10.0.0.0/8:1000-2000"} {
+		if _, err := grant.ParseListen(ok); err != nil {
+			t.Errorf("%s: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"tcp://0.0.0.0:162", "udp://plc.local:162", "udp://0.0.0.0", "0.0.0.0:162"} {
+		if _, err := grant.ParseListen(bad); err == nil {
+			t.Errorf("%s accepted", bad)
+		}
+	}
+}

@@ -23,6 +23,8 @@ type Grants struct {
 	gpio       []string
 	secrets    []string
 	tls        []tlsGrant
+	listen     []grant.Network
+	listenRaw  []string
 }
 
 // tlsGrant is a parsed grant.TLS.
@@ -44,6 +46,15 @@ func ParseGrants(g grant.Set) (*Grants, error) {
 		}
 		out.network = append(out.network, ng)
 		out.networkRaw = append(out.networkRaw, s)
+	}
+	for i, s := range g.Listen {
+		lg, err := grant.ParseListen(s)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("grants.listen[%d] %q: %w", i, s, err))
+			continue
+		}
+		out.listen = append(out.listen, lg)
+		out.listenRaw = append(out.listenRaw, s)
 	}
 	for i, s := range g.Serial {
 		if err := grant.ValidateSerial(s); err != nil {
@@ -172,6 +183,7 @@ const (
 	KindSerial  = "serial"
 	KindGPIO    = "gpio"
 	KindSecret  = "secrets"
+	KindListen  = "listen"
 )
 
 // DeniedError is a resource refused by the grants. It unwraps to an
@@ -180,7 +192,7 @@ const (
 //
 //	denied: tcp://10.0.0.5:502 is not in grants.network [tcp://127.0.0.1:1502]
 type DeniedError struct {
-	// Kind is KindNetwork, KindSerial, KindGPIO or KindSecret.
+	// Kind is KindNetwork, KindListen, KindSerial, KindGPIO or KindSecret.
 	Kind string
 	// Resource is what the plugin asked for ("tcp://10.0.0.5:502",
 	// "/dev/ttyUSB0", "GPIO17").
@@ -307,6 +319,8 @@ func (g *Grants) denied(kind, resource, reason string) *DeniedError {
 			e.Granted = g.gpio
 		case KindSecret:
 			e.Granted = g.secrets
+		case KindListen:
+			e.Granted = g.listenRaw
 		}
 	}
 	return e

@@ -67,6 +67,9 @@ func init() {
 		hostFunc{abi.ImportGPIORead, s(p(i32), i32), hostGPIORead},
 		hostFunc{abi.ImportGPIOWrite, s(p(i32, i32), i32), hostGPIOWrite},
 		hostFunc{abi.ImportGPIOWaitEdge, s(p(i32, i32, i32), i32), hostGPIOWaitEdge},
+		hostFunc{abi.ImportDgramOpen, s(p(i32, i32), i32), hostDgramOpen},
+		hostFunc{abi.ImportDgramSend, s(p(i32, i32, i32, i32, i32, i32), i32), hostDgramSend},
+		hostFunc{abi.ImportDgramRecv, s(p(i32, i32, i32, i32, i32, i32), i32), hostDgramRecv},
 	)
 }
 
@@ -109,7 +112,7 @@ func (in *instance) ioResult(stack []uint64, n int32, err error, op string) {
 		return
 	}
 	code := abi.CodeOf(err)
-	if op != abi.ImportGPIOWaitEdge || code != abi.ErrTimeout { // no edge in time is routine
+	if (op != abi.ImportGPIOWaitEdge && op != abi.ImportDgramRecv) || code != abi.ErrTimeout { // no edge or datagram in time is routine
 		in.ioFail = err
 		if d := in.curDev; d != nil {
 			d.setCause(causeText(err))
@@ -257,6 +260,43 @@ func hostSockOpen(ctx context.Context, in *instance, mem api.Memory, stack []uin
 	}
 	h, err := in.table().Dial(ctx, uint32(stack[0]), addr, hostio.Timeout(in.deadline, uint32(stack[3])))
 	in.ioResult(stack, h, err, abi.ImportSockOpen)
+}
+
+func hostDgramOpen(_ context.Context, in *instance, mem api.Memory, stack []uint64) {
+	addr, ok := guestString(mem, stack[0], stack[1])
+	if !ok {
+		stack[0] = errno(abi.ErrInvalid)
+		return
+	}
+	h, err := in.table().OpenDatagram(addr)
+	in.ioResult(stack, h, err, abi.ImportDgramOpen)
+}
+
+func hostDgramSend(ctx context.Context, in *instance, mem api.Memory, stack []uint64) {
+	addr, ok1 := guestString(mem, stack[1], stack[2])
+	src, ok2 := guestBytes(mem, stack[3], stack[4], abi.MaxMessage)
+	if !ok1 || !ok2 {
+		stack[0] = errno(abi.ErrInvalid)
+		return
+	}
+	n, err := in.table().SendTo(ctx, int32(stack[0]), addr, src, hostio.Timeout(in.deadline, uint32(stack[5])))
+	in.ioResult(stack, int32(n), err, abi.ImportDgramSend)
+}
+
+// hostDgramRecv is dgram_recv: the datagram goes to dst and its sender,
+// as text and a zero byte, to from, which must hold abi.MaxAddrText bytes.
+func hostDgramRecv(_ context.Context, in *instance, mem api.Memory, stack []uint64) {
+	dst, ok1 := guestBytes(mem, stack[1], stack[2], abi.MaxMessage)
+	from, ok2 := guestBytes(mem, stack[3], stack[4], abi.MaxMessage)
+	if !ok1 || !ok2 || len(from) < abi.MaxAddrText {
+		stack[0] = errno(abi.ErrInvalid)
+		return
+	}
+	n, sender, err := in.table().RecvFrom(int32(stack[0]), dst, hostio.Timeout(in.deadline, uint32(stack[5])))
+	if err == nil {
+		copy(from, append([]byte(sender.String()), 0))
+	}
+	in.ioResult(stack, int32(n), err, abi.ImportDgramRecv)
 }
 
 // hostSecretGet is secret_get: like kv_get, it returns the value's length

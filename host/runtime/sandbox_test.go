@@ -464,3 +464,51 @@ func TestSecretGetBounds(t *testing.T) {
 	}
 	t.Logf("read: %v", err)
 }
+
+// TestDgramBounds: dgram_* calls with buffers outside guest memory, a
+// sender buffer too small for an address, or a handle of another kind,
+// are refused with -2 or -3 and never write out of bounds; a bind refused
+// by the grants is -7. The module traps on any other answer.
+func TestDgramBounds(t *testing.T) {
+	expect := func(call string, want int) string {
+		return fmt.Sprintf("(if (i32.ne %s (i32.const %d)) (then unreachable))\n", call, want)
+	}
+	const end = 2 * 65536
+	read := `(local.set $h (call $open (i32.const 2048) (i32.const 2)))
+		(if (i32.le_s (local.get $h) (i32.const 0)) (then unreachable))` + "\n" +
+		expect("(call $recv (local.get $h) (i32.const 4096) (i32.const 16) (i32.const 8192) (i32.const 47) (i32.const 10))", -2) + // sender buffer of 47 bytes
+		expect(fmt.Sprintf("(call $recv (local.get $h) (i32.const 4096) (i32.const 16) (i32.const %d) (i32.const 48) (i32.const 10))", end-40), -2) + // it ends past memory
+		expect("(call $recv (local.get $h) (i32.const -1) (i32.const 16) (i32.const 8192) (i32.const 48) (i32.const 10))", -2) + // destination at 4 GiB - 1
+		expect("(call $recv (local.get $h) (i32.const 4096) (i32.const 16) (i32.const 8192) (i32.const 48) (i32.const 10))", -5) + // nothing to hear
+		expect("(call $send (local.get $h) (i32.const 200000) (i32.const 9) (i32.const 0) (i32.const 1) (i32.const 10))", -2) + // address outside memory
+		expect("(call $send (local.get $h) (i32.const 2064) (i32.const 14) (i32.const 0) (i32.const -1) (i32.const 10))", -2) + // 4 GiB datagram
+		expect("(call $send (i32.const 999) (i32.const 2064) (i32.const 14) (i32.const 0) (i32.const 1) (i32.const 10))", -3) + // unknown handle
+		expect("(call $open (i32.const 2080) (i32.const 4))", -7) + // :162 is not granted
+		`i64.const 0`
+	h := hostile{
+		imports: `(import "wapper" "dgram_open" (func $open (param i32 i32) (result i32)))
+  (import "wapper" "dgram_send" (func $send (param i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "wapper" "dgram_recv" (func $recv (param i32 i32 i32 i32 i32 i32) (result i32)))`,
+		table: `(data (i32.const 2048) ":0") (data (i32.const 2064) "127.0.0.1:9999") (data (i32.const 2080) ":162")`,
+		read:  read,
+	}
+	h.read = "(local $h i32) " + h.read
+	e := newEnv(t)
+	cfg := runtime.Config{Name: "t", Wasm: h.build(t), CallTimeout: 5 * time.Second, Instances: 1}
+	if err := runtime.WithGrants(&cfg, grant.Set{Network: []string{"udp://127.0.0.1:*"}}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := e.eng.Load(ctx(t), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(context.Background())
+	if err := p.AddDevice(ctx(t), abi.Device{ID: 1, Name: "d", Properties: []abi.Property{prop(0, "p", "INT", "ReadOnly", `{}`)}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = p.Read(ctx(t), 1, 0)
+	if abi.CodeOf(err) == abi.ErrPanic || strings.Contains(fmt.Sprint(err), "unreachable") {
+		t.Fatalf("a dgram call answered wrong: %v", err)
+	}
+	t.Logf("read: %v", err)
+}

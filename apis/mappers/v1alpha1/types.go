@@ -173,6 +173,15 @@ type Grants struct {
 	// +listType=atomic
 	// +kubebuilder:validation:items:Pattern=`^(tcp|udp|tls)://[^\s]+:(\*|[0-9]+(-[0-9]+)?)$`
 	Network []string `json:"network,omitempty"`
+	// Listen lists the local addresses (udp://IP:PORT patterns, IP an
+	// address, a prefix or *) a datagram socket may bind, such as
+	// "udp://0.0.0.0:162" for SNMP traps or "udp://239.255.255.250:3702"
+	// to join a multicast group. Binding an ephemeral port on every address
+	// needs no entry: such a socket only hears senders Network covers.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:items:Pattern=`^udp://[^\s]+:(\*|[0-9]+(-[0-9]+)?)$`
+	Listen []string `json:"listen,omitempty"`
 	// Serial lists absolute device path patterns (shell globs), such as
 	// "/dev/ttyUSB*".
 	// +optional
@@ -391,7 +400,7 @@ type MapperPluginList struct {
 
 // Set returns the grants in the form the host's sandbox parses.
 func (g Grants) Set() grant.Set {
-	set := grant.Set{Network: g.Network, Serial: g.Serial, GPIO: g.GPIO, Secrets: g.Secrets}
+	set := grant.Set{Network: g.Network, Listen: g.Listen, Serial: g.Serial, GPIO: g.GPIO, Secrets: g.Secrets}
 	for _, t := range g.TLS {
 		set.TLS = append(set.TLS, t.set())
 	}

@@ -137,6 +137,11 @@ func (g *Grants) Validate(fld *field.Path) field.ErrorList {
 			errs = append(errs, field.Invalid(fld.Child("network").Index(i), s, err.Error()))
 		}
 	}
+	for i, s := range g.Listen {
+		if _, err := grant.ParseListen(s); err != nil {
+			errs = append(errs, field.Invalid(fld.Child("listen").Index(i), s, err.Error()))
+		}
+	}
 	for i, s := range g.Serial {
 		if err := grant.ValidateSerial(s); err != nil {
 			errs = append(errs, field.Invalid(fld.Child("serial").Index(i), s, err.Error()))

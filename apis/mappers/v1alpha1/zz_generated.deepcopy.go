@@ -33,6 +33,11 @@ func (in *Grants) DeepCopyInto(out *Grants) {
 		*out = make([]string, len(*in))
 		copy(*out, *in)
 	}
+	if in.Listen != nil {
+		in, out := &in.Listen, &out.Listen
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
 	if in.Serial != nil {
 		in, out := &in.Serial, &out.Serial
 		*out = make([]string, len(*in))

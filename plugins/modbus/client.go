@@ -84,7 +84,11 @@ func (c *client) open(deadline time.Time) error {
 		c.link = &rtuLink{port: p, slave: c.cfg.slave}
 		return nil
 	}
-	conn, err := wapper.Dial("tcp", c.cfg.target(), time.Until(deadline))
+	network := "tcp"
+	if c.cfg.tls {
+		network = "tls"
+	}
+	conn, err := wapper.Dial(network, c.cfg.target(), time.Until(deadline))
 	if err != nil {
 		return err
 	}

@@ -37,6 +37,10 @@ func (f *flag) UnmarshalJSON(b []byte) error {
 type rawProtocol struct {
 	IP         string `json:"ip"`
 	SerialPort string `json:"serialPort"`
+	// TLS selects Modbus/TCP Security: Modbus TCP inside TLS, which the
+	// host makes (grants.network tls://..., grants.tls for the CA and the
+	// client certificate); the port then defaults to 802.
+	TLS flag `json:"tls"`
 	Parity     string `json:"parity"`
 	// Timeout is milliseconds (a number) or a duration string ("2s").
 	Timeout json.RawMessage `json:"timeout"`
@@ -77,6 +81,7 @@ type protocolConfig struct {
 	ip         string
 	port       int
 	serialPort string
+	tls        bool
 	baudRate   int
 	dataBits   int
 	parity     wapper.Parity
@@ -111,7 +116,11 @@ func parseProtocol(d *wapper.Device) (*protocolConfig, error) {
 		return wapper.Errorf(wapper.ErrInvalid, "device %s: protocol configData: "+format, append([]any{d}, args...)...)
 	}
 	n := ints{cfg: cfg}
-	port, baud, dataBits, stopBits, slave := n.get("port", 502), n.get("baudRate", 19200), n.get("dataBits", 8), n.get("stopBits", 1), n.get("slaveID", 1)
+	defPort := int64(502)
+	if raw.TLS {
+		defPort = 802
+	}
+	port, baud, dataBits, stopBits, slave := n.get("port", defPort), n.get("baudRate", 19200), n.get("dataBits", 8), n.get("stopBits", 1), n.get("slaveID", 1)
 	if n.err != nil {
 		return nil, bad("%v", n.err)
 	}
@@ -124,6 +133,8 @@ func parseProtocol(d *wapper.Device) (*protocolConfig, error) {
 		return nil, bad("set ip (and port) for Modbus TCP, or serialPort for Modbus RTU")
 	case raw.IP != "" && raw.SerialPort != "":
 		return nil, bad("set either ip (Modbus TCP) or serialPort (Modbus RTU), not both")
+	case bool(raw.TLS) && raw.SerialPort != "":
+		return nil, bad("tls applies to Modbus TCP (ip), not to a serial port")
 	case port < 1 || port > 65535:
 		return nil, bad("port %d is outside 1-65535", port)
 	case baud < 0 || baud > 1<<31-1:
@@ -138,7 +149,7 @@ func parseProtocol(d *wapper.Device) (*protocolConfig, error) {
 		return nil, bad("timeout must be positive")
 	}
 	c := &protocolConfig{
-		ip: raw.IP, port: int(port), serialPort: raw.SerialPort,
+		ip: raw.IP, port: int(port), serialPort: raw.SerialPort, tls: bool(raw.TLS),
 		baudRate: int(baud), dataBits: int(dataBits), stopBits: int(stopBits),
 		slave: byte(slave), timeout: timeout,
 	}

@@ -128,6 +128,9 @@ func TestConfigNumbers(t *testing.T) {
 		{map[string]any{"ip": "10.0.0.1"}, map[string]any{"register": "HoldingRegister", "offset": "1.5"}, `visitor: field "offset": 1.5 is not a whole number`},
 		{map[string]any{"ip": "10.0.0.1"}, map[string]any{"register": "HoldingRegister", "scale": "x"}, `visitor: field "scale": "x" is not a number`},
 		{map[string]any{"ip": "10.0.0.1", "port": "1502", "baudRate": "9600", "timeout": 2.5}, map[string]any{"register": "CoilRegister", "offset": "7"}, ""},
+		{map[string]any{"ip": "10.0.0.1", "tls": "yes"}, nil, `"yes" is not true or false`},
+		{map[string]any{"serialPort": "/dev/ttyUSB0", "tls": true}, nil, `tls applies to Modbus TCP (ip), not to a serial port`},
+		{map[string]any{"ip": "10.0.0.1", "tls": true}, nil, ""},
 	} {
 		d := sdktest.Description{ProtocolConfig: tc.pc}
 		if tc.visitor != nil {

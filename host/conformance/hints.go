@@ -32,6 +32,8 @@ var grantImports = []struct{ fn, kind, example string }{
 	{abi.ImportSerialOpen, "serial", "/dev/ttyUSB*"},
 	{abi.ImportGPIOOpen, "gpio", "GPIO17"},
 	{abi.ImportSecretGet, "secrets", "plc-login"},
+	{abi.ImportDgramSend, "network", "udp://HOST:PORT, also for what a datagram socket hears"},
+	{abi.ImportDgramOpen, "listen", "udp://0.0.0.0:162, only to bind a fixed port or join a group"},
 }
 
 // Grants lists the grants a module's device I/O needs, one line each,

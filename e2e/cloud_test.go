@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -379,6 +381,88 @@ spec:
 		reportedOnHost(t, a, c.ns+"/a1", "setpoint", "31")
 		mosquittoSub(t, a.mqtt, "$hw/events/device/"+c.ns+"/a2/twin/update", 1)
 	})
+
+	t.Run("secrets from the cluster", func(t *testing.T) {
+		// A host started in a subtest stops with it.
+		cloudSecrets(t, c, saStart(t, stateA, hostArgs("node-a", tokA)...))
+	})
+}
+
+// cloudSecrets: the cloud, restarted with --plugin-secrets-namespace,
+// sends host a the CA and client certificate that a Modbus plugin's
+// grants.tls names; the host makes the mutual-TLS connection with them,
+// the device's reading reaches the cluster, and neither secret is in the
+// host's state database.
+func cloudSecrets(t *testing.T, c *cloudEnv, a *saHost) {
+	const secretNS = "e2e-plugin-secrets"
+	kc := kubernetes.NewForConfigOrDie(c.env.Config())
+	if _, err := kc.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: secretNS}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	regs := &regMap{}
+	regs.holding[10] = 1234
+	m := startModbusTLS(t, regs)
+	for name, data := range map[string]map[string][]byte{
+		"modbus-ca":     {"ca.crt": m.ca.CertPEM},
+		"modbus-client": {"tls.crt": m.client.CertPEM, "tls.key": m.client.KeyPEM},
+	} {
+		if _, err := kc.CoreV1().Secrets(secretNS).Create(context.Background(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: data}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.kill9()
+	c.start("--registry-plain-http", "--plugin-secrets-namespace", secretNS)
+	ep := m.endpoint()
+	c.apply(fmt.Sprintf(`apiVersion: mappers.wapper.dev/v1alpha1
+kind: MapperPlugin
+metadata: {name: modbus}
+spec:
+  protocols: [modbus]
+  module: {file: modbus.wasm}
+  grants:
+    network: ["%[1]s"]
+    tls: [{endpoint: "%[1]s", caSecret: modbus-ca, clientSecret: modbus-client}]
+---
+apiVersion: devices.kubeedge.io/v1beta1
+kind: DeviceModel
+metadata: {name: plc}
+spec:
+  protocol: modbus
+  properties:
+  - {name: holding, type: INT, accessMode: ReadOnly}
+---
+apiVersion: devices.kubeedge.io/v1beta1
+kind: Device
+metadata: {name: m1}
+spec:
+  nodeName: node-a
+  deviceModelRef: {name: plc}
+  protocol:
+    protocolName: modbus
+    configData: {ip: 127.0.0.1, port: %[2]d, slaveID: 1, tls: true}
+  properties:
+  - name: holding
+    collectCycle: 200
+    reportCycle: 200
+    visitors: {protocolName: modbus, configData: {register: HoldingRegister, offset: 10, limit: 1}}`, ep, m.port))
+	reportedInCluster(t, c, "m1", "holding", "1234")
+	a.stop()
+	files, err := filepath.Glob(filepath.Join(a.state, "*.db"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no state database in %s: %v", a.state, err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, secret := range [][]byte{m.client.KeyPEM, m.ca.CertPEM} {
+			// As it is, or base64-encoded as JSON carries it.
+			if bytes.Contains(b, secret[40:120]) || bytes.Contains(b, []byte(base64.StdEncoding.EncodeToString(secret)[40:120])) {
+				t.Fatalf("a secret's value is in the host's state database %s", f)
+			}
+		}
+	}
 }
 
 // cloudRegistry serves wapper's embedded registry over plain HTTP with the

@@ -71,7 +71,7 @@ func (l *Link) Secret(name, key string) ([]byte, bool) {
 			if !ok {
 				return nil, true
 			}
-			return append([]byte(nil), v...), true
+			return append([]byte{}, v...), true // not nil when empty
 		}
 	}
 	return nil, false

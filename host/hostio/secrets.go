@@ -89,5 +89,10 @@ func (t *Table) Secret(ref string) ([]byte, error) {
 	if t.secrets == nil {
 		return nil, abi.Errorf(abi.ErrNotFound, "secret %q: the host keeps no secrets (start wapper-host with --secrets-dir)", name)
 	}
-	return t.secrets.Key(name, key)
+	v, err := t.secrets.Key(name, key)
+	if err == nil && len(v) > abi.MaxSecret {
+		clear(v)
+		return nil, abi.Errorf(abi.ErrTooLarge, "secret %q key %q is larger than %d bytes", name, key, abi.MaxSecret)
+	}
+	return v, err
 }

@@ -208,3 +208,59 @@ func TestSecrets(t *testing.T) {
 		t.Errorf("without secrets: %v", err)
 	}
 }
+
+// bigSecrets holds one value above abi.MaxSecret, as a Kubernetes Secret
+// delivered by the cloud may (up to 1 MiB).
+type bigSecrets struct{}
+
+func (bigSecrets) Key(string, string) ([]byte, error) { return make([]byte, abi.MaxSecret+1), nil }
+
+func TestSecretSizeFromAnyStore(t *testing.T) {
+	tab := hostio.NewTable(hostio.MustGrants(grant.Set{Secrets: []string{"*"}}), hostio.WithSecrets(bigSecrets{}))
+	if _, err := tab.Secret("big/value"); code(err) != abi.ErrTooLarge {
+		t.Fatalf("a value above MaxSecret: %v", err)
+	}
+}
+
+// TestCloseAfterPeerHangsUp: closing a TLS socket whose server is gone
+// succeeds (the handle is released), though its close_notify cannot be
+// sent.
+func TestCloseAfterPeerHangsUp(t *testing.T) {
+	ca := testcert.NewCA(t, "CA")
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{ca.Server(t, "127.0.0.1").TLS(t)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			c.(*tls.Conn).Handshake()
+			c.(*tls.Conn).NetConn().Close() // hang up without a close_notify
+		}
+	}()
+	dir := t.TempDir()
+	writeSecret(t, dir, "ca", map[string][]byte{"ca.crt": ca.CertPEM})
+	ep := "tls://" + ln.Addr().String()
+	tab := hostio.NewTable(hostio.MustGrants(grant.Set{Network: []string{ep}, TLS: []grant.TLS{{Endpoint: ep, CASecret: "ca"}}}), hostio.WithSecrets(hostio.SecretDir(dir)))
+	h, err := tab.Dial(context.Background(), abi.SockTLS, ln.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tab.Read(h, make([]byte, 8), 5*time.Second); code(err) != abi.ErrClosed {
+		t.Fatalf("read after the hang-up: %v", err)
+	}
+	// Write until the connection's reset shows: then crypto/tls keeps the
+	// error and its close fails too.
+	for i := 0; ; i++ {
+		if _, err := tab.Write(h, []byte("x"), time.Second); err != nil {
+			break
+		}
+		if i == 1000 {
+			t.Fatal("writes to a closed peer keep succeeding")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := tab.Close(h); err != nil || tab.Len() != 0 {
+		t.Fatalf("close: %v, %d handles left", err, tab.Len())
+	}
+}

@@ -1,5 +1,7 @@
 // Package testcert makes certificate authorities and the server and client
-// certificates they sign, for tests of TLS peers.
+// certificates they sign, for tests of TLS peers and for the TLS cases of
+// the conformance harness. The New and Issue functions return errors; the
+// NewCA, Server and Client helpers fail a test instead.
 package testcert
 
 import (
@@ -17,7 +19,7 @@ import (
 	"time"
 )
 
-// CA is a certificate authority for one test.
+// CA is a certificate authority valid for a day.
 type CA struct {
 	// CertPEM is the CA's certificate.
 	CertPEM []byte
@@ -27,22 +29,24 @@ type CA struct {
 
 var serial atomic.Int64
 
-// NewCA makes a self-signed CA named name.
-func NewCA(t testing.TB, name string) *CA {
-	t.Helper()
-	key := newKey(t)
+// New makes a self-signed CA named name.
+func New(name string) (*CA, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
 	tmpl := template(name)
 	tmpl.IsCA, tmpl.BasicConstraintsValid = true, true
 	tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	return &CA{CertPEM: pemBlock("CERTIFICATE", der), cert: cert, key: key}
+	return &CA{CertPEM: pemBlock("CERTIFICATE", der), cert: cert, key: key}, nil
 }
 
 // Pool returns a pool holding the CA.
@@ -57,52 +61,74 @@ type Pair struct {
 	CertPEM, KeyPEM []byte
 }
 
-// TLS returns the pair as a tls.Certificate.
+// KeyPair returns the pair as a tls.Certificate.
+func (p Pair) KeyPair() (tls.Certificate, error) { return tls.X509KeyPair(p.CertPEM, p.KeyPEM) }
+
+// Issue signs a certificate: a server's for hosts (names and IP
+// addresses, the first also its common name), or with server false a
+// client's with common name hosts[0].
+func (ca *CA) Issue(server bool, hosts ...string) (Pair, error) {
+	tmpl := template(hosts[0])
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	if server {
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		for _, h := range hosts {
+			if ip := net.ParseIP(h); ip != nil {
+				tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+			} else {
+				tmpl.DNSNames = append(tmpl.DNSNames, h)
+			}
+		}
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return Pair{}, err
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		return Pair{}, err
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return Pair{}, err
+	}
+	return Pair{CertPEM: pemBlock("CERTIFICATE", der), KeyPEM: pemBlock("PRIVATE KEY", kder)}, nil
+}
+
+// NewCA is New for tests.
+func NewCA(t testing.TB, name string) *CA {
+	t.Helper()
+	ca, err := New(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
+
+// Server is Issue of a server certificate, for tests.
+func (ca *CA) Server(t testing.TB, hosts ...string) Pair { return ca.must(t, true, hosts) }
+
+// Client is Issue of a client certificate, for tests.
+func (ca *CA) Client(t testing.TB, cn string) Pair { return ca.must(t, false, []string{cn}) }
+
+func (ca *CA) must(t testing.TB, server bool, hosts []string) Pair {
+	t.Helper()
+	p, err := ca.Issue(server, hosts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TLS is KeyPair for tests.
 func (p Pair) TLS(t testing.TB) tls.Certificate {
 	t.Helper()
-	c, err := tls.X509KeyPair(p.CertPEM, p.KeyPEM)
+	c, err := p.KeyPair()
 	if err != nil {
 		t.Fatal(err)
 	}
 	return c
-}
-
-// Server signs a server certificate for hosts (names and IP addresses).
-func (ca *CA) Server(t testing.TB, hosts ...string) Pair {
-	t.Helper()
-	tmpl := template(hosts[0])
-	for _, h := range hosts {
-		if ip := net.ParseIP(h); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, h)
-		}
-	}
-	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-	return ca.sign(t, tmpl)
-}
-
-// Client signs a client certificate with common name cn.
-func (ca *CA) Client(t testing.TB, cn string) Pair {
-	t.Helper()
-	tmpl := template(cn)
-	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-	return ca.sign(t, tmpl)
-}
-
-func (ca *CA) sign(t testing.TB, tmpl *x509.Certificate) Pair {
-	t.Helper()
-	key := newKey(t)
-	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return Pair{CertPEM: pemBlock("CERTIFICATE", der), KeyPEM: pemBlock("PRIVATE KEY", kder)}
 }
 
 func template(cn string) *x509.Certificate {
@@ -112,15 +138,6 @@ func template(cn string) *x509.Certificate {
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(24 * time.Hour),
 	}
-}
-
-func newKey(t testing.TB) *ecdsa.PrivateKey {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key
 }
 
 func pemBlock(typ string, der []byte) []byte {

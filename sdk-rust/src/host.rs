@@ -3,9 +3,10 @@
 //! In wasm these call the host. Compiled natively (`cargo test` on your
 //! machine) the same functions run in-process so that plugin logic can be
 //! unit-tested: logs go to stderr, the kv store is a per-thread map,
-//! reports are recorded for [`native::take_reports`], sockets are real
-//! `std::net` sockets, and serial ports and GPIO lines answer
-//! [`Code::UNSUPPORTED`].
+//! reports are recorded for [`native::take_reports`], secrets come from
+//! [`native::set_secret`] or the folder `WAPPER_SECRETS_DIR`, sockets are
+//! real `std::net` sockets, and TLS sockets, serial ports and GPIO lines
+//! answer [`Code::UNSUPPORTED`].
 
 use crate::value::Value;
 use crate::{Code, Error, Result};
@@ -114,6 +115,43 @@ pub fn kv_delete(key: &str) -> Result<()> {
     Ok(())
 }
 
+/// The largest value of one secret key (§10); [`secret_get`] fails with
+/// [`Code::TOO_LARGE`] above it.
+pub const MAX_SECRET: usize = 64 << 10;
+
+/// Reads one key of a secret (§6.6), `reference` being `NAME/KEY` (such as
+/// `plc-login/password`): a Kubernetes Secret delivered by wapper-cloud,
+/// or a file under the host's `--secrets-dir`. The MapperPlugin's
+/// `grants.secrets` must name the secret, or the error has code
+/// [`Code::DENIED`]; a secret or key that does not exist is
+/// [`Code::NOT_FOUND`], a malformed reference [`Code::INVALID`]. Keep the
+/// value in memory only: never log, report or store it.
+pub fn secret_get(reference: &str) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; 256];
+    loop {
+        let n = sys::secret_get(reference.as_bytes(), &mut buf);
+        if n < 0 {
+            return Err(Error::from_host(n as i64, format!("read secret {}", reference)));
+        }
+        let n = n as usize;
+        if n <= buf.len() {
+            buf.truncate(n);
+            return Ok(buf);
+        }
+        clear(&mut buf);
+        buf = vec![0u8; n];
+    }
+}
+
+/// Overwrites a buffer that held (part of) a secret before it is dropped.
+fn clear(buf: &mut [u8]) {
+    for b in buf.iter_mut() {
+        // A volatile write, so that the compiler keeps it although the
+        // buffer is dropped next.
+        unsafe { std::ptr::write_volatile(b, 0) };
+    }
+}
+
 /// Socket kinds for [`sock_open`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(i32)]
@@ -122,6 +160,9 @@ pub enum SockKind {
     Tcp = 0,
     /// UDP (each read returns one datagram).
     Udp = 1,
+    /// TLS over TCP: the host makes the handshake, checks the server's
+    /// certificate, and hands the plugin the plaintext (§6.4).
+    Tls = 2,
 }
 
 /// Serial parity.
@@ -198,7 +239,11 @@ fn io(r: i32, what: impl FnOnce() -> String) -> Result<i32> {
 /// `timeout_ms` 0 is the host default of 5 s. Prefer [`Conn`], which closes
 /// itself.
 pub fn sock_open(kind: SockKind, addr: &str, timeout_ms: u32) -> Result<i32> {
-    let k = if kind == SockKind::Tcp { "tcp" } else { "udp" };
+    let k = match kind {
+        SockKind::Tcp => "tcp",
+        SockKind::Udp => "udp",
+        SockKind::Tls => "tls",
+    };
     io(sys::sock_open(kind as i32, addr.as_bytes(), timeout_ms), || format!("sock_open {} {}", k, addr))
 }
 
@@ -286,6 +331,22 @@ impl Conn {
     /// Opens a UDP socket connected to `host:port`.
     pub fn udp(addr: &str, timeout_ms: u32) -> Result<Conn> {
         sock_open(SockKind::Udp, addr, timeout_ms).map(Conn::new)
+    }
+
+    /// Opens a TLS connection to `host:port`: the host makes the TLS
+    /// handshake, checks the server's certificate (against the CA of the
+    /// MapperPlugin's `grants.tls` entry for the address, or the host's
+    /// system CAs), presents the entry's client certificate, and the
+    /// `Conn` carries the plaintext; the plugin never sees a key. The
+    /// address needs a `tls://` entry in `grants.network` (a `tcp://` one
+    /// does not do). A certificate the host does not trust fails with
+    /// [`Code::UNAVAILABLE`] and the reason in the host's log and the
+    /// device status.
+    ///
+    /// Natively (not in wasm) the SDK has no TLS: this fails with
+    /// [`Code::UNSUPPORTED`].
+    pub fn tls(addr: &str, timeout_ms: u32) -> Result<Conn> {
+        sock_open(SockKind::Tls, addr, timeout_ms).map(Conn::new)
     }
 
     /// Opens a serial port.
@@ -482,6 +543,8 @@ mod sys {
         fn wapper_kv_set(kp: *const u8, kl: u32, vp: *const u8, vl: u32) -> i32;
         #[link_name = "kv_delete"]
         fn wapper_kv_delete(kp: *const u8, kl: u32) -> i32;
+        #[link_name = "secret_get"]
+        fn wapper_secret_get(rp: *const u8, rl: u32, dp: *mut u8, dcap: u32) -> i32;
         #[link_name = "sock_open"]
         fn wapper_sock_open(kind: i32, ap: *const u8, al: u32, timeout_ms: u32) -> i32;
         #[link_name = "serial_open"]
@@ -521,6 +584,9 @@ mod sys {
     }
     pub fn kv_delete(k: &[u8]) -> i32 {
         unsafe { wapper_kv_delete(k.as_ptr(), k.len() as u32) }
+    }
+    pub fn secret_get(r: &[u8], dst: &mut [u8]) -> i32 {
+        unsafe { wapper_secret_get(r.as_ptr(), r.len() as u32, dst.as_mut_ptr(), dst.len() as u32) }
     }
     pub fn sock_open(kind: i32, addr: &[u8], timeout_ms: u32) -> i32 {
         unsafe { wapper_sock_open(kind, addr.as_ptr(), addr.len() as u32, timeout_ms) }
@@ -629,6 +695,38 @@ mod sys {
         })
     }
 
+    /// Natively there are no grants: a secret set with
+    /// [`native::set_secret`](super::native::set_secret) on this thread, or
+    /// else the file NAME/KEY under the folder in the environment variable
+    /// `WAPPER_SECRETS_DIR`, the layout of the host's `--secrets-dir`.
+    pub fn secret_get(r: &[u8], dst: &mut [u8]) -> i32 {
+        let r = match std::str::from_utf8(r) {
+            Ok(r) => r,
+            Err(_) => return neg(Code::INVALID),
+        };
+        let (name, key) = match r.split_once('/') {
+            Some((n, k)) if !n.is_empty() && !k.is_empty() && !k.contains('/') && n != ".." && k != ".." && n != "." && k != "." => (n, k),
+            _ => return neg(Code::INVALID),
+        };
+        let v = match with(|n| n.secrets.get(r).cloned()) {
+            Some(v) => v,
+            None => match std::env::var_os("WAPPER_SECRETS_DIR") {
+                Some(dir) if !dir.is_empty() => match std::fs::read(std::path::Path::new(&dir).join(name).join(key)) {
+                    Ok(v) => v,
+                    Err(_) => return neg(Code::NOT_FOUND),
+                },
+                _ => return neg(Code::NOT_FOUND),
+            },
+        };
+        if v.len() > super::MAX_SECRET {
+            return neg(Code::TOO_LARGE);
+        }
+        if v.len() <= dst.len() {
+            dst[..v.len()].copy_from_slice(&v);
+        }
+        v.len() as i32
+    }
+
     fn add(io: Io) -> i32 {
         with(|n| {
             if n.handles.len() >= 64 {
@@ -662,6 +760,8 @@ mod sys {
                     Err(e) => io_err(&e),
                 }
             }
+            // No TLS without a TLS library, and the SDK has no dependencies.
+            2 => neg(Code::UNSUPPORTED),
             _ => neg(Code::INVALID),
         }
     }
@@ -743,6 +843,7 @@ pub mod native {
         pub reports: Vec<(u32, u32, Value)>,
         pub handles: HashMap<i32, Io>,
         pub next: i32,
+        pub secrets: HashMap<String, Vec<u8>>,
     }
 
     thread_local!(static NATIVE: RefCell<Native> = RefCell::new(Native::default()));
@@ -760,6 +861,20 @@ pub mod native {
     /// Empties this thread's kv store.
     pub fn clear_kv() {
         with(|n| n.kv.clear())
+    }
+
+    /// Sets the value [`secret_get`](super::secret_get) returns for
+    /// `reference` (`NAME/KEY`) on this thread, before the files under
+    /// `WAPPER_SECRETS_DIR`.
+    pub fn set_secret(reference: &str, value: &[u8]) {
+        with(|n| {
+            n.secrets.insert(reference.to_string(), value.to_vec());
+        })
+    }
+
+    /// Forgets the secrets set on this thread.
+    pub fn clear_secrets() {
+        with(|n| n.secrets.clear())
     }
 
     /// The number of I/O handles open on this thread.
@@ -785,6 +900,25 @@ mod tests {
         kv_delete("a").unwrap();
         assert_eq!(kv_get("a").unwrap(), None);
         assert_eq!(kv_set(&"k".repeat(513), b"").unwrap_err().code, Code::TOO_LARGE);
+    }
+
+    #[test]
+    fn secrets() {
+        native::clear_secrets();
+        assert_eq!(secret_get("plc/password").unwrap_err().code, Code::NOT_FOUND);
+        native::set_secret("plc/password", b"hunter2");
+        assert_eq!(secret_get("plc/password").unwrap(), b"hunter2");
+        let big: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
+        native::set_secret("plc/cert", &big);
+        assert_eq!(secret_get("plc/cert").unwrap(), big, "values past the first buffer are fetched again");
+        native::set_secret("plc/empty", b"");
+        assert_eq!(secret_get("plc/empty").unwrap(), b"");
+        for bad in ["plc", "/key", "plc/", "plc/a/b", "../x"] {
+            assert_eq!(secret_get(bad).unwrap_err().code, Code::INVALID, "{}", bad);
+        }
+        native::clear_secrets();
+        assert_eq!(secret_get("plc/password").unwrap_err().code, Code::NOT_FOUND);
+        assert_eq!(Conn::tls("127.0.0.1:1", 100).unwrap_err().code, Code::UNSUPPORTED);
     }
 
     #[test]

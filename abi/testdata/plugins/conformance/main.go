@@ -6,8 +6,11 @@ package main
 
 import (
 	"bytes"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -326,9 +329,61 @@ func (conformance) CallMethod(_ *wapper.Device, method string, args []byte) ([]b
 		_ = json.Unmarshal(args, &a)
 		key, _ := fields{"key": a.Key}.text("key")
 		return nil, wapper.KVDelete(key)
+	case "secret":
+		f := methodFields(args)
+		ref, _ := f.text("ref")
+		v, err := wapper.Secret(ref)
+		if err != nil {
+			return nil, err
+		}
+		out, _ := json.Marshal(hex.EncodeToString(v))
+		clear(v)
+		return out, nil
+	case "dialEcho":
+		return dialEcho(methodFields(args))
 	default:
 		return nil, wapper.Errorf(wapper.ErrNotFound, "unknown method %q", method)
 	}
+}
+
+// methodFields reads a method's args object as fields.
+func methodFields(args []byte) fields {
+	var m map[string]json.RawMessage
+	_ = json.Unmarshal(args, &m) // anything but an object reads as empty
+	return fields(m)
+}
+
+// dialEcho opens a socket of kind f.kind to f.addr, writes f.send, reads
+// as many bytes back and closes the socket; the result is what it read,
+// as a JSON string.
+func dialEcho(f fields) ([]byte, error) {
+	kind, _ := f.text("kind")
+	addr, _ := f.text("addr")
+	send, _ := f.text("send")
+	switch kind {
+	case "tcp", "udp", "tls":
+	default:
+		return nil, wapper.Errorf(wapper.ErrInvalid, "dialEcho: unknown kind %q", kind)
+	}
+	c, err := wapper.Dial(kind, addr, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte(send)); err != nil {
+		return nil, err
+	}
+	got := make([]byte, len(send))
+	if _, err := io.ReadFull(c, got); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, wapper.Errorf(wapper.ErrClosed, "dialEcho %s: the peer closed the connection", addr)
+		}
+		return nil, err
+	}
+	if err := c.Close(); err != nil {
+		return nil, err
+	}
+	return json.Marshal(string(got))
 }
 
 func init() { wapper.Register(conformance{}) }

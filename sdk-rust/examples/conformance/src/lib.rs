@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use wapper::host::{self, Clock};
+use wapper::host::{self, Clock, Conn};
 use wapper::{Code, Device, Driver, Error, Json, Property, Result, State, Type, Value};
 
 /// The driver; all its state is per device.
@@ -147,9 +147,51 @@ impl Driver for Conformance {
         match method {
             "echo" => Ok(args.to_string()),
             "kvDelete" => host::kv_delete(&args.at("key").to_text().unwrap_or_default()).map(|_| String::new()),
+            "secret" => {
+                let mut v = host::secret_get(&args.at("ref").to_text().unwrap_or_default())?;
+                let out = Json::String(hex(&v)).to_string();
+                v.iter_mut().for_each(|b| *b = 0);
+                Ok(out)
+            }
+            "dialEcho" => dial_echo(args),
             m => Err(Error::not_found(format!("unknown method {:?}", m))),
         }
     }
+}
+
+/// Lower-case hex of `b`.
+fn hex(b: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(b.len() * 2);
+    for &x in b {
+        s.push(DIGITS[(x >> 4) as usize] as char);
+        s.push(DIGITS[(x & 15) as usize] as char);
+    }
+    s
+}
+
+/// Opens a socket of kind `args.kind` to `args.addr`, writes `args.send`,
+/// reads as many bytes back and closes the socket; the result is what it
+/// read, as a JSON string.
+fn dial_echo(args: &Json) -> Result<String> {
+    let kind = args.at("kind").to_text().unwrap_or_default();
+    let addr = args.at("addr").to_text().unwrap_or_default();
+    let send = args.at("send").to_text().unwrap_or_default();
+    let mut c = match kind.as_str() {
+        "tcp" => Conn::tcp(&addr, 0)?,
+        "udp" => Conn::udp(&addr, 0)?,
+        "tls" => Conn::tls(&addr, 0)?,
+        k => return Err(Error::invalid(format!("dialEcho: unknown kind {:?}", k))),
+    };
+    c.write(send.as_bytes(), 0)?;
+    let mut got = Vec::with_capacity(send.len());
+    let mut buf = vec![0u8; send.len().max(1)];
+    while got.len() < send.len() {
+        let n = c.read(&mut buf[..send.len() - got.len()], 0)?;
+        got.extend_from_slice(&buf[..n]);
+    }
+    c.close()?;
+    Ok(Json::String(String::from_utf8_lossy(&got).into_owned()).to_string())
 }
 
 wapper::export_plugin!(Conformance);
@@ -235,6 +277,35 @@ mod tests {
         assert_eq!(Json::parse_bytes(&echo).unwrap(), Json::parse(r#"{"a":[1,"x"]}"#).unwrap());
         let e = payload(rt.call_method(1, br#"{"method":"nope"}"#)).unwrap_err();
         assert_eq!(e, Error::not_found("unknown method \"nope\""));
+    }
+
+    #[test]
+    fn secrets_and_dial_echo() {
+        use std::io::{Read, Write};
+        let mut rt = rt();
+        native::set_secret("plc/password", b"\x00hi\xff");
+        let got = payload(rt.call_method(1, br#"{"method":"secret","args":{"ref":"plc/password"}}"#)).unwrap();
+        assert_eq!(got, br#""006869ff""#);
+        let e = payload(rt.call_method(1, br#"{"method":"secret","args":{"ref":"plc/absent"}}"#)).unwrap_err();
+        assert_eq!(e.code, Code::NOT_FOUND);
+        let e = payload(rt.call_method(1, br#"{"method":"secret","args":{"ref":"no-key"}}"#)).unwrap_err();
+        assert_eq!(e.code, Code::INVALID);
+        native::clear_secrets();
+
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let t = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut b = [0u8; 5];
+            s.read_exact(&mut b).unwrap();
+            s.write_all(&b).unwrap();
+        });
+        let req = format!(r#"{{"method":"dialEcho","args":{{"kind":"tcp","addr":"{}","send":"hello"}}}}"#, addr);
+        assert_eq!(payload(rt.call_method(1, req.as_bytes())).unwrap(), br#""hello""#);
+        t.join().unwrap();
+        assert_eq!(native::open_handles(), 0);
+        let e = payload(rt.call_method(1, br#"{"method":"dialEcho","args":{"kind":"sctp","addr":"x:1","send":""}}"#)).unwrap_err();
+        assert_eq!(e, Error::invalid("dialEcho: unknown kind \"sctp\""));
     }
 
     #[test]

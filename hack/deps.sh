@@ -4,7 +4,7 @@
 #
 # It waits for the dpkg lock when another apt run holds it, instead of
 # failing. Debian starts the daemons it installs (mosquitto on port 1883,
-# docker-registry on 5000, gpsd on 2947); the tests run their own instances
+# docker-registry on 5000, gpsd on 2947, snmpd on 161); the tests run their own instances
 # on ports of their own, so no service may start: a policy-rc.d denies
 # starts while this script installs, and services that are up anyway are
 # disabled and stopped with their own service commands. No process is ever
@@ -21,9 +21,10 @@ pkgs=(
   curl ca-certificates openssl
   gcc libc6-dev                 # cgo for go test -race, and for edgecore's sqlite driver
   sqlite3 iproute2              # read edgecore's database in tests; ss picks free ports
+  snmpd snmp                    # net-snmp agent and snmpget/snmpset/snmptrap, SNMP mapper peer
 )
 # Daemons the packages above start, by package.
-declare -A services=([mosquitto]=mosquitto [docker-registry]=docker-registry [gpsd]="gpsd gpsd.socket")
+declare -A services=([mosquitto]=mosquitto [docker-registry]=docker-registry [gpsd]="gpsd gpsd.socket" [snmpd]=snmpd)
 
 # missing prints the packages that are not installed, with one dpkg-query.
 missing() {

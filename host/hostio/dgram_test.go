@@ -166,3 +166,19 @@ func hasMulticast() bool {
 	}
 	return false
 }
+
+func TestGrantsFromList(t *testing.T) {
+	g, err := hostio.GrantsFromList([]string{"tcp://10.0.0.5:502", "tls://broker:8883", "/dev/ttyUSB*", "GPIO17", "secret:plc-login", "listen:udp://0.0.0.0:162"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(g.Network, " ") != "tcp://10.0.0.5:502 tls://broker:8883" || len(g.Serial) != 1 || len(g.GPIO) != 1 ||
+		strings.Join(g.Secrets, " ") != "plc-login" || strings.Join(g.Listen, " ") != "udp://0.0.0.0:162" {
+		t.Fatalf("sorted: %+v", g)
+	}
+	for _, bad := range []string{"secret:Bad_Name", "listen:tcp://0.0.0.0:1", "listen:udp://plc.local:162"} {
+		if _, err := hostio.GrantsFromList([]string{bad}); err == nil {
+			t.Errorf("%s accepted", bad)
+		}
+	}
+}

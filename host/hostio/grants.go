@@ -97,16 +97,18 @@ func ParseGrants(g grant.Set) (*Grants, error) {
 // or one that looks like a network address without its scheme ("tcp:...",
 // "udp:...", "tls:...", "10.0.0.5:502", "[::1]:502", "plc.local:502"), so
 // that the network parser says what is missing; KindSerial for an absolute
-// path; KindSecret for "secret:NAME"; KindGPIO for anything else (a line
-// name or pattern, "GPIO17", "chip0:4").
+// path; KindSecret for "secret:NAME"; KindListen for "listen:udp://IP:PORT";
+// KindGPIO for anything else (a line name or pattern, "GPIO17", "chip0:4").
 func GrantKind(s string) string {
 	switch {
+	case strings.HasPrefix(s, "secret:"):
+		return KindSecret
+	case strings.HasPrefix(s, "listen:"):
+		return KindListen
 	case strings.Contains(s, "://"), strings.HasPrefix(s, "tcp:"), strings.HasPrefix(s, "udp:"), strings.HasPrefix(s, "tls:"), strings.HasPrefix(s, "["):
 		return KindNetwork
 	case strings.HasPrefix(s, "/"):
 		return KindSerial
-	case strings.HasPrefix(s, "secret:"):
-		return KindSecret
 	}
 	if host, _, ok := cutLast(s, ':'); ok {
 		if _, err := netip.ParseAddr(host); err == nil {
@@ -150,6 +152,10 @@ func GrantsFromList(list []string) (grant.Set, error) {
 			name := strings.TrimPrefix(s, "secret:")
 			err = grant.ValidateSecret(name)
 			g.Secrets = append(g.Secrets, name)
+		case KindListen:
+			addr := strings.TrimPrefix(s, "listen:")
+			_, err = grant.ParseListen(addr)
+			g.Listen = append(g.Listen, addr)
 		default:
 			err = grant.ValidateGPIO(s)
 			g.GPIO = append(g.GPIO, s)

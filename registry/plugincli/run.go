@@ -33,14 +33,15 @@ import (
 
 // runOptions are the flags of `wapper plugin run`.
 type runOptions struct {
-	device   string
-	grants   []string
-	reads    []string
-	writes   []string
-	watch    bool
-	duration time.Duration
-	logLevel string
-	cache    string
+	device     string
+	grants     []string
+	reads      []string
+	writes     []string
+	watch      bool
+	duration   time.Duration
+	logLevel   string
+	cache      string
+	secretsDir string
 }
 
 // RunCommand returns `wapper plugin run FILE.wasm --device dev.yaml`: the
@@ -62,9 +63,11 @@ func RunCommand() *cobra.Command {
 			"FILE, serves the models' protocols, has the default limits and only the grants of\n" +
 			"--grant. State lives in a temporary folder removed at exit; nothing is published.\n" +
 			"\n" +
-			"--grant adds one entry in MapperPlugin spec.grants syntax: tcp://HOST:PORT or\n" +
-			"udp://HOST:PORT (network), an absolute path glob such as /dev/ttyUSB* (serial),\n" +
-			"or gpio:LINE (GPIO); network:, serial: and gpio: prefixes are accepted for all.\n" +
+			"--grant adds one entry in MapperPlugin spec.grants syntax: tcp://HOST:PORT,\n" +
+			"udp://HOST:PORT or tls://HOST:PORT (network), an absolute path glob such as\n" +
+			"/dev/ttyUSB* (serial), gpio:LINE (GPIO), listen:udp://IP:PORT (what a datagram\n" +
+			"socket may bind) or secret:NAME (a secret under --secrets-dir, laid out as wapper-host's:\n" +
+			"DIR/NAME/KEY); network:, serial: and gpio: prefixes are accepted for all.\n" +
 			"\n" +
 			"With --read or --write it reads (or writes through the desired-value path, then\n" +
 			"reads back) once and prints \"device property value\" lines. Otherwise it prints\n" +
@@ -87,6 +90,7 @@ func RunCommand() *cobra.Command {
 	f.BoolVar(&o.watch, "watch", false, "show a live table of every property (value, age, error) when stdout is a terminal")
 	f.DurationVar(&o.duration, "for", 0, "stop showing readings after this long (default: until Ctrl-C)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level of the host and the plugin: debug, info, warn or error")
+	f.StringVar(&o.secretsDir, "secrets-dir", "", "folder of the secrets the grants name (DIR/NAME/KEY files, as wapper-host's --secrets-dir)")
 	f.StringVar(&o.cache, "compile-cache", "", "folder that keeps compiled modules across runs, as wapper-host's state dir does (default: compile every run)")
 	_ = c.MarkFlagRequired("device")
 	return c
@@ -131,7 +135,7 @@ func (o *runOptions) run(cmd *cobra.Command, file string) (err error) {
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	mgr, closeAll, err := runStartManager(wasm, o.cache, log)
+	mgr, closeAll, err := runStartManager(wasm, o.cache, hostio.SecretDir(o.secretsDir), log)
 	if err != nil {
 		return err
 	}
@@ -243,11 +247,12 @@ func runPluginName(file string) string {
 }
 
 // runAddGrant adds one --grant value to g. It is a MapperPlugin spec.grants
-// entry, checked by the same parsers: tcp:// or udp:// is network, an
-// absolute path is serial, and network:, serial: or gpio: say it outright.
+// entry, checked by the same parsers: tcp://, udp:// or tls:// is network,
+// an absolute path is serial, and network:, serial:, gpio:, listen: or
+// secret: say it outright.
 func runAddGrant(g *v1alpha1.Grants, s string) error {
 	kind, val := "", s
-	if k, v, ok := strings.Cut(s, ":"); ok && (k == "network" || k == "serial" || k == "gpio") {
+	if k, v, ok := strings.Cut(s, ":"); ok && (k == "network" || k == "serial" || k == "gpio" || k == "listen" || k == "secret") {
 		kind, val = k, v
 	} else if strings.Contains(s, "://") {
 		kind = "network"
@@ -268,8 +273,16 @@ func runAddGrant(g *v1alpha1.Grants, s string) error {
 		if err = grant.ValidateGPIO(val); err == nil {
 			g.GPIO = append(g.GPIO, val)
 		}
+	case "listen":
+		if _, err = grant.ParseListen(val); err == nil {
+			g.Listen = append(g.Listen, val)
+		}
+	case "secret":
+		if err = grant.ValidateSecret(val); err == nil {
+			g.Secrets = append(g.Secrets, val)
+		}
 	default:
-		err = errors.New("want tcp://HOST:PORT or udp://HOST:PORT (network), an absolute path glob such as /dev/ttyUSB* (serial), or gpio:LINE, as in MapperPlugin spec.grants")
+		err = errors.New("want tcp://, udp:// or tls://HOST:PORT (network), an absolute path glob such as /dev/ttyUSB* (serial), gpio:LINE, listen:udp://IP:PORT or secret:NAME, as in MapperPlugin spec.grants")
 	}
 	if err != nil {
 		return fmt.Errorf("bad --grant %q: %w", s, err)
@@ -283,6 +296,12 @@ func runGrantList(g v1alpha1.Grants) []string {
 	for _, s := range g.GPIO {
 		out = append(out, "gpio:"+s)
 	}
+	for _, s := range g.Listen {
+		out = append(out, "listen:"+s)
+	}
+	for _, s := range g.Secrets {
+		out = append(out, "secret:"+s)
+	}
 	return out
 }
 
@@ -295,7 +314,7 @@ func (w runModule) Module(context.Context, *v1alpha1.MapperPlugin) ([]byte, erro
 // runStartManager starts the host's engine (compiling into cache, or in
 // memory) and device manager over a store in a temporary folder. closeAll
 // stops them and removes the folder.
-func runStartManager(wasm []byte, cache string, log *slog.Logger) (*devices.Manager, func() error, error) {
+func runStartManager(wasm []byte, cache string, secrets hostio.Secrets, log *slog.Logger) (*devices.Manager, func() error, error) {
 	dir, err := os.MkdirTemp("", "wapper-plugin-run-")
 	if err != nil {
 		return nil, nil, err
@@ -322,7 +341,7 @@ func runStartManager(wasm []byte, cache string, log *slog.Logger) (*devices.Mana
 		return fail(err)
 	}
 	closers = append(closers, func() error { return eng.Close(context.Background()) })
-	mgr, err := devices.New(devices.Options{Engine: eng, Store: st, Modules: runModule(wasm), Logger: log})
+	mgr, err := devices.New(devices.Options{Engine: eng, Store: st, Modules: runModule(wasm), Secrets: secrets, Logger: log})
 	if err != nil {
 		return fail(err)
 	}

@@ -268,7 +268,9 @@ func TestRunBadInput(t *testing.T) {
 		want string
 	}{
 		{[]string{"--grant", "tcp://127.0.0.1"}, `bad --grant "tcp://127.0.0.1": missing :PORT`},
-		{[]string{"--grant", "GPIO17"}, `bad --grant "GPIO17": want tcp://HOST:PORT`},
+		{[]string{"--grant", "GPIO17"}, `bad --grant "GPIO17": want tcp://, udp:// or tls://HOST:PORT`},
+		{[]string{"--grant", "secret:Bad_Name"}, `bad --grant "secret:Bad_Name": character 'B' is not allowed`},
+		{[]string{"--grant", "listen:udp://plc.local:162"}, `bad --grant "listen:udp://plc.local:162": want an IP address`},
 		{[]string{"--grant", "serial:dev/tty*"}, `bad --grant "serial:dev/tty*"`},
 		{[]string{"--read", "nosuch"}, `"nosuch" matches no device property; there are: thermo/ticks, thermo/setpoint, thermo/heating`},
 		{[]string{"--write", "ticks=3", "--write", "setpoint=warm"}, "2 of 2 reads and writes failed\n" +

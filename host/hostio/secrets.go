@@ -44,15 +44,20 @@ func (d SecretDir) Key(name, key string) ([]byte, error) {
 		return nil, abi.Errorf(abi.ErrUnavailable, "secret %q key %q: %v", name, key, errnoText(err))
 	}
 	defer f.Close()
-	v, err := io.ReadAll(io.LimitReader(f, abi.MaxSecret+1))
+	v, err := io.ReadAll(io.LimitReader(f, maxSecretFile+1))
 	if err != nil {
 		return nil, abi.Errorf(abi.ErrUnavailable, "secret %q key %q: %v", name, key, errnoText(err))
 	}
-	if len(v) > abi.MaxSecret {
-		return nil, abi.Errorf(abi.ErrTooLarge, "secret %q key %q is larger than %d bytes", name, key, abi.MaxSecret)
+	if len(v) > maxSecretFile {
+		return nil, abi.Errorf(abi.ErrTooLarge, "secret %q key %q is larger than %d bytes", name, key, maxSecretFile)
 	}
 	return v, nil
 }
+
+// maxSecretFile bounds a value SecretDir reads: a Kubernetes Secret's
+// whole size. A CA bundle for grants.tls may be that large; what a plugin
+// reads is bounded by abi.MaxSecret.
+const maxSecretFile = 1 << 20
 
 // ParseSecretRef splits a secret_get reference "NAME/KEY" and checks both
 // parts.

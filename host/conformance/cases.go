@@ -27,6 +27,7 @@ var suite = []Case{
 	{"kv", "kv_get/kv_set/kv_delete through the host store, which outlives instances", caseKV},
 	{"secrets", "secret_get returns granted values byte for byte; ungranted (7), absent (3) and malformed (2) references fail", caseSecrets},
 	{"tls", "sock_open kind 2: the host's TLS handshake with the granted CA and client certificate; untrusted server (6), tcp:// grant only (7)", caseTLS},
+	{"datagrams", "dgram_open/send/recv: a round trip with its sender; an ungranted sender's datagram dropped (5 when alone); ungranted destination (7); a fixed bind needs grants.listen (7)", caseDatagrams},
 	{"batch", "wapper_read_batch: entries in request order with their own errors; bad handles; empty and 4096-handle batches", caseBatch},
 	{"read_many", "wapper_read_many: many devices in one call, entries in request order with their own errors; unknown handles in their entry; malformed requests", caseReadMany},
 	{"poll", "wapper_poll reports through the host in description order and returns next_ms", casePoll},

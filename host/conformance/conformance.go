@@ -18,9 +18,9 @@
 // not grow with the number of calls, buffers are freed, live buffers do not
 // overlap), error passing (code and exact message), value round trips for
 // every property type, batch read, poll and report, device state, methods,
-// the kv store, secrets and TLS sockets under grants, and behaviour after
-// re-instantiation (after a panic, a trap or a deadline the instance is
-// replaced and the devices are re-added and served).
+// the kv store, secrets, TLS and datagram sockets under grants, and
+// behaviour after re-instantiation (after a panic, a trap or a deadline the
+// instance is replaced and the devices are re-added and served).
 package conformance
 
 import (

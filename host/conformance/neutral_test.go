@@ -44,7 +44,7 @@ func notes(r conformance.Result) string {
 // The repository's plugins pass without a device: each refuses or takes
 // the generic device cleanly, and nothing grows or traps.
 func TestNeutralRealPlugins(t *testing.T) {
-	for _, name := range []string{"virtual", "modbus", "gpio", "nmea-rust"} {
+	for _, name := range []string{"virtual", "modbus", "gpio", "nmea-rust", "mqtt", "snmp"} {
 		t.Run(name, func(t *testing.T) {
 			rep, r := neutral(t, testenv.Plugin(t, name), conformance.NeutralOptions{})
 			if !rep.Passed() {
@@ -62,6 +62,22 @@ func TestNeutralRealPlugins(t *testing.T) {
 				}
 				if g := notes(r["load"]); !strings.Contains(g, "grants.network") || !strings.Contains(g, "grants.serial") {
 					t.Errorf("load notes lack the grants the plugin needs: %s", g)
+				}
+			case "mqtt", "snmp":
+				// No device either, and grants for sockets and secrets;
+				// snmp also binds datagram sockets for traps.
+				if !strings.Contains(notes(r["errors/empty-config"]), "refused cleanly") ||
+					!strings.Contains(notes(r["memory/cycles"]), "only the refusal path") {
+					t.Errorf("want the generic device refused and only refusals cycled")
+				}
+				want := []string{"grants.network", "grants.secrets"}
+				if name == "snmp" {
+					want = append(want, "grants.listen")
+				}
+				for _, w := range want {
+					if g := notes(r["load"]); !strings.Contains(g, w) {
+						t.Errorf("load notes lack %s: %s", w, g)
+					}
 				}
 			case "virtual":
 				if !strings.Contains(notes(r["memory/cycles"]), "KiB description") {

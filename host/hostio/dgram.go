@@ -137,7 +137,9 @@ func (t *Table) RecvFrom(h int32, p []byte, timeout time.Duration) (int, netip.A
 			}
 			return 0, netip.AddrPort{}, ioError("receive on "+d.name, err)
 		}
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		// Unmapped and without its zone: a link-local IPv6 sender's
+		// text then fits abi.MaxAddrText, and grants match it.
+		from = netip.AddrPortFrom(from.Addr().Unmap().WithZone(""), from.Port())
 		if t.grants.allowsNet("udp", from.Addr().String(), int(from.Port())) {
 			return n, from, nil
 		}

@@ -4,9 +4,10 @@
 //! machine) the same functions run in-process so that plugin logic can be
 //! unit-tested: logs go to stderr, the kv store is a per-thread map,
 //! reports are recorded for [`native::take_reports`], secrets come from
-//! [`native::set_secret`] or the folder `WAPPER_SECRETS_DIR`, sockets are
-//! real `std::net` sockets, and TLS sockets, serial ports and GPIO lines
-//! answer [`Code::UNSUPPORTED`].
+//! [`native::set_secret`] or the folder `WAPPER_SECRETS_DIR`, sockets
+//! (datagram sockets included) are real `std::net` sockets without grants,
+//! and TLS sockets, serial ports and GPIO lines answer
+//! [`Code::UNSUPPORTED`].
 
 use crate::value::Value;
 use crate::{Code, Error, Result};
@@ -296,6 +297,50 @@ pub fn gpio_wait_edge(handle: i32, edge: Edge, timeout_ms: u32) -> Result<Option
     io(r, || format!("gpio_wait_edge handle {}", handle)).map(|l| Some(l != 0))
 }
 
+/// The room [`dgram_recv`] needs for a sender's address: `IP:PORT` or
+/// `[IPv6]:PORT`, and a zero byte (§6.4).
+pub const MAX_ADDR_TEXT: usize = 48;
+
+/// Binds an unconnected UDP socket to the local address `addr` and returns
+/// its handle (§6.4): `:0` (an ephemeral port on every address, which
+/// needs no grant), a fixed port or address (`:162`, which
+/// `grants.listen` must cover, else [`Code::DENIED`]), or a multicast
+/// group and port (`239.255.255.250:3702`, which joins the group;
+/// `grants.listen` must cover it too). Prefer [`PacketConn`], which closes
+/// itself.
+pub fn dgram_open(addr: &str) -> Result<i32> {
+    io(sys::dgram_open(addr.as_bytes()), || format!("bind udp://{}", addr))
+}
+
+/// Sends `src` as one datagram from datagram socket `handle` to `addr`
+/// (`host:port`), which the `udp` entries of `grants.network` must cover,
+/// else [`Code::DENIED`]; broadcast and multicast addresses may be sent
+/// to. Returns the bytes sent.
+pub fn dgram_send(handle: i32, addr: &str, src: &[u8], timeout_ms: u32) -> Result<usize> {
+    io(sys::dgram_send(handle, addr.as_bytes(), src, timeout_ms), || format!("send to udp://{}", addr)).map(|n| n as usize)
+}
+
+/// Receives the next datagram on datagram socket `handle` into `dst` (cut
+/// to its length, and to [`MAX_MESSAGE`](crate::MAX_MESSAGE)), waiting at
+/// most `timeout_ms` (0: the host default of 5 s), and returns its length
+/// and its sender as `IP:PORT` (`[IPv6]:PORT`). The host drops datagrams
+/// whose sender the `udp` entries of `grants.network` do not cover; no
+/// datagram from a granted sender in time is [`Code::TIMEOUT`].
+pub fn dgram_recv(handle: i32, dst: &mut [u8], timeout_ms: u32) -> Result<(usize, String)> {
+    recv(handle, dst, timeout_ms, || format!("receive on handle {}", handle))
+}
+
+fn recv(handle: i32, dst: &mut [u8], timeout_ms: u32, what: impl FnOnce() -> String) -> Result<(usize, String)> {
+    let end = dst.len().min(crate::MAX_MESSAGE);
+    let mut from = [0u8; MAX_ADDR_TEXT];
+    let n = io(sys::dgram_recv(handle, &mut dst[..end], &mut from, timeout_ms), what)?;
+    let len = from.iter().position(|&b| b == 0).unwrap_or(from.len());
+    match std::str::from_utf8(&from[..len]) {
+        Ok(s) if !s.is_empty() => Ok((n as usize, s.to_string())),
+        _ => Err(Error::new(Code::INTERNAL, format!("the host gave a bad sender address {:?}", String::from_utf8_lossy(&from[..len])))),
+    }
+}
+
 /// A socket or serial handle that closes itself when dropped.
 ///
 /// [`Conn::read_line`] reads text lines through a buffer of the
@@ -494,6 +539,77 @@ impl Drop for Conn {
     }
 }
 
+/// An unconnected UDP socket through the host (§6.4, the `dgram_*` calls)
+/// that closes itself when dropped: it sends datagrams to any address the
+/// `udp` entries of the MapperPlugin's `grants.network` cover, broadcast
+/// and multicast addresses included, and receives those whose sender they
+/// cover (the host drops the others). For discovery protocols and devices
+/// that push datagrams, such as SNMP traps.
+///
+/// Natively (not in wasm) it is a `std::net::UdpSocket` with no grants.
+#[derive(Debug)]
+pub struct PacketConn {
+    handle: i32,
+    local: String,
+}
+
+impl PacketConn {
+    /// Binds a datagram socket to the local address `addr`: `:0` (an
+    /// ephemeral port on every address, which needs no grant), a fixed
+    /// port or address (`:162`, which `grants.listen` must cover), or a
+    /// multicast group and port (`239.255.255.250:3702`, which joins the
+    /// group; `grants.listen` must cover it too). An address the grants
+    /// do not cover fails with [`Code::DENIED`], a malformed one (a host
+    /// name included) with [`Code::INVALID`].
+    pub fn open(addr: &str) -> Result<PacketConn> {
+        dgram_open(addr).map(|handle| PacketConn {
+            handle,
+            local: addr.to_string(),
+        })
+    }
+
+    /// Sends `data` as one datagram to `addr` (`host:port`), waiting at
+    /// most `timeout_ms` (0: the host default of 5 s), and returns the
+    /// bytes sent. An address the `udp` entries of `grants.network` do not
+    /// cover fails with [`Code::DENIED`].
+    pub fn send_to(&self, addr: &str, data: &[u8], timeout_ms: u32) -> Result<usize> {
+        dgram_send(self.handle, addr, data, timeout_ms)
+    }
+
+    /// Receives one datagram into `buf` (cut to its length) and returns
+    /// its length and its sender, `IP:PORT` (`[IPv6]:PORT`), waiting at
+    /// most `timeout_ms` (0: the host default of 5 s). Datagrams from
+    /// senders the grants do not cover never arrive; no datagram in time
+    /// is [`Code::TIMEOUT`], which is routine for a datagram socket and
+    /// does not become the device's cause in the host.
+    pub fn recv_from(&self, buf: &mut [u8], timeout_ms: u32) -> Result<(usize, String)> {
+        recv(self.handle, buf, timeout_ms, || format!("receive on udp://{}", self.local))
+    }
+
+    /// The address the socket was bound to, as given to [`PacketConn::open`].
+    pub fn local_addr(&self) -> &str {
+        &self.local
+    }
+
+    /// The raw handle.
+    pub fn handle(&self) -> i32 {
+        self.handle
+    }
+
+    /// Closes the socket now, reporting any error.
+    pub fn close(self) -> Result<()> {
+        let h = self.handle;
+        std::mem::forget(self);
+        io_close(h)
+    }
+}
+
+impl Drop for PacketConn {
+    fn drop(&mut self) {
+        let _ = sys::io_close(self.handle);
+    }
+}
+
 /// A GPIO line. Host GPIO handles are closed with the instance.
 #[derive(Debug)]
 pub struct Gpio {
@@ -563,6 +679,12 @@ mod sys {
         fn wapper_gpio_write(h: i32, level: i32) -> i32;
         #[link_name = "gpio_wait_edge"]
         fn wapper_gpio_wait_edge(h: i32, edge: i32, timeout_ms: u32) -> i32;
+        #[link_name = "dgram_open"]
+        fn wapper_dgram_open(ap: *const u8, al: u32) -> i32;
+        #[link_name = "dgram_send"]
+        fn wapper_dgram_send(h: i32, ap: *const u8, al: u32, sp: *const u8, sl: u32, timeout_ms: u32) -> i32;
+        #[link_name = "dgram_recv"]
+        fn wapper_dgram_recv(h: i32, dp: *mut u8, dcap: u32, fp: *mut u8, fcap: u32, timeout_ms: u32) -> i32;
     }
 
     // Safety: every pointer comes from a live slice whose length is passed
@@ -615,6 +737,15 @@ mod sys {
     pub fn gpio_wait_edge(h: i32, edge: i32, timeout_ms: u32) -> i32 {
         unsafe { wapper_gpio_wait_edge(h, edge, timeout_ms) }
     }
+    pub fn dgram_open(addr: &[u8]) -> i32 {
+        unsafe { wapper_dgram_open(addr.as_ptr(), addr.len() as u32) }
+    }
+    pub fn dgram_send(h: i32, addr: &[u8], src: &[u8], timeout_ms: u32) -> i32 {
+        unsafe { wapper_dgram_send(h, addr.as_ptr(), addr.len() as u32, src.as_ptr(), src.len() as u32, timeout_ms) }
+    }
+    pub fn dgram_recv(h: i32, dst: &mut [u8], from: &mut [u8], timeout_ms: u32) -> i32 {
+        unsafe { wapper_dgram_recv(h, dst.as_mut_ptr(), dst.len() as u32, from.as_mut_ptr(), from.len() as u32, timeout_ms) }
+    }
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -622,7 +753,7 @@ mod sys {
     use super::native::{with, Io};
     use crate::Code;
     use std::io::{ErrorKind, Read, Write};
-    use std::net::{TcpStream, ToSocketAddrs, UdpSocket};
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
     use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
     fn neg(c: Code) -> i32 {
@@ -785,6 +916,7 @@ mod sys {
                 Ok(k) => k as i32,
                 Err(e) => io_err(&e),
             },
+            Some(Io::Dgram(_)) => neg(Code::INVALID),
         })
     }
 
@@ -799,6 +931,7 @@ mod sys {
                 Ok(k) => k as i32,
                 Err(e) => io_err(&e),
             },
+            Some(Io::Dgram(_)) => neg(Code::INVALID),
         })
     }
 
@@ -821,6 +954,91 @@ mod sys {
     pub fn gpio_wait_edge(_: i32, _: i32, _: u32) -> i32 {
         neg(Code::NOT_FOUND)
     }
+
+    /// Binds as the host does, without grants: `IP:PORT` or `:PORT` (IPv4
+    /// on every address); a multicast IP joins the group on the default
+    /// interface.
+    pub fn dgram_open(addr: &[u8]) -> i32 {
+        let addr = match std::str::from_utf8(addr) {
+            Ok(a) => a,
+            Err(_) => return neg(Code::INVALID),
+        };
+        let text = if addr.starts_with(':') { format!("0.0.0.0{}", addr) } else { addr.to_string() };
+        let sa: SocketAddr = match text.parse() {
+            Ok(sa) => sa,
+            Err(_) => return neg(Code::INVALID),
+        };
+        let u = match UdpSocket::bind(sa) {
+            Ok(u) => u,
+            Err(e) => return io_err(&e),
+        };
+        let set = match sa.ip() {
+            IpAddr::V4(ip) if ip.is_multicast() => u.join_multicast_v4(&ip, &Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(ip) if ip.is_multicast() => u.join_multicast_v6(&ip, 0),
+            _ => Ok(()),
+        };
+        match set.and_then(|_| if sa.is_ipv4() { u.set_broadcast(true) } else { Ok(()) }) {
+            Ok(()) => add(Io::Dgram(u)),
+            Err(e) => io_err(&e),
+        }
+    }
+
+    pub fn dgram_send(h: i32, addr: &[u8], src: &[u8], timeout_ms: u32) -> i32 {
+        let addr = match std::str::from_utf8(addr) {
+            Ok(a) => a,
+            Err(_) => return neg(Code::INVALID),
+        };
+        with(|n| match n.handles.get(&h) {
+            None => neg(Code::NOT_FOUND),
+            Some(Io::Dgram(u)) => {
+                let v4 = u.local_addr().map(|l| l.is_ipv4()).unwrap_or(true);
+                let sa = match addr.to_socket_addrs() {
+                    // An address of the socket's family, if the name has one.
+                    Ok(a) => {
+                        let all: Vec<SocketAddr> = a.collect();
+                        match all.iter().find(|a| a.is_ipv4() == v4).or_else(|| all.first()) {
+                            Some(sa) => *sa,
+                            None => return neg(Code::UNAVAILABLE),
+                        }
+                    }
+                    Err(_) => return neg(Code::INVALID),
+                };
+                match u.set_write_timeout(Some(timeout(timeout_ms))).and_then(|_| u.send_to(src, sa)) {
+                    Ok(k) => k as i32,
+                    Err(e) => io_err(&e),
+                }
+            }
+            Some(_) => neg(Code::INVALID),
+        })
+    }
+
+    pub fn dgram_recv(h: i32, dst: &mut [u8], from: &mut [u8], timeout_ms: u32) -> i32 {
+        if dst.is_empty() || from.len() < super::MAX_ADDR_TEXT {
+            return neg(Code::INVALID);
+        }
+        with(|n| match n.handles.get(&h) {
+            None => neg(Code::NOT_FOUND),
+            Some(Io::Dgram(u)) => match u.set_read_timeout(Some(timeout(timeout_ms))).and_then(|_| u.recv_from(dst)) {
+                Ok((k, sender)) => {
+                    // An IPv4 sender on an IPv6 socket, as IPv4, like the host.
+                    let sender = match sender {
+                        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
+                            Some(ip) => SocketAddr::new(IpAddr::V4(ip), a.port()),
+                            None => sender,
+                        },
+                        v4 => v4,
+                    };
+                    let text = sender.to_string();
+                    let l = text.len().min(from.len() - 1);
+                    from[..l].copy_from_slice(&text.as_bytes()[..l]);
+                    from[l] = 0;
+                    k as i32
+                }
+                Err(e) => io_err(&e),
+            },
+            Some(_) => neg(Code::INVALID),
+        })
+    }
 }
 
 /// The in-process stand-in for the host, used when the SDK is compiled
@@ -835,6 +1053,7 @@ pub mod native {
     pub(super) enum Io {
         Tcp(std::net::TcpStream),
         Udp(std::net::UdpSocket),
+        Dgram(std::net::UdpSocket),
     }
 
     #[derive(Default)]
@@ -1047,6 +1266,61 @@ mod tests {
         assert_eq!(c.read_line(8, 0).unwrap(), "ab");
         sender.join().unwrap();
         t.join().unwrap();
+    }
+
+    #[test]
+    fn datagrams() {
+        // A peer that echoes one datagram, and a stranger.
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let peer_addr = peer.local_addr().unwrap().to_string();
+        let t = std::thread::spawn(move || {
+            let mut b = [0u8; 64];
+            let (n, from) = peer.recv_from(&mut b).unwrap();
+            peer.send_to(&b[..n], from).unwrap();
+            from
+        });
+        let c = PacketConn::open(":0").unwrap();
+        assert_eq!(c.local_addr(), ":0");
+        assert_eq!(c.send_to(&peer_addr, b"ping", 1000).unwrap(), 4);
+        let mut b = [0u8; 64];
+        let (n, from) = c.recv_from(&mut b, 1000).unwrap();
+        assert_eq!((&b[..n], from.as_str()), (&b"ping"[..], peer_addr.as_str()));
+        let seen = t.join().unwrap();
+
+        // A datagram longer than the buffer is cut.
+        let stranger = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        stranger.send_to(b"0123456789", ("127.0.0.1", seen.port())).unwrap();
+        let mut small = [0u8; 4];
+        let (n, from) = c.recv_from(&mut small, 1000).unwrap();
+        assert_eq!((&small[..n], from), (&b"0123"[..], stranger.local_addr().unwrap().to_string()));
+
+        // Nothing came: a timeout. Stream calls on a datagram socket, and
+        // datagram calls on a stream, are INVALID.
+        let e = c.recv_from(&mut b, 50).unwrap_err();
+        assert_eq!(e.code, Code::TIMEOUT, "{}", e);
+        assert!(e.message.contains("receive on udp://:0"), "{}", e);
+        assert_eq!(io_read(c.handle(), &mut b, 50).unwrap_err().code, Code::INVALID);
+        assert_eq!(io_write(c.handle(), b"x", 50).unwrap_err().code, Code::INVALID);
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let tcp = Conn::tcp(&l.local_addr().unwrap().to_string(), 1000).unwrap();
+        assert_eq!(dgram_send(tcp.handle(), &peer_addr, b"x", 50).unwrap_err().code, Code::INVALID);
+        assert_eq!(dgram_recv(tcp.handle(), &mut b, 50).unwrap_err().code, Code::INVALID);
+        drop(tcp);
+        assert_eq!(dgram_recv(999, &mut b, 50).unwrap_err().code, Code::NOT_FOUND);
+
+        // Bind addresses as the host takes them: IP:PORT or :PORT, no names.
+        for bad in ["", "0", "localhost:0", "127.0.0.1", "[::1]", "x:y"] {
+            assert_eq!(PacketConn::open(bad).unwrap_err().code, Code::INVALID, "{:?}", bad);
+        }
+        let fixed = PacketConn::open("127.0.0.1:0").unwrap();
+        fixed.close().unwrap();
+        c.close().unwrap();
+        assert_eq!(native::open_handles(), 0);
+        {
+            let _dropped = PacketConn::open(":0").unwrap();
+            assert_eq!(native::open_handles(), 1);
+        }
+        assert_eq!(native::open_handles(), 0, "a dropped PacketConn closes its handle");
     }
 
     #[test]

@@ -341,6 +341,8 @@ func (conformance) CallMethod(_ *wapper.Device, method string, args []byte) ([]b
 		return out, nil
 	case "dialEcho":
 		return dialEcho(methodFields(args))
+	case "dgramEcho":
+		return dgramEcho(methodFields(args))
 	default:
 		return nil, wapper.Errorf(wapper.ErrNotFound, "unknown method %q", method)
 	}
@@ -384,6 +386,37 @@ func dialEcho(f fields) ([]byte, error) {
 		return nil, err
 	}
 	return json.Marshal(string(got))
+}
+
+// dgramEcho binds a datagram socket to f.bind, sends f.send as one
+// datagram to f.to, receives one datagram (waiting f.timeoutMs, or the
+// host default when absent or 0) and closes the socket; the result is
+// {"data": what it received, "from": its sender}.
+func dgramEcho(f fields) ([]byte, error) {
+	bind, _ := f.text("bind")
+	to, _ := f.text("to")
+	send, _ := f.text("send")
+	ms, _ := f.int("timeoutMs")
+	c, err := wapper.ListenPacket(bind)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	if ms > 0 {
+		c.SetReadDeadline(time.Now().Add(time.Duration(ms) * time.Millisecond))
+	}
+	if _, err := c.WriteTo([]byte(send), wapper.Addr{Net: "udp", Addr: to}); err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 64<<10)
+	n, from, err := c.ReadFrom(buf)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Close(); err != nil {
+		return nil, err
+	}
+	return json.Marshal(map[string]string{"data": string(buf[:n]), "from": from.String()})
 }
 
 func init() { wapper.Register(conformance{}) }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use wapper::host::{self, Clock, Conn};
+use wapper::host::{self, Clock, Conn, PacketConn};
 use wapper::{Code, Device, Driver, Error, Json, Property, Result, State, Type, Value};
 
 /// The driver; all its state is per device.
@@ -154,6 +154,7 @@ impl Driver for Conformance {
                 Ok(out)
             }
             "dialEcho" => dial_echo(args),
+            "dgramEcho" => dgram_echo(args),
             m => Err(Error::not_found(format!("unknown method {:?}", m))),
         }
     }
@@ -192,6 +193,27 @@ fn dial_echo(args: &Json) -> Result<String> {
     }
     c.close()?;
     Ok(Json::String(String::from_utf8_lossy(&got).into_owned()).to_string())
+}
+
+/// Binds a datagram socket to `args.bind`, sends `args.send` as one
+/// datagram to `args.to`, receives one datagram (waiting `args.timeoutMs`,
+/// or the host default when absent or 0) and closes the socket; the result
+/// is `{"data": what it received, "from": its sender}`.
+fn dgram_echo(args: &Json) -> Result<String> {
+    let bind = args.at("bind").to_text().unwrap_or_default();
+    let to = args.at("to").to_text().unwrap_or_default();
+    let send = args.at("send").to_text().unwrap_or_default();
+    let ms = args.at("timeoutMs").to_i64().unwrap_or(0).clamp(0, u32::MAX as i64) as u32;
+    let c = PacketConn::open(&bind)?;
+    c.send_to(&to, send.as_bytes(), 0)?;
+    let mut buf = vec![0u8; 64 << 10];
+    let (n, from) = c.recv_from(&mut buf, ms)?;
+    c.close()?;
+    Ok(Json::Object(vec![
+        ("data".to_string(), Json::String(String::from_utf8_lossy(&buf[..n]).into_owned())),
+        ("from".to_string(), Json::String(from)),
+    ])
+    .to_string())
 }
 
 wapper::export_plugin!(Conformance);
@@ -306,6 +328,31 @@ mod tests {
         assert_eq!(native::open_handles(), 0);
         let e = payload(rt.call_method(1, br#"{"method":"dialEcho","args":{"kind":"sctp","addr":"x:1","send":""}}"#)).unwrap_err();
         assert_eq!(e, Error::invalid("dialEcho: unknown kind \"sctp\""));
+    }
+
+    #[test]
+    fn dgram_echo() {
+        let mut rt = rt();
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = peer.local_addr().unwrap().to_string();
+        let t = std::thread::spawn(move || {
+            let mut b = [0u8; 64];
+            let (n, from) = peer.recv_from(&mut b).unwrap();
+            peer.send_to(&b[..n], from).unwrap();
+        });
+        let req = format!(r#"{{"method":"dgramEcho","args":{{"bind":":0","to":"{}","send":"hello \"udp\""}}}}"#, addr);
+        let got = payload(rt.call_method(1, req.as_bytes())).unwrap();
+        assert_eq!(String::from_utf8(got).unwrap(), format!(r#"{{"data":"hello \"udp\"","from":"{}"}}"#, addr));
+        t.join().unwrap();
+        assert_eq!(native::open_handles(), 0);
+        // No answer: a timeout, and the socket is closed all the same.
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = silent.local_addr().unwrap();
+        let req = format!(r#"{{"method":"dgramEcho","args":{{"bind":":0","to":"{}","send":"x","timeoutMs":50}}}}"#, to);
+        assert_eq!(payload(rt.call_method(1, req.as_bytes())).unwrap_err().code, Code::TIMEOUT);
+        let e = payload(rt.call_method(1, br#"{"method":"dgramEcho","args":{"bind":"nowhere","to":"x:1","send":""}}"#)).unwrap_err();
+        assert_eq!(e.code, Code::INVALID);
+        assert_eq!(native::open_handles(), 0);
     }
 
     #[test]

@@ -157,3 +157,27 @@ func isRange(err error) bool {
 	ne, ok := err.(*strconv.NumError)
 	return ok && ne.Err == strconv.ErrRange
 }
+
+// Flag is a bool in configData, which KubeEdge's tools write either as
+// true/false or as "true"/"false" (any strconv.ParseBool spelling, and ""
+// for false). Use it for the boolean fields of a configData struct.
+type Flag bool
+
+// UnmarshalJSON reads a JSON bool or a string that spells one.
+func (f *Flag) UnmarshalJSON(b []byte) error {
+	var s string
+	if json.Unmarshal(b, &s) == nil {
+		v, err := strconv.ParseBool(strings.TrimSpace(s))
+		if err != nil && s != "" {
+			return fmt.Errorf("%q is not true or false", s)
+		}
+		*f = Flag(v)
+		return nil
+	}
+	var v bool
+	if err := json.Unmarshal(b, &v); err != nil {
+		return fmt.Errorf("%s is not true or false", b)
+	}
+	*f = Flag(v)
+	return nil
+}

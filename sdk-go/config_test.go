@@ -105,3 +105,17 @@ func TestConfigFromDevice(t *testing.T) {
 		t.Errorf("offset %d", off)
 	}
 }
+
+func TestFlag(t *testing.T) {
+	var v struct {
+		A, B, C, D Flag
+	}
+	if err := json.Unmarshal([]byte(`{"A": true, "B": "true", "C": "", "D": "0"}`), &v); err != nil || !v.A || !v.B || v.C || v.D {
+		t.Fatalf("%+v, %v", v, err)
+	}
+	for _, bad := range []string{`{"A": "yes"}`, `{"A": 1}`} {
+		if err := json.Unmarshal([]byte(bad), &v); err == nil {
+			t.Errorf("%s accepted", bad)
+		}
+	}
+}

@@ -3,33 +3,11 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
 	wapper "wapper.dev/wapper/sdk-go"
 )
-
-// flag is a bool in configData: true/false or "true"/"false".
-type flag bool
-
-func (f *flag) UnmarshalJSON(b []byte) error {
-	var s string
-	if json.Unmarshal(b, &s) == nil {
-		v, err := strconv.ParseBool(strings.TrimSpace(s))
-		if err != nil && s != "" {
-			return fmt.Errorf("%q is not true or false", s)
-		}
-		*f = flag(v)
-		return nil
-	}
-	var v bool
-	if err := json.Unmarshal(b, &v); err != nil {
-		return fmt.Errorf("%s is not true or false", b)
-	}
-	*f = flag(v)
-	return nil
-}
 
 // rawProtocol is the protocol configData's text fields, KubeEdge's
 // names. Numbers are read from a wapper.Config, which takes them as JSON
@@ -40,8 +18,8 @@ type rawProtocol struct {
 	// TLS selects Modbus/TCP Security: Modbus TCP inside TLS, which the
 	// host makes (grants.network tls://..., grants.tls for the CA and the
 	// client certificate); the port then defaults to 802.
-	TLS flag `json:"tls"`
-	Parity     string `json:"parity"`
+	TLS    wapper.Flag `json:"tls"`
+	Parity string      `json:"parity"`
 	// Timeout is milliseconds (a number) or a duration string ("2s").
 	Timeout json.RawMessage `json:"timeout"`
 }
@@ -174,10 +152,10 @@ const (
 // plus dataType. Numbers (offset, limit, scale) are read from a
 // wapper.Config.
 type rawVisitor struct {
-	Register       string `json:"register"`
-	IsSwap         flag   `json:"isSwap"`
-	IsRegisterSwap flag   `json:"isRegisterSwap"`
-	DataType       string `json:"dataType"`
+	Register       string      `json:"register"`
+	IsSwap         wapper.Flag `json:"isSwap"`
+	IsRegisterSwap wapper.Flag `json:"isRegisterSwap"`
+	DataType       string      `json:"dataType"`
 }
 
 // visitor is a property's checked register mapping.

@@ -12,27 +12,6 @@ import (
 	wapper "wapper.dev/wapper/sdk-go"
 )
 
-// flag is a bool in configData: true/false or "true"/"false".
-type flag bool
-
-func (f *flag) UnmarshalJSON(b []byte) error {
-	var s string
-	if json.Unmarshal(b, &s) == nil {
-		v, err := strconv.ParseBool(strings.TrimSpace(s))
-		if err != nil && s != "" {
-			return fmt.Errorf("%q is not true or false", s)
-		}
-		*f = flag(v)
-		return nil
-	}
-	var v bool
-	if err := json.Unmarshal(b, &v); err != nil {
-		return fmt.Errorf("%s is not true or false", b)
-	}
-	*f = flag(v)
-	return nil
-}
-
 // rawProtocol is the protocol configData's text fields, in the spelling
 // of KubeEdge's MQTT mapper (mappers-go, mappers/device-v1beta1/
 // mqtt-mapper: driver/devicetype.go ConfigData, and the ip and port of
@@ -49,7 +28,7 @@ type rawProtocol struct {
 	Username       *string         `json:"username"`
 	PasswordSecret string          `json:"passwordSecret"`
 	Password       json.RawMessage `json:"password"`
-	CleanSession   *flag           `json:"cleanSession"`
+	CleanSession   *wapper.Flag    `json:"cleanSession"`
 	ConnectionTTL  json.RawMessage `json:"connectionTTL"`
 	FileType       string          `json:"fileType"`
 }
@@ -63,12 +42,12 @@ type rawVisitor struct {
 	Topic        string          `json:"topic"`
 	CommandTopic string          `json:"commandTopic"`
 	JSONPath     *string         `json:"jsonPath"`
-	Retain       flag            `json:"retain"`
+	Retain       wapper.Flag     `json:"retain"`
 	FileType     string          `json:"fileType"`
 	ClientID     *string         `json:"clientID"`
 	Username     *string         `json:"username"`
 	Password     json.RawMessage `json:"password"`
-	CleanSession *flag           `json:"cleanSession"`
+	CleanSession *wapper.Flag    `json:"cleanSession"`
 }
 
 // protocolConfig is a device's checked broker settings.

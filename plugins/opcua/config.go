@@ -279,10 +279,10 @@ func cutRef(ref string) (name, key string, ok bool) {
 // rawVisitor is a property's visitor configData.
 type rawVisitor struct {
 	// NodeID is KubeEdge's field ("nodeID"; "nodeId" works too).
-	NodeID     string `json:"nodeID"`
-	BrowsePath string `json:"browsePath"`
-	Subscribe  flag   `json:"subscribe"`
-	DataType   string `json:"dataType"`
+	NodeID     string      `json:"nodeID"`
+	BrowsePath string      `json:"browsePath"`
+	Subscribe  wapper.Flag `json:"subscribe"`
+	DataType   string      `json:"dataType"`
 }
 
 // visitor is a property's checked node mapping.
@@ -450,25 +450,4 @@ func isDigits(s string) bool {
 		}
 	}
 	return s != ""
-}
-
-// flag is a bool in configData: true/false or "true"/"false".
-type flag bool
-
-func (f *flag) UnmarshalJSON(b []byte) error {
-	var s string
-	if json.Unmarshal(b, &s) == nil {
-		v, err := strconv.ParseBool(strings.TrimSpace(s))
-		if err != nil && s != "" {
-			return fmt.Errorf("%q is not true or false", s)
-		}
-		*f = flag(v)
-		return nil
-	}
-	var v bool
-	if err := json.Unmarshal(b, &v); err != nil {
-		return fmt.Errorf("%s is not true or false", b)
-	}
-	*f = flag(v)
-	return nil
 }

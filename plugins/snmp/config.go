@@ -13,27 +13,6 @@ import (
 	wapper "wapper.dev/wapper/sdk-go"
 )
 
-// flag is a bool in configData: true/false or "true"/"false".
-type flag bool
-
-func (f *flag) UnmarshalJSON(b []byte) error {
-	var s string
-	if json.Unmarshal(b, &s) == nil {
-		v, err := strconv.ParseBool(strings.TrimSpace(s))
-		if err != nil && s != "" {
-			return fmt.Errorf("%q is not true or false", s)
-		}
-		*f = flag(v)
-		return nil
-	}
-	var v bool
-	if err := json.Unmarshal(b, &v); err != nil {
-		return fmt.Errorf("%s is not true or false", b)
-	}
-	*f = flag(v)
-	return nil
-}
-
 // text is a string in configData that may also be given as a number
 // (version: 3, as YAML writes it).
 type text string
@@ -387,11 +366,11 @@ var (
 
 // rawVisitor is a property's visitor configData.
 type rawVisitor struct {
-	OID      string `json:"oid"`
-	Walk     flag   `json:"walk"`
-	TrapOnly flag   `json:"trapOnly"`
-	SNMPType string `json:"snmpType"`
-	Format   string `json:"format"`
+	OID      string      `json:"oid"`
+	Walk     wapper.Flag `json:"walk"`
+	TrapOnly wapper.Flag `json:"trapOnly"`
+	SNMPType string      `json:"snmpType"`
+	Format   string      `json:"format"`
 }
 
 // visitor is a property's checked mapping.

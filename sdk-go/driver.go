@@ -149,6 +149,24 @@ func (d *Device) ProtocolConfig(v any) error {
 	return nil
 }
 
+// ProtocolConfigs decodes the DeviceModel's protocolConfigData and then
+// the Device's protocol configData over it into each of vs (structs or
+// [Config]s), so that a device's settings override its model's, as
+// KubeEdge's mappers read them.
+func (d *Device) ProtocolConfigs(vs ...any) error {
+	for _, b := range [][]byte{d.ModelConfig, d.Device.ProtocolConfig} {
+		if len(b) == 0 {
+			continue
+		}
+		for _, v := range vs {
+			if err := json.Unmarshal(b, v); err != nil {
+				return Errorf(ErrInvalid, "device %s: protocol configData: %v", d, err)
+			}
+		}
+	}
+	return nil
+}
+
 // properties returns the device's properties, made again from the
 // description when that holds another slice (a Device built by hand, or
 // one whose description a test replaced).

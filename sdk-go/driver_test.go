@@ -240,3 +240,19 @@ func TestValueDocListsMethods(t *testing.T) {
 		}
 	}
 }
+
+func TestProtocolConfigs(t *testing.T) {
+	d := &Device{}
+	d.Namespace, d.Name = "ns", "dev"
+	d.ModelConfig = []byte(`{"ip": "10.0.0.1", "port": 502}`)
+	d.Device.ProtocolConfig = []byte(`{"port": 1502}`)
+	var raw struct{ IP string }
+	cfg := Config{}
+	if err := d.ProtocolConfigs(&raw, &cfg); err != nil || raw.IP != "10.0.0.1" || string(cfg["port"]) != "1502" {
+		t.Fatalf("%+v %s: %v", raw, cfg["port"], err)
+	}
+	d.Device.ProtocolConfig = []byte(`[1]`)
+	if err := d.ProtocolConfigs(&raw); CodeOf(err) != ErrInvalid || !strings.Contains(err.Error(), "device ns/dev: protocol configData: ") {
+		t.Fatalf("bad configData: %v", err)
+	}
+}

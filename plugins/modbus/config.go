@@ -78,17 +78,8 @@ const defaultTimeout = time.Second
 func parseProtocol(d *wapper.Device) (*protocolConfig, error) {
 	var raw rawProtocol
 	cfg := wapper.Config{}
-	for _, b := range [][]byte{d.ModelConfig, d.Device.ProtocolConfig} {
-		if len(b) == 0 {
-			continue
-		}
-		err := json.Unmarshal(b, &raw)
-		if err == nil {
-			err = json.Unmarshal(b, &cfg)
-		}
-		if err != nil {
-			return nil, wapper.Errorf(wapper.ErrInvalid, "device %s: protocol configData: %v", d, err)
-		}
+	if err := d.ProtocolConfigs(&raw, &cfg); err != nil {
+		return nil, err
 	}
 	bad := func(format string, args ...any) error {
 		return wapper.Errorf(wapper.ErrInvalid, "device %s: protocol configData: "+format, append([]any{d}, args...)...)

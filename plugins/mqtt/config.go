@@ -140,17 +140,8 @@ func parseDevice(d *wapper.Device) (*protocolConfig, map[uint32]*propConfig, err
 	}
 	var raw rawProtocol
 	cfg := wapper.Config{}
-	for _, b := range [][]byte{d.ModelConfig, d.Device.ProtocolConfig} {
-		if len(b) == 0 {
-			continue
-		}
-		err := json.Unmarshal(b, &raw)
-		if err == nil {
-			err = json.Unmarshal(b, &cfg)
-		}
-		if err != nil {
-			return nil, nil, bad("%v", err)
-		}
+	if err := d.ProtocolConfigs(&raw, &cfg); err != nil {
+		return nil, nil, err
 	}
 	if present(raw.Password) {
 		return nil, nil, bad("%s", passwordErr(""))

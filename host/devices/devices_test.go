@@ -78,7 +78,7 @@ func device1(name string) *v1beta1.Device {
 
 func waitFor(t *testing.T, what string, fn func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Minute) // a bound, not a speed: a cold compile under -race on a busy machine takes long
+	deadline := time.Now().Add(5 * time.Minute) // a bound, not a speed: a cold compile under -race on a busy machine takes minutes
 	for !fn() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)

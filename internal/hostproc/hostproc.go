@@ -43,7 +43,9 @@ func Start(t testing.TB, bin string, args ...string) *Proc {
 	if err := p.Cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	captured := make(chan struct{})
 	go func() {
+		defer close(captured)
 		sc := bufio.NewScanner(pr)
 		sc.Buffer(make([]byte, maxLine), maxLine)
 		for sc.Scan() {
@@ -56,7 +58,9 @@ func Start(t testing.TB, bin string, args ...string) *Proc {
 		// blocks on a full pipe.
 		io.Copy(io.Discard, pr)
 	}()
-	go func() { p.err = p.Cmd.Wait(); pw.Close(); close(p.done) }()
+	// done waits for the capture too, so that Logs holds the last lines
+	// once the process is seen to have exited.
+	go func() { p.err = p.Cmd.Wait(); pw.Close(); <-captured; close(p.done) }()
 	t.Cleanup(func() {
 		select {
 		case <-p.done:
@@ -71,7 +75,8 @@ func Start(t testing.TB, bin string, args ...string) *Proc {
 	return p
 }
 
-// Done is closed once the process has exited and its status is known.
+// Done is closed once the process has exited, its status is known and all
+// its output is in Logs.
 func (p *Proc) Done() <-chan struct{} { return p.done }
 
 // Err is what Cmd.Wait returned; it is meaningful only after Done is closed.

@@ -20,9 +20,11 @@ import (
 
 	"github.com/kubeedge/api/apis/devices/v1beta1"
 	kubeedge "github.com/kubeedge/api/client/clientset/versioned"
+	"github.com/redis/go-redis/v9"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"wapper.dev/wapper/internal/dbtest"
 	"wapper.dev/wapper/internal/k8stest"
 	"wapper.dev/wapper/internal/kubeedgetest"
 	"wapper.dev/wapper/internal/testenv"
@@ -265,6 +267,47 @@ func TestKubeEdge(t *testing.T) {
 		if got != -7 {
 			t.Fatalf("holding register 10 = %d, want -7", got)
 		}
+	})
+
+	t.Run("dbMethod", func(t *testing.T) {
+		// A dbMethod added to a Device in the cluster reaches wapper-host
+		// through cloudcore, edgecore and DMI, and the readings land in
+		// Redis; the password is the host's secret.
+		rs := dbtest.Redis(t, "ke-redis-pw")
+		secret := filepath.Join(e.state, "secrets", "dbmethod-redis")
+		if err := os.MkdirAll(secret, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(secret, "password"), []byte("ke-redis-pw"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		e.update(t, "meter", func(d *v1beta1.Device) {
+			for i := range d.Spec.Properties {
+				if d.Spec.Properties[i].Name == "energy" {
+					d.Spec.Properties[i].PushMethod = &v1beta1.PushMethod{DBMethod: &v1beta1.DBMethodConfig{
+						Redis: &v1beta1.DBMethodRedis{RedisClientConfig: &v1beta1.RedisClientConfig{Addr: rs.Addr, DB: 2}}}}
+				}
+			}
+		})
+		rc := redis.NewClient(&redis.Options{Addr: rs.Addr, Password: "ke-redis-pw", DB: 2})
+		defer rc.Close()
+		saEventually(t, "energy readings in redis", keWithin, func() error {
+			ms, err := rc.ZRange(context.Background(), "meter", 0, -1).Result()
+			if err != nil || len(ms) < 2 {
+				return fmt.Errorf("%d members (%v)", len(ms), err)
+			}
+			if !strings.Contains(ms[0], `"PropertyName":"energy","Namespace":"default","Value":"2500000.5"`) {
+				return fmt.Errorf("member %s", ms[0])
+			}
+			return nil
+		})
+		e.update(t, "meter", func(d *v1beta1.Device) {
+			for i := range d.Spec.Properties {
+				if d.Spec.Properties[i].Name == "energy" {
+					d.Spec.Properties[i].PushMethod = nil
+				}
+			}
+		})
 	})
 
 	t.Run("mqtt", func(t *testing.T) {

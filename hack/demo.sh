@@ -33,7 +33,8 @@ MHOST=${MQTT%:*}; MPORT=${MQTT##*:}
 cat <<MSG
 
 wapper-host is running: one simulated thermostat (examples/standalone).
-Paste these in another terminal:
+Device console: http://$HTTP/ (open it in a browser)
+Or paste these in another terminal:
 
   curl -s http://$HTTP/api/v1/devices
   curl -s http://$HTTP/api/v1/device/default/thermostat/temperature

@@ -4,7 +4,8 @@
 #
 # It waits for the dpkg lock when another apt run holds it, instead of
 # failing. Debian starts the daemons it installs (mosquitto on port 1883,
-# docker-registry on 5000, gpsd on 2947, snmpd on 161); the tests run their own instances
+# docker-registry on 5000, gpsd on 2947, snmpd on 161, redis on 6379,
+# mariadb on 3306); the tests run their own instances
 # on ports of their own, so no service may start: a policy-rc.d denies
 # starts while this script installs, and services that are up anyway are
 # disabled and stopped with their own service commands. No process is ever
@@ -22,9 +23,12 @@ pkgs=(
   gcc libc6-dev                 # cgo for go test -race, and for edgecore's sqlite driver
   sqlite3 iproute2              # read edgecore's database in tests; ss picks free ports
   snmpd snmp                    # net-snmp agent and snmpget/snmpset/snmptrap, SNMP mapper peer
+  redis-server redis-tools      # dbMethod redis peer, and redis-cli to read what landed
+  mariadb-server mariadb-client # dbMethod mysql peer, and mariadb to read what landed
+  chromium                      # headless browser for the device console's test (e2e/console_test.go, driven by playwright-core)
 )
 # Daemons the packages above start, by package.
-declare -A services=([mosquitto]=mosquitto [docker-registry]=docker-registry [gpsd]="gpsd gpsd.socket" [snmpd]=snmpd)
+declare -A services=([mosquitto]=mosquitto [docker-registry]=docker-registry [gpsd]="gpsd gpsd.socket" [snmpd]=snmpd [redis-server]=redis-server [mariadb-server]=mariadb)
 
 # missing prints the packages that are not installed, with one dpkg-query.
 missing() {

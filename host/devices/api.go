@@ -30,9 +30,19 @@ func (m *Manager) Devices() []DeviceStatus {
 	sort.Slice(devs, func(i, j int) bool { return devs[i].key < devs[j].key })
 	out := make([]DeviceStatus, len(devs))
 	for i, d := range devs {
-		out[i] = d.status()
+		out[i] = m.withSinks(d.status())
 	}
 	return out
+}
+
+// SetSinkReporter sets where device statuses take their Sinks from.
+func (m *Manager) SetSinkReporter(r SinkReporter) { m.sinks.Store(&r) }
+
+func (m *Manager) withSinks(s DeviceStatus) DeviceStatus {
+	if r := m.sinks.Load(); r != nil {
+		s.Sinks = (*r).SinkStatus(s.Namespace + "/" + s.Name)
+	}
+	return s
 }
 
 // Device returns one device.
@@ -41,7 +51,7 @@ func (m *Manager) Device(namespace, name string) (DeviceStatus, error) {
 	if err != nil {
 		return DeviceStatus{}, err
 	}
-	return d.status(), nil
+	return m.withSinks(d.status()), nil
 }
 
 // SetDesired sets the desired value of a ReadWrite property (KubeEdge twin

@@ -119,6 +119,8 @@ type Manager struct {
 	// clock is the clock of the read-failure warnings' rate limit (nil:
 	// time.Now); tests set it.
 	clock atomic.Pointer[func() time.Time]
+	// sinks reports the data sinks of device statuses (nil: none).
+	sinks atomic.Pointer[SinkReporter]
 
 	ctx    context.Context
 	cancel context.CancelFunc

@@ -70,6 +70,35 @@ type DeviceStatus struct {
 	StateTime   time.Time    `json:"stateTime,omitzero"`
 	Twins       []TwinStatus `json:"twins"`
 	Methods     []abi.Method `json:"methods,omitempty"`
+	// Sinks are the data sinks of its properties (pushMethod.dbMethod and
+	// pushMethod.otel), from the reporter set with [Manager.SetSinkReporter].
+	Sinks []SinkStatus `json:"sinks,omitempty"`
+}
+
+// SinkStatus is where one data sink of a property stands: a database of
+// its pushMethod.dbMethod or its pushMethod.otel endpoint.
+type SinkStatus struct {
+	Property string `json:"property"`
+	// Method is "dbMethod.redis", "dbMethod.mysql", "dbMethod.influxdb2",
+	// "dbMethod.TDEngine" or "otel"; Target names the server.
+	Method string `json:"method"`
+	Target string `json:"target,omitempty"`
+	// Written counts this property's readings stored there; Queued is
+	// the number of readings (of every device) waiting for the target;
+	// Dropped counts this property's readings lost: past the queue's
+	// bound, or refused by the server or by the host.
+	Written uint64 `json:"written"`
+	Queued  int    `json:"queued"`
+	Dropped uint64 `json:"dropped"`
+	// Error is why readings are not stored now (the target is down,
+	// refuses the credentials, or the sink is not usable), or "".
+	Error     string    `json:"error,omitempty"`
+	ErrorTime time.Time `json:"errorTime,omitzero"`
+}
+
+// SinkReporter gives the sink statuses of a device, "namespace/name".
+type SinkReporter interface {
+	SinkStatus(device string) []SinkStatus
 }
 
 // status returns the device with its state and twins.

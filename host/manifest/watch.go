@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -12,8 +13,11 @@ import (
 
 // Watch calls apply with a fresh Set whenever a manifest file in dir is
 // created, written, renamed or removed, after events have been quiet for
-// debounce. It returns when ctx is done. The initial load is the caller's.
-func Watch(ctx context.Context, dir string, debounce time.Duration, log *slog.Logger, apply func(*Set)) error {
+// debounce. It returns when ctx is done. The initial load is the caller's,
+// made at loaded: a change made between then and the moment the watch is
+// in place (the folder or a manifest file modified since) is picked up by
+// a load right after.
+func Watch(ctx context.Context, dir string, loaded time.Time, debounce time.Duration, log *slog.Logger, apply func(*Set)) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return fmt.Errorf("watch manifest folder: %w", err)
@@ -27,6 +31,9 @@ func Watch(ctx context.Context, dir string, debounce time.Duration, log *slog.Lo
 	}
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	if changedSince(dir, loaded) {
+		timer.Reset(debounce)
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -55,4 +62,28 @@ func Watch(ctx context.Context, dir string, debounce time.Duration, log *slog.Lo
 			apply(set)
 		}
 	}
+}
+
+// changedSince reports whether dir, or a manifest file in it, was modified
+// at or after t (to the file system's time resolution); an unreadable
+// folder counts as changed.
+func changedSince(dir string, t time.Time) bool {
+	t = t.Add(-time.Second) // coarse file system clocks
+	fi, err := os.Stat(dir)
+	if err != nil || !fi.ModTime().Before(t) {
+		return true
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return true
+	}
+	for _, e := range entries {
+		if !IsManifestFile(e.Name()) {
+			continue
+		}
+		if info, err := e.Info(); err != nil || !info.ModTime().Before(t) {
+			return true
+		}
+	}
+	return false
 }

@@ -4,9 +4,9 @@
 // MQTT bridge, which takes its payload from [Format.MQTTPayload]. By
 // default the payloads are mapper-framework's ([MapperFramework]), so that
 // consumers written for KubeEdge's generated mappers work unchanged;
-// [JSON] sends the whole reading instead. The other push methods (otel,
-// dbMethod, anomalyDetection) are not supported yet: [Unsupported] warns
-// about them.
+// [JSON] sends the whole reading instead. Package host/sink stores the
+// readings of dbMethod and otel; anomalyDetection is not supported yet:
+// [Unsupported] warns about it.
 package push
 
 import (

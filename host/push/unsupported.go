@@ -3,15 +3,15 @@ package push
 import (
 	"context"
 	"log/slog"
-	"strings"
 
 	"github.com/kubeedge/api/apis/devices/v1beta1"
 
 	"wapper.dev/wapper/host/devices"
 )
 
-// Unsupported warns about the parts of a property's pushMethod that
-// wapper-host does not act on yet (otel, dbMethod, anomalyDetection): once
+// Unsupported warns about the part of a property's pushMethod that
+// wapper-host does not act on yet (anomalyDetection; package host/sink
+// stores dbMethod and otel, and refuses aloud the ones it cannot): once
 // per device and property, at the first reading that carries the
 // pushMethod, and again when that part changes or the device is removed and
 // added back.
@@ -80,7 +80,7 @@ func (u *Unsupported) Run(ctx context.Context) error {
 }
 
 func hasUnsupported(p *v1beta1.PushMethod) bool {
-	return p != nil && (p.OTEL != nil || p.DBMethod != nil || p.AnomalyDetection != nil)
+	return p != nil && p.AnomalyDetection != nil
 }
 
 func (u *Unsupported) handle(ev devices.Event) {
@@ -106,42 +106,15 @@ func (u *Unsupported) handle(ev devices.Event) {
 		if ok && w.what == what {
 			continue // the Device changed elsewhere
 		}
-		verb := "is"
-		if strings.Contains(what, ", pushMethod.") {
-			verb = "are"
-		}
-		u.log.Warn(what+" "+verb+" not supported yet; ignored", "device", ev.Device, "property", t.Property)
+		u.log.Warn(what+" is not supported yet; ignored", "device", ev.Device, "property", t.Property)
 	}
 }
 
-// unsupportedMethods names the parts of p wapper-host ignores, such as
-// "pushMethod.dbMethod (influxdb2)", or is "" when there are none.
+// unsupportedMethods names the parts of p wapper-host ignores
+// ("pushMethod.anomalyDetection"), or is "" when there are none.
 func unsupportedMethods(p *v1beta1.PushMethod) string {
-	if p == nil {
+	if p == nil || p.AnomalyDetection == nil {
 		return ""
 	}
-	var out []string
-	if p.OTEL != nil {
-		out = append(out, "pushMethod.otel")
-	}
-	if db := p.DBMethod; db != nil {
-		var kinds []string
-		for _, k := range []struct {
-			set  bool
-			name string
-		}{{db.Influxdb2 != nil, "influxdb2"}, {db.Redis != nil, "redis"}, {db.TDEngine != nil, "TDEngine"}, {db.Mysql != nil, "mysql"}} {
-			if k.set {
-				kinds = append(kinds, k.name)
-			}
-		}
-		s := "pushMethod.dbMethod"
-		if len(kinds) > 0 {
-			s += " (" + strings.Join(kinds, ", ") + ")"
-		}
-		out = append(out, s)
-	}
-	if p.AnomalyDetection != nil {
-		out = append(out, "pushMethod.anomalyDetection")
-	}
-	return strings.Join(out, ", ")
+	return "pushMethod.anomalyDetection"
 }

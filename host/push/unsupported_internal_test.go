@@ -18,12 +18,11 @@ func TestUnsupportedMethods(t *testing.T) {
 	}{
 		{nil, ""},
 		{&v1beta1.PushMethod{HTTP: &v1beta1.PushMethodHTTP{}, MQTT: &v1beta1.PushMethodMQTT{}}, ""},
-		{&v1beta1.PushMethod{DBMethod: &v1beta1.DBMethodConfig{Influxdb2: &v1beta1.DBMethodInfluxdb2{}}}, "pushMethod.dbMethod (influxdb2)"},
-		{&v1beta1.PushMethod{DBMethod: &v1beta1.DBMethodConfig{}}, "pushMethod.dbMethod"},
+		{&v1beta1.PushMethod{DBMethod: &v1beta1.DBMethodConfig{Influxdb2: &v1beta1.DBMethodInfluxdb2{}}, OTEL: &v1beta1.PushMethodOTEL{}}, ""},
 		{&v1beta1.PushMethod{OTEL: &v1beta1.PushMethodOTEL{}, MQTT: &v1beta1.PushMethodMQTT{},
-			DBMethod:         &v1beta1.DBMethodConfig{Redis: &v1beta1.DBMethodRedis{}, TDEngine: &v1beta1.DBMethodTDEngine{}, Mysql: &v1beta1.DBMethodMySQL{}},
+			DBMethod:         &v1beta1.DBMethodConfig{Redis: &v1beta1.DBMethodRedis{}},
 			AnomalyDetection: &v1beta1.AnomalyDetectionConfig{}},
-			"pushMethod.otel, pushMethod.dbMethod (redis, TDEngine, mysql), pushMethod.anomalyDetection"},
+			"pushMethod.anomalyDetection"},
 	}
 	for _, c := range cases {
 		if got := unsupportedMethods(c.p); got != c.want {
@@ -41,7 +40,7 @@ func TestUnsupportedMethods(t *testing.T) {
 func TestUnsupportedWarnsOnce(t *testing.T) {
 	var buf bytes.Buffer
 	u := NewUnsupported(nil, slog.New(slog.NewTextHandler(&buf, nil)))
-	influx := &v1beta1.PushMethod{DBMethod: &v1beta1.DBMethodConfig{Influxdb2: &v1beta1.DBMethodInfluxdb2{}}}
+	anomaly := &v1beta1.PushMethod{AnomalyDetection: &v1beta1.AnomalyDetectionConfig{}}
 	reading := func(dev, prop string, p *v1beta1.PushMethod) {
 		u.handle(devices.Event{Type: devices.EventReading, Device: dev, Twins: []devices.TwinStatus{{Property: prop, Push: p}}})
 	}
@@ -67,22 +66,22 @@ func TestUnsupportedWarnsOnce(t *testing.T) {
 	}
 
 	for range 3 {
-		reading("ns/a", "p", influx)
+		reading("ns/a", "p", anomaly)
 	}
-	want("three readings", 1, `level=WARN msg="pushMethod.dbMethod (influxdb2) is not supported yet; ignored" device=ns/a property=p`)
-	reading("ns/a", "q", influx)
-	reading("ns/b", "p", influx)
-	want("other property and device", 2, "influxdb2")
-	same := *influx
+	want("three readings", 1, `level=WARN msg="pushMethod.anomalyDetection is not supported yet; ignored" device=ns/a property=p`)
+	reading("ns/a", "q", anomaly)
+	reading("ns/b", "p", anomaly)
+	want("other property and device", 2, "anomalyDetection")
+	same := *anomaly
 	reading("ns/a", "p", &same)
 	want("same pushMethod, new object", 0, "")
-	reading("ns/a", "p", &v1beta1.PushMethod{OTEL: &v1beta1.PushMethodOTEL{}, AnomalyDetection: &v1beta1.AnomalyDetectionConfig{}})
-	want("changed", 1, `msg="pushMethod.otel, pushMethod.anomalyDetection are not supported yet; ignored"`)
-	reading("ns/a", "r", &v1beta1.PushMethod{HTTP: &v1beta1.PushMethodHTTP{}})
+	reading("ns/a", "p", &v1beta1.PushMethod{OTEL: &v1beta1.PushMethodOTEL{}})
+	want("dbMethod and otel only", 0, "")
+	reading("ns/a", "r", &v1beta1.PushMethod{HTTP: &v1beta1.PushMethodHTTP{}, DBMethod: &v1beta1.DBMethodConfig{}})
 	reading("ns/a", "r", nil)
 	want("supported or none", 0, "")
 	u.handle(devices.Event{Type: devices.EventDeviceRemoved, Device: "ns/a"})
-	reading("ns/a", "q", influx)
-	reading("ns/b", "p", influx)
+	reading("ns/a", "q", anomaly)
+	reading("ns/b", "p", anomaly)
 	want("after removal", 1, "device=ns/a property=q")
 }

@@ -86,9 +86,9 @@ func (s *syncBuffer) String() string {
 }
 
 // TestUnsupportedLoggedOnce: a running device whose properties have a
-// dbMethod, otel or anomalyDetection gets one warning per property, however
-// many readings carry the pushMethod, and none for a property with only
-// supported push methods.
+// anomalyDetection gets one warning per property, however many readings
+// carry the pushMethod, and none for a property with only supported push
+// methods (dbMethod and otel included).
 func TestUnsupportedLoggedOnce(t *testing.T) {
 	virtual := testenv.Plugin(t, "virtual")
 	var warnings syncBuffer
@@ -129,11 +129,10 @@ func TestUnsupportedLoggedOnce(t *testing.T) {
 
 	got := strings.Split(strings.TrimSpace(warnings.String()), "\n")
 	want := []string{
-		`level=WARN msg="pushMethod.dbMethod (influxdb2) is not supported yet; ignored" device=plant/meter property=temp`,
-		`level=WARN msg="pushMethod.otel, pushMethod.dbMethod (redis, mysql), pushMethod.anomalyDetection are not supported yet; ignored" device=plant/meter property=rate`,
+		`level=WARN msg="pushMethod.anomalyDetection is not supported yet; ignored" device=plant/meter property=rate`,
 	}
 	if len(got) != len(want) {
-		t.Fatalf("after %v readings with a pushMethod, warnings:\n%s\nwant one for temp and one for rate", pushed, strings.Join(got, "\n"))
+		t.Fatalf("after %v readings with a pushMethod, warnings:\n%s\nwant one for rate", pushed, strings.Join(got, "\n"))
 	}
 	for _, w := range want {
 		n := 0

@@ -16,19 +16,33 @@ const pingPath = "/api/v1/ping"
 func isRead(method string) bool { return method == http.MethodGet || method == http.MethodHead }
 
 // guard asks for the token before mux sees the request: on every write,
-// and on every read but ping with Options.AuthReads.
+// and on every read but ping and the routes of HandleOpen with
+// Options.AuthReads.
 func (s *Server) guard(next http.Handler) http.Handler {
 	if s.opts.Token == "" {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !isRead(r.Method) || (s.opts.AuthReads && r.URL.Path != pingPath) {
+		if !isRead(r.Method) || (s.opts.AuthReads && !s.openRead(r)) {
 			if !s.authorized(w, r) {
 				return
 			}
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// openRead reports whether r reads a route that needs no token with
+// Options.AuthReads: ping, or a route of HandleOpen.
+func (s *Server) openRead(r *http.Request) bool {
+	if r.URL.Path == pingPath {
+		return true
+	}
+	if len(s.open) == 0 {
+		return false
+	}
+	_, pattern := s.mux.Handler(r)
+	return s.open[pattern]
 }
 
 // writes wraps a route that writes whatever its method (mapper-framework's

@@ -31,6 +31,11 @@
 // /debug/pprof. A missing or wrong token is answered 401 with
 // "WWW-Authenticate: Bearer". [Options.TLS] serves HTTPS, and mutual TLS
 // when it verifies client certificates.
+//
+// Other handlers join the API on its port with [Server.Handle], behind the
+// same token checks, and [Server.HandleOpen] for pages that hold no
+// device data: wapper-host mounts its device console (package
+// host/console) at / and /console/ that way.
 package rest
 
 import (
@@ -95,6 +100,8 @@ type Server struct {
 	mux  *http.ServeMux
 	h    http.Handler
 	ln   net.Listener // from Listen
+	// open holds the patterns of HandleOpen, read open with AuthReads.
+	open map[string]bool
 }
 
 // New returns the API over mgr.
@@ -134,6 +141,24 @@ func New(mgr *devices.Manager, o Options) *Server {
 
 // Handler returns the API's handler, token checks included.
 func (s *Server) Handler() http.Handler { return s.h }
+
+// Handle serves h for pattern (an [http.ServeMux] pattern that must not
+// conflict with the API's) beside the API, behind the same token checks:
+// writes need the token, and reads too with [Options.AuthReads]. Call it
+// before Run.
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+// HandleOpen is [Server.Handle] for pages that hold no device data, such
+// as the device console's HTML and scripts: reads of pattern stay open
+// with [Options.AuthReads] (a browser loads them before it can send the
+// token), writes still need the token.
+func (s *Server) HandleOpen(pattern string, h http.Handler) {
+	s.mux.Handle(pattern, h)
+	if s.open == nil {
+		s.open = map[string]bool{}
+	}
+	s.open[pattern] = true
+}
 
 // Listen binds addr (HTTPS with Options.TLS) and returns the bound
 // address: Run's synchronous first step, so that an address in use is

@@ -15,6 +15,7 @@ import (
 //	store      objects, twins, reported, meta (this package)
 //	cloudlink  objects, reported, outbox, meta (package host/cloudlink)
 //	kv         one bucket per plugin, named after it (package host/kv)
+//	sinks      targets, q (package host/sink)
 //
 // Databases written before this layout held these buckets at the top
 // level, under three naming conventions ("objects", "cloudlink.objects",
@@ -28,6 +29,8 @@ const (
 	TopKV = "kv"
 	// TopDMI is the top-level bucket of package host/dmi.
 	TopDMI = "dmi"
+	// TopSinks is the top-level bucket of package host/sink.
+	TopSinks = "sinks"
 )
 
 // topStore is TopStore as a bucket name.

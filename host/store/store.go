@@ -122,6 +122,9 @@ func (s *Store) update(fn func(*bolt.Tx) error) (err error) {
 	return s.db.Update(fn)
 }
 
+// Path returns the database's file.
+func (s *Store) Path() string { return s.path }
+
 // DB returns the underlying database, shared with host/kv.
 func (s *Store) DB() *bolt.DB { return s.db }
 

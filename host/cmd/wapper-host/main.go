@@ -26,7 +26,9 @@ import (
 	"github.com/spf13/pflag"
 	"sigs.k8s.io/yaml"
 
+	"wapper.dev/wapper/host/console"
 	"wapper.dev/wapper/host/devices"
+	"wapper.dev/wapper/host/hostio"
 	"wapper.dev/wapper/host/manifest"
 	"wapper.dev/wapper/host/memlimit"
 	"wapper.dev/wapper/host/mqtt"
@@ -59,6 +61,7 @@ type options struct {
 	flushInterval time.Duration
 	pprof         bool
 	pushFormat    push.Format
+	sinkBuffer    int
 	registry      client.Options
 	dmi           dmiOptions
 	cloud         cloudOptions
@@ -119,6 +122,7 @@ func newCommand() (*cobra.Command, *options) {
 	f.DurationVar(&o.stateCycle, "state-cycle", 10*time.Second, "how often device state is asked for and published, unless spec.stateReport sets it")
 	o.pushFormat = push.MapperFramework
 	f.Var(&o.pushFormat, "push-format", "payload of pushMethod.http and pushMethod.mqtt: mapper-framework (the form and text of KubeEdge's generated mappers) or json (the whole reading)")
+	f.IntVar(&o.sinkBuffer, "sink-buffer", 100000, "readings kept on disk per data sink (pushMethod.dbMethod, pushMethod.otel) while it cannot take them; past it the oldest are dropped")
 	f.BoolVar(&o.pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on --http-listen")
 	f.DurationVar(&o.flushInterval, "flush-interval", 2*time.Second, "how often reported values are saved to the state database")
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "after SIGINT or SIGTERM, how long to wait for devices, plugins and saves to finish before exiting anyway; a second signal exits at once")
@@ -250,10 +254,11 @@ func run(o options) error {
 	}
 	mods := &cloudModules{direct: devices.ModuleLoader{PluginDir: pluginDir, CacheDir: filepath.Join(o.stateDir, "modules"),
 		Fetch: fetch.Options{Logger: log, Client: o.registry}}}
+	secrets := newSecrets(&o, &mods.link, log)
 	mgr, err = devices.New(devices.Options{
 		Engine: eng, Store: st, Logger: log, Registerer: reg,
 		Modules:             mods,
-		Secrets:             newSecrets(&o, &mods.link, log),
+		Secrets:             secrets,
 		DefaultCollectCycle: o.collectCycle, DefaultReportCycle: o.reportCycle, StateCycle: o.stateCycle, FlushInterval: o.flushInterval,
 	})
 	if err != nil {
@@ -273,7 +278,7 @@ func run(o options) error {
 	}
 	lc.Go(stageCore, "memory limiter", lim.Run)
 
-	if err := startInputsOutputs(ctx, o, sec, lc, mgr, st, mods, reg, log); err != nil {
+	if err := startInputsOutputs(ctx, o, sec, lc, mgr, st, mods, secrets, reg, log); err != nil {
 		lc.Fail(err)
 		return lc.Wait()
 	}
@@ -283,7 +288,7 @@ func run(o options) error {
 
 // startInputsOutputs starts the stages above the core: the MQTT
 // connection, the outputs, then the inputs (see run).
-func startInputsOutputs(ctx context.Context, o options, sec *security, lc *lifecycle, mgr *devices.Manager, st *store.Store, mods *cloudModules, reg *prometheus.Registry, log *slog.Logger) error {
+func startInputsOutputs(ctx context.Context, o options, sec *security, lc *lifecycle, mgr *devices.Manager, st *store.Store, mods *cloudModules, secrets hostio.Secrets, reg *prometheus.Registry, log *slog.Logger) error {
 	problems := rest.NewProblems(reg)
 
 	// MQTT: embedded broker or external one.
@@ -315,7 +320,7 @@ func startInputsOutputs(ctx context.Context, o options, sec *security, lc *lifec
 			return nil
 		})
 	}
-	if err := startPushes(o, lc, mgr, bus, log, reg); err != nil {
+	if err := startPushes(o, lc, mgr, bus, st, secrets, log, reg); err != nil {
 		return err
 	}
 
@@ -324,19 +329,26 @@ func startInputsOutputs(ctx context.Context, o options, sec *security, lc *lifec
 	if o.httpListen != "" {
 		srv := rest.New(mgr, rest.Options{Logger: log, Gatherer: reg, Problems: problems, Pprof: o.pprof,
 			Token: sec.httpToken, AuthReads: sec.httpAuthReads, TLS: sec.httpTLS})
+		// The device console, on the same port and behind the same token.
+		con := console.New(mgr, console.Options{Logger: log, Gatherer: reg})
+		con.Mount(srv)
 		addr, err := srv.Listen(o.httpListen)
 		if err != nil {
 			return err
 		}
+		con.Subscribe()
+		lc.Go(stageInputs, "device console", con.Run) // ends its event streams, so the REST API stops without waiting for them
 		lc.Go(stageInputs, "REST API", srv.Run)
 		scheme := "http"
 		if sec.httpTLS != nil {
 			scheme = "https"
 		}
 		log.Info("REST API listening", "addr", addr, "try", "curl "+scheme+"://"+addr+"/api/v1/devices", "token", sec.httpToken != "", "client-certs", sec.httpClientCerts)
+		log.Info("console at " + scheme + "://" + addr + "/")
 		sec.warnREST(log, addr)
 	}
 	if o.manifests != "" {
+		loaded := time.Now()
 		set, err := manifest.Load(o.manifests)
 		if err != nil {
 			log.Error("manifests not loaded; running on saved state", "err", err)
@@ -345,7 +357,7 @@ func startInputsOutputs(ctx context.Context, o options, sec *security, lc *lifec
 		}
 		lc.Go(stageInputs, "manifests watcher", func(ctx context.Context) error {
 			apply := func(set *manifest.Set) { applyManifestSet(ctx, mgr, set, problems, log) }
-			if err := manifest.Watch(ctx, o.manifests, manifestDebounce, log, apply); err != nil {
+			if err := manifest.Watch(ctx, o.manifests, loaded, manifestDebounce, log, apply); err != nil {
 				log.Error("manifest folder not watched; restart to pick up changes", "err", err)
 			}
 			return nil // the host keeps running its devices

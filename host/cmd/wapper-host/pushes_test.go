@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"wapper.dev/wapper/host/devices"
+	"wapper.dev/wapper/host/store"
 	"wapper.dev/wapper/internal/hosttest"
 	"wapper.dev/wapper/internal/testenv"
 )
@@ -140,7 +141,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // "" and no --mqtt-broker, as beside edgecore), the pushes wired as run
 // wires them still deliver a pushMethod.mqtt that names its broker, warn
 // once and count each reading of one that does not, and warn once about a
-// dbMethod.
+// dbMethod whose server is down, showing it in the device's status.
 func TestPushesWithoutHostBroker(t *testing.T) {
 	virtual := testenv.Plugin(t, "virtual")
 	ext := hosttest.Broker(t)
@@ -158,10 +159,15 @@ func TestPushesWithoutHostBroker(t *testing.T) {
 	mgr := hosttest.Manager(t, log, filepath.Dir(virtual), devices.Options{
 		DefaultCollectCycle: 100 * time.Millisecond, DefaultReportCycle: 100 * time.Millisecond, StateCycle: time.Second, FlushInterval: time.Second,
 	})
-	o := options{mqttListen: ""} // and no --mqtt-broker
+	o := options{mqttListen: "", sinkBuffer: 1000} // and no --mqtt-broker
 	ctx, cancel := context.WithCancel(context.Background())
 	lc := newLifecycle(ctx, log, nil)
-	if err := startPushes(o, lc, mgr, nil, log, reg); err != nil {
+	st, err := store.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if err := startPushes(o, lc, mgr, nil, st, nil, log, reg); err != nil {
 		t.Fatal(err)
 	}
 	stop := func() {
@@ -192,9 +198,18 @@ func TestPushesWithoutHostBroker(t *testing.T) {
 	waitFor(t, "three label readings counted as no_broker", func() bool {
 		return counter(t, reg, "wapper_mqtt_push_failures_total", "reason", "no_broker") >= 3
 	})
-	waitFor(t, "dbMethod warning", func() bool {
-		return logs.count("pushMethod.dbMethod (influxdb2) is not supported yet; ignored", "note") > 0
+	const sinkDown = "data sink not taking readings"
+	waitFor(t, "dbMethod down warning", func() bool {
+		return logs.count(sinkDown, "") > 0 && counter(t, reg, "wapper_sink_write_errors_total", "kind", "influxdb2") >= 2
 	})
+	d, err := mgr.Device("plant", "boiler")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Sinks) != 1 || d.Sinks[0].Property != "note" || d.Sinks[0].Method != "dbMethod.influxdb2" || d.Sinks[0].Queued == 0 ||
+		!strings.Contains(d.Sinks[0].Error, "127.0.0.1:1") {
+		t.Errorf("device sinks %+v, want note's influxdb2 down with readings queued", d.Sinks)
+	}
 	stop()
 	stopped = true
 	if n := logs.count(noBroker, "label"); n != 1 {
@@ -206,8 +221,8 @@ func TestPushesWithoutHostBroker(t *testing.T) {
 	if n := logs.count(noBroker, "level"); n != 0 {
 		t.Errorf("%d no-broker warnings for level, which names its broker", n)
 	}
-	if n := logs.count("pushMethod.dbMethod (influxdb2) is not supported yet; ignored", "note"); n != 1 {
-		t.Errorf("%d dbMethod warnings for note, want 1", n)
+	if n := logs.count(sinkDown, ""); n != 1 {
+		t.Errorf("%d warnings %q, want 1 however many writes fail", n, sinkDown)
 	}
 	nb := counter(t, reg, "wapper_mqtt_push_failures_total", "reason", "no_broker")
 	if all := counter(t, reg, "wapper_mqtt_publish_failures_total", "kind", "push"); all < nb {

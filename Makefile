@@ -65,7 +65,7 @@ test: deps build plugins testplugins $(TEST_PREREQS)
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 40m $(RACE_PKGS)
 	# Timing-bound (no collect cycle missed): also without the race detector.
 	$(GO) test -count=1 -run '^TestHotUpgrade$$' ./host/devices
-	$(GO) test -count=1 -timeout 20m $(RACE_FREE)
+	$(GO) test -count=1 -timeout 30m $(RACE_FREE)
 	$(foreach s,$(TEST_STEPS),$(s) &&) true
 
 # Every benchmark (mk/bench.mk), saved in BENCH_OUT; then the tables of
@@ -76,6 +76,7 @@ bench: build plugins testplugins
 	$(MAKE) --no-print-directory -k $(BENCH_STEPS); rc=$$?; $(MAKE) --no-print-directory bench-doc && exit $$rc
 
 demo: build plugins
+	@echo "wapper-host device console: http://$${DEMO_HTTP:-127.0.0.1:7777}/"
 	hack/demo.sh
 
 clean:

@@ -67,15 +67,15 @@ func chromium(t testing.TB) string {
 	return p
 }
 
-// consoleOutput is where the screenshots go: $WAPPER_TEST_OUTPUT/console,
-// or bin/test-output/console (kept after the test, unlike t.TempDir).
-func consoleOutput(t testing.TB) string {
+// consoleOutput is where a test's screenshots go: $WAPPER_TEST_OUTPUT/NAME,
+// or bin/test-output/NAME (kept after the test, unlike t.TempDir).
+func consoleOutput(t testing.TB, name string) string {
 	t.Helper()
 	base := os.Getenv("WAPPER_TEST_OUTPUT")
 	if base == "" {
 		base = filepath.Join(testenv.Root(), "bin", "test-output")
 	}
-	dir := filepath.Join(base, "console")
+	dir := filepath.Join(base, name)
 	if err := os.RemoveAll(dir); err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +94,7 @@ func consoleOutput(t testing.TB) string {
 // for reads too (--http-auth-reads), where the page asks for it and sends
 // it on every request, the event stream included.
 func TestConsoleBrowser(t *testing.T) {
-	env := consoleEnv{node: testenv.Bin(t, "node"), modules: playwright(t), chromium: chromium(t), out: consoleOutput(t)}
+	env := consoleEnv{node: testenv.Bin(t, "node"), modules: playwright(t), chromium: chromium(t), out: consoleOutput(t, "console")}
 	t.Run("open", func(t *testing.T) { env.run(t, "open", "") })
 	t.Run("token", func(t *testing.T) { env.run(t, "token", "console-test-token") })
 }
@@ -207,8 +207,11 @@ func (env consoleEnv) run(t *testing.T, name, token string) {
 	if r.Write != "applied" || r.Reported != "23.5" {
 		t.Errorf("setpoint 23.5: outcome %q, reported %q", r.Write, r.Reported)
 	}
-	if len(r.Plugins) != 1 || !strings.Contains(r.Plugins[0], "virtual") || !strings.Contains(r.Plugins[0], "loaded") {
-		t.Errorf("plugins page rows %q", r.Plugins)
+	// The plugin's row: its state, its limits (examples/standalone's) and
+	// its call latency, as the thermostat has been read by then.
+	if len(r.Plugins) != 1 || !strings.Contains(r.Plugins[0], "virtual") || !strings.Contains(r.Plugins[0], "loaded") ||
+		!strings.Contains(r.Plugins[0], "64 MiB, 2 instances, 2s per call") || !strings.Contains(r.Plugins[0], " mean, ") {
+		t.Errorf("plugins page rows %q, want virtual loaded with its limits and call latency", r.Plugins)
 	}
 
 	// The write went through the REST API to the device.

@@ -266,7 +266,8 @@ func checkCloudRBAC(t *testing.T, cs kubernetes.Interface, ns, sa string) {
 	for _, v := range []string{"get", "list", "watch"} {
 		allowed = append(allowed, access{v, wm, "mapperplugins", "", ""})
 	}
-	allowed = append(allowed, access{"update", wm, "mapperplugins", "status", ""})
+	allowed = append(allowed, access{"update", wm, "mapperplugins", "status", ""},
+		access{"create", "authentication.k8s.io", "tokenreviews", "", ""}, access{"create", "authorization.k8s.io", "subjectaccessreviews", "", ""})
 	for _, v := range []string{"get", "list", "watch", "create"} {
 		allowed = append(allowed, access{v, "", "secrets", "", ns})
 	}

@@ -1,8 +1,9 @@
-# The device console (host/console): its browser test (e2e/console_test.go)
-# drives Debian's chromium (hack/deps.sh installs it) headless with
+# The device console (host/console) and the fleet console (cloud/console):
+# their browser tests (e2e/console_test.go, e2e/fleet_console_test.go)
+# drive Debian's chromium (hack/deps.sh installs it) headless with
 # playwright-core from npm, installed into ~/.cache/wapper by
 # hack/console/ensure-playwright.sh (needs Node.js 20 or later with npm).
-# Screenshots go to bin/test-output/console (or $WAPPER_TEST_OUTPUT/console).
+# Screenshots go to bin/test-output/{console,fleet} (or under $WAPPER_TEST_OUTPUT).
 
 TEST_PREREQS += console-peer
 
@@ -12,7 +13,8 @@ TEST_PREREQS += console-peer
 console-peer:
 	@hack/console/ensure-playwright.sh >/dev/null
 
-# Only the console's tests: its package, then in chromium through wapper-host.
-console-test: deps build plugins console-peer
-	$(GO) test -count=1 ./host/console
-	$(GO) test -count=1 -run 'TestConsole' ./e2e
+# Only the consoles' tests: their packages, then in chromium through
+# wapper-host, and through wapper-cloud on a real kube-apiserver.
+console-test: deps build plugins console-peer k8s-bins
+	$(GO) test -count=1 ./host/console ./cloud/console
+	$(GO) test -count=1 -run 'TestConsole|TestCloudConsole' ./e2e

@@ -81,6 +81,9 @@ type Options struct {
 	// Recorder logs and counts rollout steps (default: one logging to
 	// Logger, with no metrics).
 	Recorder *rollout.Recorder
+	// Now is the clock rollouts are planned with: wave start times and
+	// progress deadlines (default time.Now).
+	Now func() time.Time
 	// SecretsNamespace, with Kube, is the namespace whose Secrets plugins
 	// may be granted (it needs secrets get, list and watch there); empty:
 	// no Secret is delivered. It must not be the namespace of wapper-cloud's
@@ -140,6 +143,9 @@ func New(opts Options) (*Controller, error) {
 	}
 	if opts.Recorder == nil {
 		opts.Recorder = rollout.NewRecorder(opts.Logger, nil)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
 	}
 	c := &Controller{
 		opts:  opts,
@@ -544,4 +550,34 @@ func (c *Controller) itemVariant(kind, key, variant string, o runtimeObject) (li
 	it := linkproto.Item{Key: key, Version: hex.EncodeToString(sum[:12]), Object: b}
 	c.items.Store(cacheKey, cachedItem{rv: rv, item: it})
 	return it, nil
+}
+
+// BoundDevice is a Device and the MapperPlugin it runs on.
+type BoundDevice struct {
+	Device *devicesv1beta1.Device
+	// Plugin is the MapperPlugin's name; empty when none fits, and then
+	// Problem says why.
+	Plugin, Problem string
+}
+
+// Inventory returns every Device with its plugin, and every MapperPlugin,
+// from the informer caches (unsorted).
+func (c *Controller) Inventory() ([]BoundDevice, []*mappersv1alpha1.MapperPlugin) {
+	plugins := indexedPlugins{c.plugins.GetIndexer()}
+	var devs []BoundDevice
+	for _, o := range c.devices.GetIndexer().List() {
+		d := o.(*devicesv1beta1.Device)
+		b := BoundDevice{Device: d}
+		if choice, err := binding.Select(d, c.modelOf(d), plugins); err != nil {
+			b.Problem = err.Error()
+		} else {
+			b.Plugin = choice.Plugin
+		}
+		devs = append(devs, b)
+	}
+	var mps []*mappersv1alpha1.MapperPlugin
+	for _, o := range c.plugins.GetIndexer().List() {
+		mps = append(mps, o.(*mappersv1alpha1.MapperPlugin))
+	}
+	return devs, mps
 }

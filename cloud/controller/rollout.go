@@ -188,10 +188,12 @@ func (c *Controller) currentPlan(p *mappersv1alpha1.MapperPlugin) (*rollout.Plan
 }
 
 // planFor plans p's rollout, stores the plan, queues its status.rollout
-// when it changed, and reconciles the connected nodes when the module
-// some node is to be sent changed. freshNodes computes the plugin's nodes
-// again; otherwise those last computed are used (a node missing from them
-// is sent the previous module during a rollout, as a node not moved yet).
+// when it changed, reconciles the connected nodes when the module some
+// node is to be sent changed, and queues p to be planned again when the
+// current wave's progress deadline passes. freshNodes computes the
+// plugin's nodes again; otherwise those last computed are used (a node
+// missing from them is sent the previous module during a rollout, as a
+// node not moved yet).
 func (c *Controller) planFor(ctx context.Context, p *mappersv1alpha1.MapperPlugin, freshNodes bool) (*rollout.Plan, error) {
 	c.rollouts.mu.Lock()
 	nodes, ok := c.rollouts.nodes[p.Name]
@@ -214,6 +216,7 @@ func (c *Controller) planFor(ctx context.Context, p *mappersv1alpha1.MapperPlugi
 		c.log.Warn("controller: cannot resolve the module's digest; sending the plugin as it is", "plugin", p.Name, "err", err)
 		target = p.Spec.Module.Digest
 	}
+	now := c.opts.Now()
 	plan, err := rollout.Compute(rollout.Input{
 		Generation:   p.Generation,
 		Rollout:      p.Spec.Rollout,
@@ -222,9 +225,15 @@ func (c *Controller) planFor(ctx context.Context, p *mappersv1alpha1.MapperPlugi
 		Status:       p.Status.Rollout,
 		Reports:      p.Status.Nodes,
 		Nodes:        nodes,
+		Now:          metav1.NewTime(now),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("plan the rollout of %s: %w", p.Name, err)
+	}
+	if !plan.Deadline.IsZero() {
+		// Nothing else may change when a wave's deadline passes: plan
+		// again then. The queue keeps the earliest time of a plugin.
+		c.rollouts.queue.AddAfter(p.Name, plan.Deadline.Sub(now))
 	}
 	c.rollouts.mu.Lock()
 	old, had := c.rollouts.plans[p.Name]

@@ -20,6 +20,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -75,8 +76,9 @@ type Hub struct {
 	log      *slog.Logger
 	upgrader websocket.Upgrader
 
-	mu    sync.Mutex // guards nodes and every nodeState in it
+	mu    sync.Mutex // guards nodes, left and every nodeState in nodes
 	nodes map[string]*nodeState
+	left  map[string]time.Time // nodes whose last session here ended, and when
 }
 
 type nodeState struct {
@@ -109,7 +111,7 @@ func New(opts Options) *Hub {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	h := &Hub{opts: opts, log: opts.Logger, nodes: map[string]*nodeState{}}
+	h := &Hub{opts: opts, log: opts.Logger, nodes: map[string]*nodeState{}, left: map[string]time.Time{}}
 	h.upgrader = websocket.Upgrader{
 		Subprotocols:    []string{linkproto.Subprotocol},
 		ReadBufferSize:  4096,
@@ -283,6 +285,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s := newSession(h, node, conn, hello.Inventory)
+	s.remote = r.RemoteAddr
 	h.attach(s)
 	h.log.Info("hub: node connected", "node", node, "remote", r.RemoteAddr, "inventory", len(hello.Inventory))
 	if h.opts.OnConnect != nil {
@@ -302,6 +305,7 @@ func (h *Hub) attach(s *session) {
 	}
 	old := ns.sess
 	ns.sess = s
+	delete(h.left, s.node)
 	h.mu.Unlock()
 	if old != nil {
 		h.log.Info("hub: node reconnected; closing its older session", "node", s.node)
@@ -315,6 +319,7 @@ func (h *Hub) detach(s *session) {
 	last := ns != nil && ns.sess == s
 	if last {
 		delete(h.nodes, s.node)
+		h.left[s.node] = time.Now()
 	}
 	h.mu.Unlock()
 	if last && h.opts.OnDisconnect != nil {
@@ -333,9 +338,14 @@ type session struct {
 	done chan struct{}
 	once sync.Once
 
+	remote    string       // the host's address, as the server saw it
+	connected time.Time    // when the session started
+	lastSeen  atomic.Int64 // Unix nanoseconds of the last message or pong from the host
+
 	mu       sync.Mutex                   // guards the fields below
 	host     map[string]string            // what the host holds: key → version
 	inflight map[uint64]map[string]string // seq → key → version ("" removes)
+	sentAt   map[uint64]time.Time         // seq → when the batch was sent
 	pending  map[string]string            // key → version in flight
 	seq      uint64
 	acks     []uint64           // report seqs to acknowledge
@@ -346,12 +356,17 @@ func newSession(h *Hub, node string, conn *websocket.Conn, inv map[string]string
 	if inv == nil {
 		inv = map[string]string{}
 	}
-	return &session{
-		h: h, node: node, conn: conn, log: h.log.With("node", node),
+	s := &session{
+		h: h, node: node, conn: conn, log: h.log.With("node", node), connected: time.Now(),
 		wake: make(chan struct{}, 1), done: make(chan struct{}),
-		host: inv, inflight: map[uint64]map[string]string{}, pending: map[string]string{},
+		host: inv, inflight: map[uint64]map[string]string{}, sentAt: map[uint64]time.Time{}, pending: map[string]string{},
 	}
+	s.seen()
+	return s
 }
+
+// seen records that the host was heard from just now.
+func (s *session) seen() { s.lastSeen.Store(time.Now().UnixNano()) }
 
 // closeConn closes a host's connection, logging a failure: the socket is
 // gone either way, and the host reconnects.
@@ -408,6 +423,7 @@ var errClosed = errors.New("session closed")
 
 func (s *session) readLoop(ctx context.Context) error {
 	s.conn.SetPongHandler(func(string) error {
+		s.seen()
 		return s.conn.SetReadDeadline(time.Now().Add(3 * s.h.opts.PingInterval))
 	})
 	for {
@@ -420,6 +436,7 @@ func (s *session) readLoop(ctx context.Context) error {
 			}
 			return err
 		}
+		s.seen()
 		_ = s.conn.SetReadDeadline(time.Now().Add(3 * s.h.opts.PingInterval))
 		switch m.Type {
 		case linkproto.TypeAck:
@@ -442,6 +459,7 @@ func (s *session) ack(seq uint64) error {
 		return fmt.Errorf("host acknowledged batch %d, which is not in flight", seq)
 	}
 	delete(s.inflight, seq)
+	delete(s.sentAt, seq)
 	for k, v := range batch {
 		if v == "" {
 			delete(s.host, k)
@@ -638,6 +656,7 @@ func (s *session) nextBatches() []linkproto.Message {
 			s.pending[it.Key] = it.Version
 		}
 		s.inflight[s.seq] = rec
+		s.sentAt[s.seq] = time.Now()
 		out = append(out, linkproto.Message{Type: linkproto.TypeApply, Seq: s.seq, Items: batch})
 		room--
 		if m := s.h.opts.Metrics; m != nil {

@@ -20,7 +20,14 @@
 //   - A node that fails the target module (it reports it Failed, or
 //     rejected it and rolled back) fails the rollout: no further wave
 //     starts, and status.rollout.failedNodes says why, until the node
-//     reports the target loaded or spec.module changes.
+//     reports the target loaded or spec.module changes. Only reports made
+//     after the node was moved in this rollout count (after its wave
+//     started, by the node's lastTransitionTime): a rejection left over
+//     from an earlier rollout of the same module does not.
+//   - A node of the current wave that has not reported the target loaded
+//     spec.rollout.progressDeadlineSeconds after the wave started fails
+//     the rollout in the same way, paused or not. Input.Now is the clock;
+//     Plan.Deadline says when to plan again for it.
 //   - Setting spec.module back to the previous module before the rollout
 //     completed rolls back at once: every node is sent the previous module
 //     in one step, since the new one is known bad.
@@ -37,6 +44,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -74,6 +82,11 @@ type Input struct {
 	Reports []mappersv1alpha1.NodeStatus
 	// Nodes are the nodes that run the plugin.
 	Nodes []Node
+	// Now is the time of the plan: a wave started by it starts at Now,
+	// and a wave's progress deadline passes when Now reaches it. The
+	// zero time records no times: every report counts, and no deadline
+	// passes.
+	Now metav1.Time
 }
 
 // Plan is the outcome of Compute.
@@ -86,6 +99,10 @@ type Plan struct {
 	RolledBack bool
 	// Started is set when this plan starts a new rollout (a new target).
 	Started bool
+	// Deadline, when not zero, is when the progress deadline of the
+	// current wave passes while some node of it has yet to report the
+	// target loaded: plan again then.
+	Deadline time.Time
 
 	waved bool            // nodes not moved are sent Status.PreviousModule
 	moved map[string]bool // nodes sent the target
@@ -117,10 +134,11 @@ func waved(r *mappersv1alpha1.RolloutStatus) bool {
 // It fails only on an invalid spec.rollout.
 func Compute(in Input) (Plan, error) {
 	r := *in.Status.DeepCopy()
+	now := in.Now.Rfc3339Copy() // as the API server stores it
 	var plan Plan
 	if r.Phase == "" {
 		// First sight of the plugin: no rollout, every node at once.
-		r = mappersv1alpha1.RolloutStatus{TargetDigest: in.TargetDigest, TargetModule: in.Module, Phase: mappersv1alpha1.RolloutProgressing}
+		r = mappersv1alpha1.RolloutStatus{TargetDigest: in.TargetDigest, TargetModule: in.Module, Phase: mappersv1alpha1.RolloutProgressing, StartTime: now}
 	} else if changed(in, &r) {
 		plan.Started = true
 		switch {
@@ -139,6 +157,7 @@ func Compute(in Input) (Plan, error) {
 			r.PreviousModule = mappersv1alpha1.Module{} // cannot pin either side: at once
 		}
 		r.Phase = mappersv1alpha1.RolloutProgressing
+		r.StartTime = now
 	} else {
 		r.TargetModule = in.Module // the same content, perhaps named otherwise
 	}
@@ -162,10 +181,22 @@ func Compute(in Input) (Plan, error) {
 		rep, ok := reports[n]
 		return ok && rep.Phase == mappersv1alpha1.PhaseLoaded && (t == "" || rep.Digest == t) && (t == "" || rep.RejectedDigest != t)
 	}
+	// A report counts against the rollout only when made after the node
+	// was moved: after its wave started for the current wave's nodes,
+	// after the rollout started for the others (their wave ended with
+	// them healthy). A zero time lets every report count.
+	waveStart := r.CurrentWaveStartTime
+	fresh := func(n string, rep mappersv1alpha1.NodeStatus) bool {
+		since := r.StartTime
+		if slices.Contains(r.CurrentWaveNodes, n) {
+			since = waveStart
+		}
+		return !rep.LastTransitionTime.Before(&since)
+	}
 	failure := func(n string) (string, bool) {
 		rep, ok := reports[n]
 		switch {
-		case !ok:
+		case !ok || !fresh(n, rep):
 			return "", false
 		case t != "" && rep.RejectedDigest == t:
 			return orDefault(rep.Message, "rejected "+t), true
@@ -176,6 +207,21 @@ func Compute(in Input) (Plan, error) {
 	}
 
 	isWaved := waved(&r)
+	if isWaved && r.CurrentWave > 0 && waveStart.IsZero() {
+		// A wave started by a cloud that kept no start time: its
+		// deadline runs from now. Every report counts this once (the
+		// failures found are kept in failedNodes).
+		r.CurrentWaveStartTime = now
+	}
+	deadline := in.Rollout.ProgressDeadline()
+	overdue := func(n string) (string, bool) {
+		start := r.CurrentWaveStartTime
+		if !isWaved || start.IsZero() || !slices.Contains(r.CurrentWaveNodes, n) || now.Time.Before(start.Add(deadline)) {
+			return "", false
+		}
+		rep, ok := reports[n]
+		return fmt.Sprintf("did not report %s loaded within %s of its wave's start (last report: %s)", t, deadline, describe(rep, ok)), true
+	}
 	moved := map[string]bool{}
 	if !isWaved {
 		for _, n := range names {
@@ -192,8 +238,9 @@ func Compute(in Input) (Plan, error) {
 		}
 	}
 
-	// Failed nodes: those moved that report a failure of the target, and
-	// those failed before that do not yet report it loaded.
+	// Failed nodes: those moved that report a failure of the target,
+	// those failed before that do not yet report it loaded, and those of
+	// the current wave past its deadline.
 	var failed []mappersv1alpha1.FailedNode
 	oldReasons := map[string]string{}
 	for _, f := range r.FailedNodes {
@@ -206,6 +253,8 @@ func Compute(in Input) (Plan, error) {
 		if reason, ok := failure(n); ok {
 			failed = append(failed, mappersv1alpha1.FailedNode{Node: n, Reason: reason})
 		} else if reason, ok := oldReasons[n]; ok {
+			failed = append(failed, mappersv1alpha1.FailedNode{Node: n, Reason: reason})
+		} else if reason, ok := overdue(n); ok {
 			failed = append(failed, mappersv1alpha1.FailedNode{Node: n, Reason: reason})
 		}
 	}
@@ -261,6 +310,7 @@ func Compute(in Input) (Plan, error) {
 		}
 		r.CurrentWave++
 		r.CurrentWaveNodes = wave
+		r.CurrentWaveStartTime = now
 		r.Phase = mappersv1alpha1.RolloutProgressing
 		r.Message = waitMessage(r.CurrentWave, wave, t)
 		plan.WaveStarted = true
@@ -279,8 +329,50 @@ func Compute(in Input) (Plan, error) {
 	if len(r.MovedNodes) == 0 {
 		r.MovedNodes = nil
 	}
+	plan.Deadline = nextDeadline(&r, now, deadline, healthy)
 	plan.Status = r
 	return plan, nil
+}
+
+// nextDeadline returns when the progress deadline of r's current wave
+// passes, when that is after now and some node of the wave is still due
+// to report the target and not failed yet; zero otherwise.
+func nextDeadline(r *mappersv1alpha1.RolloutStatus, now metav1.Time, deadline time.Duration, healthy func(string) bool) time.Time {
+	at := r.CurrentWaveStartTime.Add(deadline)
+	if !waved(r) || r.CurrentWaveStartTime.IsZero() || !at.After(now.Time) {
+		return time.Time{}
+	}
+	failed := map[string]bool{}
+	for _, f := range r.FailedNodes {
+		failed[f.Node] = true
+	}
+	for _, n := range r.CurrentWaveNodes {
+		if !healthy(n) && !failed[n] {
+			return at
+		}
+	}
+	return time.Time{}
+}
+
+// describe says what a node last reported, for a failure's reason.
+func describe(rep mappersv1alpha1.NodeStatus, ok bool) string {
+	if !ok {
+		return "none"
+	}
+	s := string(rep.Phase)
+	if rep.Digest != "" {
+		s += " " + rep.Digest
+	}
+	if rep.RejectedDigest != "" {
+		s += ", rejected " + rep.RejectedDigest
+	}
+	if !rep.LastTransitionTime.IsZero() {
+		s += " since " + rep.LastTransitionTime.UTC().Format(time.RFC3339)
+	}
+	if rep.Message != "" {
+		s += ": " + rep.Message
+	}
+	return s
 }
 
 // changed reports whether spec.module names another module than the

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -30,7 +31,9 @@ var (
 // cluster plays the cloud and the hosts: Plan computes a plan from the
 // status as the API server would return it (a JSON round trip), keeps its
 // status, and each host then loads the module it is sent, reporting
-// Loaded, or Failed for the digests in bad.
+// Loaded, or Failed for the digests in bad. The clock (in.Now) stands
+// still unless a test moves it with tick; it is zero unless a test sets
+// it with startClock.
 type cluster struct {
 	t       *testing.T
 	in      rollout.Input
@@ -51,6 +54,25 @@ func names(ns ...string) []rollout.Node {
 		out = append(out, rollout.Node{Name: n})
 	}
 	return out
+}
+
+// startClock sets the clock to a fixed time.
+func (c *cluster) startClock() {
+	c.in.Now = metav1.NewTime(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+}
+
+// tick moves the clock on by d.
+func (c *cluster) tick(d time.Duration) { c.in.Now = metav1.NewTime(c.in.Now.Add(d)) }
+
+// report stores a node's report as cloud/status does: lastTransitionTime
+// is the clock's time, or the last one when phase, digest and rejected
+// digest are those of the last report.
+func (c *cluster) report(ns mappersv1alpha1.NodeStatus) {
+	ns.LastTransitionTime = c.in.Now
+	if old, ok := c.reports[ns.Node]; ok && old.Phase == ns.Phase && old.Digest == ns.Digest && old.RejectedDigest == ns.RejectedDigest {
+		ns.LastTransitionTime = old.LastTransitionTime
+	}
+	c.reports[ns.Node] = ns
 }
 
 // setModule changes spec.module (and the generation).
@@ -108,7 +130,7 @@ func (c *cluster) hostsLoad() {
 		if msg, bad := c.bad[d]; bad {
 			rep = mappersv1alpha1.NodeStatus{Node: n.Name, Phase: mappersv1alpha1.PhaseFailed, Digest: d, Message: msg}
 		}
-		c.reports[n.Name] = rep
+		c.report(rep)
 	}
 }
 
@@ -434,4 +456,194 @@ func TestImageRollback(t *testing.T) {
 	c.hostsLoad()
 	c.waves()
 	c.wantPhase(mappersv1alpha1.RolloutComplete)
+}
+
+// TestStaleFailureOfARetriedModule: a node failed the target in an
+// earlier rollout of the same module and has reported nothing since (its
+// host was cut off through the rollback). When the module is rolled out
+// again, that report predates the node's wave and does not fail the new
+// rollout; what the node reports after its wave started does.
+func TestStaleFailureOfARetriedModule(t *testing.T) {
+	rejected := mappersv1alpha1.NodeStatus{Node: "a", Phase: mappersv1alpha1.PhaseLoaded, Digest: d1, RejectedDigest: d2, Message: "trapped on its first read"}
+	failed := mappersv1alpha1.NodeStatus{Node: "a", Phase: mappersv1alpha1.PhaseFailed, Digest: d2, Message: "no wapper_abi marker"}
+	loaded := mappersv1alpha1.NodeStatus{Node: "a", Phase: mappersv1alpha1.PhaseLoaded, Digest: d2}
+	pending := mappersv1alpha1.NodeStatus{Node: "a", Phase: mappersv1alpha1.PhasePending}
+	cases := []struct {
+		name  string
+		stale mappersv1alpha1.NodeStatus   // a's report of the first rollout of d2
+		then  []mappersv1alpha1.NodeStatus // a's reports after its new wave started
+		want  mappersv1alpha1.RolloutPhase
+	}{
+		{"rejected, then loads", rejected, []mappersv1alpha1.NodeStatus{loaded}, mappersv1alpha1.RolloutComplete},
+		{"failed, then loads", failed, []mappersv1alpha1.NodeStatus{pending, loaded}, mappersv1alpha1.RolloutComplete},
+		{"rejected, then rejects again", rejected, []mappersv1alpha1.NodeStatus{{Node: "a", Phase: mappersv1alpha1.PhaseLoaded, Digest: d1}, rejected}, mappersv1alpha1.RolloutFailed},
+		{"failed, then fails again", failed, []mappersv1alpha1.NodeStatus{pending, failed}, mappersv1alpha1.RolloutFailed},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCluster(t, mappersv1alpha1.Rollout{}, names("a", "b")...)
+			c.startClock()
+			c.deployed()
+			c.tick(time.Minute)
+			c.setModule(m2)
+			c.planOnce() // wave 1: a
+			c.tick(time.Minute)
+			c.report(tc.stale)
+			c.planOnce()
+			c.wantPhase(mappersv1alpha1.RolloutFailed)
+
+			// Roll back; a's host hears nothing of it, b runs m1.
+			c.tick(time.Minute)
+			c.setModule(m1)
+			c.planOnce()
+			c.report(mappersv1alpha1.NodeStatus{Node: "b", Phase: mappersv1alpha1.PhaseLoaded, Digest: d1})
+			c.planOnce()
+
+			// The same module again: a, in the first wave again, still
+			// shows its old report.
+			c.tick(time.Minute)
+			c.setModule(m2)
+			p := c.planOnce()
+			if !p.Started || !slices.Equal(p.Status.CurrentWaveNodes, []string{"a"}) {
+				t.Fatalf("no new rollout with a in its first wave: %+v", p.Status)
+			}
+			for range 2 {
+				c.planOnce()
+				c.wantPhase(mappersv1alpha1.RolloutProgressing)
+				if st := c.in.Status; st.FailedNodes != nil || !strings.Contains(st.Message, "waiting for a") {
+					t.Fatalf("a's report from the last rollout counts: %+v", st)
+				}
+			}
+
+			for _, rep := range tc.then {
+				c.tick(time.Second)
+				c.report(rep)
+				c.planOnce()
+			}
+			if tc.want == mappersv1alpha1.RolloutComplete {
+				c.hostsLoad()
+				c.waves()
+			}
+			c.wantPhase(tc.want)
+			if st := c.in.Status; tc.want == mappersv1alpha1.RolloutFailed && (len(st.FailedNodes) != 1 || st.FailedNodes[0].Node != "a" || st.FailedNodes[0].Reason != tc.stale.Message) {
+				t.Fatalf("failed status %+v", st)
+			}
+		})
+	}
+}
+
+// TestProgressDeadline: a node of the current wave that has not reported
+// the target loaded within the deadline fails the rollout, paused or not;
+// reporting it loaded later lets the rollout go on.
+func TestProgressDeadline(t *testing.T) {
+	cases := []struct {
+		name     string
+		deadline int32 // spec.rollout.progressDeadlineSeconds
+		report   *mappersv1alpha1.NodeStatus
+		paused   bool
+		last     string // in the reason
+	}{
+		{"default, no report", 0, nil, false, "last report: none"},
+		{"pending", 30, &mappersv1alpha1.NodeStatus{Node: "a", Phase: mappersv1alpha1.PhasePending}, false, "last report: Pending since 2026-03-01T12:01:05Z"},
+		{"still the old module", 30, &mappersv1alpha1.NodeStatus{Node: "a", Phase: mappersv1alpha1.PhaseLoaded, Digest: d1}, false, "last report: Loaded " + d1 + " since 2026-03-01T12:00:00Z"},
+		{"paused", 30, &mappersv1alpha1.NodeStatus{Node: "a", Phase: mappersv1alpha1.PhasePending}, true, "last report: Pending"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCluster(t, mappersv1alpha1.Rollout{ProgressDeadlineSeconds: tc.deadline}, names("a", "b")...)
+			c.startClock()
+			if tc.report == nil {
+				c.in.Nodes = names("b") // a joins later, with m2 under way
+			}
+			c.deployed()
+			c.in.Nodes = names("a", "b")
+			c.tick(time.Minute)
+			c.setModule(m2)
+			p := c.planOnce() // wave 1: a
+			deadline := time.Duration(max(tc.deadline, 0)) * time.Second
+			if deadline == 0 {
+				deadline = 10 * time.Minute
+			}
+			start := c.in.Now.Time
+			if !p.WaveStarted || !slices.Equal(p.Status.CurrentWaveNodes, []string{"a"}) || !p.Status.CurrentWaveStartTime.Equal(&c.in.Now) || !p.Deadline.Equal(start.Add(deadline)) {
+				t.Fatalf("wave 1: deadline %v, %+v", p.Deadline, p.Status)
+			}
+			c.tick(5 * time.Second)
+			if tc.report != nil {
+				c.report(*tc.report)
+			}
+			c.in.Rollout.Paused = tc.paused
+			c.tick(deadline - 5*time.Second - time.Second)
+			if p := c.planOnce(); p.Status.FailedNodes != nil || !p.Deadline.Equal(start.Add(deadline)) {
+				t.Fatalf("failed before the deadline: deadline %v, %+v", p.Deadline, p.Status)
+			}
+
+			c.tick(time.Second)
+			p = c.planOnce()
+			c.wantPhase(mappersv1alpha1.RolloutFailed)
+			st := c.in.Status
+			want := "did not report " + d2 + " loaded within " + deadline.String() + " of its wave's start (" + tc.last
+			if len(st.FailedNodes) != 1 || st.FailedNodes[0].Node != "a" || !strings.HasPrefix(st.FailedNodes[0].Reason, want) || !strings.Contains(st.Message, want) || !p.Deadline.IsZero() {
+				t.Fatalf("past the deadline: want a reason %q; deadline %v, %+v", want, p.Deadline, st)
+			}
+			c.tick(time.Hour)
+			if p := c.planOnce(); p.WaveStarted || c.sent("b") != m1 || p.Status.Phase != mappersv1alpha1.RolloutFailed {
+				t.Fatalf("a wave started after the deadline passed: %+v", p.Status)
+			}
+
+			// a reports m2 loaded at last: the rollout goes on, with a
+			// new deadline for the next wave.
+			c.in.Rollout.Paused = false
+			c.report(mappersv1alpha1.NodeStatus{Node: "a", Phase: mappersv1alpha1.PhaseLoaded, Digest: d2})
+			p = c.planOnce()
+			if !p.WaveStarted || !slices.Equal(p.Status.CurrentWaveNodes, []string{"b"}) || p.Status.FailedNodes != nil || !p.Deadline.Equal(c.in.Now.Add(deadline)) {
+				t.Fatalf("wave 2 did not start once a loaded m2: deadline %v, %+v", p.Deadline, p.Status)
+			}
+			c.hostsLoad()
+			c.waves()
+			c.wantPhase(mappersv1alpha1.RolloutComplete)
+			if p := c.planOnce(); !p.Deadline.IsZero() {
+				t.Fatalf("a complete rollout has a deadline %v", p.Deadline)
+			}
+		})
+	}
+}
+
+// TestProgressDeadlineRollback: a rollout failed by its deadline is rolled
+// back by setting spec.module back, as for any failure.
+func TestProgressDeadlineRollback(t *testing.T) {
+	c := newCluster(t, mappersv1alpha1.Rollout{ProgressDeadlineSeconds: 60}, names("a", "b")...)
+	c.startClock()
+	c.deployed()
+	c.setModule(m2)
+	c.planOnce()
+	c.tick(time.Minute)
+	c.planOnce()
+	c.wantPhase(mappersv1alpha1.RolloutFailed)
+	c.setModule(m1)
+	if p := c.planOnce(); !p.RolledBack || p.Previous("a") || !p.Deadline.IsZero() {
+		t.Fatalf("no rollback: %+v", p.Status)
+	}
+	c.waves()
+	c.wantPhase(mappersv1alpha1.RolloutComplete)
+}
+
+// TestWaveWithoutStartTime: a wave recorded by a cloud that kept no start
+// time gets one, and its deadline runs from then.
+func TestWaveWithoutStartTime(t *testing.T) {
+	c := newCluster(t, mappersv1alpha1.Rollout{}, names("a", "b")...)
+	c.deployed()
+	c.setModule(m2)
+	c.planOnce()
+	if !c.in.Status.CurrentWaveStartTime.IsZero() || !c.plan.Deadline.IsZero() {
+		t.Fatalf("times recorded without a clock: %+v", c.in.Status)
+	}
+	c.startClock()
+	p := c.planOnce()
+	if p.WaveStarted || !p.Status.CurrentWaveStartTime.Equal(&c.in.Now) || !p.Deadline.Equal(c.in.Now.Add(10*time.Minute)) {
+		t.Fatalf("no start time given to the wave under way: deadline %v, %+v", p.Deadline, p.Status)
+	}
+	c.tick(10 * time.Minute)
+	c.planOnce()
+	c.wantPhase(mappersv1alpha1.RolloutFailed)
 }

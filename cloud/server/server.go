@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"wapper.dev/wapper/cloud/certs"
+	"wapper.dev/wapper/cloud/console"
 	"wapper.dev/wapper/cloud/controller"
 	"wapper.dev/wapper/cloud/hub"
 	"wapper.dev/wapper/cloud/modules"
@@ -84,6 +85,9 @@ type Config struct {
 	// Workers is the number of reconcile workers: zero means
 	// DefaultWorkers, a negative number is refused.
 	Workers int
+	// Console serves the fleet console (package cloud/console) at / on
+	// Listen.
+	Console bool
 	// Logger receives logs (default slog.Default()).
 	Logger *slog.Logger
 	// Ready, when set, is called with the listening address once the
@@ -210,6 +214,10 @@ func Run(ctx context.Context, cfg Config) error {
 	mux.Handle(linkproto.LinkPath, h)
 	mux.Handle(linkproto.ModulesPath, mods)
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	if cfg.Console {
+		console.New(console.Options{Links: h.Links, Inventory: ctl.Inventory, Reported: writer.Reported,
+			Authorizer: console.NewCluster(kc), Logger: log}).Mount(mux)
+	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !ctl.HasSynced() {
@@ -253,6 +261,9 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		return serveHosts(gctx, srv, ln, h, log, func() {
 			log.Info("wapper-cloud: serving", "addr", ln.Addr().String(), "namespace", cfg.Namespace, "deviceStatus", useDS, "workers", cfg.Workers)
+			if cfg.Console {
+				log.Info("wapper-cloud: fleet console at https://" + ln.Addr().String() + "/ (a Kubernetes token whose user may list mapperplugins)")
+			}
 			if cfg.Ready != nil {
 				cfg.Ready(ln.Addr())
 			}

@@ -117,9 +117,16 @@ type Writer struct {
 	// first write of any other is a create rather than a failed patch.
 	exists sync.Map // "ns/name" → struct{}
 
-	mu      sync.Mutex              // guards devices and plugins
-	devices map[string]*deviceEntry // "ns/name"
+	mu      sync.Mutex              // guards devices, plugins and last
+	devices map[string]*deviceEntry // "ns/name": reports to write
 	plugins map[string]*pluginEntry // plugin name
+	last    map[string]reported     // "ns/name": every device's latest report, for Reported
+}
+
+// reported is a device's latest report, and the node it came from.
+type reported struct {
+	node   string
+	report linkproto.DeviceReport
 }
 
 type waiter struct {
@@ -166,7 +173,34 @@ func New(opts Options) *Writer {
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "wapper-cloud-status"}),
 		devices: map[string]*deviceEntry{},
 		plugins: map[string]*pluginEntry{},
+		last:    map[string]reported{},
 	}
+}
+
+// DeviceState is what a node last reported of a device.
+type DeviceState struct {
+	// Node reported it.
+	Node string
+	// Report is the device's twins, state and last online time, each
+	// field as last reported.
+	Report linkproto.DeviceReport
+}
+
+// Reported returns the latest report of every device this writer was
+// sent, keyed "ns/name", keeping only the devices exists confirms: the
+// others are forgotten.
+func (w *Writer) Reported(exists func(ns, name string) bool) map[string]DeviceState {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make(map[string]DeviceState, len(w.last))
+	for k, r := range w.last {
+		if !exists(r.report.Namespace, r.report.Name) {
+			delete(w.last, k)
+			continue
+		}
+		out[k] = DeviceState{Node: r.node, Report: r.report}
+	}
+	return out
 }
 
 // Submit implements hub.Upstream.
@@ -185,6 +219,12 @@ func (w *Writer) Submit(node string, reports []linkproto.Report, done func([]uin
 			}
 			e.report = e.report.Merge(*r.Device)
 			e.waiters = append(e.waiters, wt)
+			l := w.last[k[2:]]
+			if l.node != node {
+				l = reported{node: node} // moved: what the old node said is stale
+			}
+			l.report = l.report.Merge(*r.Device)
+			w.last[k[2:]] = l
 			w.queue.AddAfter(k, w.opts.FlushInterval)
 		case r.Plugin != nil && r.Plugin.Name != "":
 			e := w.plugins[r.Plugin.Name]
@@ -452,7 +492,9 @@ func (w *Writer) updatePlugin(ctx context.Context, name string, nodes map[string
 }
 
 // SetNodes merges node reports into a MapperPlugin status, keeping the
-// list sorted by node and LastTransitionTime at the last phase change. It
+// list sorted by node and LastTransitionTime at the last change of phase,
+// digest or rejected digest (a rollout tells a node's failure of its
+// module from one left over from an earlier rollout by that time). It
 // reports whether anything changed.
 func SetNodes(st *mappersv1alpha1.MapperPluginStatus, nodes map[string]linkproto.PluginReport, now metav1.Time) bool {
 	changed := false
@@ -469,7 +511,7 @@ func SetNodes(st *mappersv1alpha1.MapperPluginStatus, nodes map[string]linkproto
 			continue
 		}
 		old := st.Nodes[i]
-		if old.Phase == ns.Phase {
+		if old.Phase == ns.Phase && old.Digest == ns.Digest && old.RejectedDigest == ns.RejectedDigest {
 			ns.LastTransitionTime = old.LastTransitionTime
 		}
 		if old != ns {

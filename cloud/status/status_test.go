@@ -95,8 +95,8 @@ func TestDeviceStatusFallback(t *testing.T) {
 }
 
 // TestSetNodesCarriesDigest: each node's entry in MapperPlugin status
-// carries the digest of the module it runs; a new digest in the same
-// phase is a change that keeps the time of the last phase change.
+// carries the digest of the module it runs; a new digest or rejected
+// digest in the same phase is a transition, a new message alone is not.
 func TestSetNodesCarriesDigest(t *testing.T) {
 	t0 := metav1.NewTime(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
 	t1 := metav1.NewTime(t0.Add(time.Minute))
@@ -117,7 +117,50 @@ func TestSetNodesCarriesDigest(t *testing.T) {
 	if !status.SetNodes(&st, map[string]linkproto.PluginReport{"n2": {Name: "p", Phase: "Loaded", Digest: b}}, t1) {
 		t.Fatal("a new digest is not a change")
 	}
-	if n := st.Nodes[1]; n.Digest != b || !n.LastTransitionTime.Equal(&t0) {
+	if n := st.Nodes[1]; n.Digest != b || !n.LastTransitionTime.Equal(&t1) {
 		t.Fatalf("after a new digest in the same phase: %+v", n)
+	}
+	// A hot upgrade to a rolled back: still Loaded on b.
+	t2 := metav1.NewTime(t1.Add(time.Minute))
+	if !status.SetNodes(&st, map[string]linkproto.PluginReport{"n2": {Name: "p", Phase: "Loaded", Digest: b, RejectedDigest: a, Message: "trapped"}}, t2) {
+		t.Fatal("a rejection is not a change")
+	}
+	if n := st.Nodes[1]; n.RejectedDigest != a || !n.LastTransitionTime.Equal(&t2) {
+		t.Fatalf("after a rejection: %+v", n)
+	}
+	if !status.SetNodes(&st, map[string]linkproto.PluginReport{"n2": {Name: "p", Phase: "Loaded", Digest: b, RejectedDigest: a, Message: "trapped again"}}, metav1.NewTime(t2.Add(time.Minute))) {
+		t.Fatal("a new message is not a change")
+	}
+	if n := st.Nodes[1]; n.Message != "trapped again" || !n.LastTransitionTime.Equal(&t2) {
+		t.Fatalf("after a new message: %+v", n)
+	}
+}
+
+// TestReported: the latest report of each device, merged per property,
+// from the node it runs on now; devices that no longer exist are
+// forgotten.
+func TestReported(t *testing.T) {
+	w := status.New(status.Options{FlushInterval: time.Hour})
+	twin := func(p, v string) devicesv1beta1.Twin {
+		return devicesv1beta1.Twin{PropertyName: p, Reported: devicesv1beta1.TwinProperty{Value: v}}
+	}
+	report := func(node, name, state string, twins ...devicesv1beta1.Twin) {
+		w.Submit(node, []linkproto.Report{{Seq: 1, Device: &linkproto.DeviceReport{Namespace: "ns", Name: name, State: state, Twins: twins}}}, func([]uint64) {})
+	}
+	report("node-a", "d1", "ok", twin("t", "1"), twin("h", "5"))
+	report("node-a", "d1", "", twin("t", "2"))
+	report("node-a", "d2", "offline")
+	report("node-a", "d3", "ok", twin("t", "9"))
+	report("node-b", "d3", "", twin("h", "3")) // d3 moved to node-b
+	got := w.Reported(func(_, name string) bool { return name != "d2" })
+	d1, d3 := got["ns/d1"], got["ns/d3"]
+	if len(got) != 2 || d1.Node != "node-a" || d1.Report.State != "ok" || len(d1.Report.Twins) != 2 || d1.Report.Twins[0].Reported.Value != "2" {
+		t.Fatalf("d1: %+v (all: %+v)", d1, got)
+	}
+	if d3.Node != "node-b" || d3.Report.State != "" || len(d3.Report.Twins) != 1 || d3.Report.Twins[0].PropertyName != "h" {
+		t.Fatalf("d3 after its move: %+v", d3)
+	}
+	if _, ok := w.Reported(func(string, string) bool { return true })["ns/d2"]; ok {
+		t.Fatal("d2 was not forgotten")
 	}
 }

@@ -114,7 +114,7 @@ func TestBases(t *testing.T) {
 		kustomize.Cloud: {
 			"Namespace/wapper-system", "Namespace/wapper-plugin-secrets",
 			"CustomResourceDefinition/mapperplugins.mappers.wapper.dev",
-			"ServiceAccount/wapper-cloud", "ClusterRole/wapper-cloud", "ClusterRoleBinding/wapper-cloud",
+			"ServiceAccount/wapper-cloud", "ClusterRole/wapper-cloud", "ClusterRole/wapper-fleet-viewer", "ClusterRoleBinding/wapper-cloud",
 			"Role/wapper-cloud", "RoleBinding/wapper-cloud", "Role/wapper-cloud-plugin-secrets", "RoleBinding/wapper-cloud-plugin-secrets",
 			"Deployment/wapper-cloud", "Service/wapper-cloud", "PodDisruptionBudget/wapper-cloud", "NetworkPolicy/wapper-cloud",
 		},

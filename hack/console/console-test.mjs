@@ -16,116 +16,71 @@
 //   --token TOKEN       typed into the token form when the page shows it
 //   --chromium PATH     /usr/bin/chromium (or $CHROMIUM)
 //
-// Exit status 0 when the JSON was printed (even if it reports problems),
-// 1 when the browser could not be driven (the JSON then has "error").
-import { createRequire } from 'node:module';
-import path from 'node:path';
-import fs from 'node:fs';
+// Exit status and JSON output: see harness.mjs.
+import { run, sleep } from './harness.mjs';
 
-// playwright-core is a CommonJS package found through NODE_PATH, which
-// ES module imports ignore.
-const { chromium } = createRequire(path.join(process.cwd(), 'x.js'))('playwright-core');
+const options = {
+  defaults: { url: '', device: 'default/thermostat', plot: 'temperature', write: 'setpoint=23.5', bad: 'warm', token: '' },
+  required: ['url'],
+};
 
-function args() {
-  const o = {
-    url: '', out: '.', device: 'default/thermostat', plot: 'temperature', write: 'setpoint=23.5', bad: 'warm',
-    token: '', chromium: process.env.CHROMIUM || '/usr/bin/chromium',
-  };
-  const a = process.argv.slice(2);
-  for (let i = 0; i < a.length; i += 2) {
-    const k = a[i].replace(/^--/, '');
-    if (!(k in o) || i + 1 >= a.length) throw new Error(`bad argument ${a[i]}`);
-    o[k] = a[i + 1];
-  }
-  if (!o.url) throw new Error('--url is required');
-  return o;
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function main() {
-  const o = args();
+run(options, async (page, o, shot, result) => {
   const [wprop, wvalue] = o.write.split('=');
-  fs.mkdirSync(o.out, { recursive: true });
-  const result = { errors: [], screenshots: {} };
-  const browser = await chromium.launch({ executablePath: o.chromium, args: ['--no-sandbox'] });
-  try {
-    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-    page.setDefaultTimeout(20000);
-    page.on('pageerror', (e) => result.errors.push('page error: ' + e.message));
-    page.on('console', (m) => { if (m.type() === 'error') result.errors.push('console: ' + m.text()); });
-    const shot = async (name) => {
-      const file = path.resolve(o.out, name + '.png');
-      await page.screenshot({ path: file, fullPage: true });
-      result.screenshots[name] = file;
-    };
-    // The device list, and its filter box. A host that wants the token
-    // for reads refuses the list: the page shows its token form then.
-    await page.goto(o.url);
-    await page.waitForSelector('#devices tbody tr, #token-form:not([hidden])', { state: 'attached' });
-    result.askedToken = await page.locator('#token-form').isVisible();
-    if (result.askedToken && o.token) {
-      result.tokenWhy = await page.textContent('#token-why');
-      await page.fill('#token-form [name=token]', o.token);
-      await page.click('#token-form [type=submit]');
-    }
-    const row = `#devices tr[data-device="${o.device}"]`;
-    await page.waitForSelector(row);
-    result.devices = await page.$$eval('#devices tr[data-device]', (trs) => trs.map((tr) => tr.dataset.device));
-    // The last readings fill in once the device has been read.
-    await page.waitForFunction((sel) => /\d/.test(document.querySelector(sel + ' td.readings')?.textContent || ''), row);
-    result.listRow = (await page.innerText(row)).replace(/\s+/g, ' ').trim();
-    const visible = async () => page.$$eval('#devices tr[data-device]', (trs) => trs.filter((tr) => !tr.hidden).map((tr) => tr.dataset.device));
-    await page.fill('#filter', o.device.split('/')[1].slice(0, 5).toUpperCase());
-    result.filterMatch = await visible();
-    await page.fill('#filter', 'no-such-device-anywhere');
-    result.filterNone = await visible();
-    await page.fill('#filter', '');
-    await shot('list');
-
-    // The device page: its live plot grows over about 3 s.
-    await page.click(`${row} a`);
-    const plot = `svg[data-prop="${o.plot}"]`;
-    await page.waitForSelector(plot);
-    await page.waitForFunction((sel) => Number(document.querySelector(sel).dataset.points) > 0, plot);
-    const points = async () => Number(await page.getAttribute(plot, 'data-points'));
-    result.plotPoints = [await points()];
-    await sleep(3000);
-    result.plotPoints.push(await points());
-    result.live = await page.textContent('#live');
-
-    // A desired value the device refuses, then one it takes.
-    const prow = `#properties tr[data-prop="${wprop}"]`;
-    const write = async (value) => {
-      await page.fill(`${prow} [name=desired]`, value);
-      await page.click(`${prow} button[type=submit]`);
-      await page.waitForFunction((sel) => /\b(applied|failed)\b/.test(document.querySelector(sel).className), `${prow} .outcome`);
-      return (await page.textContent(`${prow} .outcome`)).trim();
-    };
-    if (o.bad) result.badWrite = await write(o.bad);
-    result.write = await write(wvalue);
-    // The reported value follows once the device has been read back.
-    try {
-      await page.waitForFunction(([sel, v]) => document.querySelector(sel)?.textContent.trim() === v, [`${prow} td.value`, wvalue], { timeout: 10000 });
-    } catch { /* reported below as it is */ }
-    result.reported = (await page.textContent(`${prow} td.value`)).trim();
-    await shot('device');
-
-    // The plugins page.
-    await page.click('nav a[data-nav=plugins]');
-    await page.waitForSelector('#plugins tr[data-plugin]');
-    result.plugins = await page.$$eval('#plugins tr[data-plugin]', (trs) => trs.map((tr) => tr.innerText.replace(/\s+/g, ' ').trim()));
-    await shot('plugins');
-  } catch (e) {
-    result.error = String(e && e.stack || e);
-  } finally {
-    await browser.close();
+  // The device list, and its filter box. A host that wants the token
+  // for reads refuses the list: the page shows its token form then.
+  await page.goto(o.url);
+  await page.waitForSelector('#devices tbody tr, #token-form:not([hidden])', { state: 'attached' });
+  result.askedToken = await page.locator('#token-form').isVisible();
+  if (result.askedToken && o.token) {
+    result.tokenWhy = await page.textContent('#token-why');
+    await page.fill('#token-form [name=token]', o.token);
+    await page.click('#token-form [type=submit]');
   }
-  process.stdout.write(JSON.stringify(result) + '\n');
-  return result.error ? 1 : 0;
-}
+  const row = `#devices tr[data-device="${o.device}"]`;
+  await page.waitForSelector(row);
+  result.devices = await page.$$eval('#devices tr[data-device]', (trs) => trs.map((tr) => tr.dataset.device));
+  // The last readings fill in once the device has been read.
+  await page.waitForFunction((sel) => /\d/.test(document.querySelector(sel + ' td.readings')?.textContent || ''), row);
+  result.listRow = (await page.innerText(row)).replace(/\s+/g, ' ').trim();
+  const visible = async () => page.$$eval('#devices tr[data-device]', (trs) => trs.filter((tr) => !tr.hidden).map((tr) => tr.dataset.device));
+  await page.fill('#filter', o.device.split('/')[1].slice(0, 5).toUpperCase());
+  result.filterMatch = await visible();
+  await page.fill('#filter', 'no-such-device-anywhere');
+  result.filterNone = await visible();
+  await page.fill('#filter', '');
+  await shot('list');
 
-main().then((code) => process.exit(code), (e) => {
-  process.stdout.write(JSON.stringify({ error: String(e && e.stack || e) }) + '\n');
-  process.exit(1);
+  // The device page: its live plot grows over about 3 s.
+  await page.click(`${row} a`);
+  const plot = `svg[data-prop="${o.plot}"]`;
+  await page.waitForSelector(plot);
+  await page.waitForFunction((sel) => Number(document.querySelector(sel).dataset.points) > 0, plot);
+  const points = async () => Number(await page.getAttribute(plot, 'data-points'));
+  result.plotPoints = [await points()];
+  await sleep(3000);
+  result.plotPoints.push(await points());
+  result.live = await page.textContent('#live');
+
+  // A desired value the device refuses, then one it takes.
+  const prow = `#properties tr[data-prop="${wprop}"]`;
+  const write = async (value) => {
+    await page.fill(`${prow} [name=desired]`, value);
+    await page.click(`${prow} button[type=submit]`);
+    await page.waitForFunction((sel) => /\b(applied|failed)\b/.test(document.querySelector(sel).className), `${prow} .outcome`);
+    return (await page.textContent(`${prow} .outcome`)).trim();
+  };
+  if (o.bad) result.badWrite = await write(o.bad);
+  result.write = await write(wvalue);
+  // The reported value follows once the device has been read back.
+  try {
+    await page.waitForFunction(([sel, v]) => document.querySelector(sel)?.textContent.trim() === v, [`${prow} td.value`, wvalue], { timeout: 10000 });
+  } catch { /* reported below as it is */ }
+  result.reported = (await page.textContent(`${prow} td.value`)).trim();
+  await shot('device');
+
+  // The plugins page.
+  await page.click('nav a[data-nav=plugins]');
+  await page.waitForSelector('#plugins tr[data-plugin]');
+  result.plugins = await page.$$eval('#plugins tr[data-plugin]', (trs) => trs.map((tr) => tr.innerText.replace(/\s+/g, ' ').trim()));
+  await shot('plugins');
 });

@@ -6,7 +6,7 @@
 //	GET /console/{file}                      its script and style sheet
 //	GET /console/api/history/{ns}/{name}     recent numeric readings of a device
 //	GET /console/api/events[?device=ns/name] readings as they come, text/event-stream
-//	GET /console/api/plugins                 MapperPlugins with their devices and counters
+//	GET /console/api/plugins                 MapperPlugins with their devices, grants, limits, counters and call latency
 //
 // Everything else the pages show comes from the REST API (package
 // host/rest): the device list and statuses, the manifest problems, and
@@ -33,15 +33,21 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
+	"math"
 	"mime"
 	"net/http"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
+	"wapper.dev/wapper/abi"
 	"wapper.dev/wapper/host/devices"
+	"wapper.dev/wapper/internal/webui"
 )
 
 //go:embed static
@@ -96,20 +102,21 @@ func New(mgr *devices.Manager, o Options) *Console {
 	}
 	c := &Console{mgr: mgr, log: o.Logger.With("component", "console"), opts: o, hist: NewHistory(o.History),
 		hub: newHub(o.Streams), files: map[string]file{}, api: http.NewServeMux()}
-	err := fs.WalkDir(static, "static", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
+	for _, fsys := range []fs.FS{static, webui.Files} {
+		if err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			b, err := fs.ReadFile(fsys, p)
+			if err != nil {
+				return err
+			}
+			sum := sha256.Sum256(b)
+			c.files[path.Base(p)] = file{body: b, typ: mime.TypeByExtension(path.Ext(p)), etag: `"` + hex.EncodeToString(sum[:8]) + `"`}
+			return nil
+		}); err != nil {
+			panic(err) // the embedded files are part of the binary
 		}
-		b, err := static.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		sum := sha256.Sum256(b)
-		c.files[path.Base(p)] = file{body: b, typ: mime.TypeByExtension(path.Ext(p)), etag: `"` + hex.EncodeToString(sum[:8]) + `"`}
-		return nil
-	})
-	if err != nil {
-		panic(err) // the embedded files are part of the binary
 	}
 	c.api.HandleFunc("GET /console/api/history/{ns}/{name}", c.history)
 	c.api.HandleFunc("GET /console/api/events", c.stream)
@@ -358,14 +365,23 @@ func (c *Console) history(w http.ResponseWriter, r *http.Request) {
 	reply(w, HistoryResponse{Device: key, Points: o.Points, AgeSeconds: o.Age.Seconds(), Properties: props})
 }
 
-// PluginInfo is a MapperPlugin on the plugins page: its status, the
-// devices that run on it, and its counters from the host's metrics,
-// by short name (instances, restarts, calls, callErrors, traps,
-// grantDenials, readings, readErrors, readsSkipped).
+// PluginInfo is a MapperPlugin on the plugins page: its status (with
+// its grants and limits), the devices that run on it, and its counters
+// from the host's metrics, by short name (instances, restarts, calls,
+// callErrors, traps, grantDenials, readings, readErrors, readsSkipped).
+//
+// CallMeanSeconds and CallP99Seconds are its call latency since the host
+// started, from wapper_plugin_call_duration_seconds: the mean, and the
+// 99th percentile estimated within the histogram's buckets as
+// Prometheus's histogram_quantile does. They cover the calls of every
+// export but those the host makes for its own ends (wapper_abi_v1,
+// wapper_alloc, wapper_free), and are absent before the first call.
 type PluginInfo struct {
 	devices.PluginStatus
-	Devices  int                `json:"devices"`
-	Counters map[string]float64 `json:"counters,omitempty"`
+	Devices         int                `json:"devices"`
+	Counters        map[string]float64 `json:"counters,omitempty"`
+	CallMeanSeconds float64            `json:"callMeanSeconds,omitempty"`
+	CallP99Seconds  float64            `json:"callP99Seconds,omitempty"`
 }
 
 // PluginsResponse answers GET /console/api/plugins.
@@ -399,16 +415,38 @@ func (c *Console) plugins(w http.ResponseWriter, r *http.Request) {
 	for i, p := range ps {
 		names[i] = p.Name
 	}
-	counters := c.counters(names)
+	stats := c.stats(names)
 	out := PluginsResponse{Plugins: make([]PluginInfo, len(ps))}
 	for i, p := range ps {
-		out.Plugins[i] = PluginInfo{PluginStatus: p, Devices: count[p.Name], Counters: counters[p.Name]}
+		info := PluginInfo{PluginStatus: p, Devices: count[p.Name]}
+		if st := stats[p.Name]; st != nil {
+			info.Counters = st.counters
+			info.CallMeanSeconds = st.calls.mean()
+			info.CallP99Seconds = st.calls.quantile(0.99)
+		}
+		out.Plugins[i] = info
 	}
 	reply(w, out)
 }
 
-// counters reads the counters of plugins from the gatherer.
-func (c *Console) counters(plugins []string) map[string]map[string]float64 {
+// callDurations is the histogram of the plugins' call times.
+const callDurations = "wapper_plugin_call_duration_seconds"
+
+// hostExports are the exports the host calls for its own ends: to check
+// an instance (the ABI marker) and to pass buffers (wapper_alloc,
+// wapper_free). The call latency on the plugins page leaves them out: they
+// do none of the plugin's work, and would pull its figures down.
+var hostExports = map[string]bool{abi.ExportMarker: true, abi.ExportAlloc: true, abi.ExportFree: true}
+
+// pluginStats are a plugin's figures from the host's metrics.
+type pluginStats struct {
+	counters map[string]float64
+	calls    histogram
+}
+
+// stats reads the counters and call times of plugins from the gatherer;
+// nil without one.
+func (c *Console) stats(plugins []string) map[string]*pluginStats {
 	if c.opts.Gatherer == nil {
 		return nil
 	}
@@ -416,37 +454,100 @@ func (c *Console) counters(plugins []string) map[string]map[string]float64 {
 	if err != nil {
 		c.log.Debug("metrics for the plugins page gathered with errors", "err", err)
 	}
-	out := map[string]map[string]float64{}
+	out := map[string]*pluginStats{}
 	for _, p := range plugins {
-		out[p] = map[string]float64{}
+		st := &pluginStats{counters: map[string]float64{}}
 		for _, short := range pluginCounters {
-			out[p][short] = 0 // a counter without a series yet has not counted
+			st.counters[short] = 0 // a counter without a series yet has not counted
 		}
+		out[p] = st
 	}
 	for _, mf := range mfs {
 		short, ok := pluginCounters[mf.GetName()]
-		if !ok {
+		if !ok && mf.GetName() != callDurations {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
-			plugin := ""
+			plugin, export := "", ""
 			for _, lp := range m.GetLabel() {
-				if lp.GetName() == "plugin" {
+				switch lp.GetName() {
+				case "plugin":
 					plugin = lp.GetValue()
+				case "export":
+					export = lp.GetValue()
 				}
 			}
-			if out[plugin] == nil {
-				continue // another plugin, or no plugin label
-			}
+			st := out[plugin]
 			switch {
+			case st == nil:
+				// another plugin, or no plugin label
 			case m.Counter != nil:
-				out[plugin][short] += m.Counter.GetValue()
+				st.counters[short] += m.Counter.GetValue()
 			case m.Gauge != nil:
-				out[plugin][short] += m.Gauge.GetValue()
+				st.counters[short] += m.Gauge.GetValue()
+			case m.Histogram != nil && !hostExports[export]:
+				st.calls.add(m.Histogram)
 			}
 		}
 	}
 	return out
+}
+
+// histogram is the sum of series of a Prometheus histogram with the same
+// buckets.
+type histogram struct {
+	count uint64
+	sum   float64
+	// cumulative counts observations up to each upper bound (+Inf
+	// excluded: that is count).
+	cumulative map[float64]uint64
+}
+
+// add adds a series.
+func (h *histogram) add(m *dto.Histogram) {
+	h.count += m.GetSampleCount()
+	h.sum += m.GetSampleSum()
+	if h.cumulative == nil {
+		h.cumulative = map[float64]uint64{}
+	}
+	for _, b := range m.GetBucket() {
+		if !math.IsInf(b.GetUpperBound(), +1) {
+			h.cumulative[b.GetUpperBound()] += b.GetCumulativeCount()
+		}
+	}
+}
+
+// mean returns the mean observation, 0 without any.
+func (h *histogram) mean() float64 {
+	if h.count == 0 {
+		return 0
+	}
+	return h.sum / float64(h.count)
+}
+
+// quantile estimates the q-quantile (0 < q < 1) as Prometheus's
+// histogram_quantile does: it finds the bucket the rank falls in and
+// interpolates linearly within it, the first bucket starting at 0; in the
+// +Inf bucket it answers the highest finite upper bound. 0 without
+// observations.
+func (h *histogram) quantile(q float64) float64 {
+	if h.count == 0 {
+		return 0
+	}
+	bounds := slices.Sorted(maps.Keys(h.cumulative))
+	rank := q * float64(h.count)
+	lower, below := 0.0, 0.0 // the bucket's lower bound, and the observations under it
+	for i, upper := range bounds {
+		n := float64(h.cumulative[upper])
+		if n >= rank { // and below < rank: the bucket holds observations
+			if i == 0 && upper <= 0 {
+				return upper
+			}
+			return lower + (upper-lower)*(rank-below)/(n-below)
+		}
+		lower, below = upper, n
+	}
+	return lower // in +Inf (0 when there is no finite bucket)
 }
 
 // page serves the embedded files: index.html at /, the others at

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -25,8 +26,17 @@ import (
 
 const token = "s3cret"
 
-// standalone returns examples/standalone's manifests: the virtual plugin
-// and the thermostat.
+// grantsYAML gives the virtual plugin grants (it uses none), so that the
+// plugins page has some to show.
+const grantsYAML = `  grants:
+    network: ["tcp://127.0.0.1:1502", "tls://broker.local:8883"]
+    serial: ["/dev/ttyUSB*"]
+    secrets: [plc-login]
+    tls: [{endpoint: "tls://broker.local:8883", serverName: broker}]
+`
+
+// standalone returns examples/standalone's manifests: the virtual plugin,
+// with the grants of grantsYAML, and the thermostat.
 func standalone(t *testing.T) (plugin, thermostat string) {
 	t.Helper()
 	dir := filepath.Join(testenv.Root(), "examples/standalone")
@@ -38,7 +48,7 @@ func standalone(t *testing.T) (plugin, thermostat string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(p), string(d)
+	return strings.TrimRight(string(p), "\n") + "\n" + grantsYAML, string(d)
 }
 
 // host is a device manager running examples/standalone and its console,
@@ -55,10 +65,10 @@ type host struct {
 func newHost(t *testing.T) *host {
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)
-	mgr := hosttest.Manager(t, log, filepath.Dir(testenv.Plugin(t, "virtual")), devices.Options{})
+	reg := prometheus.NewRegistry()
+	mgr := hosttest.Manager(t, log, filepath.Dir(testenv.Plugin(t, "virtual")), devices.Options{Registerer: reg})
 	plugin, thermostat := standalone(t)
 	hosttest.Apply(t, mgr, plugin+"\n---\n"+thermostat)
-	reg := prometheus.NewRegistry()
 	h := &host{mgr: mgr, con: console.New(mgr, console.Options{Logger: log, Gatherer: reg, Keepalive: 200 * time.Millisecond}), done: make(chan error, 1)}
 	serve := func(o rest.Options) *httptest.Server {
 		o.Logger, o.Gatherer = log, reg
@@ -303,7 +313,8 @@ func TestConsole(t *testing.T) {
 		}
 	}
 
-	// The plugins, with their devices and counters.
+	// The plugins, with their devices, grants, limits, counters and call
+	// latency: the thermostat has been read by now.
 	code, _, body = h.get(t, "/console/api/plugins", bearer)
 	var plugins console.PluginsResponse
 	if err := json.Unmarshal([]byte(body), &plugins); code != 200 || err != nil || len(plugins.Plugins) != 1 {
@@ -311,8 +322,27 @@ func TestConsole(t *testing.T) {
 	}
 	if p := plugins.Plugins[0]; p.Name != "virtual" || !p.Loaded || !strings.HasPrefix(p.Digest, "sha256:") || p.Devices != 1 {
 		t.Errorf("plugin %+v", p)
-	} else if _, ok := p.Counters["restarts"]; !ok {
-		t.Errorf("plugin counters %v", p.Counters)
+	} else {
+		if _, ok := p.Counters["restarts"]; !ok || p.Counters["calls"] == 0 || p.Counters["readings"] == 0 || p.Counters["instances"] == 0 {
+			t.Errorf("plugin counters %v, want calls, readings and instances counted", p.Counters)
+		}
+		if p.CallMeanSeconds <= 0 || p.CallP99Seconds <= 0 || p.CallP99Seconds > 30 {
+			t.Errorf("call latency: mean %v s, p99 %v s; want both above 0, p99 within the histogram's buckets", p.CallMeanSeconds, p.CallP99Seconds)
+		}
+		if want := []string{"tcp://127.0.0.1:1502", "tls://broker.local:8883", "/dev/ttyUSB*", "secret:plc-login"}; !slices.Equal(p.Grants, want) {
+			t.Errorf("grants %q, want %q", p.Grants, want)
+		}
+		if len(p.TLSGrants) != 1 || p.TLSGrants[0].Endpoint != "tls://broker.local:8883" || p.TLSGrants[0].ServerName != "broker" {
+			t.Errorf("TLS grants %+v", p.TLSGrants)
+		}
+		if l := p.Limits; l.MemoryMiB != 64 || l.CallTimeout.Duration != 2*time.Second || l.Instances != 2 {
+			t.Errorf("limits %+v, want examples/standalone's 64 MiB, 2s and 2 instances", l)
+		}
+	}
+	for _, key := range []string{`"callMeanSeconds":`, `"callP99Seconds":`, `"grants":["tcp://`, `"tlsGrants":[{"endpoint":`, `"limits":{"memoryMiB":64,"callTimeout":"2s","instances":2}`} {
+		if !strings.Contains(body, key) {
+			t.Errorf("plugins body lacks %s: %s", key, body)
+		}
 	}
 
 	// A removed device: its stream says so, its history is gone.

@@ -6,6 +6,7 @@ import (
 	"github.com/kubeedge/api/apis/devices/v1beta1"
 
 	"wapper.dev/wapper/abi"
+	"wapper.dev/wapper/apis/mappers/v1alpha1"
 )
 
 // Phase says whether a device runs.
@@ -137,4 +138,12 @@ type PluginStatus struct {
 	// took.
 	RejectedDigest string `json:"rejectedDigest,omitempty"`
 	Rejected       string `json:"rejected,omitempty"`
+	// Grants are the resources the plugin may reach (spec.grants), one
+	// string each in the form `wapper plugin run --grant` takes (see
+	// [v1alpha1.Grants.List]); TLSGrants are the settings of its TLS
+	// connections (spec.grants.tls).
+	Grants    []string            `json:"grants,omitempty"`
+	TLSGrants []v1alpha1.TLSGrant `json:"tlsGrants,omitempty"`
+	// Limits are the plugin's limits (spec.limits), defaults filled in.
+	Limits v1alpha1.Limits `json:"limits,omitzero"`
 }

@@ -61,6 +61,12 @@ func (e *pluginEntry) statusLocked() PluginStatus {
 	if e.err != nil {
 		s.Error = e.err.Error()
 	}
+	if e.obj != nil {
+		s.Grants = e.obj.Spec.Grants.List()
+		s.TLSGrants = slices.Clone(e.obj.Spec.Grants.TLS)
+		s.Limits = e.obj.Spec.Limits
+		s.Limits.Default()
+	}
 	return s
 }
 

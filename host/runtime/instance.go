@@ -278,13 +278,16 @@ func (in *instance) call(export string, f api.Function) ([]byte, error) {
 	return payload, nil
 }
 
-// rawCall runs an export under the plugin's deadline; results stay on
-// the stack.
+// rawCall runs an export under the plugin's deadline, counted in
+// wapper_plugin_calls_total and timed in
+// wapper_plugin_call_duration_seconds; results stay on the stack.
 func (in *instance) rawCall(export string, f api.Function) error {
 	in.p.m.call(export).Inc()
-	in.deadline = time.Now().Add(in.p.timeout)
+	start := time.Now()
+	in.deadline = start.Add(in.p.timeout)
 	in.watchdog.Reset(in.p.timeout)
 	err := f.CallWithStack(in.ctx, in.stack[:])
+	in.p.m.callTime(export).observe(time.Since(start))
 	if !in.watchdog.Stop() && err == nil {
 		// The deadline passed as the call returned: the context is
 		// cancelled, so the instance cannot be used again.

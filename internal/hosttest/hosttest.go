@@ -30,7 +30,8 @@ const closeTimeout = 10 * time.Second
 // Manager returns a device manager that loads plugins from the folder
 // pluginDir, with its state, compiled-code cache and module cache in a
 // temporary folder. o carries the cycles and the rest; its Engine, Store,
-// Logger and Modules are set here. The manager, its engine and its state
+// Logger and Modules are set here, and the engine's metrics go to
+// o.Registerer with the manager's. The manager, its engine and its state
 // are closed when the test ends, after the cleanups registered later (so
 // consumers of the manager stop first).
 func Manager(t testing.TB, log *slog.Logger, pluginDir string, o devices.Options) *devices.Manager {
@@ -40,7 +41,7 @@ func Manager(t testing.TB, log *slog.Logger, pluginDir string, o devices.Options
 	if err != nil {
 		t.Fatal(err)
 	}
-	eng, err := runtime.NewEngine(runtime.EngineOptions{CacheDir: filepath.Join(dir, "cache"), Logger: log})
+	eng, err := runtime.NewEngine(runtime.EngineOptions{CacheDir: filepath.Join(dir, "cache"), Logger: log, Metrics: runtime.NewMetrics(o.Registerer)})
 	if err != nil {
 		t.Fatal(err)
 	}

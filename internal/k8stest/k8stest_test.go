@@ -316,6 +316,8 @@ func TestMapperPluginSchemaRejects(t *testing.T) {
 		{"relative serial grant", map[string]any{"protocols": []any{"m"}, "module": map[string]any{"file": "m.wasm"}, "grants": map[string]any{"serial": []any{"ttyUSB0"}}}, "spec.grants.serial[0]"},
 		{"rollout zero wave", map[string]any{"protocols": []any{"m"}, "module": map[string]any{"file": "m.wasm"}, "rollout": map[string]any{"maxUnavailable": int64(0)}}, "maxUnavailable is a count of at least 1"},
 		{"rollout bad percentage", map[string]any{"protocols": []any{"m"}, "module": map[string]any{"file": "m.wasm"}, "rollout": map[string]any{"maxUnavailable": "150%"}}, "maxUnavailable is a count of at least 1"},
+		{"rollout zero deadline", map[string]any{"protocols": []any{"m"}, "module": map[string]any{"file": "m.wasm"}, "rollout": map[string]any{"progressDeadlineSeconds": int64(0)}}, "spec.rollout.progressDeadlineSeconds"},
+		{"rollout negative deadline", map[string]any{"protocols": []any{"m"}, "module": map[string]any{"file": "m.wasm"}, "rollout": map[string]any{"progressDeadlineSeconds": int64(-1)}}, "spec.rollout.progressDeadlineSeconds"},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -149,7 +149,7 @@ func (o *runOptions) run(cmd *cobra.Command, file string) (err error) {
 	})
 	defer unsubscribe()
 	log.Info("running plugin", "file", file, "plugin", plugin.Name, "protocols", plugin.Spec.Protocols,
-		"grants", runGrantList(plugin.Spec.Grants), "devices", len(set.Devices))
+		"grants", plugin.Spec.Grants.List(), "devices", len(set.Devices))
 	applyErr := mgr.Apply(ctx, "run", devices.ResourceSet{Devices: set.Devices, Models: set.Models, Plugins: []*v1alpha1.MapperPlugin{plugin}})
 	if ctx.Err() != nil {
 		return nil // interrupted while starting
@@ -288,21 +288,6 @@ func runAddGrant(g *v1alpha1.Grants, s string) error {
 		return fmt.Errorf("bad --grant %q: %w", s, err)
 	}
 	return nil
-}
-
-func runGrantList(g v1alpha1.Grants) []string {
-	out := append([]string(nil), g.Network...)
-	out = append(out, g.Serial...)
-	for _, s := range g.GPIO {
-		out = append(out, "gpio:"+s)
-	}
-	for _, s := range g.Listen {
-		out = append(out, "listen:"+s)
-	}
-	for _, s := range g.Secrets {
-		out = append(out, "secret:"+s)
-	}
-	return out
 }
 
 // runModule resolves every MapperPlugin to the module given on the

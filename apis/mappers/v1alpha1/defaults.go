@@ -23,6 +23,9 @@ const (
 	MaxInstances int32 = 64
 	// DefaultMaxUnavailable is the wave size of a rollout that sets none.
 	DefaultMaxUnavailable = 1
+	// DefaultProgressDeadlineSeconds is the progress deadline of a
+	// rollout that sets none.
+	DefaultProgressDeadlineSeconds int32 = 600
 )
 
 // Default fills the unset (zero) limits with their defaults. It changes
@@ -33,12 +36,27 @@ func (p *MapperPlugin) Default() {
 	p.Spec.Upgrade.Default()
 }
 
-// Default sets an unset MaxUnavailable to DefaultMaxUnavailable.
+// Default sets an unset MaxUnavailable to DefaultMaxUnavailable and an
+// unset ProgressDeadlineSeconds to DefaultProgressDeadlineSeconds.
 func (r *Rollout) Default() {
 	if r.MaxUnavailable == nil {
 		v := intstr.FromInt32(DefaultMaxUnavailable)
 		r.MaxUnavailable = &v
 	}
+	if r.ProgressDeadlineSeconds == 0 {
+		r.ProgressDeadlineSeconds = DefaultProgressDeadlineSeconds
+	}
+}
+
+// ProgressDeadline returns how long a wave may take:
+// ProgressDeadlineSeconds, or DefaultProgressDeadlineSeconds when it is
+// not above zero.
+func (r Rollout) ProgressDeadline() time.Duration {
+	s := r.ProgressDeadlineSeconds
+	if s <= 0 {
+		s = DefaultProgressDeadlineSeconds
+	}
+	return time.Duration(s) * time.Second
 }
 
 // WaveSize returns how many of nodes one wave moves: MaxUnavailable as a

@@ -135,6 +135,14 @@ type Rollout struct {
 	// false to resume.
 	// +optional
 	Paused bool `json:"paused,omitempty"`
+	// ProgressDeadlineSeconds is how long a wave may take, in seconds
+	// (default 600): a node of the current wave that has not reported
+	// the new module loaded this long after the wave started fails the
+	// rollout, as a node that failed the module does. Pausing does not
+	// stop it.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	ProgressDeadlineSeconds int32 `json:"progressDeadlineSeconds,omitempty"`
 }
 
 // Module names the plugin's WebAssembly module: exactly one of File and
@@ -308,6 +316,10 @@ type RolloutStatus struct {
 	// Phase is Progressing, Paused, Complete or Failed.
 	// +optional
 	Phase RolloutPhase `json:"phase,omitempty"`
+	// StartTime is when the rollout of the target module started. What
+	// the nodes reported before does not count against it.
+	// +optional
+	StartTime metav1.Time `json:"startTime,omitzero"`
 	// UpdatedNodes counts the nodes that report the target module loaded.
 	// +optional
 	UpdatedNodes int32 `json:"updatedNodes,omitempty"`
@@ -326,6 +338,12 @@ type RolloutStatus struct {
 	// +optional
 	// +listType=set
 	CurrentWaveNodes []string `json:"currentWaveNodes,omitempty"`
+	// CurrentWaveStartTime is when the latest wave started: when its
+	// nodes were first sent the target module. What they reported before
+	// does not count against the rollout, and spec.rollout's
+	// progressDeadlineSeconds runs from it.
+	// +optional
+	CurrentWaveStartTime metav1.Time `json:"currentWaveStartTime,omitzero"`
 	// MovedNodes are the nodes sent the target module so far, in every
 	// wave, while the rollout is under way; empty once it is Complete.
 	// +optional
@@ -382,7 +400,8 @@ type NodeStatus struct {
 	// node is sent the module it runs again (a rollback).
 	// +optional
 	RejectedDigest string `json:"rejectedDigest,omitempty"`
-	// LastTransitionTime is when Phase last changed.
+	// LastTransitionTime is when Phase, Digest or RejectedDigest last
+	// changed.
 	// +optional
 	LastTransitionTime metav1.Time `json:"lastTransitionTime,omitzero"`
 }
@@ -405,6 +424,26 @@ func (g Grants) Set() grant.Set {
 		set.TLS = append(set.TLS, t.set())
 	}
 	return set
+}
+
+// List returns the grants one string each, in the form `wapper plugin run
+// --grant` takes: network entries as they are (tcp://, udp://, tls://),
+// serial paths as they are, then "gpio:LINE", "listen:udp://IP:PORT" and
+// "secret:NAME". TLS settings are not grants of their own and are left
+// out.
+func (g Grants) List() []string {
+	out := append([]string(nil), g.Network...)
+	out = append(out, g.Serial...)
+	for _, s := range g.GPIO {
+		out = append(out, "gpio:"+s)
+	}
+	for _, s := range g.Listen {
+		out = append(out, "listen:"+s)
+	}
+	for _, s := range g.Secrets {
+		out = append(out, "secret:"+s)
+	}
+	return out
 }
 
 func (t TLSGrant) set() grant.TLS {

@@ -3,6 +3,7 @@ package v1alpha1_test
 import (
 	"encoding/json"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -131,6 +132,7 @@ func TestValidationErrors(t *testing.T) {
 		{"rollout zero wave", `{spec: {protocols: [m], module: {file: m.wasm}, rollout: {maxUnavailable: 0}}}`, "spec.rollout.maxUnavailable", "at least 1"},
 		{"rollout bare string", `{spec: {protocols: [m], module: {file: m.wasm}, rollout: {maxUnavailable: "2"}}}`, "spec.rollout.maxUnavailable", "percentage"},
 		{"rollout over 100%", `{spec: {protocols: [m], module: {file: m.wasm}, rollout: {maxUnavailable: "101%"}}}`, "spec.rollout.maxUnavailable", "percentage"},
+		{"rollout negative deadline", `{spec: {protocols: [m], module: {file: m.wasm}, rollout: {progressDeadlineSeconds: -5}}}`, "spec.rollout.progressDeadlineSeconds", "at least 1 second"},
 		{"rollout bad selector", `{spec: {protocols: [m], module: {file: m.wasm}, rollout: {canaryNodeSelector: {matchExpressions: [{key: tier, operator: Near}]}}}}`, "spec.rollout.canaryNodeSelector.matchExpressions[0].operator", "not a valid"},
 	}
 	for _, c := range cases {
@@ -274,6 +276,14 @@ func TestRolloutDefaultsAndWaveSize(t *testing.T) {
 	if mu := p.Spec.Rollout.MaxUnavailable; mu == nil || mu.String() != "1" {
 		t.Fatalf("default maxUnavailable %v, want 1", mu)
 	}
+	if s := p.Spec.Rollout.ProgressDeadlineSeconds; s != 600 {
+		t.Fatalf("default progressDeadlineSeconds %d, want 600", s)
+	}
+	for s, want := range map[int32]time.Duration{0: 10 * time.Minute, 1: time.Second, 90: 90 * time.Second} {
+		if got := (v1alpha1.Rollout{ProgressDeadlineSeconds: s}).ProgressDeadline(); got != want {
+			t.Errorf("ProgressDeadline() of %d seconds = %s, want %s", s, got, want)
+		}
+	}
 	for _, c := range []struct {
 		mu    string
 		nodes int
@@ -287,5 +297,22 @@ func TestRolloutDefaultsAndWaveSize(t *testing.T) {
 		if err != nil || got != c.want {
 			t.Errorf("WaveSize(%s of %d) = %d, %v; want %d", c.mu, c.nodes, got, err, c.want)
 		}
+	}
+}
+
+// TestGrantsList: every kind of grant, one string each in the form
+// `wapper plugin run --grant` takes; TLS settings are not grants.
+func TestGrantsList(t *testing.T) {
+	g := v1alpha1.Grants{
+		Network: []string{"tcp://10.0.0.5:502", "tls://broker.local:8883"}, Serial: []string{"/dev/ttyUSB*"},
+		GPIO: []string{"GPIO17"}, Listen: []string{"udp://0.0.0.0:162"}, Secrets: []string{"plc-*"},
+		TLS: []v1alpha1.TLSGrant{{Endpoint: "tls://broker.local:8883", CASecret: "ca"}},
+	}
+	want := []string{"tcp://10.0.0.5:502", "tls://broker.local:8883", "/dev/ttyUSB*", "gpio:GPIO17", "listen:udp://0.0.0.0:162", "secret:plc-*"}
+	if got := g.List(); !slices.Equal(got, want) {
+		t.Errorf("List() = %q, want %q", got, want)
+	}
+	if got := (v1alpha1.Grants{}).List(); len(got) != 0 {
+		t.Errorf("no grants: %q", got)
 	}
 }

@@ -193,6 +193,9 @@ func (r *Rollout) Validate(fld *field.Path) field.ErrorList {
 			errs = append(errs, field.Invalid(fld.Child("maxUnavailable"), mu.StrVal, "want a count (such as 2) or a percentage from 1% to 100% (such as \"25%\")"))
 		}
 	}
+	if r.ProgressDeadlineSeconds < 0 {
+		errs = append(errs, field.Invalid(fld.Child("progressDeadlineSeconds"), r.ProgressDeadlineSeconds, "must be at least 1 second"))
+	}
 	if r.CanaryNodeSelector != nil {
 		errs = append(errs, metav1validation.ValidateLabelSelector(r.CanaryNodeSelector, metav1validation.LabelSelectorValidationOptions{}, fld.Child("canaryNodeSelector"))...)
 	}

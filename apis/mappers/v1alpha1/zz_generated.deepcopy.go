@@ -259,6 +259,7 @@ func (in *RolloutStatus) DeepCopyInto(out *RolloutStatus) {
 	*out = *in
 	out.TargetModule = in.TargetModule
 	out.PreviousModule = in.PreviousModule
+	in.StartTime.DeepCopyInto(&out.StartTime)
 	if in.FailedNodes != nil {
 		in, out := &in.FailedNodes, &out.FailedNodes
 		*out = make([]FailedNode, len(*in))
@@ -269,6 +270,7 @@ func (in *RolloutStatus) DeepCopyInto(out *RolloutStatus) {
 		*out = make([]string, len(*in))
 		copy(*out, *in)
 	}
+	in.CurrentWaveStartTime.DeepCopyInto(&out.CurrentWaveStartTime)
 	if in.MovedNodes != nil {
 		in, out := &in.MovedNodes, &out.MovedNodes
 		*out = make([]string, len(*in))

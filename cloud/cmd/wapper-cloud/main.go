@@ -104,6 +104,7 @@ reach the registry, and writes reported twins and plugin states back.`,
 	f.StringVar(&o.cfg.CAOut, "ca-out", "", "write the serving certificate here, for hosts' --ca-file")
 	f.StringVar(&o.cfg.ModuleCacheDir, "module-cache", "", "module cache for pull-through (default: user cache dir)")
 	f.IntVar(&o.cfg.Workers, "workers", server.DefaultWorkers, "reconcile workers (1 or more)")
+	f.BoolVar(&o.cfg.Console, "console", true, "serve the fleet console at / on --listen, to Kubernetes users allowed to list mapperplugins")
 	cmd.AddCommand(tokenCommand())
 	return cmd
 }

@@ -5,11 +5,9 @@
 // serves the host under a prefix.
 'use strict';
 (() => {
-  const TOKEN_KEY = 'wapper-console-token';
   const NUMERIC = new Set(['INT', 'FLOAT', 'DOUBLE']);
   const view = document.getElementById('view');
   const live = document.getElementById('live');
-  let token = sessionStorage.getItem(TOKEN_KEY) || '';
   let leave = () => {}; // ends the current page: timers, streams
 
   // ---- DOM helpers
@@ -42,18 +40,17 @@
     }
     return v.length > 32 ? v.slice(0, 31) + '…' : v;
   }
+  // fmtSeconds writes a duration in ms below a second, in s above, with
+  // two significant digits: "0.21 ms", "1.3 ms", "2.5 s".
+  function fmtSeconds(s) {
+    return s < 1 ? `${+(s * 1000).toPrecision(2)} ms` : `${+s.toPrecision(2)} s`;
+  }
   function fmtTime(t) {
     if (!t) return '';
     const d = new Date(t);
     return isNaN(d) ? '' : d.toLocaleTimeString();
   }
   // ---- requests and the token
-
-  function authHeaders(extra) {
-    const h = Object.assign({}, extra);
-    if (token) h.Authorization = 'Bearer ' + token;
-    return h;
-  }
 
   class HTTPError extends Error {
     constructor(status, message) { super(message); this.status = status; }
@@ -62,40 +59,18 @@
   // api fetches JSON; an answer other than 2xx throws with the error text
   // of the REST API's JSON error, and a 401 asks for the token.
   async function api(path, opts = {}) {
-    const res = await fetch(path, Object.assign({}, opts, { headers: authHeaders(opts.headers), cache: 'no-store' }));
+    const res = await fetch(path, Object.assign({}, opts, { headers: wapperToken.headers(opts.headers), cache: 'no-store' }));
     let body = null;
     try { body = await res.json(); } catch { /* not JSON */ }
     if (!res.ok) {
       const msg = (body && body.error) || `${res.status} ${res.statusText}`;
-      if (res.status === 401) askToken(msg);
+      if (res.status === 401) wapperToken.ask(msg);
       throw new HTTPError(res.status, msg);
     }
     return body;
   }
 
-  const tokenForm = document.getElementById('token-form');
-  function askToken(why) {
-    document.getElementById('token-why').textContent = why || '';
-    tokenForm.hidden = false;
-    tokenForm.elements.token.focus();
-  }
-  tokenForm.addEventListener('submit', (e) => {
-    e.preventDefault();
-    token = tokenForm.elements.token.value.trim();
-    sessionStorage.setItem(TOKEN_KEY, token);
-    tokenForm.reset();
-    tokenForm.hidden = true;
-    route();
-  });
-  document.getElementById('token-forget').addEventListener('click', () => {
-    token = '';
-    sessionStorage.removeItem(TOKEN_KEY);
-    tokenForm.reset();
-    tokenForm.hidden = true;
-    route();
-  });
-  document.getElementById('token-button').addEventListener('click', () =>
-    tokenForm.hidden ? askToken(token ? 'A token is set for this tab.' : 'No token set.') : (tokenForm.hidden = true));
+  wapperToken.init('wapper-console-token', () => route());
 
   // stream reads server-sent events with fetch (EventSource cannot send
   // the Authorization header) until signal aborts, connecting again with
@@ -104,11 +79,11 @@
     let delay = 1000;
     while (!signal.aborted) {
       try {
-        const res = await fetch(url, { headers: authHeaders({ Accept: 'text/event-stream' }), signal, cache: 'no-store' });
+        const res = await fetch(url, { headers: wapperToken.headers({ Accept: 'text/event-stream' }), signal, cache: 'no-store' });
         if (!res.ok || !res.body) {
           let msg = `${res.status} ${res.statusText}`;
           try { msg = (await res.json()).error || msg; } catch { /* not JSON */ }
-          if (res.status === 401) askToken(msg);
+          if (res.status === 401) wapperToken.ask(msg);
           throw new Error(msg);
         }
         setLive(true, 'live');
@@ -453,10 +428,15 @@
     const body = el('div');
     const status = el('p', { className: 'error' });
     view.replaceChildren(el('h1', {}, 'Plugins'), body, status);
-    // grants lists a plugin's grants, when the host reports them.
-    const grants = (g) => Object.entries(g || {}).filter(([, v]) => Array.isArray(v) && v.length)
-      .map(([k, v]) => `${k}: ${v.map((x) => typeof x === 'string' ? x : JSON.stringify(x)).join(', ')}`);
+    // grants describes a plugin's grants, as `wapper plugin run --grant`
+    // takes them, then the settings of its TLS connections, a line each.
+    const grants = (p) => [p.grants && p.grants.length ? 'grants: ' + p.grants.join(', ') : null,
+      ...(p.tlsGrants || []).map((t) => `TLS to ${t.endpoint}: ` + ([t.serverName && `server name ${t.serverName}`,
+        t.caSecret && `CA from ${t.caSecret}`, t.clientSecret && `client certificate from ${t.clientSecret}`]
+        .filter(Boolean).join(', ') || 'system CAs'))].filter(Boolean);
+    const limits = (l) => `${l.memoryMiB} MiB, ${l.instances} instance${l.instances === 1 ? '' : 's'}, ${l.callTimeout} per call`;
     const counter = (p, k) => p.counters && p.counters[k] != null ? String(Math.round(p.counters[k])) : '–';
+    const latency = (p) => p.callMeanSeconds ? `${fmtSeconds(p.callMeanSeconds)} mean, ${fmtSeconds(p.callP99Seconds)} p99` : '–';
     return every(5000, async () => {
       try {
         const [{ plugins }, problems] = await Promise.all([api('console/api/plugins'), api('api/v1/manifests/errors')]);
@@ -464,17 +444,20 @@
           ['traps', 'Traps'], ['grantDenials', 'Grant denials'], ['readings', 'Readings'], ['readErrors', 'Read errors']];
         const table = el('table', { id: 'plugins' },
           el('thead', {}, el('tr', {}, el('th', {}, 'Plugin'), el('th', {}, 'State'), el('th', {}, 'Module'),
-            el('th', { className: 'num' }, 'Devices'), cols.map(([, h]) => el('th', { className: 'num' }, h)))),
+            el('th', { className: 'num' }, 'Devices'), el('th', { className: 'num', title: 'mean and 99th percentile of its calls since the host started' }, 'Call latency'),
+            cols.map(([, h]) => el('th', { className: 'num' }, h)))),
           el('tbody', {}, plugins.length ? plugins.map((p) => el('tr', { 'data-plugin': p.name },
             el('td', {}, p.name, el('div', { className: 'muted' }, p.source),
-              grants(p.grants).map((g) => el('div', { className: 'muted mono' }, g))),
+              p.limits ? el('div', { className: 'muted limits' }, limits(p.limits)) : null,
+              grants(p).map((g) => el('div', { className: 'muted mono grant' }, g))),
             el('td', {}, el('span', { className: 'badge ' + (p.loaded ? 'loaded' : 'failed') }, p.loaded ? 'loaded' : 'failed'),
               p.error ? el('div', { className: 'error' }, p.error) : null,
               p.rejected ? el('div', { className: 'error' }, `upgrade to ${p.rejectedDigest.slice(0, 19)} rolled back: ${p.rejected}`) : null),
             el('td', { className: 'mono', title: p.digest || '' }, p.digest ? p.digest.slice(0, 19) + '…' : '–'),
             el('td', { className: 'num' }, p.devices),
+            el('td', { className: 'num latency' }, latency(p)),
             cols.map(([k]) => el('td', { className: 'num' }, counter(p, k)))))
-            : el('tr', {}, el('td', { colspan: 4 + cols.length, className: 'muted' }, 'No MapperPlugins.'))));
+            : el('tr', {}, el('td', { colspan: 5 + cols.length, className: 'muted' }, 'No MapperPlugins.'))));
         const rowsOf = (list, keys) => list.map((p) => el('tr', {}, keys.map((k) => el('td', { className: k === 'reason' ? 'error' : '' }, p[k] ?? ''))));
         const manifests = problems.manifests || [], devs = problems.devices || [];
         body.replaceChildren(...[table,

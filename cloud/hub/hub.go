@@ -426,6 +426,16 @@ func (s *session) readLoop(ctx context.Context) error {
 		s.seen()
 		return s.conn.SetReadDeadline(time.Now().Add(3 * s.h.opts.PingInterval))
 	})
+	// A host's keepalive pings count as hearing from it too.
+	s.conn.SetPingHandler(func(data string) error {
+		s.seen()
+		_ = s.conn.SetReadDeadline(time.Now().Add(3 * s.h.opts.PingInterval))
+		err := s.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(s.h.opts.WriteTimeout))
+		if errors.Is(err, websocket.ErrCloseSent) {
+			return nil
+		}
+		return err
+	})
 	for {
 		var m linkproto.Message
 		if err := s.conn.ReadJSON(&m); err != nil {

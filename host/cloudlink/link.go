@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -114,9 +115,23 @@ type Options struct {
 	// wapper-host: <state-dir>/modules) a host restarted with the cloud
 	// unreachable loads them before the link is up.
 	ModuleDir string
-	// MinBackoff and MaxBackoff bound the reconnect delay (defaults 500ms
-	// and 30s).
+	// MinBackoff and MaxBackoff bound the reconnect delay (defaults
+	// DefaultMinBackoff and DefaultMaxBackoff). The delay doubles after
+	// each failed attempt, from MinBackoff to MaxBackoff, and starts again
+	// from MinBackoff after a session that lasted; each wait is drawn
+	// between half the delay and the whole of it, so that hosts cut off
+	// together do not return together.
 	MinBackoff, MaxBackoff time.Duration
+	// Keepalive is how often the host pings the cloud (default
+	// DefaultKeepalive); Timeout is how long it waits without hearing
+	// anything from the cloud (a message, a ping or a pong) before it
+	// takes the link for dead, drops it and reconnects (default
+	// DefaultTimeout; at least twice Keepalive). They bound how long a
+	// half-open link (packets silently dropped) goes unnoticed.
+	Keepalive, Timeout time.Duration
+	// HandshakeTimeout bounds connecting: TCP, TLS and the websocket
+	// upgrade (default DefaultHandshakeTimeout).
+	HandshakeTimeout time.Duration
 	// ReportBatch is the most reports in one message (default 256);
 	// MaxInFlight the most reports awaiting acknowledgement (default 1024).
 	ReportBatch, MaxInFlight int
@@ -168,10 +183,23 @@ func New(opts Options) (*Link, error) {
 		return nil, err
 	}
 	if opts.MinBackoff <= 0 {
-		opts.MinBackoff = 500 * time.Millisecond
+		opts.MinBackoff = DefaultMinBackoff
 	}
 	if opts.MaxBackoff <= 0 {
-		opts.MaxBackoff = 30 * time.Second
+		opts.MaxBackoff = DefaultMaxBackoff
+	}
+	opts.MaxBackoff = max(opts.MaxBackoff, opts.MinBackoff)
+	if opts.Keepalive <= 0 {
+		opts.Keepalive = DefaultKeepalive
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = DefaultTimeout
+	}
+	if opts.Timeout < 2*opts.Keepalive {
+		return nil, fmt.Errorf("cloudlink: a timeout of %s with pings every %s would drop a healthy link: make the timeout at least twice the keepalive", opts.Timeout, opts.Keepalive)
+	}
+	if opts.HandshakeTimeout <= 0 {
+		opts.HandshakeTimeout = DefaultHandshakeTimeout
 	}
 	if opts.ReportBatch <= 0 {
 		opts.ReportBatch = 256
@@ -235,6 +263,15 @@ func (l *Link) wakeUp() {
 	}
 }
 
+// Defaults of Options (wapper-host's --cloud-* flags).
+const (
+	DefaultMinBackoff       = 500 * time.Millisecond
+	DefaultMaxBackoff       = 10 * time.Second
+	DefaultKeepalive        = 10 * time.Second
+	DefaultTimeout          = 30 * time.Second
+	DefaultHandshakeTimeout = 15 * time.Second
+)
+
 // Run hands the stored objects to the Sink, then keeps a session with the
 // cloud, reconnecting with backoff, until ctx ends.
 func (l *Link) Run(ctx context.Context) error {
@@ -258,8 +295,9 @@ func (l *Link) Run(ctx context.Context) error {
 		if time.Since(start) > 10*l.opts.MinBackoff {
 			backoff = l.opts.MinBackoff
 		}
-		l.log.Warn("cloudlink: link down; reconnecting", "err", err, "in", backoff.Round(time.Millisecond), "outbox", l.Pending())
-		t := time.NewTimer(backoff + rand.N(backoff/4+1))
+		wait := backoff/2 + rand.N(backoff/2+1)
+		l.log.Warn("cloudlink: link down; reconnecting", "err", err, "in", wait.Round(time.Millisecond), "outbox", l.Pending())
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -317,12 +355,18 @@ func (l *Link) session(ctx context.Context) error {
 		return err
 	}
 	ep = "wss" + strings.TrimPrefix(strings.TrimPrefix(ep, "https"), "wss")
-	d := websocket.Dialer{TLSClientConfig: l.opts.TLS, Subprotocols: []string{linkproto.Subprotocol}, HandshakeTimeout: 30 * time.Second, Proxy: http.ProxyFromEnvironment}
+	d := websocket.Dialer{TLSClientConfig: l.opts.TLS, Subprotocols: []string{linkproto.Subprotocol}, HandshakeTimeout: l.opts.HandshakeTimeout, Proxy: http.ProxyFromEnvironment}
 	conn, resp, err := d.DialContext(ctx, ep, l.header())
 	if err != nil {
 		if resp != nil && resp.StatusCode == http.StatusUnauthorized {
 			l.met.refused.Inc()
+			l.met.drop("refused")
 			return errRefused
+		}
+		if dropReason(err) == "timeout" {
+			l.met.drop("timeout")
+		} else {
+			l.met.drop("connect")
 		}
 		return fmt.Errorf("connect: %w", err)
 	}
@@ -342,18 +386,40 @@ func (l *Link) session(ctx context.Context) error {
 	l.met.connects.Inc()
 
 	s := &linkSession{l: l, conn: conn, inflight: map[uint64]string{}}
+	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
 		<-ctx.Done()
 		_ = conn.Close()
 	}()
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- s.readLoop(ctx) }()
 	go func() { errc <- s.writeLoop(ctx) }()
+	go func() { errc <- s.keepalive(ctx) }()
 	err = <-errc
 	cancel()
+	if parent.Err() == nil { // not the host stopping
+		l.met.drop(dropReason(err))
+	}
 	return err
+}
+
+// errSilent marks a link on which nothing came from the cloud for
+// Options.Timeout: likely half-open.
+var errSilent = errors.New("nothing heard from wapper-cloud")
+
+// dropReason names why a session ended, for
+// wapper_cloudlink_disconnects_total.
+func dropReason(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, errSilent), errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	case websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway):
+		return "closed"
+	}
+	return "error"
 }
 
 func (l *Link) setConnected(v bool) {
@@ -382,23 +448,56 @@ func (s *linkSession) write(m linkproto.Message) error {
 	return s.conn.WriteMessage(websocket.TextMessage, b)
 }
 
-// silence is how long the host waits without a message or ping from the
-// cloud (which pings every 20 s) before it drops the connection.
-const silence = 90 * time.Second
+// heard pushes the read deadline Options.Timeout ahead: the cloud was
+// heard from just now.
+func (s *linkSession) heard() {
+	s.l.met.heard.SetToCurrentTime()
+	_ = s.conn.SetReadDeadline(time.Now().Add(s.l.opts.Timeout))
+}
+
+// keepalive pings the cloud every Options.Keepalive, so that a link
+// that drops packets runs into the read deadline even while the cloud
+// has nothing to send.
+func (s *linkSession) keepalive(ctx context.Context) error {
+	t := time.NewTicker(s.l.opts.Keepalive)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		s.wmu.Lock()
+		err := s.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.l.opts.Timeout))
+		s.wmu.Unlock()
+		if err != nil {
+			return fmt.Errorf("ping: %w", err)
+		}
+	}
+}
 
 func (s *linkSession) readLoop(ctx context.Context) error {
 	s.conn.SetPingHandler(func(data string) error {
-		_ = s.conn.SetReadDeadline(time.Now().Add(silence))
+		s.heard()
 		s.wmu.Lock()
 		defer s.wmu.Unlock()
 		return s.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(10*time.Second))
 	})
+	s.conn.SetPongHandler(func(string) error {
+		s.heard()
+		return nil
+	})
+	s.heard()
 	for {
-		_ = s.conn.SetReadDeadline(time.Now().Add(silence))
 		var m linkproto.Message
 		if err := s.conn.ReadJSON(&m); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return fmt.Errorf("%w in %s (keepalive every %s): dropping a link that looks half-open", errSilent, s.l.opts.Timeout, s.l.opts.Keepalive)
+			}
 			return err
 		}
+		s.heard()
 		switch m.Type {
 		case linkproto.TypeApply:
 			if err := s.apply(ctx, m); err != nil {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"wapper.dev/wapper/internal/cli"
 )
@@ -72,6 +73,8 @@ func TestBadCommandLineExitsTwo(t *testing.T) {
 		{[]string{"--cloud", "https://", "--node", "n", "--token-file", tok}, "no host"},
 		{[]string{"--cloud", "https://cloud.example:8443"}, "--cloud needs --node and --token-file"},
 		{[]string{"--node", "n"}, "--node and --token-file need --cloud"},
+		{[]string{"--cloud", "https://cloud.example:8443", "--node", "n", "--token-file", tok, "--cloud-keepalive", "20s", "--cloud-timeout", "30s"}, "--cloud-timeout 30s is less than twice --cloud-keepalive 20s"},
+		{[]string{"--cloud", "https://cloud.example:8443", "--node", "n", "--token-file", tok, "--cloud-max-backoff", "0s"}, "must be positive"},
 	} {
 		code, _, errs := runCLI(append([]string{"--state-dir", state}, tc.args...)...)
 		if code != cli.ExitUsage || !strings.HasPrefix(errs, "wapper-host: ") || !strings.Contains(errs, tc.want) {
@@ -86,7 +89,7 @@ func TestBadCommandLineExitsTwo(t *testing.T) {
 // TestCloudURLAccepted: https and wss URLs pass the check.
 func TestCloudURLAccepted(t *testing.T) {
 	for _, u := range []string{"https://cloud.example:8443", "wss://10.0.0.1:8443/base"} {
-		if err := (cloudOptions{url: u, node: "n", tokenFile: "f"}).validate(); err != nil {
+		if err := (cloudOptions{url: u, node: "n", tokenFile: "f", keepalive: time.Second, timeout: 3 * time.Second, maxBackoff: time.Second}).validate(); err != nil {
 			t.Errorf("%s: %v", u, err)
 		}
 	}

@@ -33,7 +33,8 @@ import (
 
 // cloudOptions are the cloud link's flags.
 type cloudOptions struct {
-	url, node, tokenFile, caFile string
+	url, node, tokenFile, caFile   string
+	keepalive, timeout, maxBackoff time.Duration
 }
 
 // validate refuses an incomplete or insecure cloud setting before the
@@ -52,6 +53,12 @@ func (o cloudOptions) validate() error {
 	if err := cloudlink.CheckURL(o.url); err != nil {
 		return &cli.UsageError{Err: err}
 	}
+	if o.keepalive <= 0 || o.timeout <= 0 || o.maxBackoff <= 0 {
+		return cli.Usagef("--cloud-keepalive, --cloud-timeout and --cloud-max-backoff must be positive")
+	}
+	if o.timeout < 2*o.keepalive {
+		return cli.Usagef("--cloud-timeout %s is less than twice --cloud-keepalive %s: a healthy link would be dropped", o.timeout, o.keepalive)
+	}
 	return nil
 }
 
@@ -60,6 +67,9 @@ func addCloudFlags(f *pflag.FlagSet, o *cloudOptions) {
 	f.StringVar(&o.node, "node", "", "this host's node name in the cluster (with --cloud)")
 	f.StringVar(&o.tokenFile, "token-file", "", "file holding the node's bearer token (wapper-cloud token NODE prints it)")
 	f.StringVar(&o.caFile, "ca-file", "", "PEM certificate(s) to trust for wapper-cloud (its --ca-out, or tls.crt of its TLS Secret)")
+	f.DurationVar(&o.keepalive, "cloud-keepalive", cloudlink.DefaultKeepalive, "how often to ping wapper-cloud")
+	f.DurationVar(&o.timeout, "cloud-timeout", cloudlink.DefaultTimeout, "drop the link and reconnect after hearing nothing from wapper-cloud this long (a half-open link); at least twice --cloud-keepalive")
+	f.DurationVar(&o.maxBackoff, "cloud-max-backoff", cloudlink.DefaultMaxBackoff, "longest wait between reconnect attempts (each wait is drawn between half and all of the current delay, which doubles from 500ms)")
 }
 
 // cloudModules resolves modules from the registry directly and, once the
@@ -130,6 +140,7 @@ func startCloud(o cloudOptions, lc *lifecycle, st *store.Store, mgr *devices.Man
 		URL: o.url, Node: o.node, Token: strings.TrimSpace(string(tok)), DB: st.DB(),
 		Direct: mods.direct, ModuleDir: filepath.Join(stateDir, "modules"),
 		Logger: log, Registerer: reg,
+		Keepalive: o.keepalive, Timeout: o.timeout, MaxBackoff: o.maxBackoff,
 		Sink: cloudlink.SinkFunc(func(ctx context.Context, s cloudlink.Set) error {
 			return mgr.Apply(ctx, cloudlink.Source, devices.ResourceSet{Devices: s.Devices, Models: s.Models, Plugins: s.Plugins})
 		}),

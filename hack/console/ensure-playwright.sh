@@ -20,54 +20,35 @@
 #
 # Needs Node.js 20 or later, and npm.
 set -euo pipefail
+# shellcheck source=SCRIPTDIR/../lib/cache.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/cache.sh"
 VERSION=${PLAYWRIGHT_VERSION:-1.65.1}
-CACHE=${PLAYWRIGHT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/wapper}
+CACHE=${PLAYWRIGHT_CACHE:-$(cache_home)/wapper}
 DEST=$CACHE/playwright-$VERSION
-
-log() { echo "[ensure-playwright] $*" >&2; }
 
 warm() {
   [ -f "$DEST/node_modules/playwright-core/package.json" ] &&
     [ "$(cat "$DEST/VERSION" 2>/dev/null)" = "$VERSION" ]
 }
 
-if warm; then echo "$DEST"; exit 0; fi
-if [ "${1:-}" = --no-install ]; then
-  log "not installed yet: run hack/console/ensure-playwright.sh (make test runs it)"
-  exit 3
-fi
-for tool in node npm; do
-  command -v "$tool" >/dev/null || { log "$tool is missing: install Node.js 20 or later, with npm"; exit 1; }
-done
-major=$(node -p 'process.versions.node.split(".")[0]')
-if [ "$major" -lt 20 ]; then
-  log "node $(node --version) is too old for playwright-core $VERSION: install Node.js 20 or later"
-  exit 1
-fi
-
-mkdir -p "$CACHE"
-exec 9>"$CACHE/.playwright.lock"
-if ! flock -n 9; then
-  log "another install is running; waiting for it"
-  flock 9
-fi
-if warm; then echo "$DEST"; exit 0; fi
+cache_exit_if_warm "$DEST" warm
+cache_check_only --no-install "${1:-}" "not installed yet: run hack/console/ensure-playwright.sh (make test runs it)"
+cache_require_node "playwright-core $VERSION"
+cache_lock "$CACHE" .playwright.lock install
+cache_exit_if_warm "$DEST" warm
 
 log "installing playwright-core@$VERSION into $DEST"
-tmp=$(mktemp -d "$CACHE/.playwright-$VERSION.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
-start=$SECONDS
+cache_mktemp -d "$CACHE/.playwright-$VERSION.XXXXXX"
+tmp=$CACHE_TMP
+cache_start_timer
 # PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD: playwright-core downloads nothing
 # anyway; this keeps it so should that change.
-if ! out=$(cd "$tmp" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --prefix "$tmp" --no-audit --no-fund --no-save \
-  --omit=dev --loglevel=error "playwright-core@$VERSION" 2>&1); then
-  printf '%s\n' "$out" >&2
-  log "npm install failed"
-  exit 1
-fi
+npm_install() {
+  cd "$tmp" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --prefix "$tmp" --no-audit --no-fund --no-save \
+    --omit=dev --loglevel=error "playwright-core@$VERSION"
+}
+cache_quiet "npm install failed" npm_install
 echo "$VERSION" > "$tmp/VERSION"
-rm -rf "$DEST"
-mv "$tmp" "$DEST"
-trap - EXIT
-log "installed in $((SECONDS - start))s"
+cache_install_dir "$tmp" "$DEST"
+log "installed in $(cache_elapsed)s"
 echo "$DEST"

@@ -29,37 +29,28 @@
 #
 # Needs Go (any recent toolchain; tested with Go 1.26) and the Go module proxy.
 set -euo pipefail
+# shellcheck source=SCRIPTDIR/../lib/cache.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/cache.sh"
 VERSION=${INFLUXD_VERSION:-v1.8.3}
 case $VERSION in v*) ;; *) VERSION=v$VERSION ;; esac
-CACHE=${INFLUXD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/wapper/influxd}
+CACHE=${INFLUXD_CACHE:-$(cache_home)/wapper/influxd}
 DEST=$CACHE/$VERSION
 BIN=$DEST/influxd
-
-log() { echo "[ensure-influxd] $*" >&2; }
 
 warm() {
   [ -x "$BIN" ] && [ "$(cat "$DEST/VERSION" 2>/dev/null)" = "$VERSION" ]
 }
 
-if warm; then echo "$BIN"; exit 0; fi
-if [ "${1:-}" = --no-install ]; then
-  log "influxd $VERSION is not built yet: run hack/influxdb/ensure-influxd.sh"
-  exit 3
-fi
-command -v go >/dev/null || { log "go is missing: install the Go toolchain"; exit 1; }
-
-mkdir -p "$CACHE"
-exec 9>"$CACHE/.lock"
-if ! flock -n 9; then
-  log "another build is running; waiting for it"
-  flock 9
-fi
-if warm; then echo "$BIN"; exit 0; fi
+cache_exit_if_warm "$BIN" warm
+cache_check_only --no-install "${1:-}" "influxd $VERSION is not built yet: run hack/influxdb/ensure-influxd.sh"
+cache_require go "install the Go toolchain"
+cache_lock "$CACHE" .lock build
+cache_exit_if_warm "$BIN" warm
 
 log "building influxd $VERSION (github.com/influxdata/influxdb/cmd/influxd) with $(go env GOVERSION) into $DEST"
-tmp=$(mktemp -d "$CACHE/.build-$VERSION.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
-start=$SECONDS
+cache_mktemp -d "$CACHE/.build-$VERSION.XXXXXX"
+tmp=$CACHE_TMP
+cache_start_timer
 # A throwaway module folder, so that no go.mod or go.work of the caller's
 # (e.g. this repository's) is consulted; `go install pkg@version` builds with
 # the module's own go.mod. GOFLAGS is reset so that a caller's -mod=... does
@@ -73,9 +64,9 @@ start=$SECONDS
       "github.com/influxdata/influxdb/cmd/influxd@$VERSION"
 ) >&2 || { log "build failed"; exit 1; }
 "$tmp/bin/influxd" version >&2 || { log "the built influxd does not run"; exit 1; }
-rm -rf "$DEST"
-mkdir -p "$DEST"
-mv "$tmp/bin/influxd" "$BIN"
-echo "$VERSION" > "$DEST/VERSION"
-log "built in $((SECONDS - start))s: $BIN ($(du -h "$BIN" | cut -f1))"
+mkdir "$tmp/out"
+mv "$tmp/bin/influxd" "$tmp/out/influxd"
+echo "$VERSION" > "$tmp/out/VERSION"
+cache_install_dir "$tmp/out" "$DEST"
+log "built in $(cache_elapsed)s: $BIN ($(du -h "$BIN" | cut -f1))"
 echo "$BIN"

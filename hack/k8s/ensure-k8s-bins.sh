@@ -16,41 +16,32 @@
 #
 # Only the Go module proxy is used; nothing else is downloaded.
 set -euo pipefail
+# shellcheck source=SCRIPTDIR/../lib/cache.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/cache.sh"
 K8S_VERSION=${K8S_VERSION:-1.37.2}
 ETCD_VERSION=${ETCD_VERSION:-3.6.16}
-CACHE=${K8S_BIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/wapper-k8s-bins}
+CACHE=${K8S_BIN_CACHE:-$(cache_home)/wapper-k8s-bins}
 GO=${GO:-go}
 DEST=$CACHE/k8s-v$K8S_VERSION-etcd-v$ETCD_VERSION-$($GO env GOVERSION)-$($GO env GOOS)-$($GO env GOARCH)
-
-log() { echo "[ensure-k8s-bins] $*" >&2; }
 
 warm() {
   [ -x "$DEST/kube-apiserver" ] && [ -x "$DEST/etcd" ] &&
     "$DEST/kube-apiserver" --version 2>/dev/null | grep -qx "Kubernetes v$K8S_VERSION"
 }
 
-if warm; then echo "$DEST"; exit 0; fi
-if [ "${1:-}" = --no-build ]; then
-  log "not built yet: run hack/k8s/ensure-k8s-bins.sh (make test runs it)"
-  exit 3
-fi
-
-mkdir -p "$CACHE"
-exec 9>"$CACHE/.lock"
-if ! flock -n 9; then
-  log "another build is running; waiting for it"
-  flock 9
-fi
-if warm; then echo "$DEST"; exit 0; fi
+cache_exit_if_warm "$DEST" warm
+cache_check_only --no-build "${1:-}" "not built yet: run hack/k8s/ensure-k8s-bins.sh (make test runs it)"
+cache_lock "$CACHE" .lock build
+cache_exit_if_warm "$DEST" warm
 
 log "building kube-apiserver v$K8S_VERSION and etcd v$ETCD_VERSION into $DEST (cold: about 7 minutes on 2 cores)"
-work=$(mktemp -d "${TMPDIR:-/tmp}/wapper-k8s-bins.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+cache_mktemp -d "${TMPDIR:-/tmp}/wapper-k8s-bins.XXXXXX"
+work=$CACHE_TMP
 mkdir -p "$work/apiserver" "$work/etcd" "$work/out"
 # -mod=mod lets `go get` write the throwaway go.mod files; the project's own
 # GOFLAGS (for example -mod=vendor) must not leak in.
 export GOFLAGS="-mod=mod -buildvcs=false" GOWORK=off CGO_ENABLED=0
-start=$SECONDS
+cache_start_timer
 
 # 1. kube-apiserver. k8s.io/kubernetes requires its staging modules at v0.0.0
 # and replaces them with ./staging paths, which do not exist in the module
@@ -94,6 +85,6 @@ $GO build -ldflags="-s -w" -o "$work/out/etcd" go.etcd.io/etcd/server/v3
 log "etcd built in $((SECONDS - t))s"
 
 "$work/out/kube-apiserver" --version | grep -qx "Kubernetes v$K8S_VERSION" || { log "built kube-apiserver reports the wrong version"; exit 1; }
-rm -rf "$DEST.tmp" && mv "$work/out" "$DEST.tmp" && rm -rf "$DEST" && mv "$DEST.tmp" "$DEST"
-log "built in $((SECONDS - start))s: $DEST"
+cache_install_dir "$work/out" "$DEST"
+log "built in $(cache_elapsed)s: $DEST"
 echo "$DEST"

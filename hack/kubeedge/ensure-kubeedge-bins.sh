@@ -20,14 +20,14 @@
 #
 # Only the Go module proxy is used; nothing else is downloaded.
 set -euo pipefail
+# shellcheck source=SCRIPTDIR/../lib/cache.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/cache.sh"
 KE_VERSION=${KE_VERSION:-1.23.1}
 KE_STAGING_VERSION=${KE_STAGING_VERSION:-v1.23.0}
-CACHE=${KE_BIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/wapper-kubeedge-bins}
+CACHE=${KE_BIN_CACHE:-$(cache_home)/wapper-kubeedge-bins}
 GO=${GO:-go}
 DEST=$CACHE/kubeedge-v$KE_VERSION-$($GO env GOVERSION)-$($GO env GOOS)-$($GO env GOARCH)
 STAMP="v$KE_VERSION api/beehive $KE_STAGING_VERSION"
-
-log() { echo "[ensure-kubeedge-bins] $*" >&2; }
 
 # cloudcore and edgecore have no --version flag: a stamp file marks a finished build.
 warm() {
@@ -35,19 +35,10 @@ warm() {
     [ "$(cat "$DEST/VERSION" 2>/dev/null)" = "$STAMP" ]
 }
 
-if warm; then echo "$DEST"; exit 0; fi
-if [ "${1:-}" = --no-build ]; then
-  log "not built yet: run hack/kubeedge/ensure-kubeedge-bins.sh (make test runs it)"
-  exit 3
-fi
-
-mkdir -p "$CACHE"
-exec 9>"$CACHE/.lock"
-if ! flock -n 9; then
-  log "another build is running; waiting for it"
-  flock 9
-fi
-if warm; then echo "$DEST"; exit 0; fi
+cache_exit_if_warm "$DEST" warm
+cache_check_only --no-build "${1:-}" "not built yet: run hack/kubeedge/ensure-kubeedge-bins.sh (make test runs it)"
+cache_lock "$CACHE" .lock build
+cache_exit_if_warm "$DEST" warm
 
 log "building cloudcore and edgecore v$KE_VERSION into $DEST (cold: about 10 minutes on 2 cores)"
 # A fixed source folder rather than a temporary one: without -trimpath the
@@ -60,7 +51,7 @@ mkdir -p "$work"
 # go.work names ./staging folders the zip does not carry. cgo is for edgecore's
 # sqlite driver.
 export GOFLAGS="-mod=mod -buildvcs=false" GOWORK=off CGO_ENABLED=1
-start=$SECONDS
+cache_start_timer
 
 src=$($GO mod download -json "github.com/kubeedge/kubeedge@v$KE_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$/\1/p')
 [ -d "$src" ] || { log "could not download github.com/kubeedge/kubeedge@v$KE_VERSION from the Go module proxy"; exit 1; }
@@ -92,6 +83,6 @@ cp -r build/crds "$work/out/crds"
 "$work/out/cloudcore" --minconfig >/dev/null || { log "the built cloudcore does not run"; exit 1; }
 echo "$STAMP" >"$work/out/VERSION"
 cd /
-rm -rf "$DEST.tmp" && mv "$work/out" "$DEST.tmp" && rm -rf "$DEST" && mv "$DEST.tmp" "$DEST"
-log "built in $((SECONDS - start))s: $DEST"
+cache_install_dir "$work/out" "$DEST"
+log "built in $(cache_elapsed)s: $DEST"
 echo "$DEST"

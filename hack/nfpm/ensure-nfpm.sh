@@ -14,33 +14,27 @@
 #   NFPM_VERSION  github.com/goreleaser/nfpm/v2 version (default v2.45.2)
 #   NFPM_CACHE    cache folder (default ${XDG_CACHE_HOME:-$HOME/.cache}/wapper/nfpm)
 set -euo pipefail
+# shellcheck source=SCRIPTDIR/../lib/cache.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/cache.sh"
 VERSION=${NFPM_VERSION:-v2.45.2}
 case $VERSION in v*) ;; *) VERSION=v$VERSION ;; esac
-CACHE=${NFPM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/wapper/nfpm}
+CACHE=${NFPM_CACHE:-$(cache_home)/wapper/nfpm}
 DEST=$CACHE/$VERSION
 BIN=$DEST/nfpm
-
-log() { echo "[ensure-nfpm] $*" >&2; }
 
 warm() {
   [ -x "$BIN" ] && [ "$(cat "$DEST/VERSION" 2>/dev/null)" = "$VERSION" ]
 }
 
-if warm; then echo "$BIN"; exit 0; fi
-command -v go >/dev/null || { log "go is missing: install the Go toolchain"; exit 1; }
-
-mkdir -p "$CACHE"
-exec 9>"$CACHE/.lock"
-if ! flock -n 9; then
-  log "another build is running; waiting for it"
-  flock 9
-fi
-if warm; then echo "$BIN"; exit 0; fi
+cache_exit_if_warm "$BIN" warm
+cache_require go "install the Go toolchain"
+cache_lock "$CACHE" .lock build
+cache_exit_if_warm "$BIN" warm
 
 log "building nfpm $VERSION with $(go env GOVERSION) into $DEST"
-tmp=$(mktemp -d "$CACHE/.build-$VERSION.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
-start=$SECONDS
+cache_mktemp -d "$CACHE/.build-$VERSION.XXXXXX"
+tmp=$CACHE_TMP
+cache_start_timer
 # A throwaway module folder, so that no go.mod or go.work of the caller's is
 # consulted: `go install pkg@version` builds with nfpm's own go.mod.
 (
@@ -51,9 +45,9 @@ start=$SECONDS
       "github.com/goreleaser/nfpm/v2/cmd/nfpm@$VERSION"
 ) >&2 || { log "build failed"; exit 1; }
 "$tmp/bin/nfpm" --version >/dev/null || { log "the built nfpm does not run"; exit 1; }
-rm -rf "$DEST"
-mkdir -p "$DEST"
-mv "$tmp/bin/nfpm" "$BIN"
-echo "$VERSION" > "$DEST/VERSION"
-log "built in $((SECONDS - start))s: $BIN ($(du -h "$BIN" | cut -f1))"
+mkdir "$tmp/out"
+mv "$tmp/bin/nfpm" "$tmp/out/nfpm"
+echo "$VERSION" > "$tmp/out/VERSION"
+cache_install_dir "$tmp/out" "$DEST"
+log "built in $(cache_elapsed)s: $BIN ($(du -h "$BIN" | cut -f1))"
 echo "$BIN"

@@ -23,39 +23,30 @@
 # Only the Go module proxy is used. go.sum is committed and complete, so the
 # build runs with -mod=readonly and never edits this folder.
 set -euo pipefail
+# shellcheck source=SCRIPTDIR/../lib/cache.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/cache.sh"
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 GO=${GO:-go}
-CACHE=${OTELCOL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/wapper/otelcol}
+CACHE=${OTELCOL_CACHE:-$(cache_home)/wapper/otelcol}
 
-log() { echo "[ensure-otelcol] $*" >&2; }
-
-command -v "$GO" >/dev/null || { log "$GO is missing: install Go (see go.mod for the version)"; exit 1; }
+cache_require "$GO" "install Go (see go.mod for the version)"
 HASH=$( {
   cat "$HERE/go.mod" "$HERE/go.sum" "$HERE/main.go"
-  GOFLAGS= "$GO" env GOVERSION GOOS GOARCH
+  GOFLAGS='' "$GO" env GOVERSION GOOS GOARCH
 } | sha256sum | cut -c1-16)
 DEST=$CACHE/$HASH
 BIN=$DEST/otelcol
 
-if [ -x "$BIN" ]; then echo "$BIN"; exit 0; fi
-if [ "${1:-}" = --no-build ]; then
-  log "not built yet: run hack/otelcol/ensure-otelcol.sh"
-  exit 3
-fi
-
-mkdir -p "$CACHE"
-exec 9>"$CACHE/.lock"
-if ! flock -n 9; then
-  log "another build is running; waiting for it"
-  flock 9
-fi
-if [ -x "$BIN" ]; then echo "$BIN"; exit 0; fi
+cache_exit_if_warm "$BIN" test -x "$BIN"
+cache_check_only --no-build "${1:-}" "not built yet: run hack/otelcol/ensure-otelcol.sh"
+cache_lock "$CACHE" .lock build
+cache_exit_if_warm "$BIN" test -x "$BIN"
 
 log "building the collector into $BIN (cold: about 3.5 minutes on 2 cores)"
 mkdir -p "$DEST"
-tmp=$(mktemp "$DEST/.otelcol.XXXXXX")
-trap 'rm -f "$tmp"' EXIT
-start=$SECONDS
+cache_mktemp "$DEST/.otelcol.XXXXXX"
+tmp=$CACHE_TMP
+cache_start_timer
 # The project's own GOFLAGS (for example -mod=vendor) and any go.work must
 # not leak into this separate module.
 GOFLAGS="-mod=readonly -buildvcs=false" GOWORK=off CGO_ENABLED=0 \
@@ -63,6 +54,5 @@ GOFLAGS="-mod=readonly -buildvcs=false" GOWORK=off CGO_ENABLED=0 \
 chmod 0755 "$tmp"
 "$tmp" --version >&2
 mv -f "$tmp" "$BIN"
-trap - EXIT
-log "built in $((SECONDS - start))s"
+log "built in $(cache_elapsed)s"
 echo "$BIN"

@@ -263,25 +263,35 @@ func byDevice(rs []benchReading) [][]benchReading {
 func (b *sinkBench) redisEach(rs []benchReading) benchResult {
 	c := redis.NewClient(&redis.Options{Addr: b.redis.Addr, Password: benchRedisPassword, PoolSize: benchDevices, MaxRetries: -1})
 	defer c.Close()
+	ctx := context.Background()
+	return b.perDevice("native redis ZADD", rs, func(dr []benchReading) error {
+		for i := range dr {
+			if err := c.ZAdd(ctx, dr[i].device, redis.Z{Score: float64(dr[i].ms), Member: dr[i].member()}).Err(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// perDevice measures write run on each device's readings at once, a
+// goroutine per device, as mapper-framework's mappers write.
+func (b *sinkBench) perDevice(what string, rs []benchReading, write func([]benchReading) error) benchResult {
 	devs := byDevice(rs)
 	return measure(len(rs), func() {
 		var wg sync.WaitGroup
 		errs := make(chan error, len(devs))
 		for _, dr := range devs {
 			wg.Go(func() {
-				ctx := context.Background()
-				for i := range dr {
-					if err := c.ZAdd(ctx, dr[i].device, redis.Z{Score: float64(dr[i].ms), Member: dr[i].member()}).Err(); err != nil {
-						errs <- err
-						return
-					}
+				if err := write(dr); err != nil {
+					errs <- err
 				}
 			})
 		}
 		wg.Wait()
 		close(errs)
 		for err := range errs {
-			b.t.Fatalf("native redis ZADD: %v", err)
+			b.t.Fatalf("%s: %v", what, err)
 		}
 	})
 }
@@ -361,36 +371,22 @@ func benchTS(ms int64) string { return time.Unix(ms/1e3, 0).Format(time.DateTime
 func (b *sinkBench) mysqlEach(rs []benchReading) benchResult {
 	db := b.mysqlDB(benchDevices)
 	defer db.Close()
-	devs := byDevice(rs)
-	return measure(len(rs), func() {
-		var wg sync.WaitGroup
-		errs := make(chan error, len(devs))
-		for _, dr := range devs {
-			wg.Go(func() {
-				table := quoteIdent(dr[0].table())
-				if _, err := db.Exec("CREATE TABLE IF NOT EXISTS " + table + benchCreate); err != nil {
-					errs <- err
-					return
-				}
-				stmt, err := db.Prepare("INSERT INTO " + table + " (ts,field) VALUES (?,?)")
-				if err != nil {
-					errs <- err
-					return
-				}
-				defer stmt.Close()
-				for i := range dr {
-					if _, err := stmt.Exec(benchTS(dr[i].ms), dr[i].value); err != nil {
-						errs <- err
-						return
-					}
-				}
-			})
+	return b.perDevice("native mysql", rs, func(dr []benchReading) error {
+		table := quoteIdent(dr[0].table())
+		if _, err := db.Exec("CREATE TABLE IF NOT EXISTS " + table + benchCreate); err != nil {
+			return err
 		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			b.t.Fatalf("native mysql: %v", err)
+		stmt, err := db.Prepare("INSERT INTO " + table + " (ts,field) VALUES (?,?)")
+		if err != nil {
+			return err
 		}
+		defer stmt.Close()
+		for i := range dr {
+			if _, err := stmt.Exec(benchTS(dr[i].ms), dr[i].value); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }
 

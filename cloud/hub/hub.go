@@ -68,6 +68,12 @@ type Options struct {
 	Logger *slog.Logger
 	// Metrics receives the hub's metrics; nil for none.
 	Metrics *Metrics
+	// Compression offers websocket permessage-deflate (RFC 7692, without
+	// context takeover) in the handshake. It is used only with a host
+	// that asks for it too (cloudlink.Options.Compression); with any
+	// other host the link is as without it. Off by default
+	// (wapper-cloud --link-compression).
+	Compression bool
 }
 
 // Hub serves linkproto.LinkPath.
@@ -116,6 +122,8 @@ func New(opts Options) *Hub {
 		Subprotocols:    []string{linkproto.Subprotocol},
 		ReadBufferSize:  4096,
 		WriteBufferSize: 4096,
+		// Negotiated per connection: only when the host asks for it too.
+		EnableCompression: opts.Compression,
 		// Hosts are not browsers; the bearer token, not the origin, is
 		// what authorises them.
 		CheckOrigin: func(*http.Request) bool { return true },
@@ -275,6 +283,11 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseProtocolError, "want subprotocol "+linkproto.Subprotocol), time.Now().Add(time.Second))
 		h.closeConn(conn, node)
 		return
+	}
+	if h.opts.Compression {
+		// Compress what the hub sends when the handshake negotiated
+		// permessage-deflate (a no-op otherwise).
+		conn.EnableWriteCompression(true)
 	}
 	conn.SetReadLimit(64 << 20)
 	_ = conn.SetReadDeadline(time.Now().Add(3 * h.opts.PingInterval))

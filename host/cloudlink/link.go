@@ -139,6 +139,12 @@ type Options struct {
 	Logger *slog.Logger
 	// Registerer receives the link's metrics; nil for none.
 	Registerer prometheus.Registerer
+	// Compression asks the cloud for websocket permessage-deflate (RFC
+	// 7692, without context takeover) in the handshake. It is used only
+	// when the cloud offers it too (hub.Options.Compression, wapper-cloud
+	// --link-compression); otherwise the link is as without it. Off by
+	// default (wapper-host --cloud-compression).
+	Compression bool
 }
 
 // LoadCA returns a TLS config trusting the PEM certificates in file (the
@@ -355,7 +361,8 @@ func (l *Link) session(ctx context.Context) error {
 		return err
 	}
 	ep = "wss" + strings.TrimPrefix(strings.TrimPrefix(ep, "https"), "wss")
-	d := websocket.Dialer{TLSClientConfig: l.opts.TLS, Subprotocols: []string{linkproto.Subprotocol}, HandshakeTimeout: l.opts.HandshakeTimeout, Proxy: http.ProxyFromEnvironment}
+	d := websocket.Dialer{TLSClientConfig: l.opts.TLS, Subprotocols: []string{linkproto.Subprotocol}, HandshakeTimeout: l.opts.HandshakeTimeout, Proxy: http.ProxyFromEnvironment,
+		EnableCompression: l.opts.Compression}
 	conn, resp, err := d.DialContext(ctx, ep, l.header())
 	if err != nil {
 		if resp != nil && resp.StatusCode == http.StatusUnauthorized {
@@ -371,6 +378,11 @@ func (l *Link) session(ctx context.Context) error {
 		return fmt.Errorf("connect: %w", err)
 	}
 	defer conn.Close()
+	if l.opts.Compression {
+		// Compress what the host sends when the handshake negotiated
+		// permessage-deflate (a no-op otherwise).
+		conn.EnableWriteCompression(true)
+	}
 	conn.SetReadLimit(256 << 20)
 	inv, err := inventory(l.opts.DB)
 	if err != nil {
@@ -545,13 +557,19 @@ func (s *linkSession) acked(seqs []uint64) error {
 	for _, q := range seqs {
 		if k, ok := s.inflight[q]; ok {
 			keys[q] = k
-			delete(s.inflight, q)
 		}
 	}
 	s.mu.Unlock()
 	if err := ackReports(s.l.opts.DB, keys, seqs); err != nil {
 		return fmt.Errorf("outbox: %w", err)
 	}
+	// Out of flight only once the outbox no longer holds them: a writer
+	// looking in between would send them again.
+	s.mu.Lock()
+	for q := range keys {
+		delete(s.inflight, q)
+	}
+	s.mu.Unlock()
 	s.l.met.acked.Add(float64(len(keys)))
 	s.l.wakeUp()
 	return nil

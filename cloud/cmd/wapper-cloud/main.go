@@ -93,6 +93,7 @@ reach the registry, and writes reported twins and plugin states back.`,
 	f.DurationVar(&o.cfg.Status.FlushInterval, "status-flush", status.DefaultFlushInterval, "how long reports for one object gather before a write")
 	f.IntVar(&o.cfg.Hub.Window, "window", hub.DefaultWindow, "unacknowledged batches per host before the hub waits (backpressure)")
 	f.IntVar(&o.cfg.Hub.BatchSize, "batch", hub.DefaultBatchSize, "most objects in one batch")
+	f.BoolVar(&o.cfg.Hub.Compression, "link-compression", false, "offer websocket permessage-deflate to hosts; used with those that ask for it too (wapper-host --cloud-compression)")
 	f.Float64Var(&o.apiQPS, "kube-api-qps", defaultKubeAPIQPS, "client QPS towards the API server (the burst is twice that)")
 	cli.AddLogFlags(f, &o.log)
 	f.StringVar(&o.cfg.Listen, "listen", server.DefaultListen, "address hosts connect to (TLS)")

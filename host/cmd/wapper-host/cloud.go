@@ -35,6 +35,7 @@ import (
 type cloudOptions struct {
 	url, node, tokenFile, caFile   string
 	keepalive, timeout, maxBackoff time.Duration
+	compression                    bool
 }
 
 // validate refuses an incomplete or insecure cloud setting before the
@@ -70,6 +71,7 @@ func addCloudFlags(f *pflag.FlagSet, o *cloudOptions) {
 	f.DurationVar(&o.keepalive, "cloud-keepalive", cloudlink.DefaultKeepalive, "how often to ping wapper-cloud")
 	f.DurationVar(&o.timeout, "cloud-timeout", cloudlink.DefaultTimeout, "drop the link and reconnect after hearing nothing from wapper-cloud this long (a half-open link); at least twice --cloud-keepalive")
 	f.DurationVar(&o.maxBackoff, "cloud-max-backoff", cloudlink.DefaultMaxBackoff, "longest wait between reconnect attempts (each wait is drawn between half and all of the current delay, which doubles from 500ms)")
+	f.BoolVar(&o.compression, "cloud-compression", false, "ask wapper-cloud for websocket permessage-deflate; used when it offers it too (wapper-cloud --link-compression)")
 }
 
 // cloudModules resolves modules from the registry directly and, once the
@@ -140,7 +142,7 @@ func startCloud(o cloudOptions, lc *lifecycle, st *store.Store, mgr *devices.Man
 		URL: o.url, Node: o.node, Token: strings.TrimSpace(string(tok)), DB: st.DB(),
 		Direct: mods.direct, ModuleDir: filepath.Join(stateDir, "modules"),
 		Logger: log, Registerer: reg,
-		Keepalive: o.keepalive, Timeout: o.timeout, MaxBackoff: o.maxBackoff,
+		Keepalive: o.keepalive, Timeout: o.timeout, MaxBackoff: o.maxBackoff, Compression: o.compression,
 		Sink: cloudlink.SinkFunc(func(ctx context.Context, s cloudlink.Set) error {
 			return mgr.Apply(ctx, cloudlink.Source, devices.ResourceSet{Devices: s.Devices, Models: s.Models, Plugins: s.Plugins})
 		}),

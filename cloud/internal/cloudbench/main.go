@@ -56,6 +56,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	mappersv1alpha1 "wapper.dev/wapper/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/cloud/internal/benchutil"
 	"wapper.dev/wapper/cloud/nodeauth"
 	"wapper.dev/wapper/cloud/status"
 	"wapper.dev/wapper/deploy/crds"
@@ -99,7 +100,7 @@ func run(nHosts, nDevices, statusQPS int) error {
 
 	// Tokens, one Secret per node.
 	tokens := make([]string, nHosts)
-	if err := parallel(32, nHosts, func(i int) error {
+	if err := benchutil.Parallel(32, nHosts, func(i int) error {
 		t, err := nodeauth.Ensure(ctx, kc, ns, node(i))
 		tokens[i] = t
 		return err
@@ -146,7 +147,7 @@ func run(nHosts, nDevices, statusQPS int) error {
 		per[i%nHosts]++
 	}
 	clients := make([]*simHost, nHosts)
-	if err := parallel(64, nHosts, func(i int) error {
+	if err := benchutil.Parallel(64, nHosts, func(i int) error {
 		c, err := dialHost(ctx, addr, tlsCfg, node(i), tokens[i], per[i])
 		clients[i] = c
 		return err
@@ -176,7 +177,7 @@ func run(nHosts, nDevices, statusQPS int) error {
 	if _, err := ke.DevicesV1beta1().DeviceModels(ns).Create(ctx, model, metav1.CreateOptions{}); err != nil {
 		return err
 	}
-	if err := parallel(64, nDevices, func(i int) error {
+	if err := benchutil.Parallel(64, nDevices, func(i int) error {
 		d := &devicesv1beta1.Device{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("d%05d", i), Namespace: ns}, Spec: devicesv1beta1.DeviceSpec{
 			NodeName: node(i % nHosts), DeviceModelRef: &corev1.LocalObjectReference{Name: "thermo"},
 			Protocol: devicesv1beta1.ProtocolConfig{ProtocolName: "virtual"},
@@ -248,7 +249,7 @@ func run(nHosts, nDevices, statusQPS int) error {
 		return fmt.Errorf("baseline: %w", err)
 	}
 
-	fmt.Printf("wapper-cloud, %d hosts, %d devices (one process, real kube-apiserver + etcd, %d cores)\n", nHosts, nDevices, numCPU())
+	fmt.Printf("wapper-cloud, %d hosts, %d devices (one process, real kube-apiserver + etcd, %d cores)\n", nHosts, nDevices, benchutil.NumCPU())
 	fmt.Printf("  creates took                      %8.2f s  (%.0f Devices/s through client-go)\n", created.Seconds(), float64(nDevices)/created.Seconds())
 	fmt.Printf("  every host acknowledged after     %8.2f s  from the first create (%.0f ms after the last)\n", converged.Seconds(), float64((converged - created).Milliseconds()))
 	fmt.Printf("  cloud CPU during convergence      %8.2f s  (%.0f%% of one core)\n", cpu1-cpu0, 100*(cpu1-cpu0)/converged.Seconds())
@@ -285,7 +286,7 @@ func baseline(ctx context.Context, kc kubernetes.Interface, dyn dynamic.Interfac
 		return devicesv1beta1.DeviceStatusStatus{State: "ok", Twins: []devicesv1beta1.Twin{{PropertyName: "temperature", Reported: devicesv1beta1.TwinProperty{Value: v}}}}
 	}
 	start := time.Now()
-	err = parallel(baselineWorkers, n, func(i int) error {
+	err = benchutil.Parallel(baselineWorkers, n, func(i int) error {
 		name := fmt.Sprintf("d%05d", i)
 		ds := &devicesv1beta1.DeviceStatus{
 			TypeMeta: metav1.TypeMeta{APIVersion: gv, Kind: "DeviceStatus"},
@@ -306,7 +307,7 @@ func baseline(ctx context.Context, kc kubernetes.Interface, dyn dynamic.Interfac
 	}
 	createRate = float64(n) / time.Since(start).Seconds()
 	start = time.Now()
-	err = parallel(baselineWorkers, n, func(i int) error {
+	err = benchutil.Parallel(baselineWorkers, n, func(i int) error {
 		patch, err := json.Marshal(map[string]any{"status": twins(strconv.Itoa(i))})
 		if err != nil {
 			return err
@@ -453,35 +454,6 @@ func waitReady(ctx context.Context, addr, ca string) (*tls.Config, error) {
 	return nil, fmt.Errorf("wapper-cloud not ready in 2 minutes")
 }
 
-func parallel(workers, n int, fn func(i int) error) error {
-	var (
-		wg    sync.WaitGroup
-		next  atomic.Int64
-		mu    sync.Mutex // guards first
-		first error
-	)
-	for range workers {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				if err := fn(i); err != nil {
-					mu.Lock()
-					if first == nil {
-						first = err
-					}
-					mu.Unlock()
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	return first
-}
-
 func freePort() (int, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -523,14 +495,6 @@ func procRSS(pid int) (rss, hwm float64) {
 		}
 	}
 	return rss, hwm
-}
-
-func numCPU() int {
-	b, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return 0
-	}
-	return strings.Count(string(b), "processor\t:")
 }
 
 func loadCA(pem []byte) (*tls.Config, error) {

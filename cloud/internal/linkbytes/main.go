@@ -79,6 +79,7 @@ import (
 
 	mappersv1alpha1 "wapper.dev/wapper/apis/mappers/v1alpha1"
 	"wapper.dev/wapper/cloud/hub"
+	"wapper.dev/wapper/cloud/internal/benchutil"
 	"wapper.dev/wapper/cloud/nodeauth"
 	"wapper.dev/wapper/cloud/server"
 	"wapper.dev/wapper/deploy/crds"
@@ -280,7 +281,7 @@ func (c *cluster) measure(ctx context.Context, o options, compress bool, tag byt
 			names[h] = append(names[h], fmt.Sprintf("thermo-%c%02d-%04d", tag, h, i))
 		}
 	}
-	if err := parallel(16, o.hosts, func(h int) error {
+	if err := benchutil.Parallel(16, o.hosts, func(h int) error {
 		t, err := nodeauth.Ensure(ctx, c.kc, ns, nodes[h])
 		tokens[h] = t
 		return err
@@ -293,7 +294,7 @@ func (c *cluster) measure(ctx context.Context, o options, compress bool, tag byt
 		return nil, err
 	}
 	var deviceBytes atomic.Int64
-	if err := parallel(32, r.devices, func(i int) error {
+	if err := benchutil.Parallel(32, r.devices, func(i int) error {
 		h, j := i/o.devices, i%o.devices
 		if _, err := c.ke.DevicesV1beta1().Devices(ns).Create(ctx, device(names[h][j], nodes[h], i), metav1.CreateOptions{}); err != nil {
 			return err
@@ -415,7 +416,7 @@ func (c *cluster) measure(ctx context.Context, o options, compress bool, tag byt
 
 	// The DeviceStatus objects, as the API server serves them now.
 	var statusBytes atomic.Int64
-	if err := parallel(32, r.devices, func(i int) error {
+	if err := benchutil.Parallel(32, r.devices, func(i int) error {
 		n, err := c.raw(ctx, "/apis/devices.kubeedge.io/v1beta1/namespaces/"+ns+"/devicestatuses/"+names[i/o.devices][i%o.devices])
 		statusBytes.Add(int64(n))
 		return err
@@ -485,7 +486,7 @@ func (c *cluster) measure(ctx context.Context, o options, compress bool, tag byt
 	r.changedPerHost = int(math.Ceil(o.changed * float64(o.devices)))
 	changed := func(h, k int) string { return names[h][o.devices-1-k] } // the last ones: not sampled above
 	t, err = partition(func() error {
-		if err := parallel(16, o.hosts*r.changedPerHost, func(i int) error {
+		if err := benchutil.Parallel(16, o.hosts*r.changedPerHost, func(i int) error {
 			return c.setDesired(ctx, changed(i/r.changedPerHost, i%r.changedPerHost), "25")
 		}); err != nil {
 			return err
@@ -906,46 +907,9 @@ func waitFor(ctx context.Context, what string, cond func() bool) error {
 	return nil
 }
 
-func parallel(workers, n int, fn func(i int) error) error {
-	var (
-		wg    sync.WaitGroup
-		next  atomic.Int64
-		mu    sync.Mutex // guards first
-		first error
-	)
-	for range workers {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				if err := fn(i); err != nil {
-					mu.Lock()
-					if first == nil {
-						first = err
-					}
-					mu.Unlock()
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	return first
-}
-
-func numCPU() int {
-	b, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return 0
-	}
-	return strings.Count(string(b), "processor\t:")
-}
-
 // printFigures writes the figures of both runs side by side.
 func printFigures(o options, c *cluster, plain, deflate *result) {
-	fmt.Printf("wapper link, bytes on the wire: %d hosts x %d devices (2 properties each), each mode on fresh nodes, %d cores\n", o.hosts, o.devices, numCPU())
+	fmt.Printf("wapper link, bytes on the wire: %d hosts x %d devices (2 properties each), each mode on fresh nodes, %d cores\n", o.hosts, o.devices, benchutil.NumCPU())
 	fmt.Println("  real kube-apiserver + etcd, wapper-cloud in process (server.Run, DeviceStatus writes), real host/cloudlink.Link with bbolt")
 	fmt.Println("  counted: TCP payload both ways (TLS records; not TCP/IP headers) at a proxy between the hosts and the cloud")
 	fmt.Printf("  whole objects, JSON as the API server serves them (with managedFields), mean per device: Device %.0f B, DeviceStatus %.0f B;\n",

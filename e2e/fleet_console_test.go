@@ -144,6 +144,28 @@ func TestCloudConsoleBrowser(t *testing.T) {
 	if code, body := fleet(viewer); code != 200 || !strings.Contains(body, `"name":"node-a","link":"connected"`) {
 		t.Fatalf("fleet as the viewer: %d %s", code, body)
 	}
+	// The plugin's entry for node-a reaches MapperPlugin status on its
+	// own write, after the device's: wait for it, as the pages show it.
+	saEventually(t, "node-a's plugin entry in the fleet", 2*time.Minute, func() error {
+		code, body := fleet(viewer)
+		var f struct {
+			Nodes []struct {
+				Name    string
+				Plugins []struct{ Name, Phase string }
+			}
+		}
+		if err := json.Unmarshal([]byte(body), &f); code != 200 || err != nil {
+			return fmt.Errorf("%d %s", code, body)
+		}
+		for _, n := range f.Nodes {
+			for _, p := range n.Plugins {
+				if n.Name == "node-a" && p.Name == "virtual" && p.Phase == "Loaded" {
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("nodes: %+v", f.Nodes)
+	})
 	c.logMu.Lock()
 	logged := c.log.String()
 	c.logMu.Unlock()

@@ -16,8 +16,8 @@ BENCH_STEPS += bench-link-bytes
 # Bytes on the link (issue 19): what the initial sync, twin reports,
 # desired changes and reconnects after a partition put on the wire, against
 # the size of the same objects whole, without and with permessage-deflate
-# (cloud/internal/linkbytes: real kube-apiserver, wapper-cloud in process,
+# (hack/bench-link-bytes: real kube-apiserver, wapper-cloud in process,
 # real host links; 5 hosts x 100 devices, about 2 minutes on 2 cores).
 # BENCH_LINK_HOSTS and BENCH_LINK_DEVICES (per host) override the defaults.
 bench-link-bytes: k8s-bins
-	$(call bench_save,$(GO) run ./cloud/internal/linkbytes $(if $(BENCH_LINK_HOSTS),-hosts $(BENCH_LINK_HOSTS)) $(if $(BENCH_LINK_DEVICES),-devices $(BENCH_LINK_DEVICES)),link-bytes.txt)
+	$(call bench_save,$(GO) run ./hack/bench-link-bytes $(if $(BENCH_LINK_HOSTS),-hosts $(BENCH_LINK_HOSTS)) $(if $(BENCH_LINK_DEVICES),-devices $(BENCH_LINK_DEVICES)),link-bytes.txt)

@@ -56,10 +56,10 @@ import (
 	"k8s.io/client-go/rest"
 
 	mappersv1alpha1 "wapper.dev/wapper/apis/mappers/v1alpha1"
-	"wapper.dev/wapper/cloud/internal/benchutil"
 	"wapper.dev/wapper/cloud/nodeauth"
 	"wapper.dev/wapper/cloud/status"
 	"wapper.dev/wapper/deploy/crds"
+	"wapper.dev/wapper/internal/benchutil"
 	"wapper.dev/wapper/internal/k8stest"
 	"wapper.dev/wapper/internal/testenv"
 	"wapper.dev/wapper/linkproto"

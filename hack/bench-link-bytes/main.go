@@ -1,4 +1,4 @@
-// Command linkbytes measures the bytes the cloud ↔ edge link puts on the
+// Command bench-link-bytes measures the bytes the cloud ↔ edge link puts on the
 // wire (`make bench-link-bytes`, part of `make bench`; issue 19).
 //
 // It starts a real etcd and kube-apiserver (internal/k8stest), wapper-cloud
@@ -79,11 +79,11 @@ import (
 
 	mappersv1alpha1 "wapper.dev/wapper/apis/mappers/v1alpha1"
 	"wapper.dev/wapper/cloud/hub"
-	"wapper.dev/wapper/cloud/internal/benchutil"
 	"wapper.dev/wapper/cloud/nodeauth"
 	"wapper.dev/wapper/cloud/server"
 	"wapper.dev/wapper/deploy/crds"
 	"wapper.dev/wapper/host/cloudlink"
+	"wapper.dev/wapper/internal/benchutil"
 	"wapper.dev/wapper/internal/k8stest"
 	"wapper.dev/wapper/linkproto"
 )

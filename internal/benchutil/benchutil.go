@@ -1,5 +1,5 @@
-// Package benchutil holds what the cloud's benchmark commands
-// (cloud/internal/cloudbench, cloud/internal/linkbytes) share.
+// Package benchutil holds what the benchmark commands
+// (cloud/internal/cloudbench, hack/bench-link-bytes) share.
 package benchutil
 
 import (

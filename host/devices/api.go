@@ -148,11 +148,11 @@ func (m *Manager) CallMethod(ctx context.Context, namespace, name, method string
 	if err != nil {
 		switch abi.CodeOf(err) {
 		case abi.ErrInvalid:
-			return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+			return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 		case abi.ErrNotFound, abi.ErrUnsupported:
-			return nil, fmt.Errorf("%w: %v", ErrNotFound, err)
+			return nil, fmt.Errorf("%w: %w", ErrNotFound, err)
 		}
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return out, nil
 }

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"testing"
@@ -41,6 +42,24 @@ func stopRuntime(t *testing.T, cfg wazero.RuntimeConfig, started func()) wazero.
 	return r
 }
 
+// spinSafely prepares the test for guests spinning in compiled code with
+// no context to check: such a guest never reaches a Go safepoint, so a
+// GC phase that needs every P waits for it forever, and so does the
+// goroutine that would set the flag when no P is left to run it (seen
+// twice in CI: a GC worker in mark termination's forEachP, on the only
+// other P of a 2-core machine). The GC is finished and turned off while
+// the guests spin, and spare Ps let the test's goroutines run beside a
+// spinning guest and a waiting GC worker.
+func spinSafely(t *testing.T) {
+	gc := debug.SetGCPercent(-1)
+	runtime.GC() // finish any cycle under way before a guest spins
+	procs := runtime.GOMAXPROCS(max(4, runtime.GOMAXPROCS(0)+2))
+	t.Cleanup(func() {
+		runtime.GOMAXPROCS(procs)
+		debug.SetGCPercent(gc)
+	})
+}
+
 func stopFlag(t *testing.T, m api.Module) api.MutableGlobal {
 	t.Helper()
 	g, ok := m.ExportedGlobal(StopExport).(api.MutableGlobal)
@@ -58,11 +77,7 @@ func stopFlag(t *testing.T, m api.Module) api.MutableGlobal {
 // no help from wazero (no WithCloseOnContextDone, no context deadline).
 // wazevo must load the flag anew at every loop iteration and call.
 func TestStopFlag(t *testing.T) {
-	// A guest spinning in compiled code with no context to check never
-	// reaches a Go safepoint: a GC that starts while it spins waits for
-	// it forever, and so does the goroutine that would set the flag (seen
-	// once in CI). The GC stays off while the guests spin.
-	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	spinSafely(t)
 	out := mustInstrument(t, testdata(t, "stop.wasm"), BudgetForBytes(1<<20), options{strict: true})
 	for _, eng := range stopEngines {
 		for _, fn := range []string{"spin", "count", "fib60"} {
@@ -110,7 +125,7 @@ func TestStopFlagZeroRunsNormally(t *testing.T) {
 // instantiation, where nothing could stop it, but from StartExport, where
 // the stop flag does.
 func TestStopStart(t *testing.T) {
-	defer debug.SetGCPercent(debug.SetGCPercent(-1)) // as in TestStopFlag
+	spinSafely(t)
 	out := mustInstrument(t, testdata(t, "stopstart.wasm"), BudgetForBytes(1<<20), options{strict: true})
 	for _, eng := range stopEngines {
 		t.Run(eng.name, func(t *testing.T) {

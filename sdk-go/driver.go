@@ -18,7 +18,10 @@ type Driver interface {
 	AddDevice(d *Device) error
 	// UpdateDevice is called with the new description; d.Data is kept.
 	UpdateDevice(d *Device) error
-	// RemoveDevice is the last call naming the device.
+	// RemoveDevice is the last call naming the device on this instance:
+	// the device was deleted, or it moved to another instance of the
+	// plugin, which was given it first. The kv store is shared by the
+	// instances: do not delete the device's kv state here (ABI SPEC §2).
 	RemoveDevice(d *Device) error
 	// Read returns the current value of one property.
 	Read(d *Device, p *Property) (Value, error)

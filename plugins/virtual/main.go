@@ -288,10 +288,17 @@ func (virtual) Write(d *wapper.Device, p *wapper.Property, v wapper.Value) error
 	return wapper.KVSet(pr.key, []byte(v.Text()))
 }
 
+// RemoveDevice saves the device's counters and walks and forgets them on
+// this instance only: the device may have moved to another instance,
+// which goes on from what the shared kv store holds (ABI SPEC §2).
 func (virtual) RemoveDevice(d *wapper.Device) error {
 	return d.Data.(*props).all(func(pr *property) error {
+		c := cells[pr.key]
 		delete(cells, pr.key)
-		return wapper.KVDelete(pr.key)
+		if c != nil && c.seeded {
+			return storeFloat(pr.key, c.v)
+		}
+		return nil
 	})
 }
 

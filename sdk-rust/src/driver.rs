@@ -70,7 +70,11 @@ pub trait Driver {
         Ok(())
     }
 
-    /// The last call naming the device; `dev.data` is dropped afterwards.
+    /// The last call naming the device on this instance; `dev.data` is
+    /// dropped afterwards. The device was deleted, or it moved to another
+    /// instance of the plugin, which was given it first. The kv store is
+    /// shared by the instances: do not delete the device's kv state here
+    /// (ABI SPEC §2).
     fn remove_device(&mut self, dev: &mut Device<Self::Data>) -> Result<()> {
         let _ = dev;
         Ok(())

@@ -173,6 +173,11 @@ func (m *Manager) Close(ctx context.Context) error {
 	} else {
 		stuck = append(stuck, "a reconciliation of devices and plugins")
 	}
+	// Hot upgrades in progress end at once (interrupted, they roll back)
+	// and, with rec held here, commit without it (see upgrade.go).
+	if up := m.awaitCommits(ctx); len(up) > 0 {
+		stuck = append(stuck, "hot upgrades of MapperPlugins "+strings.Join(up, ", "))
+	}
 	if !waitDone(ctx, m.flushDone) {
 		stuck = append(stuck, "the periodic save of reported values")
 	}
@@ -319,18 +324,22 @@ func (m *Manager) Restore(ctx context.Context) error {
 // source owns are refused; the returned error (wrapping ErrConflict) lists
 // them, and the rest of the set is applied anyway. Only the devices that
 // the difference from the source's previous set touches are planned again.
+// When set changes a plugin's module and the plugin is upgraded hot, Apply
+// returns once the upgrade ended; changes of other plugins and of their
+// devices, by any source, are made meanwhile (see upgrade.go).
 func (m *Manager) Apply(ctx context.Context, source string, set ResourceSet) error {
-	ctx, end, err := m.begin(ctx)
+	rctx, end, err := m.begin(ctx)
 	if err != nil {
 		return fmt.Errorf("apply the objects of source %s: %w", source, err)
 	}
-	defer end()
 	ch := newChanges()
 	conflicts := m.replaceSource(source, &set, ch)
 	if err := m.persist(source); err != nil {
 		m.log.Error("save applied objects", "source", source, "err", err)
 	}
-	m.reconcile(ctx, ch)
+	m.reconcile(rctx, ch)
+	end()
+	m.awaitUpgrades(ctx, ch.wait)
 	if len(conflicts) > 0 {
 		return fmt.Errorf("%w: %d objects refused: %s", ErrConflict, len(conflicts), conflicts[0].Reason)
 	}

@@ -60,9 +60,11 @@
 // of their jobs, the canary share (spec.upgrade.canaryPercent) first; the
 // kv store is the same for both. A failed probe or canary rolls back: the
 // old module keeps every device, and [Manager.Plugin] and
-// [Manager.Problems] tell which module was rejected and why. Strategy
-// Restart, and any other change of the spec, stop the plugin's devices
-// and start them on the new plugin. See upgrade.go.
+// [Manager.Problems] tell which module was rejected and why. An upgrade
+// does not hold up changes of other plugins and their devices; changes of
+// the plugin being upgraded and of its devices are made once it ends.
+// Strategy Restart, and any other change of the spec, stop the plugin's
+// devices and start them on the new plugin. See upgrade.go.
 //
 // # Observing and driving devices
 //

@@ -128,6 +128,14 @@ type Manager struct {
 	// rec serialises reconciliation: a one-slot semaphore rather than a
 	// mutex, so that Close and callers with a context stop waiting for a
 	// reconciliation stuck in a plugin call (see [Manager.lockRec]).
+	//
+	// Lock order: rec, then mu, then a device's d.mu (then its twins'
+	// lock). A hot upgrade runs without rec (see upgrade.go): it is
+	// started under rec, takes rec again only to commit, and holds
+	// nothing while it waits for rec; a holder of rec never waits for an
+	// upgrade to end (callers of a reconciliation wait for the upgrades
+	// it started once they released rec), except Close, which stops
+	// them first and whose upgrades then commit without rec.
 	rec chan struct{}
 
 	mu        sync.RWMutex // guards the maps and nextID below
@@ -138,6 +146,13 @@ type Manager struct {
 	devices   map[string]*device // by namespace/name
 	byID      map[uint32]*device
 	nextID    uint32
+	// upgrades are the hot upgrades in progress, by plugin name (see
+	// upgrade.go): added under rec, and removed under rec too but when
+	// an upgrade commits while the manager closes.
+	upgrades map[string]*upgradeRun
+	// upgradeHook, when set (by tests), is called at steps of hot
+	// upgrades (see [Manager.hook]).
+	upgradeHook atomic.Pointer[func(plugin, step string)]
 
 	// deps says which devices each model, pinned plugin and protocol
 	// concerns; reconciliation owns it (rec).
@@ -277,6 +292,7 @@ func New(opts Options) (*Manager, error) {
 		rec:    make(chan struct{}, 1),
 		addSem: make(chan struct{}, opts.AddConcurrency),
 		deps:   newDepIndex(), unconfigured: map[string]struct{}{}, restored: make(chan struct{}),
+		upgrades: map[string]*upgradeRun{},
 	}
 	first, cancelFirst := context.WithCancel(ctx)
 	m.waits.Store(&first)
@@ -587,11 +603,10 @@ func (m *Manager) persistChanges(source string, ch *changes) error {
 // devices it touches are planned again; an unchanged object costs
 // nothing more.
 func (m *Manager) change(ctx context.Context, source string, fn func(s *sourceObjs, ch *changes) error) error {
-	ctx, end, err := m.begin(ctx)
+	rctx, end, err := m.begin(ctx)
 	if err != nil {
 		return fmt.Errorf("change an object of source %s: %w", source, err)
 	}
-	defer end()
 	ch := newChanges()
 	m.mu.Lock()
 	s := m.sources[source]
@@ -601,16 +616,16 @@ func (m *Manager) change(ctx context.Context, source string, fn func(s *sourceOb
 	}
 	err = fn(s, ch)
 	m.mu.Unlock()
-	if err != nil {
+	if err != nil || ch.empty() {
+		end()
 		return err
-	}
-	if ch.empty() {
-		return nil
 	}
 	if err := m.persistChanges(source, ch); err != nil {
 		m.log.Error("save applied objects", "source", source, "err", err)
 	}
-	m.reconcile(ctx, ch)
+	m.reconcile(rctx, ch)
+	end()
+	m.awaitUpgrades(ctx, ch.wait)
 	return nil
 }
 

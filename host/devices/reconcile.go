@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"slices"
 	"sort"
 	"time"
 
@@ -28,6 +29,18 @@ type changes struct {
 	// recheck names plugins applied again unchanged whose module file
 	// may have new content.
 	recheck map[string]struct{}
+	// wait is filled by reconcile: the hot upgrades it started, and
+	// those it left changes of plugins and devices to (see
+	// [upgradeRun]). Its caller waits for them (awaitUpgrades) once it
+	// released the reconciliation lock.
+	wait []*upgradeRun
+}
+
+// waitFor adds an upgrade to ch.wait, once.
+func (c *changes) waitFor(run *upgradeRun) {
+	if !slices.Contains(c.wait, run) {
+		c.wait = append(c.wait, run)
+	}
 }
 
 func newChanges() *changes {
@@ -52,6 +65,9 @@ func sortedKeys(set map[string]struct{}) []string {
 // reconcile brings plugins and devices in line with the objects of every
 // source, looking only at what ch names: the plugins it names, and the
 // devices it names or that use a model, plugin or protocol it touches.
+// A plugin being upgraded hot, and the devices that run on it or would
+// now, are left to its upgrade, which reconciles them once it ends (see
+// [upgradeRun]); ch.wait names those upgrades, and the ones started.
 // Callers hold the reconciliation lock (Manager.rec).
 func (m *Manager) reconcile(ctx context.Context, ch *changes) {
 	if ch.all {
@@ -96,10 +112,21 @@ func (m *Manager) reconcile(ctx context.Context, ch *changes) {
 		m.mu.RLock()
 		src, obj := m.pluginObj(name)
 		old := m.plugins[name]
+		run := m.upgrades[name]
 		m.mu.RUnlock()
 		_, reloaded := ch.reloaded[name]
 		_, changed := ch.plugins[name]
 		_, recheck := ch.recheck[name]
+		if run != nil {
+			// Being upgraded: this change is made once the upgrade
+			// ends, not beside it.
+			run.changed = run.changed || changed
+			run.reloaded = run.reloaded || reloaded
+			run.recheck = run.recheck || recheck
+			ch.waitFor(run)
+			m.hook(name, "deferred")
+			continue
+		}
 		var spec string
 		if obj != nil {
 			b, err := json.Marshal(obj.Spec)
@@ -114,6 +141,9 @@ func (m *Manager) reconcile(ctx context.Context, ch *changes) {
 			// may have: keep the devices running (see upgrade.go).
 			mc := m.changeModule(ctx, old, src, obj, spec)
 			if mc.handled {
+				if mc.run != nil {
+					ch.waitFor(mc.run)
+				}
 				if mc.entry != old {
 					m.mu.Lock()
 					m.plugins[name] = mc.entry
@@ -165,6 +195,10 @@ func (m *Manager) reconcile(ctx context.Context, ch *changes) {
 	}
 	m.mu.RLock()
 	plugins := pluginSet(maps.Clone(m.plugins))
+	var upgrading map[string]*upgradeRun
+	if len(m.upgrades) > 0 {
+		upgrading = maps.Clone(m.upgrades)
+	}
 	m.mu.RUnlock()
 
 	// Devices.
@@ -179,6 +213,13 @@ func (m *Manager) reconcile(ctx context.Context, ch *changes) {
 		}
 		d := m.devices[k]
 		m.mu.RUnlock()
+		if run := deferredTo(upgrading, d, sd.obj, sm.obj, plugins); run != nil {
+			// Its plugin is being upgraded: the upgrade may be moving
+			// it, and plans it once it ends.
+			run.devices[k] = struct{}{}
+			ch.waitFor(run)
+			continue
+		}
 		if !ok {
 			if d != nil {
 				gone = append(gone, k)
@@ -245,9 +286,36 @@ func (m *Manager) reconcile(ctx context.Context, ch *changes) {
 		m.log.Info("device removed", "device", d.key)
 		m.emit(Event{Type: EventDeviceRemoved, Device: d.key, Namespace: d.ns, Name: d.name, Time: time.Now()})
 	}
+	m.retire(ctx, retired)
+	m.updateGauges()
+}
+
+// deferredTo returns the upgrade in progress (of upgrading) of the plugin
+// device d runs on, or of the plugin Device dev (of model model) would
+// now run on, or nil.
+func deferredTo(upgrading map[string]*upgradeRun, d *device, dev *v1beta1.Device, model *v1beta1.DeviceModel, plugins pluginSet) *upgradeRun {
+	if len(upgrading) == 0 {
+		return nil
+	}
+	if d != nil {
+		d.mu.Lock()
+		cfg := d.cfg
+		d.mu.Unlock()
+		if cfg != nil && cfg.plugin != nil && upgrading[cfg.plugin.name] != nil {
+			return upgrading[cfg.plugin.name]
+		}
+	}
+	if dev != nil {
+		choice, _ := binding.Select(dev, model, plugins)
+		return upgrading[choice.Plugin]
+	}
+	return nil
+}
+
+// retire closes plugins replaced (or removed): their devices have moved
+// on; a plugin call still running on one may finish in the background.
+func (m *Manager) retire(ctx context.Context, retired []*pluginEntry) {
 	for _, e := range retired {
-		// Its devices have moved on; a plugin call still running on it
-		// may finish in the background.
 		var mem int64
 		if e.released {
 			mem = e.p.MemoryBytes()
@@ -260,7 +328,6 @@ func (m *Manager) reconcile(ctx context.Context, ch *changes) {
 		}
 		cancel()
 	}
-	m.updateGauges()
 }
 
 // retryPlugins loads every failed plugin whose backoff has ended, and

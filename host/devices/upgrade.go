@@ -45,6 +45,32 @@ import (
 // module was rejected and why. That module is not tried again while it is
 // the one asked for; once the running module is asked for again (a
 // rollback), the rejection is forgotten and the module may be tried anew.
+//
+// An upgrade does not hold the reconciliation lock (Manager.rec) while it
+// runs: a reconciliation that finds a hot upgrade to make (resolving the
+// new module under the lock, which is quick: a file read, or a cached
+// pull) registers an [upgradeRun] in Manager.upgrades and starts it in a
+// goroutine; the load (the compile of the new module), probe, canary and
+// moves run beside other reconciliations. Those leave alone what the
+// upgrade owns: a change of the plugin itself (a second new module, a
+// new spec) and every device that runs on the plugin (on either version)
+// or would now run on it (added, changed, removed, moved by a model or a
+// pin) are recorded in the run and made once it ends, when the upgrade
+// takes the lock again to commit: the plugin's entry becomes the new
+// version (or stays the old one after a rollback), the devices that were
+// not running and those recorded are planned again (on the version it
+// ended on), the recorded plugin change is reconciled (which may start
+// the next upgrade), and the version left behind is closed. Devices of
+// other plugins, and other plugins, are reconciled meanwhile as ever.
+// The caller whose change started an upgrade, or was left to one, waits
+// for it (Manager.awaitUpgrades) after releasing the lock, so that Apply
+// and the Upsert methods still return once their change is made. An
+// upgrade runs on the manager's context: a caller that stops waiting
+// does not interrupt it; Close does (it rolls back).
+//
+// Locks: an upgrade holds no lock while it waits for rec (see the lock
+// order at Manager.rec); it sets device configurations under d.mu and its
+// plugin entries' fields under Manager.mu, as reconciliation does.
 
 // canaryCycles is how many collect cycles a canary device has to read
 // successfully on the new version; canaryWaitMin bounds that wait from
@@ -102,6 +128,166 @@ type moduleChange struct {
 	// stay are the devices of the old version that were not running
 	// (being added, retrying, refused): they start again on the new one.
 	stay []*device
+	// run is the hot upgrade started, which will make the change (entry
+	// is then still old).
+	run *upgradeRun
+}
+
+// upgradeRun is a hot upgrade in progress, from the reconciliation that
+// starts it until it commits (see the comment at the top of this file).
+type upgradeRun struct {
+	name string
+	old  *pluginEntry
+	// What reconciliations left to the upgrade while it ran, guarded by
+	// the reconciliation lock: the devices to plan once it ends (by
+	// key), and whether the plugin changed, was loaded again or is to be
+	// checked for a new module file meanwhile (see [changes]).
+	devices                    map[string]struct{}
+	changed, reloaded, recheck bool
+	// committed closes once the upgrade has committed (it is no longer
+	// in Manager.upgrades); done once, besides, the upgrades its commit
+	// started (for the changes left to it) are done.
+	committed, done chan struct{}
+}
+
+// startUpgrade starts a hot upgrade of old to module wasm (digest dg), to
+// run without the reconciliation lock, which callers hold. It returns nil
+// when the manager is closing.
+func (m *Manager) startUpgrade(old *pluginEntry, src string, obj *v1alpha1.MapperPlugin, spec string, wasm []byte, dg string) *upgradeRun {
+	if m.ctx.Err() != nil {
+		return nil
+	}
+	run := &upgradeRun{name: old.name, old: old, devices: map[string]struct{}{},
+		committed: make(chan struct{}), done: make(chan struct{})}
+	m.mu.Lock()
+	m.upgrades[run.name] = run
+	m.mu.Unlock()
+	obj = obj.DeepCopy()
+	go func() {
+		mc := m.hotUpgrade(m.ctx, old, src, obj, spec, wasm, dg)
+		m.commitUpgrade(run, mc)
+	}()
+	return run
+}
+
+// commitUpgrade ends upgrade run, whose outcome is mc: under the
+// reconciliation lock, the plugin's entry becomes mc.entry, the devices
+// that were not running and those left to the upgrade are planned again,
+// a change of the plugin left to it is reconciled, and the version left
+// behind is closed. Once the manager closes, it commits without the lock
+// (Close holds it and waits for the commit), and plans nothing.
+func (m *Manager) commitUpgrade(run *upgradeRun, mc moduleChange) {
+	locked := m.lockRec(m.ctx) == nil
+	closing := m.ctx.Err() != nil
+	m.mu.Lock()
+	delete(m.upgrades, run.name)
+	swapped := m.plugins[run.name] == run.old
+	if swapped {
+		m.plugins[run.name] = mc.entry
+	}
+	m.mu.Unlock()
+	var retired []*pluginEntry
+	switch {
+	case swapped && mc.retired != nil:
+		retired = append(retired, mc.retired)
+	case !swapped && mc.entry != run.old:
+		// Close took the plugins already (it gave up waiting): the new
+		// version is nobody else's to close.
+		retired = append(retired, mc.entry)
+	}
+	var next []*upgradeRun
+	if locked && !closing {
+		ch := newChanges()
+		for k := range run.devices {
+			ch.devices[k] = struct{}{}
+		}
+		// The devices that were not running start again on the new
+		// version.
+		for _, d := range mc.stay {
+			d.mu.Lock()
+			if d.cfg != nil {
+				c := *d.cfg
+				c.sig = "" // planned again, and configured with the new version
+				d.cfg = &c
+			}
+			d.mu.Unlock()
+			ch.devices[d.key] = struct{}{}
+		}
+		if run.changed {
+			ch.plugins[run.name] = struct{}{}
+		}
+		if run.reloaded {
+			ch.reloaded[run.name] = struct{}{}
+		}
+		if run.recheck {
+			ch.recheck[run.name] = struct{}{}
+		}
+		m.reconcile(m.ctx, ch)
+		next = ch.wait
+	}
+	m.retire(context.WithoutCancel(m.ctx), retired)
+	if locked {
+		m.unlockRec()
+	}
+	close(run.committed)
+	m.awaitUpgrades(m.ctx, next)
+	close(run.done)
+}
+
+// awaitUpgrades waits until the upgrades are done, or ctx ends, or the
+// manager closes. Callers do not hold the reconciliation lock.
+func (m *Manager) awaitUpgrades(ctx context.Context, runs []*upgradeRun) {
+	for _, run := range runs {
+		select {
+		case <-run.done:
+		case <-ctx.Done():
+			return
+		case <-m.ctx.Done():
+			return
+		}
+	}
+}
+
+// awaitCommits waits, no longer than ctx, until no upgrade is in
+// progress, and returns the plugins of those still in progress then.
+// Close calls it, holding the reconciliation lock once the manager's
+// context ended: upgrades then end at once and commit without the lock,
+// and none starts.
+func (m *Manager) awaitCommits(ctx context.Context) []string {
+	for {
+		m.mu.RLock()
+		var run *upgradeRun
+		for _, r := range m.upgrades {
+			run = r
+			break
+		}
+		m.mu.RUnlock()
+		if run == nil {
+			return nil
+		}
+		if !waitDone(ctx, run.committed) {
+			m.mu.RLock()
+			names := sortedKeys(setOf(m.upgrades))
+			m.mu.RUnlock()
+			return names
+		}
+	}
+}
+
+// setOf returns the keys of a map as a set.
+func setOf[V any](in map[string]V) map[string]struct{} {
+	out := make(map[string]struct{}, len(in))
+	for k := range in {
+		out[k] = struct{}{}
+	}
+	return out
+}
+
+// hook calls the test hook of upgrade steps, if any.
+func (m *Manager) hook(plugin, step string) {
+	if f := m.upgradeHook.Load(); f != nil {
+		(*f)(plugin, step)
+	}
 }
 
 // changeModule handles a change of a loaded plugin old whose spec differs
@@ -109,7 +295,8 @@ type moduleChange struct {
 // file may have new content: it resolves the module, and when it is the
 // same, keeps the running version with the new spec; when it is the
 // module a hot upgrade already rejected, keeps the old version; else,
-// with strategy Hot, upgrades hot. Callers hold the reconciliation lock.
+// with strategy Hot, starts a hot upgrade (see [Manager.startUpgrade]).
+// Callers hold the reconciliation lock.
 func (m *Manager) changeModule(ctx context.Context, old *pluginEntry, src string, obj *v1alpha1.MapperPlugin, spec string) moduleChange {
 	if !hotStrategy(&obj.Spec) {
 		// Strategy Restart: reload only when the module changed (a
@@ -155,7 +342,7 @@ func (m *Manager) changeModule(ctx context.Context, old *pluginEntry, src string
 		m.log.Debug("module already rejected by a hot upgrade; the plugin keeps its module", "plugin", obj.Name, "running", old.digest, "rejected", dg)
 		return moduleChange{handled: true, entry: old}
 	}
-	return m.hotUpgrade(ctx, old, src, obj, spec, wasm, dg)
+	return moduleChange{handled: true, entry: old, run: m.startUpgrade(old, src, obj, spec, wasm, dg)}
 }
 
 // setEntrySpec records a new spec of a plugin whose module did not
@@ -224,7 +411,9 @@ func (r *canaryRun) reading(pc *propConfig, v abi.Value, err error, at time.Time
 
 // hotUpgrade loads the module wasm (digest dg) beside the running version
 // old and moves old's devices to it, or rolls back (see the comment at
-// the top of this file). Callers hold the reconciliation lock.
+// the top of this file). It runs without the reconciliation lock, as
+// the [upgradeRun] of old's plugin, whose commit makes its outcome the
+// plugin's.
 func (m *Manager) hotUpgrade(ctx context.Context, old *pluginEntry, src string, obj *v1alpha1.MapperPlugin, spec string, wasm []byte, dg string) moduleChange {
 	start := time.Now()
 	name := obj.Name
@@ -266,6 +455,7 @@ func (m *Manager) hotUpgrade(ctx context.Context, old *pluginEntry, src string, 
 		return reject(running[:n], err.Error())
 	}
 	log.Info("plugin upgrade: canary devices moved", "devices", n, "of", len(running))
+	m.hook(name, "canary")
 	wait := min(max(canaryCycles*longest, canaryWaitMin), m.opts.AddTimeout)
 	timer := time.NewTimer(wait)
 	select {
@@ -302,16 +492,8 @@ func (m *Manager) hotUpgrade(ctx context.Context, old *pluginEntry, src string, 
 	if err := m.move(ctx, running[:n], func(mv *moving) target { return &devRun{d: mv.d, cfg: mv.newCfg} }, nw); err != nil {
 		log.Warn("plugin upgrade: canary devices kept their canary watch", "err", err)
 	}
-	// The devices that were not running start again on the new version.
-	for _, d := range stay {
-		d.mu.Lock()
-		if d.cfg != nil {
-			c := *d.cfg
-			c.sig = "" // planned again, and configured with the new version
-			d.cfg = &c
-		}
-		d.mu.Unlock()
-	}
+	// The devices that were not running start again on the new version
+	// once the upgrade commits.
 	m.mu.Lock()
 	old.released = true
 	m.mu.Unlock()

@@ -298,6 +298,7 @@ func TestHotUpgrade(t *testing.T) {
 	t.Run("GoodBadGood", func(t *testing.T) { testGoodBadGood(t, cache) })
 	t.Run("CanaryRollback", func(t *testing.T) { testCanaryRollback(t, cache) })
 	t.Run("Restart", func(t *testing.T) { testRestartStrategy(t, cache) })
+	t.Run("OthersNotBlocked", func(t *testing.T) { testOthersNotBlocked(t, cache) })
 }
 
 // testRestartStrategy: with strategy Restart a new module restarts the

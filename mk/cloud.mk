@@ -9,6 +9,18 @@ BENCH_STEPS += bench-cloud
 bench-cloud: build k8s-bins
 	$(call bench_save,$(GO) run ./cloud/internal/cloudbench $(if $(BENCH_CLOUD_HOSTS),-hosts $(BENCH_CLOUD_HOSTS)) $(if $(BENCH_CLOUD_DEVICES),-devices $(BENCH_CLOUD_DEVICES)),cloud.txt)
 
+BENCH_STEPS += bench-reconnect
+
+.PHONY: bench-reconnect
+
+# The reconnect curve (issue 19): 10,000 simulated hosts reconnecting with
+# wapper-host's policy (internal/backoff) when the wapper-cloud replica
+# they are on stops with another one up, then when the cloud restarts
+# (cloudbench -reconnect; a few minutes on 2 cores). BENCH_RECONNECT_HOSTS
+# overrides the number of hosts.
+bench-reconnect: build k8s-bins
+	$(call bench_save,$(GO) run ./cloud/internal/cloudbench -reconnect $(if $(BENCH_RECONNECT_HOSTS),-hosts $(BENCH_RECONNECT_HOSTS)),reconnect.txt)
+
 BENCH_STEPS += bench-link-bytes
 
 .PHONY: bench-link-bytes

@@ -11,7 +11,11 @@
 // the desired set of a node not yet in a wave carries the previous module.
 //
 // Only nodes connected to this replica are reconciled: each replica serves
-// the hosts connected to it, and all state lives in the API server.
+// the hosts connected to it (one replica per node, see package
+// cloud/replicas), and all state lives in the API server. Every replica
+// plans rollouts to render its own nodes' plugins, but only the leader
+// (Options.Leader) writes status.rollout and logs and counts rollout
+// steps.
 package controller
 
 import (
@@ -52,6 +56,12 @@ type Hub interface {
 	Connected() []string
 }
 
+// servingHub is a Hub that tells the nodes it serves (hub.Hub is one);
+// the controller computes the desired sets of those only.
+type servingHub interface {
+	Serves(node string) bool
+}
+
 // Options configure a Controller.
 type Options struct {
 	// KubeEdge is the client for Devices and DeviceModels.
@@ -84,6 +94,10 @@ type Options struct {
 	// Now is the clock rollouts are planned with: wave start times and
 	// progress deadlines (default time.Now).
 	Now func() time.Time
+	// Leader reports whether this replica leads (see package
+	// cloud/replicas): only the leader writes status.rollout and records
+	// rollout steps. Nil: always (one replica).
+	Leader func() bool
 	// SecretsNamespace, with Kube, is the namespace whose Secrets plugins
 	// may be granted (it needs secrets get, list and watch there); empty:
 	// no Secret is delivered. It must not be the namespace of wapper-cloud's
@@ -372,6 +386,9 @@ func (c *Controller) processNext(ctx context.Context) bool {
 }
 
 func (c *Controller) reconcile(node string) error {
+	if s, ok := c.opts.Hub.(servingHub); ok && !s.Serves(node) {
+		return nil // another replica's node, or not connected: computed on connect
+	}
 	if !c.HasSynced() {
 		return fmt.Errorf("informer caches not synced yet")
 	}

@@ -85,6 +85,13 @@ func (c *Controller) initRollouts() error {
 	return err
 }
 
+// leads reports whether this replica writes status.rollout.
+func (c *Controller) leads() bool { return c.opts.Leader == nil || c.opts.Leader() }
+
+// LeadershipChanged plans every plugin's rollout again: a new leader
+// writes the status.rollout its plans hold.
+func (c *Controller) LeadershipChanged() { c.replanAll() }
+
 // replan queues the rollout of plugin name to be planned again.
 func (c *Controller) replan(name string) {
 	if c.opts.Rollouts != nil && name != "" {
@@ -239,10 +246,12 @@ func (c *Controller) planFor(ctx context.Context, p *mappersv1alpha1.MapperPlugi
 	old, had := c.rollouts.plans[p.Name]
 	c.rollouts.plans[p.Name] = storedPlan{rv: p.ResourceVersion, plan: plan}
 	c.rollouts.mu.Unlock()
-	if !equality.Semantic.DeepEqual(plan.Status, p.Status.Rollout) {
-		c.opts.Rollouts.SetRollout(p.Name, plan.Status)
+	if c.leads() {
+		if !equality.Semantic.DeepEqual(plan.Status, p.Status.Rollout) {
+			c.opts.Rollouts.SetRollout(p.Name, plan.Status)
+		}
+		c.opts.Recorder.Record(p.Name, plan)
 	}
-	c.opts.Recorder.Record(p.Name, plan)
 	if had && !old.plan.SameNodes(plan) {
 		c.EnqueueConnected()
 	}

@@ -72,6 +72,7 @@ type rolloutRig struct {
 	dyn    dynamic.Interface
 	w      *status.Writer
 	key    string // the plugin's key in a desired set
+	ctl    *controller.Controller
 }
 
 // newRolloutRig starts the controller and the status writer with
@@ -89,6 +90,7 @@ func newRolloutRig(t *testing.T, opts controller.Options) *rolloutRig {
 	if err != nil {
 		t.Fatal(err)
 	}
+	r.ctl = ctl
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{}, 2)
 	go func() { _ = ctl.Run(ctx); done <- struct{}{} }()

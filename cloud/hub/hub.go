@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -42,10 +43,24 @@ type Upstream interface {
 	Submit(node string, reports []linkproto.Report, done func(seqs []uint64))
 }
 
+// Owner decides which wapper-cloud replica serves a node (see package
+// cloud/replicas).
+type Owner interface {
+	// Claim makes this replica node's server for one session, which
+	// calls release once when it ends. An error refuses the session; when
+	// the error has a RetryAfter() time.Duration method (another replica
+	// holds the node) the host is told, with 409 Conflict and
+	// Retry-After, when to try again.
+	Claim(ctx context.Context, node string) (release func(), err error)
+}
+
 // Options configure a Hub.
 type Options struct {
 	// Auth checks credentials; required.
 	Auth Authenticator
+	// Owner, when set, is asked before each session whether this replica
+	// may serve the node; nil serves every node (one replica).
+	Owner Owner
 	// Upstream receives reports; nil acknowledges them unwritten.
 	Upstream Upstream
 	// OnConnect is called (in its own goroutine) when a node connects, so
@@ -274,6 +289,14 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "wapper-cloud: "+linkproto.LinkPath+" is a websocket endpoint", http.StatusBadRequest)
 		return
 	}
+	if h.opts.Owner != nil {
+		release, err := h.opts.Owner.Claim(r.Context(), node)
+		if err != nil {
+			h.refuse(w, node, err)
+			return
+		}
+		defer release()
+	}
 	conn, err := h.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		h.log.Warn("hub: websocket upgrade failed", "node", node, "err", err)
@@ -307,6 +330,50 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.run()
 	h.detach(s)
 	h.log.Info("hub: node disconnected", "node", node)
+}
+
+// refuse answers a hello this replica may not serve: 409 Conflict with
+// Retry-After when another replica holds the node, 503 when ownership
+// could not be decided.
+func (h *Hub) refuse(w http.ResponseWriter, node string, err error) {
+	code, retry := http.StatusServiceUnavailable, time.Second
+	var held interface{ RetryAfter() time.Duration }
+	if errors.As(err, &held) {
+		code, retry = http.StatusConflict, held.RetryAfter()
+		h.log.Info("hub: node is served by another replica; refusing it here", "node", node, "err", err)
+	} else {
+		h.log.Warn("hub: cannot tell whether this replica may serve the node; refusing it for now", "node", node, "err", err)
+	}
+	if m := h.opts.Metrics; m != nil {
+		m.refusedHellos.Inc()
+	}
+	w.Header().Set("Retry-After", strconv.Itoa(int((retry+time.Second-1)/time.Second)))
+	http.Error(w, "wapper-cloud: "+err.Error(), code)
+}
+
+// Drop ends node's session here, if it has one: another replica serves
+// the node now (see Owner). The host reconnects.
+func (h *Hub) Drop(node string) {
+	h.mu.Lock()
+	var s *session
+	if ns := h.nodes[node]; ns != nil {
+		s = ns.sess
+	}
+	h.mu.Unlock()
+	if s != nil {
+		h.log.Warn("hub: closing the session of a node this replica no longer serves", "node", node)
+		_ = s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseTryAgainLater, "another wapper-cloud replica serves this node now"), time.Now().Add(time.Second))
+		s.close()
+	}
+}
+
+// Serves reports whether node has a session on this hub: only then does
+// this replica compute the node's desired set.
+func (h *Hub) Serves(node string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ns := h.nodes[node]
+	return ns != nil && ns.sess != nil
 }
 
 func (h *Hub) attach(s *session) {

@@ -12,6 +12,9 @@ type Metrics struct {
 	reports      prometheus.Counter
 	// refusedReports counts reports on objects outside a node's set.
 	refusedReports prometheus.Counter
+	// refusedHellos counts hosts refused because another replica serves
+	// their node.
+	refusedHellos prometheus.Counter
 }
 
 // NewMetrics registers the hub's metrics with reg.
@@ -30,8 +33,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "wapper_cloud_hub_reports_received_total", Help: "Upstream reports received from hosts."}),
 		refusedReports: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "wapper_cloud_hub_reports_refused_total", Help: "Reports dropped because they name a device or plugin outside the node's desired set."}),
+		refusedHellos: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wapper_cloud_hub_hellos_refused_total", Help: "Host connections refused because another replica serves their node (or ownership could not be decided)."}),
 	}
-	reg.MustRegister(m.authFailures, m.batches, m.items, m.acks, m.reports, m.refusedReports)
+	reg.MustRegister(m.authFailures, m.batches, m.items, m.acks, m.reports, m.refusedReports, m.refusedHellos)
 	return m
 }
 

@@ -32,6 +32,7 @@ import (
 	"wapper.dev/wapper/cloud/hub"
 	"wapper.dev/wapper/cloud/modules"
 	"wapper.dev/wapper/cloud/nodeauth"
+	"wapper.dev/wapper/cloud/replicas"
 	"wapper.dev/wapper/cloud/rollout"
 	"wapper.dev/wapper/cloud/status"
 	"wapper.dev/wapper/linkproto"
@@ -49,6 +50,13 @@ const (
 	// DefaultWorkers is the number of reconcile workers.
 	DefaultWorkers = controller.DefaultWorkers
 )
+
+// LeaseQPSFactor is how many times the main API client's QPS and burst
+// (wapper-cloud --kube-api-qps) the client of the node Leases and the
+// leader election gets, as a rate limit of its own: a replica claims a
+// Lease at each hello (a read and a write) and renews each of its nodes'
+// every --lease-renew.
+const LeaseQPSFactor = 5
 
 // Config configures Run.
 type Config struct {
@@ -85,6 +93,18 @@ type Config struct {
 	// Workers is the number of reconcile workers: zero means
 	// DefaultWorkers, a negative number is refused.
 	Workers int
+	// Replicas shares the nodes among replicas with per-node Leases and
+	// elects a leader for rollouts (see package cloud/replicas). Off, this
+	// replica serves every node that connects and leads alone: run only
+	// one then.
+	Replicas bool
+	// Identity names this replica in the Leases (default
+	// replicas.Identity(): the host name and a random suffix).
+	Identity string
+	// LeaseDuration and LeaseRenew are the Leases' duration and renew
+	// interval (defaults replicas.DefaultLeaseDuration and
+	// replicas.DefaultRenewInterval).
+	LeaseDuration, LeaseRenew time.Duration
 	// Console serves the fleet console (package cloud/console) at / on
 	// Listen.
 	Console bool
@@ -194,16 +214,52 @@ func Run(ctx context.Context, cfg Config) error {
 	sopts.Metrics = status.NewMetrics(reg)
 	writer := status.New(sopts)
 
+	var h *hub.Hub
+	var nodes *replicas.Nodes
+	var leader *replicas.Leader
+	isLeader := func() bool { return true }
+	if cfg.Replicas {
+		if cfg.Identity == "" {
+			cfg.Identity = replicas.Identity()
+		}
+		// The Leases have a client of their own, with a rate limit of
+		// their own (LeaseQPSFactor times the main client's): claims at
+		// hello and renewals must not wait behind status writes and
+		// informers, nor starve them.
+		lrc := rest.CopyConfig(cfg.Rest)
+		lrc.RateLimiter = nil
+		lrc.QPS, lrc.Burst = LeaseQPSFactor*lrc.QPS, LeaseQPSFactor*lrc.Burst
+		lc, err := kubernetes.NewForConfig(lrc)
+		if err != nil {
+			return err
+		}
+		ropts := replicas.Options{Kube: lc, Namespace: cfg.Namespace, Identity: cfg.Identity,
+			LeaseDuration: cfg.LeaseDuration, RenewInterval: cfg.LeaseRenew, Logger: log, Metrics: replicas.NewMetrics(reg),
+			OnLost: func(node string) { h.Drop(node) }}
+		if nodes, err = replicas.NewNodes(ropts); err != nil {
+			return fmt.Errorf("--lease-duration, --lease-renew: %w", err)
+		}
+		ropts.Metrics = nil // registered once, by NewNodes; the leader gauge below
+		if leader, err = replicas.NewLeader(ropts); err != nil {
+			return fmt.Errorf("--lease-duration, --lease-renew: %w", err)
+		}
+		replicas.BindLeader(reg, leader)
+		isLeader = leader.IsLeader
+	}
+
 	hopts := cfg.Hub
 	hopts.Auth, hopts.Upstream, hopts.Logger = auth, writer, log
 	hopts.OnConnect = func(node string) { ctl.Enqueue(node) }
 	hopts.Metrics = hub.NewMetrics(reg)
-	h := hub.New(hopts)
+	if nodes != nil {
+		hopts.Owner = nodes
+	}
+	h = hub.New(hopts)
 	resolver := modules.NewResolver(cfg.ModuleCacheDir, cfg.Fetch, 0)
 	ctl, err = controller.New(controller.Options{
 		KubeEdge: kec, Dynamic: dc, Hub: h, Workers: cfg.Workers, Logger: log, Metrics: controller.NewMetrics(reg),
 		Rollouts: writer, Digest: resolver.Digest, Kube: kc, Recorder: rollout.NewRecorder(log, reg),
-		SecretsNamespace: cfg.PluginSecretsNamespace,
+		SecretsNamespace: cfg.PluginSecretsNamespace, Leader: isLeader,
 	})
 	if err != nil {
 		return err
@@ -251,6 +307,13 @@ func Run(ctx context.Context, cfg Config) error {
 	g.Go(func() error { return auth.Run(back) })
 	g.Go(func() error { return ctl.Run(back) })
 	g.Go(func() error { return writer.Run(back) })
+	if cfg.Replicas {
+		leader.OnChange = func(bool) { ctl.LeadershipChanged() }
+		// The leases are released last: once the hub has closed its
+		// sessions, so that no node is served here after its lease goes.
+		g.Go(func() error { return nodes.Run(back) })
+		g.Go(func() error { return leader.Run(back) })
+	}
 	g.Go(func() error {
 		defer stopBack()
 		if err := auth.WaitSynced(gctx); err != nil {
@@ -260,7 +323,8 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 		return serveHosts(gctx, srv, ln, h, log, func() {
-			log.Info("wapper-cloud: serving", "addr", ln.Addr().String(), "namespace", cfg.Namespace, "deviceStatus", useDS, "workers", cfg.Workers)
+			log.Info("wapper-cloud: serving", "addr", ln.Addr().String(), "namespace", cfg.Namespace, "deviceStatus", useDS, "workers", cfg.Workers,
+				"replicas", cfg.Replicas, "identity", cfg.Identity)
 			if cfg.Console {
 				log.Info("wapper-cloud: fleet console at https://" + ln.Addr().String() + "/ (a Kubernetes token whose user may list mapperplugins)")
 			}

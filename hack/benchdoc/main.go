@@ -12,10 +12,10 @@
 //   - goals: issue 14's goals with PASS or FAIL;
 //   - heap, cpu: the `go tool pprof -top` summaries of the host's profiles;
 //   - gobench: every func Benchmark* (go-bench.txt) as a table;
-//   - runtime, sdk, modbus, opcua, upgrade, cloud, linkbytes, sinks: the
-//     output of hack/bench, hack/bench-sdk, the Modbus and OPC UA
-//     throughput tests, hack/bench-upgrade, cloudbench, linkbytes and the
-//     sinks' throughput test, verbatim.
+//   - runtime, sdk, modbus, opcua, upgrade, cloud, linkbytes, reconnect,
+//     sinks: the output of hack/bench, hack/bench-sdk, the Modbus and OPC
+//     UA throughput tests, hack/bench-upgrade, cloudbench, linkbytes,
+//     cloudbench -reconnect and the sinks' throughput test, verbatim.
 //
 // A part whose file is not in the folder says so.
 package main
@@ -125,7 +125,7 @@ func render(dir string) (map[string]string, error) {
 	default:
 		parts["gobench"] = goBenchTable(string(gb))
 	}
-	for part, file := range map[string]string{"runtime": "runtime.txt", "sdk": "sdk.txt", "modbus": "modbus.txt", "opcua": "opcua.txt", "cloud": "cloud.txt", "linkbytes": "link-bytes.txt", "upgrade": "upgrade.txt", "sinks": "sinks.txt"} {
+	for part, file := range map[string]string{"runtime": "runtime.txt", "sdk": "sdk.txt", "modbus": "modbus.txt", "opcua": "opcua.txt", "cloud": "cloud.txt", "linkbytes": "link-bytes.txt", "reconnect": "reconnect.txt", "upgrade": "upgrade.txt", "sinks": "sinks.txt"} {
 		if parts[part], err = verbatim(dir, file); err != nil {
 			return nil, err
 		}

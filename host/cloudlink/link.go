@@ -23,6 +23,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -32,6 +33,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -40,6 +42,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	mappersv1alpha1 "wapper.dev/wapper/apis/mappers/v1alpha1"
+	"wapper.dev/wapper/internal/backoff"
 	"wapper.dev/wapper/linkproto"
 )
 
@@ -95,7 +98,11 @@ func (f SinkFunc) Sync(ctx context.Context, s Set) error { return f(ctx, s) }
 
 // Options configure a Link.
 type Options struct {
-	// URL is wapper-cloud's address: https://host:port (or wss://).
+	// URL is wapper-cloud's address: https://host:port (or wss://). It
+	// may list several, separated by commas (the replicas of one
+	// wapper-cloud, when no Service spreads hosts among them): each
+	// connection attempt after the first goes to the next, from a random
+	// one at start.
 	URL string
 	// Node is this host's node name; Token its bearer token.
 	Node, Token string
@@ -120,7 +127,10 @@ type Options struct {
 	// each failed attempt, from MinBackoff to MaxBackoff, and starts again
 	// from MinBackoff after a session that lasted; each wait is drawn
 	// between half the delay and the whole of it, so that hosts cut off
-	// together do not return together.
+	// together do not return together. After a session that lasted and
+	// that the cloud closed (a replica stopping closes all of its links at
+	// once), the wait is drawn in [MinBackoff/2, MaxBackoff] instead; see
+	// package internal/backoff.
 	MinBackoff, MaxBackoff time.Duration
 	// Keepalive is how often the host pings the cloud (default
 	// DefaultKeepalive); Timeout is how long it waits without hearing
@@ -171,6 +181,9 @@ type Link struct {
 	wake      chan struct{}
 	connected chan struct{} // closed while a session runs; replaced on disconnect
 
+	urls []string     // Options.URL, split
+	cur  atomic.Int64 // index in urls of the URL in use
+
 	mu    sync.Mutex // guards state
 	state bool
 
@@ -219,7 +232,8 @@ func New(opts Options) (*Link, error) {
 	if err := initBuckets(opts.DB); err != nil {
 		return nil, err
 	}
-	l := &Link{opts: opts, log: opts.Logger.With("cloud", opts.URL, "node", opts.Node), wake: make(chan struct{}, 1)}
+	l := &Link{opts: opts, log: opts.Logger.With("node", opts.Node), wake: make(chan struct{}, 1), urls: splitURLs(opts.URL)}
+	l.cur.Store(int64(rand.N(len(l.urls))))
 	l.met = newMetrics(opts.Registerer, l)
 	l.http = &http.Client{Transport: &http.Transport{TLSClientConfig: opts.TLS, Proxy: http.ProxyFromEnvironment}, Timeout: 5 * time.Minute}
 	return l, nil
@@ -271,8 +285,8 @@ func (l *Link) wakeUp() {
 
 // Defaults of Options (wapper-host's --cloud-* flags).
 const (
-	DefaultMinBackoff       = 500 * time.Millisecond
-	DefaultMaxBackoff       = 10 * time.Second
+	DefaultMinBackoff       = backoff.DefaultMin
+	DefaultMaxBackoff       = backoff.DefaultMax
 	DefaultKeepalive        = 10 * time.Second
 	DefaultTimeout          = 30 * time.Second
 	DefaultHandshakeTimeout = 15 * time.Second
@@ -291,18 +305,25 @@ func (l *Link) Run(ctx context.Context) error {
 			l.log.Warn("cloudlink: some stored objects were refused", "err", err)
 		}
 	}
-	backoff := l.opts.MinBackoff
+	b := backoff.Backoff{Min: l.opts.MinBackoff, Max: l.opts.MaxBackoff, Spread: l.opts.MaxBackoff}
 	for {
 		start := time.Now()
 		err := l.session(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
-		if time.Since(start) > 10*l.opts.MinBackoff {
-			backoff = l.opts.MinBackoff
+		wait := b.Next(time.Since(start), backoff.CloudEnded(err))
+		var moved *elsewhereError
+		if errors.As(err, &moved) {
+			// The cloud said when to come back (the node's lease runs
+			// out by then, or its holder has released it): no sooner,
+			// and spread like a return after the cloud closed the link.
+			wait = b.After(moved.retry)
+			l.log.Info("cloudlink: this wapper-cloud replica does not serve the node now; trying again", "cloud", l.url(), "reason", moved.reason, "in", wait.Round(time.Millisecond), "outbox", l.Pending())
+		} else {
+			l.log.Warn("cloudlink: link down; reconnecting", "cloud", l.url(), "err", err, "in", wait.Round(time.Millisecond), "outbox", l.Pending())
 		}
-		wait := backoff/2 + rand.N(backoff/2+1)
-		l.log.Warn("cloudlink: link down; reconnecting", "err", err, "in", wait.Round(time.Millisecond), "outbox", l.Pending())
+		l.nextURL()
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -310,14 +331,79 @@ func (l *Link) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
-		backoff = min(2*backoff, l.opts.MaxBackoff)
 	}
+}
+
+// splitURLs splits a comma-separated list of URLs, dropping empty ones.
+func splitURLs(raw string) []string {
+	var out []string
+	for u := range strings.SplitSeq(raw, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// url returns the cloud URL in use.
+func (l *Link) url() string { return l.urls[int(l.cur.Load())%len(l.urls)] }
+
+// nextURL moves on to the next cloud URL, when there are several.
+func (l *Link) nextURL() {
+	if len(l.urls) > 1 {
+		l.cur.Add(1)
+	}
+}
+
+// elsewhereError is a hello the cloud replica refused because another
+// replica serves the node (409 Conflict), or may (503): try again after
+// retry.
+type elsewhereError struct {
+	status int
+	reason string
+	retry  time.Duration
+}
+
+func (e *elsewhereError) Error() string {
+	return fmt.Sprintf("wapper-cloud answered %d: %s", e.status, e.reason)
+}
+
+// elsewhere reads a 409 or 503 answer to the websocket handshake: the
+// reason in its body, and when to come back ([backoff.RetryAfter]), or
+// returns nil for another answer.
+func elsewhere(resp *http.Response, maxWait time.Duration) *elsewhereError {
+	retry, ok := backoff.RetryAfter(resp, maxWait)
+	if !ok {
+		return nil
+	}
+	e := &elsewhereError{status: resp.StatusCode, retry: retry}
+	if resp.Body != nil {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		e.reason = strings.TrimSpace(string(b))
+	}
+	if e.reason == "" {
+		e.reason = resp.Status
+	}
+	return e
 }
 
 // CheckURL refuses a cloud URL the link cannot use: one that does not
 // parse, has no host, or is not https:// (or wss://), since the link
-// carries the node's token and is always TLS.
+// carries the node's token and is always TLS. A comma-separated list is
+// checked URL by URL.
 func CheckURL(raw string) error {
+	if strings.Contains(raw, ",") {
+		urls := splitURLs(raw)
+		if len(urls) == 0 {
+			return fmt.Errorf("--cloud %q: no URL", raw)
+		}
+		for _, u := range urls {
+			if err := CheckURL(u); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return fmt.Errorf("--cloud %q: %w", raw, err)
@@ -334,12 +420,13 @@ func CheckURL(raw string) error {
 }
 
 func (l *Link) endpoint(path string) (string, error) {
-	if err := CheckURL(l.opts.URL); err != nil {
+	raw := l.url()
+	if err := CheckURL(raw); err != nil {
 		return "", err
 	}
-	u, err := url.Parse(l.opts.URL)
+	u, err := url.Parse(raw)
 	if err != nil {
-		return "", fmt.Errorf("--cloud %q: %w", l.opts.URL, err)
+		return "", fmt.Errorf("--cloud %q: %w", raw, err)
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/") + path
 	return u.String(), nil
@@ -370,6 +457,10 @@ func (l *Link) session(ctx context.Context) error {
 			l.met.drop("refused")
 			return errRefused
 		}
+		if e := elsewhere(resp, l.opts.MaxBackoff+l.opts.Timeout); e != nil {
+			l.met.drop("elsewhere")
+			return e
+		}
 		if dropReason(err) == "timeout" {
 			l.met.drop("timeout")
 		} else {
@@ -394,7 +485,7 @@ func (l *Link) session(ctx context.Context) error {
 	}
 	l.setConnected(true)
 	defer l.setConnected(false)
-	l.log.Info("cloudlink: connected", "inventory", len(inv), "outbox", l.Pending())
+	l.log.Info("cloudlink: connected", "cloud", l.url(), "inventory", len(inv), "outbox", l.Pending())
 	l.met.connects.Inc()
 
 	s := &linkSession{l: l, conn: conn, inflight: map[uint64]string{}}
@@ -467,6 +558,12 @@ func (s *linkSession) heard() {
 	_ = s.conn.SetReadDeadline(time.Now().Add(s.l.opts.Timeout))
 }
 
+// awaitNext gives the next read a whole Options.Timeout, without counting
+// the cloud as heard: used after the host itself kept the read loop busy.
+func (s *linkSession) awaitNext() {
+	_ = s.conn.SetReadDeadline(time.Now().Add(s.l.opts.Timeout))
+}
+
 // keepalive pings the cloud every Options.Keepalive, so that a link
 // that drops packets runs into the read deadline even while the cloud
 // has nothing to send.
@@ -515,6 +612,13 @@ func (s *linkSession) readLoop(ctx context.Context) error {
 			if err := s.apply(ctx, m); err != nil {
 				return err
 			}
+			// The time spent applying (a plugin compiling can take longer
+			// than Timeout on a slow or busy host) is not the cloud's
+			// silence: nothing was read meanwhile, and the pongs and
+			// messages that came are waiting in the socket. Without this,
+			// the next read fails at once on the expired deadline and a
+			// healthy link is dropped after every slow batch.
+			s.awaitNext()
 		case linkproto.TypeReportAck:
 			if err := s.acked(m.Acked); err != nil {
 				return err

@@ -23,10 +23,10 @@ func newMetrics(reg prometheus.Registerer, l *Link) *metrics {
 		sent:     prometheus.NewCounter(prometheus.CounterOpts{Name: "wapper_cloudlink_reports_sent_total", Help: "Reports sent to wapper-cloud (resends included)."}),
 		acked:    prometheus.NewCounter(prometheus.CounterOpts{Name: "wapper_cloudlink_reports_acked_total", Help: "Reports wapper-cloud acknowledged as written."}),
 		drops: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wapper_cloudlink_disconnects_total",
-			Help: "Sessions that ended and connections that failed, by reason: timeout (nothing heard within --cloud-timeout, or connecting took longer than the handshake timeout), closed (by the cloud), refused (credential), connect (other connection failures), error."}, []string{"reason"}),
+			Help: "Sessions that ended and connections that failed, by reason: timeout (nothing heard within --cloud-timeout, or connecting took longer than the handshake timeout), closed (by the cloud), refused (credential), elsewhere (another wapper-cloud replica serves the node, or may: 409/503 with Retry-After), connect (other connection failures), error."}, []string{"reason"}),
 		heard: prometheus.NewGauge(prometheus.GaugeOpts{Name: "wapper_cloudlink_last_heard_timestamp_seconds", Help: "When wapper-cloud was last heard from (a message, a ping or a pong), as a Unix time."}),
 	}
-	for _, r := range []string{"timeout", "closed", "refused", "connect", "error"} {
+	for _, r := range []string{"timeout", "closed", "refused", "elsewhere", "connect", "error"} {
 		m.drops.WithLabelValues(r)
 	}
 	if reg != nil {

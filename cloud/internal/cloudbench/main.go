@@ -22,6 +22,12 @@
 //     one's status, and wapper-cloud's status write rates as ratios to it.
 //     wapper-cloud is also bounded by its --status-qps (-status-qps here),
 //     which the output names.
+//
+// With -reconnect (`make bench-reconnect`) it measures the reconnect
+// curve instead: -hosts (10,000 by default) simulated hosts that keep
+// their links up as wapper-host does (internal/backoff), while the
+// wapper-cloud replica they are on stops with another one up, then while
+// the cloud restarts; see runReconnect.
 package main
 
 import (
@@ -59,6 +65,7 @@ import (
 	"wapper.dev/wapper/cloud/nodeauth"
 	"wapper.dev/wapper/cloud/status"
 	"wapper.dev/wapper/deploy/crds"
+	"wapper.dev/wapper/internal/backoff"
 	"wapper.dev/wapper/internal/benchutil"
 	"wapper.dev/wapper/internal/k8stest"
 	"wapper.dev/wapper/internal/testenv"
@@ -69,22 +76,45 @@ func main() {
 	hosts := flag.Int("hosts", 1000, "simulated hosts (link clients)")
 	devices := flag.Int("devices", 10000, "Devices spread over the hosts")
 	statusQPS := flag.Int("status-qps", 500, "wapper-cloud --status-qps")
+	reconnect := flag.Bool("reconnect", false, "measure the hosts' reconnect curve when a replica stops and when the cloud restarts, instead (make bench-reconnect; -hosts defaults to 10000 then)")
+	maxBackoff := flag.Duration("max-backoff", backoff.DefaultMax, "with -reconnect: the hosts' --cloud-max-backoff")
+	noSpread := flag.Bool("no-spread", false, "with -reconnect: no spread window after the cloud closed the links (the policy before issue 19), for comparison")
+	bucket := flag.Duration("bucket", 500*time.Millisecond, "with -reconnect: the width of the curve's buckets")
 	flag.Parse()
-	if err := run(*hosts, *devices, *statusQPS); err != nil {
+	var err error
+	if *reconnect {
+		n := *hosts
+		if !isSet("hosts") {
+			n = 10000
+		}
+		policy := backoff.Backoff{Min: backoff.DefaultMin, Max: *maxBackoff, Spread: *maxBackoff}
+		if *noSpread {
+			policy.Spread = 0
+		}
+		err = runReconnect(n, *statusQPS, policy, *bucket)
+	} else {
+		err = run(*hosts, *devices, *statusQPS)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "cloudbench:", err)
 		os.Exit(1)
 	}
 }
 
+// isSet reports whether flag name was given.
+func isSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+// ns is the namespace of the nodes and their objects.
+const ns = "bench"
+
 func run(nHosts, nDevices, statusQPS int) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	all, err := crds.All()
-	if err != nil {
-		return err
-	}
-	env, err := k8stest.Start(ctx, k8stest.Options{CRDs: all, Logger: quiet})
+	env, tokens, err := startEnv(ctx, ns, nHosts)
 	if err != nil {
 		return err
 	}
@@ -93,53 +123,23 @@ func run(nHosts, nDevices, statusQPS int) error {
 	kc := kubernetes.NewForConfigOrDie(cfg)
 	ke := kubeedge.NewForConfigOrDie(cfg)
 	dyn := dynamic.NewForConfigOrDie(cfg)
-	const ns = "bench"
-	if _, err := kc.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-		return err
-	}
-
-	// Tokens, one Secret per node.
-	tokens := make([]string, nHosts)
-	if err := benchutil.Parallel(32, nHosts, func(i int) error {
-		t, err := nodeauth.Ensure(ctx, kc, ns, node(i))
-		tokens[i] = t
-		return err
-	}); err != nil {
-		return err
-	}
 
 	// wapper-cloud as a real process.
-	bin := filepath.Join(testenv.Root(), "bin", "wapper-cloud")
-	if _, err := os.Stat(bin); err != nil {
-		return fmt.Errorf("%s missing: run make bin/wapper-cloud", bin)
-	}
-	port, err := freePort()
-	if err != nil {
-		return err
-	}
 	dir, err := os.MkdirTemp("", "cloudbench-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	ca := filepath.Join(dir, "ca.crt")
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	logf, err := os.Create(filepath.Join(dir, "wapper-cloud.log"))
+	port, err := freePort()
 	if err != nil {
 		return err
 	}
-	cmd := exec.CommandContext(ctx, bin, "--kubeconfig", env.Kubeconfig, "--namespace", ns, "--listen", addr,
-		"--ca-out", ca, "--module-cache", filepath.Join(dir, "modules"), "--log-level", "warn",
-		"--status-qps", strconv.Itoa(statusQPS), "--status-burst", strconv.Itoa(statusQPS), "--kube-api-qps", strconv.Itoa(2*statusQPS))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	cmd, tlsCfg, err := startCloud(ctx, env.Kubeconfig, ns, addr, dir, "wapper-cloud", statusQPS)
+	if err != nil {
 		return err
 	}
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	tlsCfg, err := waitReady(ctx, addr, ca)
-	if err != nil {
-		return fmt.Errorf("%w (log: %s)", err, logf.Name())
-	}
 
 	// Connect the clients.
 	per := make([]int, nHosts)
@@ -266,6 +266,75 @@ func run(nHosts, nDevices, statusQPS int) error {
 	return nil
 }
 
+// startEnv starts etcd and kube-apiserver with the CRDs, creates
+// namespace ns and a token Secret for each of nHosts nodes, and returns
+// the environment (to Stop) and the tokens.
+func startEnv(ctx context.Context, ns string, nHosts int) (*k8stest.Env, []string, error) {
+	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	all, err := crds.All()
+	if err != nil {
+		return nil, nil, err
+	}
+	env, err := k8stest.Start(ctx, k8stest.Options{CRDs: all, Logger: quiet})
+	if err != nil {
+		return nil, nil, err
+	}
+	kc := kubernetes.NewForConfigOrDie(env.Config())
+	if _, err := kc.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		env.Stop()
+		return nil, nil, err
+	}
+	tokens := make([]string, nHosts)
+	if err := benchutil.Parallel(32, nHosts, func(i int) error {
+		t, err := nodeauth.Ensure(ctx, kc, ns, node(i))
+		tokens[i] = t
+		return err
+	}); err != nil {
+		env.Stop()
+		return nil, nil, err
+	}
+	return env, tokens, nil
+}
+
+// startCloud starts bin/wapper-cloud serving the hosts of namespace ns on
+// addr (its files in dir, named after name) and waits until it is ready;
+// it returns the process and a TLS configuration trusting its certificate.
+func startCloud(ctx context.Context, kubeconfig, ns, addr, dir, name string, statusQPS int) (*exec.Cmd, *tls.Config, error) {
+	cmd, err := launchCloud(ctx, kubeconfig, ns, addr, dir, name, statusQPS)
+	if err != nil {
+		return nil, nil, err
+	}
+	tlsCfg, err := waitReady(ctx, addr, filepath.Join(dir, name+".crt"))
+	if err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return nil, nil, fmt.Errorf("%w (log: %s)", err, filepath.Join(dir, name+".log"))
+	}
+	return cmd, tlsCfg, nil
+}
+
+// launchCloud starts bin/wapper-cloud as startCloud does, without waiting
+// until it is ready.
+func launchCloud(ctx context.Context, kubeconfig, ns, addr, dir, name string, statusQPS int) (*exec.Cmd, error) {
+	bin := filepath.Join(testenv.Root(), "bin", "wapper-cloud")
+	if _, err := os.Stat(bin); err != nil {
+		return nil, fmt.Errorf("%s missing: run make bin/wapper-cloud", bin)
+	}
+	logf, err := os.OpenFile(filepath.Join(dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	cmd := exec.CommandContext(ctx, bin, "--kubeconfig", kubeconfig, "--namespace", ns, "--listen", addr,
+		"--ca-out", filepath.Join(dir, name+".crt"), "--module-cache", filepath.Join(dir, "modules"), "--log-level", "warn",
+		"--status-qps", strconv.Itoa(statusQPS), "--status-burst", strconv.Itoa(statusQPS), "--kube-api-qps", strconv.Itoa(2*statusQPS))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	return cmd, nil
+}
+
 // baselineWorkers is the baseline loop's parallelism, as for the Device
 // creates above.
 const baselineWorkers = 64
@@ -337,20 +406,31 @@ type simHost struct {
 }
 
 func dialHost(ctx context.Context, addr string, tlsCfg *tls.Config, node, token string, want int) (*simHost, error) {
-	d := websocket.Dialer{TLSClientConfig: tlsCfg, Subprotocols: []string{linkproto.Subprotocol}, HandshakeTimeout: time.Minute}
-	h := http.Header{}
-	h.Set("Authorization", "Bearer "+token)
-	h.Set(linkproto.NodeHeader, node)
-	conn, _, err := d.DialContext(ctx, "wss://"+addr+linkproto.LinkPath, h)
+	conn, _, err := dialLink(ctx, addr, tlsCfg, node, token, time.Minute)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", node, err)
 	}
 	s := &simHost{conn: conn, want: want, held: map[string]string{}, complete: make(chan struct{}), reported: make(chan struct{})}
-	if err := s.write(linkproto.Message{Type: linkproto.TypeHello}); err != nil {
-		return nil, err
-	}
 	go s.read()
 	return s, nil
+}
+
+// dialLink opens node's link to the cloud at addr and sends an empty
+// hello, as wapper-host does; on a refusal it returns the HTTP response.
+func dialLink(ctx context.Context, addr string, tlsCfg *tls.Config, node, token string, timeout time.Duration) (*websocket.Conn, *http.Response, error) {
+	d := websocket.Dialer{TLSClientConfig: tlsCfg, Subprotocols: []string{linkproto.Subprotocol}, HandshakeTimeout: timeout}
+	h := http.Header{}
+	h.Set("Authorization", "Bearer "+token)
+	h.Set(linkproto.NodeHeader, node)
+	conn, resp, err := d.DialContext(ctx, "wss://"+addr+linkproto.LinkPath, h)
+	if err != nil {
+		return nil, resp, err
+	}
+	if err := conn.WriteJSON(linkproto.Message{Type: linkproto.TypeHello}); err != nil {
+		conn.Close()
+		return nil, nil, fmt.Errorf("hello: %w", err)
+	}
+	return conn, nil, nil
 }
 
 func (s *simHost) write(m linkproto.Message) error {

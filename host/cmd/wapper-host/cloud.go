@@ -64,13 +64,13 @@ func (o cloudOptions) validate() error {
 }
 
 func addCloudFlags(f *pflag.FlagSet, o *cloudOptions) {
-	f.StringVar(&o.url, "cloud", "", "wapper-cloud URL (https://host:8443); empty runs without a cloud")
+	f.StringVar(&o.url, "cloud", "", "wapper-cloud URL (https://host:8443), or several separated by commas (its replicas, when no Service spreads hosts among them: each reconnect tries the next); empty runs without a cloud")
 	f.StringVar(&o.node, "node", "", "this host's node name in the cluster (with --cloud)")
 	f.StringVar(&o.tokenFile, "token-file", "", "file holding the node's bearer token (wapper-cloud token NODE prints it)")
 	f.StringVar(&o.caFile, "ca-file", "", "PEM certificate(s) to trust for wapper-cloud (its --ca-out, or tls.crt of its TLS Secret)")
 	f.DurationVar(&o.keepalive, "cloud-keepalive", cloudlink.DefaultKeepalive, "how often to ping wapper-cloud")
 	f.DurationVar(&o.timeout, "cloud-timeout", cloudlink.DefaultTimeout, "drop the link and reconnect after hearing nothing from wapper-cloud this long (a half-open link); at least twice --cloud-keepalive")
-	f.DurationVar(&o.maxBackoff, "cloud-max-backoff", cloudlink.DefaultMaxBackoff, "longest wait between reconnect attempts (each wait is drawn between half and all of the current delay, which doubles from 500ms)")
+	f.DurationVar(&o.maxBackoff, "cloud-max-backoff", cloudlink.DefaultMaxBackoff, "longest wait between reconnect attempts (each wait is drawn between half and all of the current delay, which doubles from 500ms; after the cloud closed a session that lasted, the first is drawn between 250ms and this)")
 	f.BoolVar(&o.compression, "cloud-compression", false, "ask wapper-cloud for websocket permessage-deflate; used when it offers it too (wapper-cloud --link-compression)")
 }
 

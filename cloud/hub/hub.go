@@ -422,6 +422,11 @@ type session struct {
 	connected time.Time    // when the session started
 	lastSeen  atomic.Int64 // Unix nanoseconds of the last message or pong from the host
 
+	// fwd serialises forward (the read loop's reports, the write loop's
+	// stash), so that stashed reports go upstream before later ones,
+	// which the status writer merges over them.
+	fwd sync.Mutex
+
 	mu       sync.Mutex                   // guards the fields below
 	host     map[string]string            // what the host holds: key → version
 	inflight map[uint64]map[string]string // seq → key → version ("" removes)
@@ -582,12 +587,24 @@ func (s *session) report(rs []linkproto.Report) {
 	s.forward(rs)
 }
 
+// forward passes reports on upstream once the node's desired set is
+// known, after any stashed before it; until then it stashes them.
 func (s *session) forward(rs []linkproto.Report) {
+	s.fwd.Lock()
+	defer s.fwd.Unlock()
 	desired := s.h.desired(s.node)
+	s.mu.Lock()
 	if desired == nil {
-		s.mu.Lock()
 		s.stash = append(s.stash, rs...)
 		s.mu.Unlock()
+		return
+	}
+	if len(s.stash) > 0 {
+		rs = append(s.stash, rs...)
+		s.stash = nil
+	}
+	s.mu.Unlock()
+	if len(rs) == 0 {
 		return
 	}
 	done := func(seqs []uint64) {
@@ -651,13 +668,10 @@ func (s *session) writeLoop() error {
 		s.mu.Lock()
 		acks := s.acks
 		s.acks = nil
-		var stash []linkproto.Report
-		if len(s.stash) > 0 && s.h.desired(s.node) != nil {
-			stash, s.stash = s.stash, nil
-		}
+		stashed := len(s.stash) > 0
 		s.mu.Unlock()
-		if len(stash) > 0 {
-			s.forward(stash)
+		if stashed && s.h.desired(s.node) != nil {
+			s.forward(nil) // the stash, now that the desired set is known
 		}
 		if len(acks) > 0 {
 			if err := s.write(linkproto.Message{Type: linkproto.TypeReportAck, Acked: acks}); err != nil {

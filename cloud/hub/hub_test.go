@@ -298,3 +298,46 @@ func TestReportsAndRemovalsWaitForTheDesiredSet(t *testing.T) {
 		t.Fatalf("passed on reports %v, want only 7 (8 names a device outside node-a's set)", rec.seqs)
 	}
 }
+
+// TestStashedReportsGoFirst: reports stashed until the node's desired set
+// is known go upstream before the reports that follow them, since the
+// status writer merges later reports over earlier ones. The read loop
+// forwarded a new report at once while the write loop had yet to forward
+// the stash, so an old value could overwrite a newer one; that race is
+// narrow, so the test runs the sequence many times.
+func TestStashedReportsGoFirst(t *testing.T) {
+	plugin := linkproto.Key(linkproto.KindMapperPlugin, "", "p")
+	for i := range 20 {
+		rec := &recorder{}
+		h, srv := start(t, hub.Options{Upstream: rec})
+		c, _, err := dial(t, srv, "node-a", "tok-a", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitConnected(t, h, "node-a")
+		send := func(seq uint64) {
+			if err := c.WriteJSON(linkproto.Message{Type: linkproto.TypeReport, Reports: []linkproto.Report{
+				{Seq: seq, Plugin: &linkproto.PluginReport{Name: "p", Phase: "Loaded"}},
+			}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		send(1)
+		time.Sleep(10 * time.Millisecond) // let the hub read (and stash) report 1 first; either order must pass
+		h.SetDesired("node-a", map[string]linkproto.Item{plugin: {Key: plugin, Version: "v1", Object: json.RawMessage(`{}`)}})
+		send(2)
+		waitFor(t, func() bool {
+			rec.mu.Lock()
+			defer rec.mu.Unlock()
+			return len(rec.seqs) == 2
+		})
+		rec.mu.Lock()
+		if rec.seqs[0] != 1 || rec.seqs[1] != 2 {
+			t.Fatalf("run %d: reports went upstream in the order %v, want [1 2]", i, rec.seqs)
+		}
+		rec.mu.Unlock()
+		c.Close()
+		h.Close()
+		srv.Close()
+	}
+}

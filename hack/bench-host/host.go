@@ -116,7 +116,7 @@ func (r hostRun) run(res *Result) error {
 		}
 	}
 	res.StartSeconds = time.Since(start).Seconds()
-	time.Sleep(2 * time.Second) // let the start settle
+	time.Sleep(*settle) // let the start settle
 
 	if err := pm.scrape(); err != nil {
 		return err
@@ -444,7 +444,7 @@ func nativeChild(bin string, n int, res *Result) error {
 		return fmt.Errorf("native baseline did not start within %s", limit)
 	}
 	res.StartSeconds = time.Since(start).Seconds()
-	time.Sleep(2 * time.Second)
+	time.Sleep(*settle)
 	s, err := measure(cmd.Process.Pid, func() (float64, error) { return float64(count.Load()), nil })
 	if err != nil {
 		return err

@@ -69,6 +69,7 @@ var (
 	counts     = flag.String("devices", "1000,10000,50000", "device counts to run")
 	modes      = flag.String("modes", "standalone,dmi", "host modes to run beside native: standalone, dmi")
 	window     = flag.Duration("window", 10*time.Second, "measurement window")
+	settle     = flag.Duration("settle", 10*time.Second, "time each program runs after its start before the window opens (start-up work left over, such as the compile's garbage and the first state save, is not a per-reading cost)")
 	profileN   = flag.Int("profile-devices", 10000, "device count at which to save the host's heap and CPU profiles (0: none)")
 	outDir     = flag.String("out", "", "results folder (default bench-results/<date> at the repository root)")
 	startTO    = flag.Duration("start-timeout", 15*time.Second, "longest start allowed per 1,000 devices (at least a minute in all)")

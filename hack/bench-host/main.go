@@ -123,7 +123,7 @@ func main() {
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		fail(err.Error())
 	}
-	rep := &Report{Date: started.UTC().Format(time.RFC3339), Machine: machine(), Window: window.String()}
+	rep := &Report{Date: started.UTC().Format(time.RFC3339), Machine: machine(), Window: window.String(), Settle: settle.String()}
 
 	fmt.Printf("\nwapper-host with N virtual devices (2 sine properties each, collectCycle and reportCycle 1 s) against native Go doing the same work; window %s; %s\n",
 		*window, rep.Machine)

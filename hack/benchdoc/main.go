@@ -110,8 +110,12 @@ func render(dir string) (map[string]string, error) {
 	case err != nil:
 		return nil, err
 	default:
-		parts["run"] = fmt.Sprintf("Measured on %s, on %s; results folder `%s`; measurement window %s; the host benchmark took %.0f s.",
-			rep.Date, rep.Machine, filepath.Base(dir), rep.Window, rep.Seconds)
+		settle := rep.Settle
+		if settle == "" {
+			settle = "2s" // before -settle was recorded
+		}
+		parts["run"] = fmt.Sprintf("Measured on %s, on %s; results folder `%s`; measurement window %s, opened %s after each start; the host benchmark took %.0f s.",
+			rep.Date, rep.Machine, filepath.Base(dir), rep.Window, settle, rep.Seconds)
 		parts["host"] = hostTable(rep)
 		parts["goals"] = goalsTable(rep)
 		parts["heap"], parts["cpu"] = profileTop(dir, rep, "heap"), profileTop(dir, rep, "cpu")

@@ -21,9 +21,12 @@ const (
 
 // Report is results.json: everything one run measured.
 type Report struct {
-	Date     string    `json:"date"`
-	Machine  Machine   `json:"machine"`
-	Window   string    `json:"window"`
+	Date    string  `json:"date"`
+	Machine Machine `json:"machine"`
+	Window  string  `json:"window"`
+	// Settle is how long each program ran after its start before the
+	// window opened (empty in runs before it was recorded: 2s).
+	Settle   string    `json:"settle,omitempty"`
 	Seconds  float64   `json:"seconds"`
 	Results  []Result  `json:"results"`
 	Goals    []Goal    `json:"goals"`

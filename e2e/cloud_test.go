@@ -135,7 +135,13 @@ func (c *cloudEnv) metric(series string) float64 {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	for _, l := range strings.Split(string(b), "\n") {
+	return sample(string(b), series)
+}
+
+// sample returns the value of one series in a /metrics text (0 when
+// absent).
+func sample(metrics, series string) float64 {
+	for l := range strings.SplitSeq(metrics, "\n") {
 		if v, ok := strings.CutPrefix(l, series+" "); ok {
 			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
 			return f

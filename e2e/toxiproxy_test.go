@@ -227,13 +227,7 @@ func hostMetric(h *saHost, series string) float64 {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, series+" "); ok {
-			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			return f
-		}
-	}
-	return 0
+	return sample(string(b), series)
 }
 
 // faultFleet is the state of TestCloudFaults: the cluster, the proxies, the

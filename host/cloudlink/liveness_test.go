@@ -149,22 +149,5 @@ func TestHalfOpenLinkIsDropped(t *testing.T) {
 // drops reads wapper_cloudlink_disconnects_total{reason}.
 func (h *host) drops(t *testing.T, reason string) float64 {
 	t.Helper()
-	mfs, err := h.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "wapper_cloudlink_disconnects_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if lp.GetName() == "reason" && lp.GetValue() == reason {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	t.Fatal("no wapper_cloudlink_disconnects_total")
-	return 0
+	return disconnects(t, h.reg, reason)
 }

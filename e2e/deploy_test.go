@@ -271,7 +271,7 @@ func checkCloudRBAC(t *testing.T, cs kubernetes.Interface, ns, sa string) {
 	for _, v := range []string{"get", "list", "watch", "create"} {
 		allowed = append(allowed, access{v, "", "secrets", "", ns})
 	}
-	for _, v := range []string{"get", "create", "update"} {
+	for _, v := range []string{"get", "list", "create", "update", "delete"} {
 		allowed = append(allowed, access{v, "coordination.k8s.io", "leases", "", ns})
 	}
 	denied = []access{
@@ -288,7 +288,8 @@ func checkCloudRBAC(t *testing.T, cs kubernetes.Interface, ns, sa string) {
 		{"update", "apiextensions.k8s.io", "customresourcedefinitions", "", ""},
 		{"escalate", "rbac.authorization.k8s.io", "clusterroles", "", ""}, {"bind", "rbac.authorization.k8s.io", "clusterroles", "", ""},
 		{"create", "rbac.authorization.k8s.io", "rolebindings", "", ns},
-		{"update", "coordination.k8s.io", "leases", "", "kube-node-lease"}, {"delete", "coordination.k8s.io", "leases", "", ns},
+		{"update", "coordination.k8s.io", "leases", "", "kube-node-lease"}, {"delete", "coordination.k8s.io", "leases", "", "kube-node-lease"},
+		{"watch", "coordination.k8s.io", "leases", "", ns}, {"list", "coordination.k8s.io", "leases", "", "kube-node-lease"},
 		{"impersonate", "", "serviceaccounts", "", ""}, {"impersonate", "", "users", "", ""},
 	}
 	check := func(a access, want bool) {

@@ -25,7 +25,8 @@ import (
 
 // Lease timing of the replicas in TestCloudReplicas: short, so that a
 // failover takes seconds, yet tolerant of an API server slowed by a busy
-// machine (a replica gives a node up after 6 s without a renewal).
+// machine (a replica gives its nodes up after 6 s without renewing its
+// heartbeat).
 const (
 	replicaLease = 8 * time.Second
 	replicaRenew = 2 * time.Second
@@ -85,13 +86,7 @@ func (r *cloudReplica) metric(t *testing.T, series string) float64 {
 	if err != nil {
 		t.Fatalf("replica %s: %v", r.id, err)
 	}
-	for l := range strings.SplitSeq(b, "\n") {
-		if v, ok := strings.CutPrefix(l, series+" "); ok {
-			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			return f
-		}
-	}
-	return 0
+	return sample(b, series)
 }
 
 func (r *cloudReplica) kill9() {
@@ -99,7 +94,7 @@ func (r *cloudReplica) kill9() {
 	<-r.Done()
 }
 
-// holders returns the replica holding each node's Lease ("" when none).
+// holders returns the replica each node's Lease names ("" when none).
 func holders(ctx context.Context, kc kubernetes.Interface, ns string, nodes []string) (map[string]string, error) {
 	out := map[string]string{}
 	for _, n := range nodes {
@@ -120,8 +115,8 @@ func holders(ctx context.Context, kc kubernetes.Interface, ns string, nodes []st
 
 // TestCloudReplicas runs three wapper-cloud replicas and four hosts that
 // know all three (--cloud with three URLs) against a real apiserver: each
-// node is served by exactly one replica (its Lease, the replicas'
-// metrics), one replica leads and alone records rollouts; kill -9 of the
+// replica keeps a heartbeat Lease, each node is served by exactly one
+// replica (its Lease, the replicas' metrics), one replica leads and alone records rollouts; kill -9 of the
 // replica serving the most nodes moves its nodes to the others, with a
 // desired change made during the move applied and the hosts' reports
 // reaching DeviceStatus again, each moved node taken over once.
@@ -195,6 +190,31 @@ func TestCloudReplicas(t *testing.T) {
 		return err
 	})
 	t.Logf("nodes by replica: %v", owner)
+	// Each replica keeps one heartbeat Lease; the node Leases are not
+	// renewed (they record the holder only).
+	beats, err := kc.CoordinationV1().Leases(c.ns).List(ctx, metav1.ListOptions{LabelSelector: replicas.HeartbeatLabel + "=true"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var beating []string
+	for _, l := range beats.Items {
+		if l.Spec.HolderIdentity != nil && l.Name == replicas.HeartbeatName(*l.Spec.HolderIdentity) {
+			beating = append(beating, *l.Spec.HolderIdentity)
+		}
+	}
+	slices.Sort(beating)
+	if !slices.Equal(beating, []string{"r1", "r2", "r3"}) {
+		t.Errorf("heartbeat Leases of %v, want r1, r2 and r3", beating)
+	}
+	for _, n := range nodes {
+		l, err := kc.CoordinationV1().Leases(c.ns).Get(ctx, replicas.LeaseName(n), metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l.Spec.RenewTime != nil {
+			t.Errorf("%s's Lease has a renewTime (%v): node Leases are not renewed", n, l.Spec.RenewTime)
+		}
+	}
 
 	// One leader; only it writes status.rollout and logs rollout steps.
 	leader := func(live []*cloudReplica) (*cloudReplica, error) {

@@ -16,7 +16,8 @@ import (
 // Leader elects, among the replicas, the one that does the work that is
 // not per node: planning MapperPlugin rollouts and writing status.rollout.
 // It uses client-go's leader election on the Lease LeaderLease, with the
-// same identity, duration and renew interval as Nodes.
+// same identity, duration and renew interval as Nodes, through
+// Options.Beat.
 type Leader struct {
 	opts   Options
 	log    *slog.Logger
@@ -52,7 +53,7 @@ func (l *Leader) IsLeader() bool { return l.leader.Load() }
 func (l *Leader) Run(ctx context.Context) error {
 	lock := &resourcelock.LeaseLock{
 		LeaseMeta:  metav1.ObjectMeta{Name: LeaderLease, Namespace: l.opts.Namespace},
-		Client:     l.opts.Kube.CoordinationV1(),
+		Client:     l.opts.Beat.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: l.opts.Identity},
 	}
 	for ctx.Err() == nil {

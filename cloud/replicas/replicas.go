@@ -1,24 +1,34 @@
 // Package replicas shares wapper-cloud's work among several replicas.
 //
-// Each edge node is served by one replica at a time: the one that holds
-// the node's Lease (coordination.k8s.io/v1, named LeaseName(node), in
-// wapper-cloud's namespace). A replica claims the Lease when the node's
-// host says hello, renews it while the host stays connected, and releases
-// it when the host leaves. A hello reaching a replica while another
-// replica holds the node's Lease, and has renewed it within its duration,
-// is refused (HeldError, which the hub answers with 409 Conflict and
-// Retry-After); the host tries again, behind a Service reaching another
-// replica or, when the holder died, waiting for its Lease to run out.
-// Only the replica serving a node computes the node's desired set and
-// writes the status its reports carry.
+// Each replica keeps one heartbeat Lease of its own (coordination.k8s.io/v1,
+// named HeartbeatName(identity) and labelled HeartbeatLabel, in
+// wapper-cloud's namespace): it creates it when it starts, renews it every
+// RenewInterval and deletes it when it stops. A replica is alive while its
+// heartbeat exists and was renewed within its duration.
+//
+// Each edge node is served by one replica at a time: the one its Lease
+// (named LeaseName(node)) names as holder, when that replica is alive. A
+// node's Lease is written only when a replica claims the node (the node's
+// host says hello) and when it releases it (the host leaves); it is never
+// renewed, so renewals cost one write per replica, not one per node. A
+// hello reaching a replica while another, alive, replica holds the node is
+// refused (HeldError, which the hub answers with 409 Conflict and
+// Retry-After: when the holder's heartbeat runs out unless renewed); the
+// host tries again, behind a Service reaching another replica or, when the
+// holder died, once its heartbeat has run out, when the node's Lease is
+// taken over. A replica that stops deletes its heartbeat: all its nodes are
+// free at once. A replica that cannot renew its heartbeat for its duration
+// less a renew interval gives all its nodes up, before any other replica
+// may take them over. Only the replica serving a node computes the node's
+// desired set and writes the status its reports carry.
 //
 // Work that is not per node (planning MapperPlugin rollouts and writing
 // status.rollout) is done by one leader, chosen with client-go's leader
 // election on the Lease LeaderLease (see Leader).
 //
-// Expiry is judged by each Lease's renewTime against this replica's clock,
-// as Kubernetes' node leases are: the replicas' clocks must agree to well
-// within the lease duration.
+// Expiry is judged by a heartbeat's renewTime against this replica's
+// clock, as Kubernetes' node leases are: the replicas' clocks must agree
+// to well within the lease duration.
 package replicas
 
 import (
@@ -28,6 +38,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"os"
 	"sort"
@@ -43,10 +54,11 @@ import (
 
 // Defaults of Options (wapper-cloud's --lease-duration and --lease-renew).
 const (
-	// DefaultLeaseDuration is how long a Lease not renewed keeps its
-	// node (or the leadership) with its holder.
+	// DefaultLeaseDuration is how long a replica whose heartbeat is not
+	// renewed keeps its nodes (and the leadership).
 	DefaultLeaseDuration = 15 * time.Second
-	// DefaultRenewInterval is how often a holder renews its Leases.
+	// DefaultRenewInterval is how often a replica renews its heartbeat
+	// (and the leader its Lease).
 	DefaultRenewInterval = 5 * time.Second
 )
 
@@ -56,9 +68,15 @@ const LeaderLease = "wapper-cloud-leader"
 // leasePrefix starts the name of every node's Lease.
 const leasePrefix = "wapper-node-"
 
+// heartbeatPrefix starts the name of every replica's heartbeat Lease.
+const heartbeatPrefix = "wapper-replica-"
+
 // NodeLabel marks a node's Lease with the node's name (when the name fits
 // a label value; LeaseName tells the Lease of any node).
 const NodeLabel = "mappers.wapper.dev/node"
+
+// HeartbeatLabel marks a replica's heartbeat Lease (value "true").
+const HeartbeatLabel = "mappers.wapper.dev/replica-heartbeat"
 
 // LeaseName returns the name of node's Lease: "wapper-node-" and the node
 // name, or, for a name too long for that, its beginning and a hash.
@@ -71,6 +89,14 @@ func LeaseName(node string) string {
 	h := hex.EncodeToString(sum[:8])
 	keep := maxName - len(leasePrefix) - len(h) - 1
 	return leasePrefix + node[:keep] + "-" + h
+}
+
+// HeartbeatName returns the name of the heartbeat Lease of the replica
+// identity: "wapper-replica-" and a hash of the identity (whose
+// holderIdentity is the identity itself).
+func HeartbeatName(identity string) string {
+	sum := sha256.Sum256([]byte(identity))
+	return heartbeatPrefix + hex.EncodeToString(sum[:10])
 }
 
 // Identity returns a replica identity: the host name (a pod's name in
@@ -92,56 +118,66 @@ type HeldError struct {
 	Node string
 	// Holder is the identity of the replica that holds it.
 	Holder string
-	// Expires is when the holder's Lease runs out unless renewed.
+	// Expires is when the holder's heartbeat runs out unless renewed.
 	Expires time.Time
-	// now is when the Lease was looked at.
+	// now is when the heartbeat was looked at.
 	now time.Time
 }
 
 // Error implements error.
 func (e *HeldError) Error() string {
-	return fmt.Sprintf("node %s is served by wapper-cloud replica %s (its lease runs until %s unless renewed); try again, or another replica",
+	return fmt.Sprintf("node %s is served by wapper-cloud replica %s (its heartbeat runs until %s unless renewed); try again, or another replica",
 		e.Node, e.Holder, e.Expires.UTC().Format(time.RFC3339))
 }
 
-// RetryAfter is how long until the holder's Lease runs out, at least a
-// second: when a host should try again.
+// RetryAfter is how long until the holder's heartbeat runs out, at least
+// a second: when a host should try again.
 func (e *HeldError) RetryAfter() time.Duration {
 	return max(e.Expires.Sub(e.now), time.Second)
 }
 
-// record is what decide needs of a Lease.
+// record is what decide needs of a heartbeat Lease (or of a node Lease
+// renewed by an earlier wapper-cloud, which renewed node Leases).
 type record struct {
 	holder   string
 	renewed  time.Time
 	duration time.Duration
 }
 
+// alive reports whether r, renewed, holds at now.
+func (r record) alive(now time.Time) bool {
+	return !r.renewed.IsZero() && now.Before(r.renewed.Add(r.duration))
+}
+
 // verdict is decide's answer.
 type verdict int
 
 const (
-	// mine: this replica holds the lease; renew it.
+	// mine: the node's Lease names this replica; claim it again.
 	mine verdict = iota
-	// free: nobody holds it; take it.
+	// free: it names nobody; take it.
 	free
-	// expired: another replica held it but let it run out; take it over.
+	// expired: it names another replica whose heartbeat is gone or ran
+	// out; take it over.
 	expired
-	// held: another replica holds it.
+	// held: it names another replica, alive.
 	held
 )
 
-// decide tells what replica me may do with a lease as recorded, at now.
-func decide(r record, me string, now time.Time) verdict {
+// decide tells what replica me may do with a node's Lease naming holder,
+// at now, given the holder's heartbeat (nil when it has none) and the node
+// Lease's own renewal (the zero record but for Leases renewed by an
+// earlier wapper-cloud).
+func decide(holder, me string, beat *record, legacy record, now time.Time) verdict {
 	switch {
-	case r.holder == me:
+	case holder == me:
 		return mine
-	case r.holder == "":
+	case holder == "":
 		return free
-	case !now.Before(r.renewed.Add(r.duration)):
-		return expired
+	case beat != nil && beat.alive(now), legacy.alive(now):
+		return held
 	}
-	return held
+	return expired
 }
 
 func recordOf(l *coordinationv1.Lease) record {
@@ -160,24 +196,29 @@ func recordOf(l *coordinationv1.Lease) record {
 
 // Options configure Nodes.
 type Options struct {
-	// Kube reaches the API server (leases get, create and update in
-	// Namespace).
+	// Kube reaches the API server (leases get, create, update and delete
+	// in Namespace).
 	Kube kubernetes.Interface
+	// Beat, when set, is the client of this replica's heartbeat (and of
+	// the leader election): give it a rate limit of its own, apart from
+	// Kube's, so that a storm of claims cannot hold renewals back until
+	// the replica gives its nodes up (default Kube).
+	Beat kubernetes.Interface
 	// Namespace holds the Leases.
 	Namespace string
 	// Identity names this replica in the Leases' holderIdentity (default
 	// Identity()).
 	Identity string
-	// LeaseDuration is how long a Lease not renewed holds (default
+	// LeaseDuration is how long a heartbeat not renewed holds (default
 	// DefaultLeaseDuration; whole seconds, at least one).
 	LeaseDuration time.Duration
-	// RenewInterval is how often Run renews the Leases held (default
+	// RenewInterval is how often Run renews the heartbeat (default
 	// DefaultRenewInterval; less than LeaseDuration).
 	RenewInterval time.Duration
-	// OnLost is called when this replica loses a node it served (its
-	// Lease was taken over, or could not be renewed for LeaseDuration
-	// less RenewInterval, so before another replica may take it): the
-	// node's session must end.
+	// OnLost is called when this replica loses a node it served (the
+	// heartbeat could not be renewed for LeaseDuration less
+	// RenewInterval, so before another replica may take the node over;
+	// or its Lease was found taken over): the node's session must end.
 	OnLost func(node string)
 	// Logger receives logs (default slog.Default()).
 	Logger *slog.Logger
@@ -204,6 +245,9 @@ func (o Options) withDefaults() (Options, error) {
 	if o.RenewInterval <= 0 || o.RenewInterval >= o.LeaseDuration {
 		return o, fmt.Errorf("lease renew interval %s: want more than 0 and less than the lease duration %s", o.RenewInterval, o.LeaseDuration)
 	}
+	if o.Beat == nil {
+		o.Beat = o.Kube
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -213,25 +257,67 @@ func (o Options) withDefaults() (Options, error) {
 	return o, nil
 }
 
-// Nodes claims, renews and releases the Leases of the nodes this replica
-// serves.
-type Nodes struct {
-	opts Options
-	log  *slog.Logger
+// beatCacheFor is how long a heartbeat read for a contested claim answers
+// the next ones on the same holder: a burst of hellos for the nodes of one
+// replica reads its heartbeat about once a second, not once each.
+const beatCacheFor = time.Second
 
-	mu     sync.Mutex
-	claims map[string]*claim // node → this replica's claim on it
+// nodeLocks is the number of locks that serialize the Lease writes of one
+// node (a node hashes to one of them).
+const nodeLocks = 1024
+
+// Nodes keeps this replica's heartbeat and claims and releases the Leases
+// of the nodes it serves.
+type Nodes struct {
+	opts  Options
+	log   *slog.Logger
+	api   leaseAPI              // node Leases and other replicas' heartbeats
+	beats leaseAPI              // this replica's heartbeat
+	locks [nodeLocks]sync.Mutex // a node's claim and release
+	ready chan struct{}         // closed at the first heartbeat written
+
+	mu       sync.Mutex
+	claims   map[string]*claim     // node → this replica's claim on it
+	pending  map[string]bool       // nodes whose Lease may still name this replica, unserved: to release
+	beat     *coordinationv1.Lease // the heartbeat as last written
+	lastBeat time.Time             // when the last heartbeat written was sent
+	epoch    int                   // counts the times every node was given up
+	stopping bool
+	seen     map[string]*seenBeat // holder → its heartbeat as last read
+	swept    time.Time            // when dead replicas' heartbeats were last deleted
 }
 
-// claim is this replica's hold on one node: the sessions using it and when
-// its Lease was last renewed.
+// leaseAPI is the Leases client of the namespace.
+type leaseAPI = interface {
+	Get(ctx context.Context, name string, opts metav1.GetOptions) (*coordinationv1.Lease, error)
+	Create(ctx context.Context, l *coordinationv1.Lease, opts metav1.CreateOptions) (*coordinationv1.Lease, error)
+	Update(ctx context.Context, l *coordinationv1.Lease, opts metav1.UpdateOptions) (*coordinationv1.Lease, error)
+	Delete(ctx context.Context, name string, opts metav1.DeleteOptions) error
+	List(ctx context.Context, opts metav1.ListOptions) (*coordinationv1.LeaseList, error)
+}
+
+// sweepEvery is how often a replica deletes the heartbeats of replicas
+// dead for more than a lease duration (killed, so they could not delete
+// theirs).
+const sweepEvery = 10 * time.Minute
+
+// seenBeat is another replica's heartbeat as last read.
+type seenBeat struct {
+	mu    sync.Mutex // one read at a time
+	at    time.Time  // when read; zero: never
+	found bool
+	r     record
+}
+
+// claim is this replica's hold on one node: the sessions using it and its
+// Lease as last written.
 type claim struct {
 	sessions int
-	renewed  time.Time
-	lease    *coordinationv1.Lease // as last written
+	lease    *coordinationv1.Lease
 }
 
-// NewNodes returns Nodes; call Run to renew the Leases it claims.
+// NewNodes returns Nodes; call Run to write and renew the heartbeat,
+// without which no node is claimed.
 func NewNodes(opts Options) (*Nodes, error) {
 	opts, err := opts.withDefaults()
 	if err != nil {
@@ -240,7 +326,9 @@ func NewNodes(opts Options) (*Nodes, error) {
 	if opts.Kube == nil || opts.Namespace == "" {
 		return nil, errors.New("replicas: Options.Kube and Options.Namespace are required")
 	}
-	n := &Nodes{opts: opts, log: opts.Logger.With("replica", opts.Identity), claims: map[string]*claim{}}
+	n := &Nodes{opts: opts, log: opts.Logger.With("replica", opts.Identity), api: opts.Kube.CoordinationV1().Leases(opts.Namespace),
+		beats: opts.Beat.CoordinationV1().Leases(opts.Namespace),
+		ready: make(chan struct{}), claims: map[string]*claim{}, pending: map[string]bool{}, seen: map[string]*seenBeat{}}
 	if opts.Metrics != nil {
 		opts.Metrics.bindNodes(n)
 	}
@@ -262,70 +350,114 @@ func (n *Nodes) Owned() []string {
 	return out
 }
 
-// Claim makes this replica node's server, taking or renewing its Lease,
-// for one session; the session calls release, once, when it ends (the
-// Lease is released when the node's last session here has). It fails
-// with a *HeldError when another replica holds the node.
+// lock locks node's claims and releases.
+func (n *Nodes) lock(node string) func() {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(node))
+	m := &n.locks[h.Sum32()%nodeLocks]
+	m.Lock()
+	return m.Unlock
+}
+
+// alive reports, with n.mu held, whether this replica's heartbeat is fresh
+// enough to serve nodes: written, and renewed less than a lease duration
+// less a renew interval ago.
+func (n *Nodes) alive(now time.Time) bool {
+	return !n.stopping && !n.lastBeat.IsZero() && now.Sub(n.lastBeat) < n.opts.LeaseDuration-n.opts.RenewInterval
+}
+
+// Claim makes this replica node's server, writing its Lease, for one
+// session; the session calls release, once, when it ends (the Lease is
+// released when the node's last session here has). It fails with a
+// *HeldError when another replica, alive, holds the node, and with another
+// error when this replica cannot tell or cannot serve nodes now (its
+// heartbeat is not written or not renewed).
 func (n *Nodes) Claim(ctx context.Context, node string) (release func(), err error) {
-	l, err := n.hold(ctx, node, nil)
+	wait, cancel := context.WithTimeout(ctx, n.opts.RenewInterval)
+	select {
+	case <-n.ready:
+	case <-wait.Done():
+	}
+	cancel()
+	unlock := n.lock(node)
+	defer unlock()
+	n.mu.Lock()
+	if !n.alive(n.opts.Now()) {
+		n.mu.Unlock()
+		return nil, errors.New("this wapper-cloud replica cannot serve nodes now: its heartbeat lease is not renewed")
+	}
+	c := n.claims[node]
+	epoch := n.epoch
+	if c != nil {
+		c.sessions++
+		n.mu.Unlock()
+		return n.releaser(node, c), nil
+	}
+	n.mu.Unlock()
+	l, err := n.hold(ctx, node)
 	if err != nil {
 		return nil, err
 	}
 	n.mu.Lock()
-	c := n.claims[node]
-	if c == nil {
-		c = &claim{}
-		n.claims[node] = c
+	if n.epoch != epoch || !n.alive(n.opts.Now()) {
+		// Every node was given up meanwhile: so is this one.
+		n.pending[node] = true
+		n.mu.Unlock()
+		return nil, errors.New("this wapper-cloud replica cannot serve nodes now: its heartbeat lease is not renewed")
 	}
-	c.sessions++
-	c.renewed, c.lease = n.opts.Now(), l
+	delete(n.pending, node)
+	c = &claim{sessions: 1, lease: l}
+	n.claims[node] = c
 	n.mu.Unlock()
+	return n.releaser(node, c), nil
+}
+
+func (n *Nodes) releaser(node string, c *claim) func() {
 	var once sync.Once
-	return func() { once.Do(func() { n.release(node, c) }) }, nil
+	return func() { once.Do(func() { n.release(node, c) }) }
 }
 
 // release ends one session's use of claim c on node; the last one
 // releases the Lease.
 func (n *Nodes) release(node string, c *claim) {
+	unlock := n.lock(node)
+	defer unlock()
 	n.mu.Lock()
 	if n.claims[node] != c { // lost meanwhile, and perhaps claimed again
 		n.mu.Unlock()
 		return
 	}
 	c.sessions--
-	last := c.sessions == 0
-	if last {
-		delete(n.claims, node)
+	if c.sessions > 0 {
+		n.mu.Unlock()
+		return
 	}
+	delete(n.claims, node)
+	stopping := n.stopping
 	n.mu.Unlock()
-	if !last {
+	if stopping { // deleting the heartbeat frees it with every other node
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), n.opts.RenewInterval)
 	defer cancel()
-	if err := n.releaseLease(ctx, node); err != nil {
-		n.log.Warn("replicas: could not release a node's lease; it runs out by itself", "node", node, "err", err, "in", n.opts.LeaseDuration)
+	if err := n.releaseLease(ctx, node, c.lease); err != nil {
+		n.log.Warn("replicas: could not release a node's lease; retrying at the next renewal", "node", node, "err", err)
+		n.mu.Lock()
+		n.pending[node] = true
+		n.mu.Unlock()
 	}
 }
 
-// hold takes or renews node's Lease for this replica and returns it as
-// written. last, when not nil, is the Lease as this replica last wrote it:
-// a renewal then needs no read unless the Lease changed since.
-func (n *Nodes) hold(ctx context.Context, node string, last *coordinationv1.Lease) (*coordinationv1.Lease, error) {
-	api := n.opts.Kube.CoordinationV1().Leases(n.opts.Namespace)
+// hold writes node's Lease for this replica (creating it, taking it when
+// free or when its holder is not alive) and returns it as written.
+func (n *Nodes) hold(ctx context.Context, node string) (*coordinationv1.Lease, error) {
 	name := LeaseName(node)
 	for range 3 {
+		l, err := n.api.Get(ctx, name, metav1.GetOptions{})
 		now := n.opts.Now()
-		var l *coordinationv1.Lease
-		var err error
-		if last != nil {
-			l, last = last.DeepCopy(), nil
-		} else {
-			l, err = api.Get(ctx, name, metav1.GetOptions{})
-		}
 		if apierrors.IsNotFound(err) {
 			l = n.newLease(node, name, now)
-			out, err := api.Create(ctx, l, metav1.CreateOptions{})
+			out, err := n.api.Create(ctx, l, metav1.CreateOptions{})
 			if apierrors.IsAlreadyExists(err) {
 				continue
 			}
@@ -338,22 +470,33 @@ func (n *Nodes) hold(ctx context.Context, node string, last *coordinationv1.Leas
 		if err != nil {
 			return nil, fmt.Errorf("read the lease of node %s: %w", node, err)
 		}
-		r := recordOf(l)
-		v := decide(r, n.opts.Identity, now)
+		legacy := recordOf(l)
+		holder := legacy.holder
+		var beat *record
+		if holder != "" && holder != n.opts.Identity {
+			if beat, err = n.heartbeatOf(ctx, holder); err != nil {
+				return nil, fmt.Errorf("read the heartbeat of replica %s, which node %s's lease names: %w", holder, node, err)
+			}
+		}
+		v := decide(holder, n.opts.Identity, beat, legacy, now)
 		if v == held {
-			return nil, &HeldError{Node: node, Holder: r.holder, Expires: r.renewed.Add(r.duration), now: now}
+			exp := legacy.renewed.Add(legacy.duration)
+			if beat != nil && beat.alive(now) {
+				exp = beat.renewed.Add(beat.duration)
+			}
+			return nil, &HeldError{Node: node, Holder: holder, Expires: exp, now: now}
 		}
 		n.fill(l, node, now, v != mine)
-		out, err := api.Update(ctx, l, metav1.UpdateOptions{})
+		out, err := n.api.Update(ctx, l, metav1.UpdateOptions{})
 		if apierrors.IsConflict(err) {
-			continue
+			continue // read again: another replica may have won it
 		}
 		if err != nil {
 			return nil, fmt.Errorf("update the lease of node %s: %w", node, err)
 		}
 		switch v {
 		case expired:
-			n.log.Info("replicas: took over a node whose replica let its lease run out", "node", node, "from", r.holder)
+			n.log.Info("replicas: took over a node whose replica is gone (its heartbeat lease ran out or was deleted)", "node", node, "from", holder)
 			if m := n.opts.Metrics; m != nil {
 				m.takeovers.Inc()
 			}
@@ -365,6 +508,39 @@ func (n *Nodes) hold(ctx context.Context, node string, last *coordinationv1.Leas
 	return nil, fmt.Errorf("the lease of node %s keeps changing under this replica; try again", node)
 }
 
+// heartbeatOf returns the heartbeat of replica holder (nil when it has
+// none), as read at most beatCacheFor ago.
+func (n *Nodes) heartbeatOf(ctx context.Context, holder string) (*record, error) {
+	n.mu.Lock()
+	s := n.seen[holder]
+	if s == nil {
+		s = &seenBeat{}
+		n.seen[holder] = s
+	}
+	n.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := n.opts.Now()
+	if s.at.IsZero() || now.Sub(s.at) >= beatCacheFor || now.Before(s.at) {
+		l, err := n.api.Get(ctx, HeartbeatName(holder), metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			s.found = false
+		case err != nil:
+			return nil, err
+		default:
+			s.r = recordOf(l)
+			s.found = s.r.holder == holder
+		}
+		s.at = now
+	}
+	if !s.found {
+		return nil, nil
+	}
+	r := s.r
+	return &r, nil
+}
+
 func (n *Nodes) newLease(node, name string, now time.Time) *coordinationv1.Lease {
 	l := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: n.opts.Namespace,
 		Labels: map[string]string{"app.kubernetes.io/managed-by": "wapper-cloud"}}}
@@ -372,14 +548,15 @@ func (n *Nodes) newLease(node, name string, now time.Time) *coordinationv1.Lease
 	return l
 }
 
-// fill makes l this replica's, renewed at now; acquired also sets the
-// acquire time and counts a transition.
+// fill makes node's Lease l this replica's: it records the holder only
+// (no renewal time nor duration: whether the holder is alive is told by
+// its heartbeat). acquired also sets the acquire time and counts a
+// transition.
 func (n *Nodes) fill(l *coordinationv1.Lease, node string, now time.Time, acquired bool) {
 	id := n.opts.Identity
-	secs := int32(n.opts.LeaseDuration / time.Second)
-	t := metav1.NewMicroTime(now)
-	l.Spec.HolderIdentity, l.Spec.LeaseDurationSeconds, l.Spec.RenewTime = &id, &secs, &t
-	if acquired {
+	l.Spec.HolderIdentity, l.Spec.LeaseDurationSeconds, l.Spec.RenewTime = &id, nil, nil
+	if acquired || l.Spec.AcquireTime == nil {
+		t := metav1.NewMicroTime(now)
 		l.Spec.AcquireTime = &t
 		if l.Spec.LeaseTransitions == nil {
 			l.Spec.LeaseTransitions = new(int32)
@@ -396,40 +573,62 @@ func (n *Nodes) fill(l *coordinationv1.Lease, node string, now time.Time, acquir
 	}
 }
 
-// releaseLease empties node's Lease when this replica still holds it, so
-// that another replica may take the node at once.
-func (n *Nodes) releaseLease(ctx context.Context, node string) error {
-	api := n.opts.Kube.CoordinationV1().Leases(n.opts.Namespace)
-	l, err := api.Get(ctx, LeaseName(node), metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
+// releaseLease empties node's Lease when it still names this replica, so
+// that another replica may take the node at once. last is the Lease as
+// this replica wrote it at its claim (nil: read it first). A Lease found
+// naming another replica at the end of a session was taken over: a node
+// lost (counted; the session has ended already).
+func (n *Nodes) releaseLease(ctx context.Context, node string, last *coordinationv1.Lease) error {
+	session := last != nil
+	for range 2 {
+		l := last
+		if l == nil {
+			var err error
+			if l, err = n.api.Get(ctx, LeaseName(node), metav1.GetOptions{}); apierrors.IsNotFound(err) {
+				return nil
+			} else if err != nil {
+				return err
+			}
+		}
+		last = nil
+		if h := recordOf(l).holder; h != n.opts.Identity {
+			if h != "" && session {
+				n.log.Warn("replicas: a node's lease was taken over by another replica while this one served it", "node", node, "by", h)
+				if m := n.opts.Metrics; m != nil {
+					m.lost.Inc()
+				}
+			}
+			return nil
+		}
+		l = l.DeepCopy()
+		l.Spec.HolderIdentity = nil
+		_, err := n.api.Update(ctx, l, metav1.UpdateOptions{})
+		if apierrors.IsConflict(err) {
+			continue // changed since: read it
+		}
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if err == nil {
+			n.log.Info("replicas: released node", "node", node)
+		}
 		return err
 	}
-	if recordOf(l).holder != n.opts.Identity {
-		return nil
-	}
-	l.Spec.HolderIdentity = nil
-	_, err = api.Update(ctx, l, metav1.UpdateOptions{})
-	if apierrors.IsConflict(err) {
-		return nil // changed meanwhile: no longer ours to release
-	}
-	if err == nil {
-		n.log.Info("replicas: released node", "node", node)
-	}
-	return err
+	return fmt.Errorf("the lease of node %s keeps changing", node)
 }
 
-// Run renews the Leases held every RenewInterval until ctx ends, calling
-// OnLost for each node lost; then it releases them all. It returns nil.
+// Run writes this replica's heartbeat and renews it every RenewInterval
+// until ctx ends, giving every node up (OnLost) when it could not be
+// renewed for LeaseDuration less RenewInterval; then it deletes the
+// heartbeat, which frees every node this replica held. It returns nil.
 func (n *Nodes) Run(ctx context.Context) error {
+	n.renew(ctx)
 	t := time.NewTicker(n.opts.RenewInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			n.releaseAll()
+			n.stop()
 			return nil
 		case <-t.C:
 		}
@@ -437,73 +636,224 @@ func (n *Nodes) Run(ctx context.Context) error {
 	}
 }
 
-// renew renews every Lease held; a node whose Lease another replica holds
-// now, or that could not be renewed for a lease duration less a renew
-// interval, is lost.
+// renew renews the heartbeat; gives every node up when it has not been
+// renewed for a lease duration less a renew interval (judged before the
+// renewal too, for a replica that was paused); and releases the Leases
+// still to release.
 func (n *Nodes) renew(ctx context.Context) {
-	for _, node := range n.Owned() {
-		n.mu.Lock()
-		var last *coordinationv1.Lease
-		if c := n.claims[node]; c != nil {
-			last = c.lease
+	n.giveUpIfStale()
+	cctx, cancel := context.WithTimeout(ctx, n.opts.RenewInterval)
+	err := n.writeBeat(cctx)
+	cancel()
+	if err != nil && ctx.Err() == nil {
+		n.log.Warn("replicas: could not renew this replica's heartbeat lease; retrying", "err", err)
+	}
+	n.giveUpIfStale()
+	now := n.opts.Now()
+	n.mu.Lock()
+	for h, s := range n.seen { // forget replicas not asked about lately
+		if s.mu.TryLock() {
+			if now.Sub(s.at) > time.Minute {
+				delete(n.seen, h)
+			}
+			s.mu.Unlock()
 		}
-		n.mu.Unlock()
+	}
+	var pending []string
+	sweep := false
+	if n.alive(now) {
+		for node := range n.pending {
+			pending = append(pending, node)
+		}
+		if n.swept.IsZero() || now.Sub(n.swept) >= sweepEvery || now.Before(n.swept) {
+			sweep, n.swept = true, now
+		}
+	}
+	n.mu.Unlock()
+	if sweep {
 		cctx, cancel := context.WithTimeout(ctx, n.opts.RenewInterval)
-		l, err := n.hold(cctx, node, last)
+		n.sweep(cctx, now)
 		cancel()
-		now := n.opts.Now()
-		n.mu.Lock()
-		c := n.claims[node]
-		if c == nil { // released meanwhile
-			n.mu.Unlock()
-			continue
-		}
-		var held *HeldError
-		// Unrenewed, a node is given up a renew interval before its
-		// Lease runs out: before another replica may take it over.
-		lost := errors.As(err, &held) || (err != nil && now.Sub(c.renewed) >= n.opts.LeaseDuration-n.opts.RenewInterval)
-		switch {
-		case err == nil:
-			c.renewed, c.lease = now, l
-		case lost:
-			delete(n.claims, node)
-		}
-		n.mu.Unlock()
-		if err != nil && ctx.Err() != nil {
+	}
+	sort.Strings(pending)
+	for _, node := range pending {
+		if ctx.Err() != nil {
 			return
 		}
-		if !lost {
-			if err != nil {
-				n.log.Warn("replicas: could not renew a node's lease; retrying", "node", node, "err", err)
-			}
+		n.releasePending(ctx, node)
+	}
+}
+
+// sweep deletes the heartbeats of replicas dead for more than a lease
+// duration (not renewed for two), each only as read: a heartbeat renewed
+// meanwhile stays.
+func (n *Nodes) sweep(ctx context.Context, now time.Time) {
+	list, err := n.api.List(ctx, metav1.ListOptions{LabelSelector: HeartbeatLabel + "=true"})
+	if err != nil {
+		n.log.Warn("replicas: could not list the replicas' heartbeat leases, to delete dead ones", "err", err)
+		return
+	}
+	for _, l := range list.Items {
+		r := recordOf(&l)
+		if r.holder == n.opts.Identity || r.renewed.IsZero() || now.Before(r.renewed.Add(2*r.duration)) {
 			continue
 		}
-		n.log.Warn("replicas: lost a node: closing its session", "node", node, "err", err)
-		if m := n.opts.Metrics; m != nil {
-			m.lost.Inc()
+		rv := l.ResourceVersion
+		err := n.api.Delete(ctx, l.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{ResourceVersion: &rv}})
+		switch {
+		case err == nil:
+			n.log.Info("replicas: deleted the heartbeat lease of a dead replica", "lease", l.Name, "replica", r.holder, "renewed", r.renewed)
+		case apierrors.IsNotFound(err), apierrors.IsConflict(err):
+		default:
+			n.log.Warn("replicas: could not delete the heartbeat lease of a dead replica", "lease", l.Name, "err", err)
 		}
+	}
+}
+
+// giveUpIfStale gives every node up (OnLost) when the heartbeat has not
+// been renewed for a lease duration less a renew interval: before another
+// replica may take them over.
+func (n *Nodes) giveUpIfStale() {
+	n.mu.Lock()
+	var lost []string
+	if !n.stopping && !n.lastBeat.IsZero() && !n.alive(n.opts.Now()) && len(n.claims) > 0 {
+		n.epoch++
+		for node := range n.claims {
+			lost = append(lost, node)
+			n.pending[node] = true
+		}
+		n.claims = map[string]*claim{}
+	}
+	since := n.lastBeat
+	n.mu.Unlock()
+	if len(lost) == 0 {
+		return
+	}
+	sort.Strings(lost)
+	n.log.Warn("replicas: this replica's heartbeat lease was not renewed in time: giving every node up before another replica may take them over",
+		"nodes", len(lost), "renewed", since)
+	if m := n.opts.Metrics; m != nil {
+		m.lost.Add(float64(len(lost)))
+	}
+	for _, node := range lost {
 		if n.opts.OnLost != nil {
 			n.opts.OnLost(node)
 		}
 	}
 }
 
-// releaseAll releases every Lease held, as the replica stops.
-func (n *Nodes) releaseAll() {
+// releasePending releases node's Lease if it still names this replica and
+// the node is not served here.
+func (n *Nodes) releasePending(ctx context.Context, node string) {
+	unlock := n.lock(node)
+	defer unlock()
 	n.mu.Lock()
-	nodes := make([]string, 0, len(n.claims))
-	for node := range n.claims {
-		nodes = append(nodes, node)
+	_, served := n.claims[node]
+	if served || !n.pending[node] {
+		delete(n.pending, node)
+		n.mu.Unlock()
+		return
 	}
-	n.claims = map[string]*claim{}
 	n.mu.Unlock()
+	cctx, cancel := context.WithTimeout(ctx, n.opts.RenewInterval)
+	err := n.releaseLease(cctx, node, nil)
+	cancel()
+	if err != nil {
+		n.log.Warn("replicas: could not release a node's lease; retrying at the next renewal", "node", node, "err", err)
+		return
+	}
+	n.mu.Lock()
+	delete(n.pending, node)
+	n.mu.Unlock()
+}
+
+// writeBeat creates or renews this replica's heartbeat.
+func (n *Nodes) writeBeat(ctx context.Context) error {
+	n.mu.Lock()
+	last := n.beat
+	n.mu.Unlock()
+	name := HeartbeatName(n.opts.Identity)
+	for range 3 {
+		now := n.opts.Now()
+		var l *coordinationv1.Lease
+		if last != nil {
+			l, last = last.DeepCopy(), nil
+		} else {
+			var err error
+			l, err = n.beats.Get(ctx, name, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				l = nil
+			} else if err != nil {
+				return err
+			}
+		}
+		id := n.opts.Identity
+		secs := int32(n.opts.LeaseDuration / time.Second)
+		t := metav1.NewMicroTime(now)
+		var out *coordinationv1.Lease
+		var err error
+		if l == nil {
+			l = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: n.opts.Namespace,
+				Labels: map[string]string{"app.kubernetes.io/managed-by": "wapper-cloud", HeartbeatLabel: "true"}}}
+			l.Spec.HolderIdentity, l.Spec.LeaseDurationSeconds, l.Spec.RenewTime, l.Spec.AcquireTime = &id, &secs, &t, &t
+			out, err = n.beats.Create(ctx, l, metav1.CreateOptions{})
+			if apierrors.IsAlreadyExists(err) {
+				continue
+			}
+		} else {
+			l.Spec.HolderIdentity, l.Spec.LeaseDurationSeconds, l.Spec.RenewTime = &id, &secs, &t
+			out, err = n.beats.Update(ctx, l, metav1.UpdateOptions{})
+			if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+				continue
+			}
+		}
+		if err != nil {
+			return err
+		}
+		n.mu.Lock()
+		first := n.lastBeat.IsZero()
+		n.beat, n.lastBeat = out, now
+		n.mu.Unlock()
+		if first {
+			n.log.Info("replicas: heartbeat lease written", "lease", name)
+			close(n.ready)
+		}
+		return nil
+	}
+	return fmt.Errorf("the heartbeat lease %s keeps changing under this replica", name)
+}
+
+// Drain readies the replica's stop, once no host may say hello here any
+// more and before its sessions are closed: it claims no node any more, and
+// releases none one by one (no write per node as the sessions close); Run
+// deletes the heartbeat when its context ends, which frees every node at
+// once.
+func (n *Nodes) Drain() {
+	n.mu.Lock()
+	n.stopping = true
+	n.mu.Unlock()
+}
+
+// stop gives every node up as the replica stops: deleting the heartbeat
+// frees them all at once (their Leases name a replica with no heartbeat).
+func (n *Nodes) stop() {
+	n.mu.Lock()
+	n.stopping = true
+	nodes := len(n.claims)
+	n.claims = map[string]*claim{}
+	written := n.beat != nil
+	n.mu.Unlock()
+	if !written {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), n.opts.RenewInterval)
 	defer cancel()
-	for _, node := range nodes {
-		if err := n.releaseLease(ctx, node); err != nil {
-			n.log.Warn("replicas: could not release a node's lease at shutdown; it runs out by itself", "node", node, "err", err)
-		}
+	err := n.beats.Delete(ctx, HeartbeatName(n.opts.Identity), metav1.DeleteOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		n.log.Warn("replicas: could not delete this replica's heartbeat lease at shutdown; its nodes are free once it runs out", "err", err, "in", n.opts.LeaseDuration)
+		return
 	}
+	n.log.Info("replicas: heartbeat lease deleted: this replica's nodes are free", "nodes", nodes)
 }
 
 // Metrics are the Prometheus metrics of replication.

@@ -52,10 +52,12 @@ const (
 )
 
 // LeaseQPSFactor is how many times the main API client's QPS and burst
-// (wapper-cloud --kube-api-qps) the client of the node Leases and the
-// leader election gets, as a rate limit of its own: a replica claims a
-// Lease at each hello (a read and a write) and renews each of its nodes'
-// every --lease-renew.
+// (wapper-cloud --kube-api-qps) the client of the node Leases gets, as a
+// rate limit of its own (the replica's heartbeat and the leader election
+// have another client, with the main client's rate limit): a replica claims a node's Lease at each hello (a read and a
+// write, and a read of the holder's heartbeat when another replica holds
+// it) and releases it when the host leaves (a write); renewals are one
+// heartbeat write per --lease-renew, whatever the number of nodes.
 const LeaseQPSFactor = 5
 
 // Config configures Run.
@@ -94,15 +96,17 @@ type Config struct {
 	// DefaultWorkers, a negative number is refused.
 	Workers int
 	// Replicas shares the nodes among replicas with per-node Leases and
-	// elects a leader for rollouts (see package cloud/replicas). Off, this
+	// a heartbeat Lease per replica, and elects a leader for rollouts
+	// (see package cloud/replicas). Off, this
 	// replica serves every node that connects and leads alone: run only
 	// one then.
 	Replicas bool
 	// Identity names this replica in the Leases (default
 	// replicas.Identity(): the host name and a random suffix).
 	Identity string
-	// LeaseDuration and LeaseRenew are the Leases' duration and renew
-	// interval (defaults replicas.DefaultLeaseDuration and
+	// LeaseDuration and LeaseRenew are the duration and renew interval
+	// of the replica's heartbeat Lease and of the leader's Lease
+	// (defaults replicas.DefaultLeaseDuration and
 	// replicas.DefaultRenewInterval).
 	LeaseDuration, LeaseRenew time.Duration
 	// Console serves the fleet console (package cloud/console) at / on
@@ -222,9 +226,9 @@ func Run(ctx context.Context, cfg Config) error {
 		if cfg.Identity == "" {
 			cfg.Identity = replicas.Identity()
 		}
-		// The Leases have a client of their own, with a rate limit of
-		// their own (LeaseQPSFactor times the main client's): claims at
-		// hello and renewals must not wait behind status writes and
+		// The node Leases have a client of their own, with a rate limit
+		// of their own (LeaseQPSFactor times the main client's): claims
+		// at hello and releases must not wait behind status writes and
 		// informers, nor starve them.
 		lrc := rest.CopyConfig(cfg.Rest)
 		lrc.RateLimiter = nil
@@ -233,7 +237,17 @@ func Run(ctx context.Context, cfg Config) error {
 		if err != nil {
 			return err
 		}
-		ropts := replicas.Options{Kube: lc, Namespace: cfg.Namespace, Identity: cfg.Identity,
+		// The heartbeat and the leader election have a client (and a
+		// rate limit, the main client's) of their own again: a storm
+		// of hellos, which may fill the claims' rate limit for a while,
+		// must not hold renewals back.
+		brc := rest.CopyConfig(cfg.Rest)
+		brc.RateLimiter = nil
+		bc, err := kubernetes.NewForConfig(brc)
+		if err != nil {
+			return err
+		}
+		ropts := replicas.Options{Kube: lc, Beat: bc, Namespace: cfg.Namespace, Identity: cfg.Identity,
 			LeaseDuration: cfg.LeaseDuration, RenewInterval: cfg.LeaseRenew, Logger: log, Metrics: replicas.NewMetrics(reg),
 			OnLost: func(node string) { h.Drop(node) }}
 		if nodes, err = replicas.NewNodes(ropts); err != nil {
@@ -309,8 +323,9 @@ func Run(ctx context.Context, cfg Config) error {
 	g.Go(func() error { return writer.Run(back) })
 	if cfg.Replicas {
 		leader.OnChange = func(bool) { ctl.LeadershipChanged() }
-		// The leases are released last: once the hub has closed its
-		// sessions, so that no node is served here after its lease goes.
+		// The heartbeat Lease is deleted (freeing every node held here)
+		// last: once the hub has closed its sessions, so that no node is
+		// served here after its lease goes.
 		g.Go(func() error { return nodes.Run(back) })
 		g.Go(func() error { return leader.Run(back) })
 	}
@@ -322,7 +337,11 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 			return err
 		}
-		return serveHosts(gctx, srv, ln, h, log, func() {
+		drain := func() {}
+		if nodes != nil {
+			drain = nodes.Drain
+		}
+		return serveHosts(gctx, srv, ln, h, drain, log, func() {
 			log.Info("wapper-cloud: serving", "addr", ln.Addr().String(), "namespace", cfg.Namespace, "deviceStatus", useDS, "workers", cfg.Workers,
 				"replicas", cfg.Replicas, "identity", cfg.Identity)
 			if cfg.Console {
@@ -337,9 +356,10 @@ func Run(ctx context.Context, cfg Config) error {
 }
 
 // serveHosts serves srv on ln until ctx ends (calling serving once it
-// serves), then shuts it down and closes the hub's sessions. It returns
+// serves), then shuts it down, calls drain (replicas: no more claims, nor
+// releases one by one) and closes the hub's sessions. It returns
 // once the server has stopped: nil, or why it stopped serving by itself.
-func serveHosts(ctx context.Context, srv *http.Server, ln net.Listener, h *hub.Hub, log *slog.Logger, serving func()) error {
+func serveHosts(ctx context.Context, srv *http.Server, ln net.Listener, h *hub.Hub, drain func(), log *slog.Logger, serving func()) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
 	serving()
@@ -354,6 +374,7 @@ func serveHosts(ctx context.Context, srv *http.Server, ln net.Listener, h *hub.H
 	if serr := srv.Shutdown(sctx); serr != nil && !errors.Is(serr, http.ErrServerClosed) {
 		log.Warn("wapper-cloud: requests still under way at shutdown were cut", "err", serr)
 	}
+	drain()
 	h.Close()
 	if cerr := srv.Close(); cerr != nil {
 		log.Warn("wapper-cloud: close the listener", "err", cerr)

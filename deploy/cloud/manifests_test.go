@@ -66,7 +66,7 @@ func TestManifestsDecode(t *testing.T) {
 	for _, need := range []string{
 		"devices:watch", "devicemodels:watch", "mapperplugins:watch", "secrets:watch",
 		"devicestatuses:create", "devicestatuses:patch", "devices:patch", "mapperplugins/status:update", "secrets:create",
-		"tokenreviews:create", "subjectaccessreviews:create", "leases:get", "leases:create", "leases:update",
+		"tokenreviews:create", "subjectaccessreviews:create", "leases:get", "leases:create", "leases:update", "leases:delete", "leases:list",
 	} {
 		if !granted[need] {
 			t.Errorf("RBAC does not grant %s", need)

@@ -106,10 +106,10 @@ reach the registry, and writes reported twins and plugin states back.`,
 	f.StringVar(&o.cfg.CAOut, "ca-out", "", "write the serving certificate here, for hosts' --ca-file")
 	f.StringVar(&o.cfg.ModuleCacheDir, "module-cache", "", "module cache for pull-through (default: user cache dir)")
 	f.IntVar(&o.cfg.Workers, "workers", server.DefaultWorkers, "reconcile workers (1 or more)")
-	f.BoolVar(&o.cfg.Replicas, "replicas", true, "share the nodes among wapper-cloud replicas: each node is served by the replica holding its Lease (coordination.k8s.io) in --namespace, and one elected leader plans rollouts (needs leases get, create and update there); false: this replica serves every node and leads alone (run one replica only)")
+	f.BoolVar(&o.cfg.Replicas, "replicas", true, "share the nodes among wapper-cloud replicas: each node is served by the replica its Lease (coordination.k8s.io) in --namespace names, while that replica's heartbeat Lease is renewed, and one elected leader plans rollouts (needs leases get, create, update and delete there); false: this replica serves every node and leads alone (run one replica only)")
 	f.StringVar(&o.cfg.Identity, "identity", "", "this replica's name in the Leases (default: the host name, a pod's name in Kubernetes, and a random suffix)")
-	f.DurationVar(&o.cfg.LeaseDuration, "lease-duration", replicas.DefaultLeaseDuration, "how long a node (or the leadership) stays with a replica that stopped renewing its Lease: the longest a dead replica's hosts wait, before their reconnect backoff (whole seconds)")
-	f.DurationVar(&o.cfg.LeaseRenew, "lease-renew", replicas.DefaultRenewInterval, "how often a replica renews its Leases (at most a third of --lease-duration)")
+	f.DurationVar(&o.cfg.LeaseDuration, "lease-duration", replicas.DefaultLeaseDuration, "how long a replica's nodes (or the leadership) stay with it once it stops renewing its heartbeat Lease: the longest a dead replica's hosts wait, before their reconnect backoff (whole seconds)")
+	f.DurationVar(&o.cfg.LeaseRenew, "lease-renew", replicas.DefaultRenewInterval, "how often a replica renews its heartbeat Lease (and the leader its Lease); one write each, whatever the number of nodes (at most a third of --lease-duration)")
 	f.BoolVar(&o.cfg.Console, "console", true, "serve the fleet console at / on --listen, to Kubernetes users allowed to list mapperplugins")
 	cmd.AddCommand(tokenCommand())
 	return cmd

@@ -51,18 +51,8 @@ log "building influxd $VERSION (github.com/influxdata/influxdb/cmd/influxd) with
 cache_mktemp -d "$CACHE/.build-$VERSION.XXXXXX"
 tmp=$CACHE_TMP
 cache_start_timer
-# A throwaway module folder, so that no go.mod or go.work of the caller's
-# (e.g. this repository's) is consulted; `go install pkg@version` builds with
-# the module's own go.mod. GOFLAGS is reset so that a caller's -mod=... does
-# not break the install; GOTOOLCHAIN=local keeps the toolchain we have.
-(
-  cd "$tmp"
-  go mod init influxd-build >/dev/null 2>&1
-  env GOWORK=off GOFLAGS=-buildvcs=false GOTOOLCHAIN=local CGO_ENABLED=0 GOBIN="$tmp/bin" \
-    go install -trimpath \
-      -ldflags "-s -w -X main.version=${VERSION#v} -X main.branch=${VERSION#v} -X main.commit=module-proxy" \
-      "github.com/influxdata/influxdb/cmd/influxd@$VERSION"
-) >&2 || { log "build failed"; exit 1; }
+cache_go_install "$tmp" "github.com/influxdata/influxdb/cmd/influxd@$VERSION" \
+  "-X main.version=${VERSION#v} -X main.branch=${VERSION#v} -X main.commit=module-proxy" || { log "build failed"; exit 1; }
 "$tmp/bin/influxd" version >&2 || { log "the built influxd does not run"; exit 1; }
 mkdir "$tmp/out"
 mv "$tmp/bin/influxd" "$tmp/out/influxd"

@@ -156,6 +156,21 @@ cache_install_dir() {
     { log "could not move $1 to $2"; exit 1; }
 }
 
+# cache_go_install DIR PKG@VERSION [LDFLAGS]: builds a Go command into
+# DIR/bin from a throwaway module in DIR, so that no go.mod or go.work of
+# the caller's (e.g. this repository's) is consulted: `go install pkg@version`
+# builds with the module's own go.mod. GOFLAGS is reset so that a caller's
+# -mod=... does not break the install; GOTOOLCHAIN=local keeps the toolchain
+# we have. Its output goes to standard error.
+cache_go_install() {
+  (
+    cd "$1" || exit 1
+    go mod init build >/dev/null 2>&1
+    env GOWORK=off GOFLAGS=-buildvcs=false GOTOOLCHAIN=local CGO_ENABLED=0 GOBIN="$1/bin" \
+      go install -trimpath -ldflags "-s -w ${3:-}" "$2"
+  ) >&2
+}
+
 cache_start_timer() { CACHE_START=$SECONDS; }
 
 cache_elapsed() { echo "$((SECONDS - CACHE_START))"; }

@@ -35,15 +35,8 @@ log "building nfpm $VERSION with $(go env GOVERSION) into $DEST"
 cache_mktemp -d "$CACHE/.build-$VERSION.XXXXXX"
 tmp=$CACHE_TMP
 cache_start_timer
-# A throwaway module folder, so that no go.mod or go.work of the caller's is
-# consulted: `go install pkg@version` builds with nfpm's own go.mod.
-(
-  cd "$tmp"
-  go mod init nfpm-build >/dev/null 2>&1
-  env GOWORK=off GOFLAGS=-buildvcs=false GOTOOLCHAIN=local CGO_ENABLED=0 GOBIN="$tmp/bin" \
-    go install -trimpath -ldflags "-s -w -X main.version=${VERSION#v}" \
-      "github.com/goreleaser/nfpm/v2/cmd/nfpm@$VERSION"
-) >&2 || { log "build failed"; exit 1; }
+cache_go_install "$tmp" "github.com/goreleaser/nfpm/v2/cmd/nfpm@$VERSION" \
+  "-X main.version=${VERSION#v}" || { log "build failed"; exit 1; }
 "$tmp/bin/nfpm" --version >/dev/null || { log "the built nfpm does not run"; exit 1; }
 mkdir "$tmp/out"
 mv "$tmp/bin/nfpm" "$tmp/out/nfpm"

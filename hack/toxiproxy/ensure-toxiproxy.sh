@@ -43,18 +43,8 @@ log "building toxiproxy-server $VERSION (github.com/Shopify/toxiproxy/v2/cmd/ser
 cache_mktemp -d "$CACHE/.build-$VERSION.XXXXXX"
 tmp=$CACHE_TMP
 cache_start_timer
-# A throwaway module folder, so that no go.mod or go.work of the caller's
-# (e.g. this repository's) is consulted; `go install pkg@version` builds with
-# the module's own go.mod. GOFLAGS is reset so that a caller's -mod=... does
-# not break the install; GOTOOLCHAIN=local keeps the toolchain we have.
-(
-  cd "$tmp"
-  go mod init toxiproxy-build >/dev/null 2>&1
-  env GOWORK=off GOFLAGS=-buildvcs=false GOTOOLCHAIN=local CGO_ENABLED=0 GOBIN="$tmp/bin" \
-    go install -trimpath \
-      -ldflags "-s -w -X github.com/Shopify/toxiproxy/v2.Version=${VERSION#v}" \
-      "github.com/Shopify/toxiproxy/v2/cmd/server@$VERSION"
-) >&2 || { log "build failed"; exit 1; }
+cache_go_install "$tmp" "github.com/Shopify/toxiproxy/v2/cmd/server@$VERSION" \
+  "-X github.com/Shopify/toxiproxy/v2.Version=${VERSION#v}" || { log "build failed"; exit 1; }
 "$tmp/bin/server" -version >&2 || { log "the built toxiproxy-server does not run"; exit 1; }
 mkdir "$tmp/out"
 mv "$tmp/bin/server" "$tmp/out/toxiproxy-server"
